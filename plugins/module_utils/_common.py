@@ -1,0 +1,219 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the nodemaint.image_gc collection. It may change without notice.
+# It must not import Ansible: the node-side runner (roles/timer) runs this very code with
+# nothing but the Python 3.8+ standard library.
+"""Errors, value parsing, the one place that runs commands, and the run lock."""
+
+import errno
+import fcntl
+import os
+import re
+import subprocess
+import time
+
+
+class ImageGCError(Exception):
+    """An error whose message names the cause and the fix."""
+
+
+class CommandError(ImageGCError):
+    """A command that failed as a whole (not one item of a batch)."""
+
+    def __init__(self, message, result):
+        super(CommandError, self).__init__(message)
+        self.result = result
+
+    def to_dict(self):
+        return {'msg': str(self), 'cmd': self.result.argv, 'rc': self.result.rc,
+                'stdout': self.result.stdout, 'stderr': self.result.stderr}
+
+
+# --------------------------------------------------------------------------------------------
+# Durations, sizes, ages
+
+_DURATION_RE = re.compile(r'^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$')
+
+
+def parse_duration(value, name='duration'):
+    """Seconds from ``600``, ``'600'``, ``'90s'``, ``'10m'``, ``'1h30m'``; ImageGCError otherwise."""
+    hint = ("%s: invalid duration %r; use whole seconds (600) or hours/minutes/seconds "
+            "such as 90s, 10m or 1h30m" % (name, value))
+    if isinstance(value, bool):
+        raise ImageGCError(hint)
+    if isinstance(value, int):
+        if value < 0:
+            raise ImageGCError(hint)
+        return value
+    if not isinstance(value, str):
+        raise ImageGCError(hint)
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    match = _DURATION_RE.match(text)
+    if not text or not match or not any(match.groups()):
+        raise ImageGCError(hint)
+    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def format_duration(seconds):
+    """``'1h30m'``-style text of a number of seconds (the inverse of parse_duration)."""
+    seconds = int(seconds)
+    if seconds == 0:
+        return '0s'
+    out = ''
+    for unit, size in (('h', 3600), ('m', 60), ('s', 1)):
+        if seconds >= size:
+            out += '%d%s' % (seconds // size, unit)
+            seconds %= size
+    return out
+
+
+_SIZE_RE = re.compile(r'^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKMGTP]?i?B)\s*$')
+_SIZE_UNITS = {'B': 1, 'kB': 1000, 'KB': 1000, 'MB': 1000 ** 2, 'GB': 1000 ** 3, 'TB': 1000 ** 4,
+               'PB': 1000 ** 5, 'KiB': 1024, 'kiB': 1024, 'MiB': 1024 ** 2, 'GiB': 1024 ** 3,
+               'TiB': 1024 ** 4, 'PiB': 1024 ** 5}
+
+
+def parse_human_size(text):
+    """Bytes from the human sizes ctr prints (``422B``, ``1.028MB``, ``1004.7 KiB``).
+
+    ctr rounds to four significant digits, so the result is approximate for large blobs.
+    """
+    match = _SIZE_RE.match(text or '')
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise ValueError('not a size: %r' % (text,))
+    return int(round(float(match.group(1)) * _SIZE_UNITS[match.group(2)]))
+
+
+_AGE_UNITS = {'second': 1, 'minute': 60, 'hour': 3600, 'day': 86400, 'week': 7 * 86400,
+              'month': 30 * 86400, 'year': 365 * 86400}
+_AGE_RE = re.compile(r'^(\d+|an?|about an?)\s+(second|minute|hour|day|week|month|year)s?$')
+
+
+def parse_human_age(text):
+    """Seconds (a lower bound) from the ages ctr prints: ``10 seconds``, ``About an hour``, ``3 weeks``."""
+    text = (text or '').strip().lower()
+    if text == 'less than a second':
+        return 0
+    match = _AGE_RE.match(text)
+    if not match:
+        raise ValueError('not an age: %r' % (text,))
+    count = match.group(1)
+    number = int(count) if count.isdigit() else 1
+    return number * _AGE_UNITS[match.group(2)]
+
+
+# --------------------------------------------------------------------------------------------
+# Running commands: one choke point, argv lists only, never a shell
+
+class CommandResult(object):
+    def __init__(self, argv, rc, stdout, stderr, duration=0.0):
+        self.argv = list(argv)
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+        self.duration = duration
+
+    def __repr__(self):
+        return 'CommandResult(%r, rc=%r)' % (self.argv, self.rc)
+
+
+class CommandRunner(object):
+    """Runs argv lists with LC_ALL=C and no stdin; records what it ran.
+
+    Tests replace it with a stub that has the same ``run(argv, timeout=None)`` method.
+    """
+
+    def __init__(self, env=None, default_timeout=None):
+        self.env = dict(os.environ if env is None else env)
+        self.env['LC_ALL'] = 'C'
+        self.env['LANG'] = 'C'
+        self.default_timeout = default_timeout
+        self.history = []
+
+    def run(self, argv, timeout=None):
+        if isinstance(argv, str) or not argv:
+            raise TypeError('argv must be a non-empty list')
+        argv = [str(a) for a in argv]
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=self.env, check=False,
+                                  timeout=timeout or self.default_timeout)
+            result = CommandResult(argv, proc.returncode,
+                                   proc.stdout.decode('utf-8', 'replace'),
+                                   proc.stderr.decode('utf-8', 'replace'))
+        except OSError as exc:
+            result = CommandResult(argv, 127, '', '%s: %s' % (argv[0], exc.strerror or exc))
+        except subprocess.TimeoutExpired as exc:
+            result = CommandResult(argv, 124, '', 'timed out after %ss: %s' % (exc.timeout, ' '.join(argv)))
+        result.duration = time.monotonic() - started
+        self.history.append(result)
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# The run lock shared by the timer's runner and the modules
+
+DEFAULT_LOCK_PATH = '/run/node-image-gc.lock'
+
+
+class RunLock(object):
+    """An exclusive flock on ``path``; ``acquire`` waits at most ``wait`` seconds."""
+
+    def __init__(self, path=DEFAULT_LOCK_PATH, wait=600, poll=0.2):
+        self.path = path
+        self.wait = wait
+        self.poll = poll
+        self._fd = None
+
+    def acquire(self):
+        """True when the lock is held; False when another run still held it after ``wait`` seconds."""
+        directory = os.path.dirname(self.path)
+        if directory and not os.path.isdir(directory):
+            os.makedirs(directory, 0o755)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(self.poll)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, ('%d\n' % os.getpid()).encode())
+            self._fd = fd
+            return True
+
+    def holder(self):
+        """PID written by the current holder, or None."""
+        try:
+            with open(self.path) as handle:
+                return int(handle.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self):
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        if not self.acquire():
+            raise ImageGCError('another image GC run holds %s (pid %s) and did not finish within %s; '
+                               'this run was skipped. Wait for it, or raise lock_wait.'
+                               % (self.path, self.holder(), format_duration(self.wait)))
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

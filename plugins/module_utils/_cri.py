@@ -1,0 +1,263 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the nodemaint.image_gc collection. It may change without notice.
+# It must not import Ansible (the node-side runner uses it with the standard library only).
+"""Listing and removal through crictl and ctr: JSON parsed, never grepped; batched argv calls."""
+
+import json
+import re
+
+from ._common import CommandError, ImageGCError, parse_human_age, parse_human_size
+
+DEFAULT_BATCH_SIZE = 100
+
+
+class Container(object):
+    def __init__(self, raw):
+        meta = raw.get('metadata') or {}
+        labels = raw.get('labels') or {}
+        self.id = raw['id']
+        self.name = meta.get('name', '')
+        self.attempt = int(meta.get('attempt') or 0)
+        self.pod_id = raw.get('podSandboxId', '')
+        self.state = raw.get('state', '')
+        self.created_ns = int(raw.get('createdAt') or 0)
+        self.image = (raw.get('image') or {}).get('image', '')
+        self.image_ref = raw.get('imageRef', '')
+        self.pod_name = labels.get('io.kubernetes.pod.name', '')
+        self.pod_namespace = labels.get('io.kubernetes.pod.namespace', '')
+
+    def to_dict(self):
+        return {'id': self.id, 'name': self.name, 'pod_sandbox_id': self.pod_id, 'state': self.state,
+                'image': self.image, 'image_ref': self.image_ref, 'created_at': self.created_ns // 10 ** 9,
+                'pod_name': self.pod_name, 'pod_namespace': self.pod_namespace}
+
+
+class Sandbox(object):
+    def __init__(self, raw):
+        meta = raw.get('metadata') or {}
+        self.id = raw['id']
+        self.name = meta.get('name', '')
+        self.namespace = meta.get('namespace', '')
+        self.uid = meta.get('uid', '')
+        self.state = raw.get('state', '')
+        self.created_ns = int(raw.get('createdAt') or 0)
+
+    def to_dict(self):
+        return {'id': self.id, 'name': self.name, 'namespace': self.namespace, 'state': self.state,
+                'created_at': self.created_ns // 10 ** 9}
+
+
+class Image(object):
+    def __init__(self, raw):
+        self.id = raw['id']
+        self.tags = list(raw.get('repoTags') or [])
+        self.digests = list(raw.get('repoDigests') or [])
+        self.size = int(raw.get('size') or 0)
+        self.pinned = bool(raw.get('pinned', False))
+
+    @property
+    def refs(self):
+        return self.tags + self.digests
+
+    def to_dict(self):
+        return {'id': self.id, 'repo_tags': self.tags, 'repo_digests': self.digests, 'size': self.size,
+                'pinned': self.pinned}
+
+
+class Blob(object):
+    def __init__(self, digest, size, age, labels):
+        self.digest = digest
+        self.size = size
+        self.age = age
+        self.labels = labels
+
+    def to_dict(self):
+        return {'digest': self.digest, 'size': self.size}
+
+
+_FATAL_RE = re.compile(r'level=(?:fatal|error) msg="((?:[^"\\]|\\.)*)"')
+
+
+def error_lines(stderr):
+    """The ``level=fatal``/``level=error`` messages of a crictl stderr (warnings are not failures)."""
+    found = [m.group(1).replace('\\"', '"') for m in _FATAL_RE.finditer(stderr or '')]
+    if found:
+        return found
+    return [line for line in (stderr or '').splitlines() if line.strip() and 'level=warning' not in line
+            and 'level=info' not in line and 'level=debug' not in line]
+
+
+def describe_failure(result, what):
+    lines = error_lines(result.stderr)
+    detail = lines[-1] if lines else (result.stderr.strip() or 'exit code %d, no message' % result.rc)
+    if result.rc == 127:
+        return '%s failed: %s. Is the binary installed? Set crictl_path/ctr_path.' % (what, detail)
+    if result.rc == 124:
+        return '%s failed: %s. Raise the timeout option, or check containerd.' % (what, detail)
+    if 'connect: no such file' in detail or 'connection refused' in detail or 'validate service connection' in detail \
+            or 'failed to dial' in detail or 'cannot access socket' in detail:
+        return ('%s failed: %s. The runtime socket does not answer: is containerd running? Set '
+                'runtime_endpoint / containerd_address to the right socket.' % (what, detail))
+    return '%s failed (rc=%d): %s' % (what, result.rc, detail)
+
+
+class BatchOutcome(object):
+    """Per-item result of a batched removal."""
+
+    def __init__(self):
+        self.removed = []       # ids
+        self.failed = {}        # id -> message
+        self.gone = []          # ids that were already gone (removed by someone else)
+        self.commands = []
+
+
+class Crictl(object):
+    def __init__(self, runtime, runner, batch_size=DEFAULT_BATCH_SIZE):
+        if int(batch_size) < 1:
+            raise ImageGCError('batch_size must be 1 or more, got %r' % (batch_size,))
+        self.runtime = runtime
+        self.runner = runner
+        self.batch_size = int(batch_size)
+
+    def _run(self, *args):
+        argv = self.runtime.crictl_argv(*args)
+        return self.runner.run(argv, timeout=self.runtime.timeout + 30)
+
+    def _json(self, *args):
+        result = self._run(*args)
+        what = 'crictl %s' % ' '.join(args)
+        if result.rc != 0:
+            raise CommandError(describe_failure(result, what), result)
+        try:
+            data = json.loads(result.stdout)
+            if not isinstance(data, dict):
+                raise ValueError('not a JSON object')
+        except ValueError as exc:
+            raise CommandError('%s printed malformed JSON (%s): %r. Is %s really crictl?'
+                               % (what, exc, result.stdout[:200], ' '.join(self.runtime.crictl)), result)
+        return data
+
+    def _parse(self, data, key, cls, what):
+        try:
+            return [cls(item) for item in (data.get(key) or [])]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ImageGCError('crictl %s: unexpected JSON shape (%s: %s); this crictl may be too old '
+                               'or not crictl at all' % (what, type(exc).__name__, exc))
+
+    def containers(self):
+        return self._parse(self._json('ps', '--all', '--output', 'json'), 'containers', Container, 'ps')
+
+    def sandboxes(self):
+        return self._parse(self._json('pods', '--output', 'json'), 'items', Sandbox, 'pods')
+
+    def images(self):
+        return self._parse(self._json('images', '--output', 'json'), 'images', Image, 'images')
+
+    def imagefsinfo(self):
+        return self._json('imagefsinfo', '--output', 'json')
+
+    def info(self):
+        return self._json('info', '--output', 'json')
+
+    def sandbox_image(self):
+        """The runtime's sandbox (pause) image as ``crictl info`` reports it (containerd 1.6/1.7), or None."""
+        config = self.info().get('config')
+        if isinstance(config, dict):
+            return config.get('sandboxImage') or config.get('sandbox_image') or None
+        return None
+
+    # -- removals -----------------------------------------------------------------------------
+    def _remove(self, verb, ids, listing):
+        """Batched ``crictl VERB id...``; on a failed batch one re-listing classifies each item."""
+        outcome = BatchOutcome()
+        for start in range(0, len(ids), self.batch_size):
+            batch = list(ids[start:start + self.batch_size])
+            result = self._run(verb, *batch)
+            outcome.commands.append(result.argv)
+            if result.rc == 0:
+                outcome.removed.extend(batch)
+                continue
+            errors = error_lines(result.stderr)
+            if result.rc == 127:
+                for item in batch:
+                    outcome.failed[item] = describe_failure(result, 'crictl %s' % verb)
+                continue
+            try:
+                still_there = set(listing())
+            except (ImageGCError, CommandError) as exc:
+                for item in batch:
+                    outcome.failed[item] = 'crictl %s failed and the state could not be re-read: %s' % (verb, exc)
+                continue
+            for item in batch:
+                mentions = [e for e in errors if item in e]
+                if item not in still_there:
+                    if mentions and _not_found(mentions[-1]):
+                        outcome.gone.append(item)
+                    else:
+                        outcome.removed.append(item)
+                else:
+                    outcome.failed[item] = mentions[-1] if mentions else describe_failure(result, 'crictl %s' % verb)
+        return outcome
+
+    def remove_containers(self, ids):
+        return self._remove('rm', ids, lambda: [c.id for c in self.containers()])
+
+    def remove_sandboxes(self, ids):
+        return self._remove('rmp', ids, lambda: [s.id for s in self.sandboxes()])
+
+    def remove_images(self, ids):
+        return self._remove('rmi', ids, lambda: [i.id for i in self.images()])
+
+
+def _not_found(message):
+    lowered = message.lower()
+    return 'not found' in lowered or 'notfound' in lowered or 'no such' in lowered
+
+
+class Ctr(object):
+    def __init__(self, runtime, runner, namespace='k8s.io'):
+        self.runtime = runtime
+        self.runner = runner
+        self.namespace = namespace
+
+    def _run(self, *args):
+        return self.runner.run(self.runtime.ctr_argv(self.namespace, *args), timeout=self.runtime.timeout + 30)
+
+    def content(self):
+        """Blobs of the namespace's content store, parsed from ``ctr content ls`` (tab separated)."""
+        result = self._run('content', 'ls')
+        if result.rc != 0:
+            raise CommandError(describe_failure(result, 'ctr content ls'), result)
+        return parse_content_ls(result.stdout)
+
+    def prune_references(self, dry_run=False):
+        args = ['content', 'prune', 'references'] + (['--dry'] if dry_run else [])
+        result = self._run(*args)
+        if result.rc != 0:
+            raise CommandError(describe_failure(result, 'ctr ' + ' '.join(args)), result)
+        return result
+
+
+def parse_content_ls(text):
+    lines = (text or '').splitlines()
+    if not lines or not lines[0].startswith('DIGEST'):
+        raise ImageGCError('ctr content ls printed no DIGEST header: %r' % (text[:200],))
+    blobs = []
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        fields = [f for f in line.split('\t') if f != '']
+        if len(fields) < 3:
+            raise ImageGCError('ctr content ls: cannot parse line %r' % line)
+        labels = {}
+        if len(fields) > 3 and fields[3] != '':
+            for pair in fields[3].split(','):
+                key, _, value = pair.partition('=')
+                labels[key] = value
+        try:
+            blobs.append(Blob(fields[0], parse_human_size(fields[1]), parse_human_age(fields[2]), labels))
+        except ValueError as exc:
+            raise ImageGCError('ctr content ls: cannot parse line %r: %s' % (line, exc))
+    return blobs

@@ -1,0 +1,261 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the nodemaint.image_gc collection. It may change without notice.
+# It must not import Ansible (the node-side runner uses it with the standard library only).
+"""Planning: what each phase would remove, and why; for images also what is kept, and why.
+
+Pure functions over parsed listings: no commands run here, so check mode and a real run
+compute the very same plan.
+"""
+
+import fnmatch
+
+from ._common import format_duration
+
+EXITED = 'CONTAINER_EXITED'
+CREATED = 'CONTAINER_CREATED'
+NOTREADY = 'SANDBOX_NOTREADY'
+LAYER_LABEL_PREFIX = 'containerd.io/gc.ref.content.l.'
+CONTENT_REF_PREFIX = 'containerd.io/gc.ref.content.'
+CONFIG_LABEL = 'containerd.io/gc.ref.content.config'
+
+
+class Plan(object):
+    """``remove``: items with a ``reason``; ``keep``: items deliberately kept, with a ``reason``."""
+
+    def __init__(self, phase):
+        self.phase = phase
+        self.remove = []
+        self.keep = []
+        self.warnings = []
+
+    @property
+    def ids(self):
+        return [item['id'] for item in self.remove]
+
+
+def _age(now_ns, created_ns):
+    return max(0, (now_ns - created_ns) // 10 ** 9)
+
+
+def _short(identifier):
+    return identifier.split(':', 1)[-1][:13]
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 1: containers
+
+def plan_containers(containers, now_ns, created_min_age=3600, keep_last_per_pod=False):
+    """Exited containers, and created-never-started ones older than ``created_min_age``.
+
+    ``keep_last_per_pod`` keeps the newest exited instance of each container of each pod, so
+    ``kubectl logs --previous`` still works.
+    """
+    plan = Plan('containers')
+    newest = {}
+    if keep_last_per_pod:
+        for c in containers:
+            if c.state == EXITED:
+                key = (c.pod_id, c.name)
+                if key not in newest or (c.created_ns, c.attempt) > (newest[key].created_ns, newest[key].attempt):
+                    newest[key] = c
+    kept_newest = set(id(c) for c in newest.values())
+    for c in sorted(containers, key=lambda x: (x.created_ns, x.id)):
+        item = c.to_dict()
+        item['age'] = _age(now_ns, c.created_ns)
+        if c.state == EXITED:
+            if id(c) in kept_newest:
+                item['reason'] = 'newest exited instance of %s in its pod (keep_last_per_pod)' % c.name
+                plan.keep.append(item)
+            else:
+                item['reason'] = 'exited'
+                plan.remove.append(item)
+        elif c.state == CREATED:
+            if item['age'] >= created_min_age:
+                item['reason'] = 'created but never started, %s old (created_min_age %s)' % (
+                    format_duration(item['age']), format_duration(created_min_age))
+                plan.remove.append(item)
+            else:
+                item['reason'] = 'created %s ago, younger than created_min_age %s' % (
+                    format_duration(item['age']), format_duration(created_min_age))
+                plan.keep.append(item)
+    return plan
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 2: sandboxes
+
+def _matches_any(value, patterns):
+    for pattern in patterns or ():
+        if fnmatch.fnmatchcase(value, pattern):
+            return pattern
+    return None
+
+
+def plan_sandboxes(sandboxes, containers, now_ns, min_age=600, namespaces=None, exclude_namespaces=None):
+    """NotReady sandboxes older than ``min_age`` (from ``createdAt``) with no live container."""
+    plan = Plan('sandboxes')
+    live = {}
+    for c in containers:
+        if c.state not in (EXITED,):
+            live.setdefault(c.pod_id, []).append(c)
+    for s in sorted(sandboxes, key=lambda x: (x.created_ns, x.id)):
+        if s.state != NOTREADY:
+            continue
+        item = s.to_dict()
+        item['age'] = _age(now_ns, s.created_ns)
+        if namespaces and not _matches_any(s.namespace, namespaces):
+            item['reason'] = 'namespace %r is not in namespaces' % s.namespace
+            plan.keep.append(item)
+        elif _matches_any(s.namespace, exclude_namespaces):
+            item['reason'] = 'namespace %r excluded by pattern %r' % (
+                s.namespace, _matches_any(s.namespace, exclude_namespaces))
+            plan.keep.append(item)
+        elif item['age'] < min_age:
+            item['reason'] = 'NotReady but only %s old, younger than min_age %s' % (
+                format_duration(item['age']), format_duration(min_age))
+            plan.keep.append(item)
+        elif s.id in live:
+            item['reason'] = 'NotReady but container %s is %s' % (live[s.id][0].name, live[s.id][0].state)
+            plan.keep.append(item)
+        else:
+            item['reason'] = 'NotReady, created %s ago (min_age %s)' % (
+                format_duration(item['age']), format_duration(min_age))
+            plan.remove.append(item)
+    return plan
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 3: images
+
+def normalize_ref(ref):
+    """Fully qualified image reference, as containerd stores it (``busybox`` -> ``docker.io/library/busybox:latest``)."""
+    if not ref or ref.startswith('sha256:'):
+        return ref
+    name, at, digest = ref.partition('@')
+    first, slash, rest = name.partition('/')
+    if not slash:
+        name = 'docker.io/library/' + name
+    elif '.' not in first and ':' not in first and first != 'localhost':
+        name = 'docker.io/' + name
+    if not at and ':' not in name.rsplit('/', 1)[-1]:
+        name += ':latest'
+    return name + at + digest
+
+
+def image_manifest_ages(blobs):
+    """Image id (config digest) -> age in seconds of the youngest manifest that names it."""
+    ages = {}
+    for blob in blobs:
+        config = blob.labels.get(CONFIG_LABEL)
+        if config and (config not in ages or blob.age < ages[config]):
+            ages[config] = blob.age
+    return ages
+
+
+def image_users(images, containers):
+    """Image id -> containers using it, by image id, repo digest or tag (as ``crictl rmi --prune``)."""
+    by_ref = {}
+    for image in images:
+        for ref in [image.id] + image.refs:
+            by_ref[ref] = image.id
+            by_ref[normalize_ref(ref)] = image.id
+    users = {}
+    for c in containers:
+        for ref in (c.image_ref, c.image, normalize_ref(c.image)):
+            if ref and ref in by_ref:
+                users.setdefault(by_ref[ref], []).append(c)
+                break
+    return users
+
+
+def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, manifest_ages=None,
+                removed_containers=()):
+    """Unused images with the semantics of ``crictl rmi --prune``, plus the collection's guards.
+
+    An image is in use when any container (exited ones included) refers to it, unless that
+    container is in ``removed_containers`` (removed earlier in the same run). Pinned images, the
+    runtime's sandbox image, images matching an ``exclude`` glob (on tags, digests or id) and
+    images younger than ``min_age`` (age of the image's manifest in the content store) are kept.
+    """
+    plan = Plan('images')
+    removed = set(removed_containers or ())
+    users = image_users(images, [c for c in containers if c.id not in removed])
+    freed_by = image_users(images, [c for c in containers if c.id in removed])
+    sandbox_norm = normalize_ref(sandbox_image) if sandbox_image else None
+    for image in sorted(images, key=lambda i: i.id):
+        item = image.to_dict()
+        norm_refs = [normalize_ref(r) for r in image.refs]
+        pattern = None
+        for candidate in [image.id] + image.refs + norm_refs:
+            pattern = _matches_any(candidate, exclude)
+            if pattern:
+                break
+        age = (manifest_ages or {}).get(image.id)
+        if image.id in users:
+            first = users[image.id][0]
+            more = len(users[image.id]) - 1
+            item['reason'] = 'in use by container %s (%s, %s)%s' % (
+                first.name, _short(first.id), first.state.replace('CONTAINER_', '').lower(),
+                ' and %d more' % more if more else '')
+            item['used_by'] = [c.id for c in users[image.id]]
+            plan.keep.append(item)
+        elif image.pinned:
+            item['reason'] = 'pinned by the runtime'
+            plan.keep.append(item)
+        elif sandbox_norm and (sandbox_image in image.refs or sandbox_norm in norm_refs or sandbox_image == image.id):
+            item['reason'] = 'sandbox (pause) image of the runtime (%s)' % sandbox_image
+            plan.keep.append(item)
+        elif pattern:
+            item['reason'] = 'excluded by pattern %r' % pattern
+            plan.keep.append(item)
+        elif min_age and age is None:
+            item['reason'] = ('age unknown (no manifest in the content store names it); kept because '
+                              'image_min_age is set')
+            plan.keep.append(item)
+        elif min_age and age < min_age:
+            item['reason'] = 'younger than image_min_age %s (content store age %s)' % (
+                format_duration(min_age), format_duration(age))
+            plan.keep.append(item)
+        else:
+            if image.id in freed_by:
+                reason = 'used only by containers removed in this run'
+            elif not image.tags:
+                reason = 'unused and untagged (dangling)'
+            else:
+                reason = 'unused'
+            item['reason'] = reason
+            plan.remove.append(item)
+    if not sandbox_image and not any(i.pinned for i in images):
+        plan.warnings.append('the runtime did not report its sandbox (pause) image and pins no image; '
+                             'set sandbox_image or add it to image_exclude so it is never removed')
+    return plan
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 4: content store
+
+def plan_content(blobs):
+    """Blobs that ``ctr content prune references`` frees: those referenced only by layer labels.
+
+    The prune drops every ``containerd.io/gc.ref.content.l.*`` label; containerd's garbage
+    collector then deletes the compressed layer blobs nothing else refers to. Unpacked snapshots
+    stay, so running containers are unaffected; the image can no longer be exported or served to
+    peers until it is pulled again.
+    """
+    plan = Plan('content')
+    layer_targets, other_targets = set(), set()
+    for blob in blobs:
+        for key, value in blob.labels.items():
+            if key.startswith(LAYER_LABEL_PREFIX):
+                layer_targets.add(value)
+            elif key.startswith(CONTENT_REF_PREFIX):
+                other_targets.add(value)
+    for blob in sorted(blobs, key=lambda b: b.digest):
+        if blob.digest in layer_targets and blob.digest not in other_targets:
+            item = blob.to_dict()
+            item['id'] = blob.digest
+            item['reason'] = 'layer blob referenced only by layer labels'
+            plan.remove.append(item)
+    return plan

@@ -1,0 +1,275 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the nodemaint.image_gc collection. It may change without notice.
+# It must not import Ansible: the timer role installs these files on the node and runs them with
+# the node's python3 (3.8 or newer) and nothing else.
+"""The node-side runner: ``node-image-gc [--config FILE] run [--dry-run] | status``.
+
+A thin adapter over the same Engine the modules use: the four phases in order, each failure-
+tolerant, one JSON object per line on stdout (journald keeps them), a last-run report, optional
+node_exporter textfile metrics, and the run lock shared with the modules.
+"""
+
+import argparse
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+
+from ._common import ImageGCError, RunLock, parse_duration
+from ._engine import SETTINGS, Engine, validate_settings
+
+DEFAULT_CONFIG = '/etc/node-image-gc/config.json'
+PHASES = ('containers', 'sandboxes', 'images', 'content')
+RUNNER_SETTINGS = {
+    'disk_usage_threshold': 0,
+    'report_path': '/var/lib/node-image-gc/last-run.json',
+    'textfile_path': None,
+    'lock_path': '/run/node-image-gc.lock',
+    'lock_wait': '10m',
+}
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def load_config(path):
+    """(engine settings, runner settings) from the JSON config; ImageGCError naming the bad key."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise ImageGCError('cannot read config %s: %s' % (path, exc.strerror or exc))
+    except ValueError as exc:
+        raise ImageGCError('config %s is not valid JSON: %s' % (path, exc))
+    if not isinstance(data, dict):
+        raise ImageGCError('config %s must hold a JSON object' % path)
+    unknown = sorted(set(data) - set(SETTINGS) - set(RUNNER_SETTINGS))
+    if unknown:
+        raise ImageGCError('config %s: unknown key(s) %s' % (path, ', '.join(unknown)))
+    runner = dict(RUNNER_SETTINGS)
+    runner.update((k, v) for k, v in data.items() if k in RUNNER_SETTINGS and v is not None)
+    threshold = runner['disk_usage_threshold']
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 100:
+        raise ImageGCError('disk_usage_threshold: expected a percentage from 0 to 100, got %r' % (threshold,))
+    runner['lock_wait'] = parse_duration(runner['lock_wait'], 'lock_wait')
+    settings = dict((k, v) for k, v in data.items() if k in SETTINGS)
+    validate_settings(settings)
+    return settings, runner
+
+
+def emit(stream, event, **fields):
+    record = {'event': event, 'time': round(time.time(), 3)}
+    record.update(fields)
+    stream.write(json.dumps(record, sort_keys=True) + '\n')
+    stream.flush()
+    return record
+
+
+def write_atomic(path, text, mode=0o644):
+    directory = os.path.dirname(path) or '.'
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
+    try:
+        with os.fdopen(fd, 'w') as handle:
+            handle.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def phase_event(result):
+    errors = [item.get('msg', '') for item in result.get('failed', [])]
+    if result.get('error'):
+        errors.insert(0, result['error'])
+    if result.get('error'):
+        status = 'failed'
+    elif result.get('skipped'):
+        status = 'skipped'
+    elif result.get('failed'):
+        status = 'failed'
+    else:
+        status = 'ok'
+    event = {'phase': result['phase'], 'status': status, 'removed': len(result.get('removed', [])),
+             'bytes': result.get('bytes', 0), 'ids': [i['id'] for i in result.get('removed', [])],
+             'errors': errors, 'warnings': result.get('warnings', []), 'duration': result.get('duration', 0.0),
+             'dry_run': result.get('check_mode', False)}
+    if result.get('skip_reason'):
+        event['skip_reason'] = result['skip_reason']
+    return event
+
+
+def metrics_text(report, last_success):
+    lines = []
+
+    def metric(name, help_text, kind, samples):
+        lines.append('# HELP %s %s' % (name, help_text))
+        lines.append('# TYPE %s %s' % (name, kind))
+        for labels, value in samples:
+            label_text = ','.join('%s="%s"' % kv for kv in labels)
+            lines.append('%s%s %s' % (name, '{%s}' % label_text if label_text else '', value))
+
+    phases = report.get('phases', [])
+    metric('node_image_gc_last_run_timestamp_seconds', 'End of the last image GC run.', 'gauge',
+           [((), report['finished'])])
+    metric('node_image_gc_last_success_timestamp_seconds', 'End of the last image GC run in which no phase failed.',
+           'gauge', [((), last_success or 0)])
+    metric('node_image_gc_run_duration_seconds', 'Duration of the last image GC run.', 'gauge',
+           [((), report['duration'])])
+    metric('node_image_gc_run_success', '1 if no phase of the last run failed.', 'gauge',
+           [((), 1 if report['status'] != 'failed' else 0)])
+    metric('node_image_gc_removed_objects', 'Objects removed by the last run, per phase.', 'gauge',
+           [((('phase', p['phase']),), p['removed']) for p in phases])
+    metric('node_image_gc_reclaimed_bytes', 'Bytes reclaimed by the last run, per phase (images: image '
+           'sizes; content: blob sizes).', 'gauge', [((('phase', p['phase']),), p['bytes']) for p in phases])
+    metric('node_image_gc_phase_success', '1 if the phase succeeded (or was skipped) in the last run.', 'gauge',
+           [((('phase', p['phase']),), 0 if p['status'] == 'failed' else 1) for p in phases])
+    for when in ('before', 'after'):
+        disk = report.get('disk_' + when) or {}
+        if 'image_fs_used_bytes' in disk:
+            metric('node_image_gc_image_fs_used_bytes_%s' % when, 'Image filesystem bytes used %s the last '
+                   'run, as the runtime reports it.' % when, 'gauge', [((), disk['image_fs_used_bytes'])])
+    return '\n'.join(lines) + '\n'
+
+
+def _image_fs_percent(disk):
+    values = [fs.get('fs_used_percent') for fs in disk.get('image_filesystems', []) if 'fs_used_percent' in fs]
+    return max(values) if values else None
+
+
+def run(config_path, dry_run=False, stream=None, engine_factory=Engine):
+    stream = stream or sys.stdout
+    started = time.time()
+    try:
+        settings, opts = load_config(config_path)
+    except ImageGCError as exc:
+        emit(stream, 'end', status='failed', error=str(exc), exit_code=EXIT_USAGE)
+        return EXIT_USAGE
+    emit(stream, 'start', host=socket.gethostname(), dry_run=dry_run, config=config_path, pid=os.getpid())
+    lock = None
+    if not dry_run:
+        lock = RunLock(opts['lock_path'], opts['lock_wait'])
+        if not lock.acquire():
+            emit(stream, 'end', status='skipped', dry_run=dry_run,
+                 reason='another run (pid %s) held %s for longer than lock_wait' % (lock.holder(), opts['lock_path']))
+            return EXIT_OK
+    try:
+        return _run_locked(settings, opts, dry_run, stream, started, engine_factory)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
+    report = {'host': socket.gethostname(), 'started': round(started, 3), 'dry_run': dry_run, 'phases': []}
+    enabled = [p for p in PHASES if settings.get(p, SETTINGS[p][1])]
+    try:
+        engine = engine_factory(settings, need_crictl=True,
+                                need_ctr='content' in enabled or bool(settings.get('image_min_age')))
+    except ImageGCError as exc:
+        report['error'] = str(exc)
+        engine = None
+        emit(stream, 'error', error=str(exc))
+
+    def disk(when):
+        if engine is None:
+            return {}
+        try:
+            state = engine.disk_state()
+        except ImageGCError as exc:
+            state = {'error': str(exc)}
+        emit(stream, 'disk', when=when, **state)
+        report['disk_' + when] = state
+        return state
+
+    before = disk('before')
+    below = None
+    percent = _image_fs_percent(before)
+    if opts['disk_usage_threshold'] and percent is not None and percent < opts['disk_usage_threshold']:
+        below = 'image filesystem %.1f%% used, below disk_usage_threshold %s%%: report only' % (
+            percent, opts['disk_usage_threshold'])
+    for phase in PHASES:
+        result = {'phase': phase, 'removed': [], 'failed': [], 'bytes': 0, 'check_mode': dry_run}
+        if phase not in enabled:
+            result.update(skipped=True, skip_reason='disabled in the config')
+        elif engine is None:
+            result['error'] = 'not run: %s' % report['error']
+        elif below:
+            result.update(skipped=True, skip_reason=below)
+        else:
+            t0 = time.monotonic()
+            try:
+                result = getattr(engine, phase + '_phase')(check_mode=dry_run)
+            except ImageGCError as exc:
+                result['error'] = str(exc)
+                result['duration'] = round(time.monotonic() - t0, 3)
+        event = phase_event(result)
+        emit(stream, 'phase', **event)
+        report['phases'].append(event)
+    disk('after')
+    failed = engine is None or any(p['status'] == 'failed' for p in report['phases'])
+    report['status'] = 'failed' if failed else ('skipped' if below else 'ok')
+    report['finished'] = round(time.time(), 3)
+    report['duration'] = round(report['finished'] - started, 3)
+    report['removed'] = sum(p['removed'] for p in report['phases'])
+    report['bytes'] = sum(p['bytes'] for p in report['phases'])
+    emit(stream, 'end', status=report['status'], removed=report['removed'], bytes=report['bytes'],
+         duration=report['duration'], dry_run=dry_run)
+    if not dry_run:
+        previous = read_report(opts['report_path']) or {}
+        report['last_success'] = report['finished'] if not failed else previous.get('last_success')
+        write_atomic(opts['report_path'], json.dumps(report, indent=2, sort_keys=True) + '\n')
+        if opts['textfile_path']:
+            write_atomic(opts['textfile_path'], metrics_text(report, report['last_success']))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def read_report(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def status(config_path, stream=None):
+    stream = stream or sys.stdout
+    try:
+        _, opts = load_config(config_path)
+    except ImageGCError as exc:
+        sys.stderr.write('node-image-gc: %s\n' % exc)
+        return EXIT_USAGE
+    report = read_report(opts['report_path'])
+    if report is None:
+        sys.stderr.write('node-image-gc: no report at %s yet: the timer has not completed a run. '
+                         'Run "node-image-gc run" or "systemctl start node-image-gc.service".\n'
+                         % opts['report_path'])
+        return EXIT_FAILED
+    stream.write(json.dumps(report, indent=2, sort_keys=True) + '\n')
+    return EXIT_OK
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='node-image-gc', description=(
+        'Remove exited containers, stale NotReady pod sandboxes, unused images and unreferenced '
+        'content from this node\'s containerd.'))
+    parser.add_argument('--config', default=DEFAULT_CONFIG, help='JSON config (default %(default)s)')
+    sub = parser.add_subparsers(dest='command')
+    sub.required = True
+    run_parser = sub.add_parser('run', help='run the four phases')
+    run_parser.add_argument('--dry-run', action='store_true', help='plan only; remove nothing')
+    sub.add_parser('status', help='print the last run\'s report')
+    args = parser.parse_args(argv)
+    if args.command == 'run':
+        return run(args.config, dry_run=args.dry_run)
+    return status(args.config)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
