@@ -1,0 +1,163 @@
+# shellcheck shell=bash
+# Environment setup for scripts/test.sh: system packages, the tools venv, offline
+# collections and the ansible_collections/ build tree. Sourced, not executed.
+# Every function is idempotent and quick when its result already exists.
+# Expects: REPO_ROOT, CACHE_DIR, log().
+
+APT_PACKAGES=(containerd runc busybox-static podman debootstrap python3-venv uidmap
+              git ca-certificates tar gzip util-linux iproute2)
+
+# Version of the PyPI `ansible` bundle that containers.podman is taken from
+# (Galaxy is unreachable here; 12.x goes with ansible-core 2.19).
+ANSIBLE_BUNDLE_VERSION=12.3.0
+
+as_root() {
+  if [[ $EUID -eq 0 ]]; then "$@"
+  elif command -v sudo >/dev/null; then sudo -n "$@"
+  else log "need root for: $*"; return 1
+  fi
+}
+
+setup_apt() {
+  local missing=() p
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "apt: all packages present"
+    return 0
+  fi
+  log "apt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # A third-party source that is unreachable must not stop us: the Debian ones suffice.
+  as_root apt-get -o DPkg::Lock::Timeout=600 -q update >/dev/null 2>&1 \
+    || log "apt-get update reported errors (continuing)"
+  as_root apt-get -o DPkg::Lock::Timeout=600 -q -y install --no-install-recommends "${missing[@]}" >/dev/null \
+    || { log "apt-get install failed"; return 1; }
+}
+
+# A Python >= 3.11 that can create venvs with pip.
+find_python() {
+  local c
+  for c in "${NODEMAINT_PYTHON:-}" python3.11 python3 /usr/bin/python3; do
+    [[ -n "$c" ]] || continue
+    command -v "$c" >/dev/null || continue
+    if "$c" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      command -v "$c"
+      return 0
+    fi
+  done
+  return 1
+}
+
+setup_venv() {
+  local py key
+  py="$(find_python)" || { log "no Python >= 3.11 with venv/ensurepip found"; return 1; }
+  key="$( { cat "$REPO_ROOT/tests/requirements.txt"; "$py" -c 'import sys; print(sys.version)'; echo "$py"; } \
+          | sha256sum | cut -c1-12)"
+  VENV="$CACHE_DIR/venv/$key"
+  if [[ ! -f "$VENV/.complete" ]]; then
+    log "venv: creating $VENV with $py (first run: about 1-2 min)"
+    rm -rf "$VENV"
+    mkdir -p "$CACHE_DIR/venv"
+    "$py" -m venv "$VENV" || return 1
+    "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -m pip install -q -r "$REPO_ROOT/tests/requirements.txt" 2>&1 \
+      | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -m pip check >/dev/null 2>&1 || log "venv: pip check reports conflicts (continuing)"
+    "$VENV/bin/python" -c 'import ansible, ansiblelint, molecule, pytest, grpc, grpc_tools, google.protobuf, testinfra' \
+      || { log "venv: install incomplete"; return 1; }
+    touch "$VENV/.complete"
+  else
+    log "venv: reusing $VENV"
+  fi
+  export VIRTUAL_ENV="$VENV"
+  export PATH="$VENV/bin:$PATH"
+  hash -r
+}
+
+# containers.podman (for the Molecule podman driver) unpacked from the PyPI `ansible` wheel.
+setup_collections() {
+  COLLECTIONS_DEPS="$CACHE_DIR/collections/ansible-$ANSIBLE_BUNDLE_VERSION"
+  if [[ -f "$COLLECTIONS_DEPS/.complete" ]]; then
+    log "collections: reusing $COLLECTIONS_DEPS"
+    return 0
+  fi
+  log "collections: extracting containers.podman from ansible==$ANSIBLE_BUNDLE_VERSION"
+  local tmp
+  tmp="$(mktemp -d)"
+  python -m pip download -q --no-deps "ansible==$ANSIBLE_BUNDLE_VERSION" -d "$tmp" 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  rm -rf "$COLLECTIONS_DEPS"
+  mkdir -p "$COLLECTIONS_DEPS"
+  python - "$tmp" "$COLLECTIONS_DEPS" <<'PY' || { rm -rf "$tmp"; return 1; }
+import glob, sys, zipfile
+src, dest = sys.argv[1:3]
+wheels = glob.glob(src + "/ansible-*.whl")
+if not wheels:
+    sys.exit("ansible wheel not downloaded")
+prefix = "ansible_collections/containers/podman/"
+with zipfile.ZipFile(wheels[0]) as zf:
+    names = [n for n in zf.namelist() if n.startswith(prefix)]
+    if not names:
+        sys.exit("containers.podman not in " + wheels[0])
+    zf.extractall(dest, names)
+PY
+  rm -rf "$tmp"
+  touch "$COLLECTIONS_DEPS/.complete"
+}
+
+# A copy of the working tree (tracked + untracked-not-ignored files) at
+# $BUILD_ROOT/ansible_collections/nodemaint/image_gc. A copy, not a symlink:
+# ansible-test resolves the real path of its working directory.
+setup_build_tree() {
+  local id
+  id="$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-12)"
+  BUILD_ROOT="$CACHE_DIR/build/$id"
+  COLLECTION_DIR="$BUILD_ROOT/ansible_collections/nodemaint/image_gc"
+  rm -rf "$COLLECTION_DIR"
+  mkdir -p "$COLLECTION_DIR"
+  if git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard \
+      | while IFS= read -r -d '' f; do
+          case "$f" in .ansible/*|tests/output/*|.cache/*) continue ;; esac  # tool caches, not sources
+          [[ -e "$f" || -L "$f" ]] && printf '%s\0' "$f"
+        done \
+      | tar --null -T - -cf -) | tar -C "$COLLECTION_DIR" -xf -
+  else
+    (cd "$REPO_ROOT" && tar --exclude=./tests/output --exclude=./.ansible --exclude=.git --exclude=__pycache__ \
+      --exclude=.pytest_cache -cf - .) | tar -C "$COLLECTION_DIR" -xf -
+  fi
+  export ANSIBLE_COLLECTIONS_PATH="$BUILD_ROOT:$COLLECTIONS_DEPS"
+  log "build tree: $COLLECTION_DIR"
+}
+
+# ansible-test downloads a pip bootstrap script from a host that is not a package
+# registry. Pre-seed its cache with a script that bootstraps pip from ensurepip and
+# then installs what ansible-test asked for (pip==<version>) from the package index.
+setup_ansible_test_pip() {
+  local ver cache
+  ver="$(python - <<'PY'
+from types import SimpleNamespace
+from ansible_test._internal.python_requirements import get_venv_packages
+print(get_venv_packages(SimpleNamespace(version="3.11"))["pip"])
+PY
+)" || { log "cannot determine ansible-test's pip version"; return 1; }
+  cache="$HOME/.ansible/test/cache/get_pip_${ver//./_}.py"
+  if [[ -f "$cache" ]]; then
+    grep -q 'nodemaint-image-gc v2' "$cache" && return 0         # ours, current
+    grep -q 'nodemaint-image-gc' "$cache" || return 0             # a real get-pip script: keep it
+  fi
+  mkdir -p "$(dirname "$cache")"
+  cat >"$cache" <<'PY'
+# get-pip replacement written by nodemaint-image-gc v2 (scripts/lib/setup.sh).
+# ansible-test runs it as: python get_pip.py [pip install options] pip==X --no-setuptools --no-wheel
+import ensurepip
+
+# pip from the Python's own bundle: enough for ansible-test to install the sanity
+# requirements from the package index. (The exact pip==X it also asks for is not
+# needed, and installing it here would bypass the pip settings ansible-test passes.)
+ensurepip.bootstrap(upgrade=True)
+PY
+  log "ansible-test: seeded $cache"
+}

@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# The test command of the nodemaint.image_gc collection:   ./scripts/test.sh
+#
+# Installs what it needs (Debian packages, a tools venv, containers.podman), copies the
+# working tree to <cache>/build/<id>/ansible_collections/nodemaint/image_gc, then runs:
+#   doc       ansible-doc renders every module in plugins/modules
+#   sanity    ansible-test sanity --python 3.11 (all tests, nothing excluded)
+#   lint      ansible-lint --profile production
+#   molecule  molecule test for every molecule/<scenario>/molecule.yml (podman + systemd image)
+#   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests
+# Every step runs even if an earlier one failed; a step whose inputs do not exist yet is
+# SKIPped with a reason. Exit status is non-zero if any step FAILed (or setup failed).
+#
+# Environment switches:
+#   TEST_ONLY=doc,sanity   run only these steps (names as above)
+#   SKIP=molecule,sanity   skip these steps
+#   PYTEST_ARGS="-k foo"   extra pytest arguments (e.g. "-x -q")
+#   SANITY_ARGS="--test pep8"  extra ansible-test sanity arguments
+#   MOLECULE_SCENARIO=name run only this Molecule scenario (default: all)
+#   NODEMAINT_CACHE_DIR    cache for venv, collections, build tree, image rootfs
+#                          (default /var/cache/nodemaint-image-gc)
+#   NO_SETUP_APT=1         do not check/install Debian packages
+# Needs root (apt, podman, containerd) -- CI runs it as root.
+set -uo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE_DIR="${NODEMAINT_CACHE_DIR:-/var/cache/nodemaint-image-gc}"
+export NODEMAINT_CACHE_DIR="$CACHE_DIR"
+STEPS=(doc sanity lint molecule pytest)
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib/setup.sh
+source "$REPO_ROOT/scripts/lib/setup.sh"
+
+wanted() {
+  local s="$1"
+  if [[ -n "${TEST_ONLY:-}" ]] && [[ ",${TEST_ONLY// /}," != *",$s,"* ]]; then return 1; fi
+  if [[ ",${SKIP:-}," == *",$s,"* ]]; then return 1; fi
+  return 0
+}
+
+declare -A RESULT DURATION REASON
+ANY_FAIL=0
+PYTEST_SUMMARY=""
+
+# run_step NAME FUNCTION: the function returns 0 (PASS), 1 (FAIL) or 2 (SKIP, reason in SKIP_REASON)
+run_step() {
+  local name="$1" fn="$2" start rc
+  if ! wanted "$name"; then
+    RESULT[$name]=SKIP; DURATION[$name]=0; REASON[$name]="deselected by TEST_ONLY/SKIP"
+    return 0
+  fi
+  printf '\n===== [%s] %s =====\n' "$name" "$(date +%H:%M:%S)"
+  SKIP_REASON=""
+  start=$SECONDS
+  ( set -o pipefail; "$fn" )
+  rc=$?
+  DURATION[$name]=$((SECONDS - start))
+  case $rc in
+    0) RESULT[$name]=PASS ;;
+    2) RESULT[$name]=SKIP; REASON[$name]="$(cat "$STATE/skip-$name" 2>/dev/null)" ;;
+    *) RESULT[$name]=FAIL; ANY_FAIL=1 ;;
+  esac
+  printf '===== [%s] %s in %ss %s\n' "$name" "${RESULT[$name]}" "${DURATION[$name]}" "${REASON[$name]:-}"
+}
+
+skip() { echo "$2" >"$STATE/skip-$1"; echo "SKIP: $2"; }
+
+module_names() {
+  local f
+  for f in "$COLLECTION_DIR"/plugins/modules/*.py; do
+    [[ -e "$f" ]] || continue
+    f="$(basename "$f" .py)"
+    [[ "$f" == __init__ ]] && continue
+    echo "$f"
+  done
+}
+
+step_doc() {
+  cd "$COLLECTION_DIR" || return 1
+  local mods m out fail=0
+  mods="$(module_names)"
+  [[ -n "$mods" ]] || { skip doc "no modules in plugins/modules yet"; return 2; }
+  for m in $mods; do
+    if out="$(ansible-doc -t module "nodemaint.image_gc.$m" 2>"$STATE/doc.err")" && [[ -n "$out" ]] \
+       && ! grep -qiE 'error|not found|unable|could not' "$STATE/doc.err"; then
+      echo "ok   nodemaint.image_gc.$m ($(wc -l <<<"$out") lines)"
+    else
+      echo "FAIL nodemaint.image_gc.$m"; cat "$STATE/doc.err"; fail=1
+    fi
+  done
+  return $fail
+}
+
+step_sanity() {
+  cd "$COLLECTION_DIR" || return 1
+  setup_ansible_test_pip || return 1
+  # shellcheck disable=SC2086
+  ansible-test sanity --python 3.11 --color no ${SANITY_ARGS:-}
+}
+
+step_lint() {
+  cd "$COLLECTION_DIR" || return 1
+  ansible-lint --offline --profile production --nocolor
+}
+
+molecule_scenarios() {
+  local f
+  for f in "$COLLECTION_DIR"/molecule/*/molecule.yml; do
+    [[ -e "$f" ]] && basename "$(dirname "$f")"
+  done
+}
+
+step_molecule() {
+  cd "$COLLECTION_DIR" || return 1
+  local scenarios
+  scenarios="$(molecule_scenarios)"
+  [[ -n "$scenarios" ]] || { skip molecule "no molecule/*/molecule.yml yet"; return 2; }
+  CONTAINERS_CONF="$("$COLLECTION_DIR/molecule/resources/containers-conf.sh")" || return 1
+  export CONTAINERS_CONF
+  "$COLLECTION_DIR/molecule/resources/build-image.sh" || return 1
+  if [[ -n "${MOLECULE_SCENARIO:-}" ]]; then
+    molecule test -s "$MOLECULE_SCENARIO"
+  else
+    molecule test --all
+  fi
+}
+
+# Directories under tests/ that contain pytest files: tests/unit, tests/integration, then others.
+pytest_dirs() {
+  local d name
+  for name in unit integration; do
+    [[ -d "$COLLECTION_DIR/tests/$name" ]] && has_pytest_files "$COLLECTION_DIR/tests/$name" && echo "tests/$name"
+  done
+  for d in "$COLLECTION_DIR"/tests/*/; do
+    name="$(basename "$d")"
+    case "$name" in unit|integration|output|sanity|fixtures) continue ;; esac
+    has_pytest_files "$d" && echo "tests/$name"
+  done
+  return 0
+}
+
+has_pytest_files() {
+  find "$1" -type f \( -name 'test_*.py' -o -name '*_test.py' \) -print -quit | grep -q .
+}
+
+step_pytest() {
+  cd "$COLLECTION_DIR" || return 1
+  local dirs rc
+  mapfile -t dirs < <(pytest_dirs)
+  [[ ${#dirs[@]} -gt 0 ]] || { skip pytest "no test_*.py under tests/ yet"; return 2; }
+  echo "pytest ${dirs[*]}"
+  # shellcheck disable=SC2086
+  PYTHONPATH="$BUILD_ROOT${PYTHONPATH:+:$PYTHONPATH}" python -m pytest -p no:cacheprovider \
+    ${PYTEST_ARGS:-} "${dirs[@]}" 2>&1 | tee "$STATE/pytest.out"
+  rc=${PIPESTATUS[0]}
+  grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* in [0-9.]+s' "$STATE/pytest.out" | tail -n1 \
+    >"$STATE/pytest.summary" || true
+  # Exit 5 = no tests collected although test files exist: a failure.
+  return $rc
+}
+
+main() {
+  local total_start=$SECONDS s
+  STATE="$(mktemp -d)"
+  trap 'rm -rf "$STATE"' EXIT
+
+  printf '===== [setup] %s =====\n' "$(date +%H:%M:%S)"
+  local setup_ok=1
+  if [[ "${NO_SETUP_APT:-0}" != 1 ]]; then setup_apt || setup_ok=0; fi
+  if [[ $setup_ok == 1 ]]; then
+    setup_venv && setup_collections && setup_build_tree || setup_ok=0
+  fi
+  printf '===== [setup] %s in %ss\n' "$([[ $setup_ok == 1 ]] && echo done || echo FAILED)" "$((SECONDS - total_start))"
+  if [[ $setup_ok != 1 ]]; then
+    log "setup failed; no step can run"
+    exit 1
+  fi
+
+  run_step doc step_doc
+  run_step sanity step_sanity
+  run_step lint step_lint
+  run_step molecule step_molecule
+  run_step pytest step_pytest
+
+  printf '\n===== summary (total %ss) =====\n' "$((SECONDS - total_start))"
+  for s in "${STEPS[@]}"; do
+    printf '%-9s %-4s %5ss  %s\n' "$s" "${RESULT[$s]}" "${DURATION[$s]}" "${REASON[$s]:-}"
+  done
+  local verdict=PASS
+  [[ $ANY_FAIL != 0 ]] && verdict=FAIL
+  echo "RESULT: $verdict"
+  # pytest's own summary line goes last, verbatim, so it closes the output.
+  [[ -s "$STATE/pytest.summary" ]] && cat "$STATE/pytest.summary"
+  [[ $verdict == PASS ]]
+}
+
+main "$@"
