@@ -1,0 +1,415 @@
+"""A private containerd (Debian's package) with the CRI plugin, for tests.
+
+Everything containerd writes goes below one base directory: root, state, the gRPC
+socket and the opt path. Teardown order (lab-facts): sandboxes first, containerd by
+PID, then the shims bound to its socket by PID, then any mount left below the base.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+from . import cri
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN_DIR = os.path.join(HERE, "bin")
+SANDBOX_IMAGE = "docker.io/feas/pause:1"
+
+
+def containerd_version(binary="containerd"):
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"\s(v?(\d+)\.(\d+)\.(\d+)\S*)", out)
+    if not m:
+        return (0, 0, 0), out.strip()
+    return (int(m.group(2)), int(m.group(3)), int(m.group(4))), m.group(1)
+
+
+def config_toml(base, sandbox_image=SANDBOX_IMAGE, major=1):
+    root = os.path.join(base, "root")
+    state = os.path.join(base, "state")
+    sock = os.path.join(base, "containerd.sock")
+    opt = os.path.join(base, "opt")
+    cni = os.path.join(base, "cni", "net.d")
+    if major >= 2:
+        return f'''version = 3
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.nri.v1.nri"]
+[grpc]
+  address = "{sock}"
+[plugins.'io.containerd.internal.v1.opt']
+  path = "{opt}"
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = "{sandbox_image}"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "{cni}"
+'''
+    return f'''version = 2
+root = "{root}"
+state = "{state}"
+[grpc]
+  address = "{sock}"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox_image}"
+  # no CAP_SYS_RESOURCE on these VMs: runc cannot set oom_score_adj=-998 otherwise
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+'''
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # zombies count as dead
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def pids_matching(needle):
+    """PIDs whose command line mentions ``needle`` (bytes or str)."""
+    if isinstance(needle, str):
+        needle = needle.encode()
+    me = os.getpid()
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        if any(needle in a for a in _cmdline(int(d))):
+            out.append(int(d))
+    return out
+
+
+def pids_rooted_under(base):
+    """PIDs whose root directory (chroot/pivot_root) lies below ``base``."""
+    base = os.path.realpath(base) + "/"
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            root = os.readlink("/proc/%s/root" % d)
+        except OSError:
+            continue
+        if root.startswith(base):
+            out.append(int(d))
+    return out
+
+
+def shim_pids(sock):
+    return [p for p in pids_matching(sock)
+            if any(b"containerd-shim" in a for a in _cmdline(p)[:1])]
+
+
+def mounts_under(base):
+    base = os.path.realpath(base)
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4].replace("\\040", " ")
+            if mp == base or mp.startswith(base + "/"):
+                out.append(mp)
+    return out
+
+
+def _wait_dead(pids, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        if not any(_pid_alive(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return not any(_pid_alive(p) for p in pids)
+
+
+class Lab:
+    """A private containerd. ``Lab(base).start()`` ... ``stop()``.
+
+    Attributes: ``base``, ``socket``, ``endpoint`` (unix://...), ``ctr_argv``,
+    ``pid`` (containerd), ``bin_dir`` (the crictl stand-in), ``config_path``,
+    ``log_path``, ``version`` (tuple), ``version_string``.
+    """
+
+    def __init__(self, base=None, sandbox_image=SANDBOX_IMAGE, containerd="containerd",
+                 ctr="ctr", remove_base=None):
+        if base is None:
+            base = tempfile.mkdtemp(prefix="feas-lab-")
+            remove_base = True if remove_base is None else remove_base
+        self.base = os.path.realpath(base)
+        self.remove_base = bool(remove_base)
+        self.sandbox_image = sandbox_image
+        self.containerd_bin = shutil.which(containerd) or containerd
+        self.ctr_bin = shutil.which(ctr) or ctr
+        self.socket = os.path.join(self.base, "containerd.sock")
+        self.endpoint = "unix://" + self.socket
+        self.ctr_argv = [self.ctr_bin, "--address", self.socket]
+        self.config_path = os.path.join(self.base, "config.toml")
+        self.log_path = os.path.join(self.base, "containerd.log")
+        self.pid_path = os.path.join(self.base, "containerd.pid")
+        self.work = os.path.join(self.base, "work")
+        self.bin_dir = BIN_DIR
+        self.pid = None
+        self._proc = None
+        self._client = None
+        self.version, self.version_string = (0, 0, 0), ""
+
+    # ------------------------------------------------------------------ state
+    @classmethod
+    def attach(cls, base):
+        """A Lab object for an already running lab (from ``python -m tests.lab up``)."""
+        lab = cls(base, remove_base=False)
+        if os.path.exists(lab.pid_path):
+            with open(lab.pid_path) as f:
+                lab.pid = int(f.read().strip() or 0) or None
+        lab.version, lab.version_string = containerd_version(lab.containerd_bin)
+        return lab
+
+    def to_dict(self):
+        return {"base": self.base, "pid": self.pid, "socket": self.socket,
+                "endpoint": self.endpoint, "ctr_argv": self.ctr_argv,
+                "bin_dir": self.bin_dir, "config": self.config_path, "log": self.log_path,
+                "containerd_version": self.version_string,
+                "sandbox_image": self.sandbox_image}
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = cri.CRIClient(self.endpoint, timeout=60)
+        return self._client
+
+    def _drop_client(self):
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+            self._client = None
+
+    def env(self, base_env=None):
+        """Environment for subprocesses: the crictl stand-in first on PATH, the CRI
+        endpoints set, and CONTAINERD_ADDRESS for ctr."""
+        e = dict(os.environ if base_env is None else base_env)
+        e["PATH"] = self.bin_dir + os.pathsep + e.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        e["CONTAINER_RUNTIME_ENDPOINT"] = self.endpoint
+        e["IMAGE_SERVICE_ENDPOINT"] = self.endpoint
+        e["CONTAINERD_ADDRESS"] = self.socket
+        return e
+
+    def running(self):
+        return bool(self.pid) and _pid_alive(self.pid)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, timeout=30):
+        if not os.path.exists(self.containerd_bin) and not shutil.which(self.containerd_bin):
+            raise FileNotFoundError(
+                "containerd not found: apt-get install containerd runc busybox-static")
+        for d in ("root", "state", "opt", "cni/net.d", "work"):
+            os.makedirs(os.path.join(self.base, d), exist_ok=True)
+        os.chmod(self.base, 0o711)
+        self.version, self.version_string = containerd_version(self.containerd_bin)
+        with open(self.config_path, "w") as f:
+            f.write(config_toml(self.base, self.sandbox_image, self.version[0]))
+        self._spawn()
+        self.wait_ready(timeout)
+        return self
+
+    def _spawn(self):
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+        log = open(self.log_path, "ab")
+        self._proc = subprocess.Popen(
+            [self.containerd_bin, "--config", self.config_path],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True, close_fds=True)
+        log.close()
+        self.pid = self._proc.pid
+        with open(self.pid_path, "w") as f:
+            f.write(str(self.pid))
+
+    def wait_ready(self, timeout=30):
+        end = time.time() + timeout
+        last = None
+        while time.time() < end:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError("containerd exited with %s; log tail:\n%s"
+                                   % (self._proc.returncode, self.log_tail()))
+            if os.path.exists(self.socket):
+                try:
+                    c = cri.CRIClient(self.endpoint, timeout=2)
+                    try:
+                        c.version()
+                        st = c.status()
+                        conds = {x.type: x.status for x in st.status.conditions}
+                        if conds.get("RuntimeReady"):
+                            return
+                        last = "RuntimeReady false: %s" % st
+                    finally:
+                        c.close()
+                except Exception as e:  # not ready yet
+                    last = e
+            time.sleep(0.1)
+        raise RuntimeError("containerd not ready after %ss (%s); log tail:\n%s"
+                           % (timeout, last, self.log_tail()))
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self):
+        """SIGKILL containerd (fault injection). Shims and containers survive."""
+        self._drop_client()
+        if self.pid and _pid_alive(self.pid):
+            os.kill(self.pid, signal.SIGKILL)
+            _wait_dead([self.pid], 10)
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5)
+            except Exception:
+                pass
+
+    def _stop_containerd(self, timeout=10):
+        self._drop_client()
+        if self.pid and _pid_alive(self.pid):
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            if not _wait_dead([self.pid], timeout):
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _wait_dead([self.pid], 5)
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5)
+            except Exception:
+                pass
+
+    def restart(self, timeout=30):
+        """Stop (or after kill(): just start) containerd and start it again, same state."""
+        self._stop_containerd()
+        self._spawn()
+        self.wait_ready(timeout)
+        return self
+
+    def remove_all_sandboxes(self):
+        c = cri.CRIClient(self.endpoint, timeout=30)
+        try:
+            for p in c.list_pod_sandbox():
+                try:
+                    c.stop_pod_sandbox(p.id)
+                except Exception:
+                    pass
+                try:
+                    c.remove_pod_sandbox(p.id)
+                except Exception:
+                    pass
+        finally:
+            c.close()
+
+    def stop(self, remove_base=None):
+        """Full teardown. Safe to call more than once and after failures."""
+        errors = []
+        if self.running():
+            try:
+                self.remove_all_sandboxes()
+            except Exception as e:
+                errors.append("remove sandboxes: %s" % e)
+        self._stop_containerd()
+        shims = shim_pids(self.socket)
+        for p in shims:
+            try:
+                os.kill(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if shims and not _wait_dead(shims, 5):
+            for p in shims:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            _wait_dead(shims, 5)
+        # container processes orphaned by killed shims: their root is below our base
+        for p in pids_rooted_under(self.base):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for mp in sorted(mounts_under(self.base), key=len, reverse=True):
+            r = subprocess.run(["umount", mp], capture_output=True, text=True)
+            if r.returncode != 0:
+                r = subprocess.run(["umount", "-l", mp], capture_output=True, text=True)
+                if r.returncode != 0:
+                    errors.append("umount %s: %s" % (mp, r.stderr.strip()))
+        rb = self.remove_base if remove_base is None else remove_base
+        if rb and not mounts_under(self.base):
+            shutil.rmtree(self.base, ignore_errors=True)
+        elif os.path.exists(self.pid_path):
+            os.unlink(self.pid_path)
+        self.pid = None
+        return errors
+
+    def leftovers(self):
+        """What teardown should have removed: {'containerd': [...], 'shims': [...],
+        'mounts': [...]}, all empty after a clean stop()."""
+        cd = [p for p in pids_matching(self.config_path)
+              if os.path.basename(_cmdline(p)[0].decode(errors="replace")) == "containerd"]
+        return {"containerd": cd, "shims": shim_pids(self.socket),
+                "mounts": mounts_under(self.base) if os.path.exists(self.base) else []}
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop()
+
+    # ------------------------------------------------------------------ helpers
+    def ctr(self, *args, check=True):
+        r = subprocess.run(self.ctr_argv + list(args), capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise RuntimeError("ctr %s failed: %s" % (" ".join(args), r.stderr))
+        return r
+
+    def crictl(self, *args, env=None, timeout=120):
+        """Run the crictl stand-in against this lab; returns CompletedProcess (text)."""
+        return subprocess.run([os.path.join(self.bin_dir, "crictl")] + list(args),
+                              capture_output=True, text=True,
+                              env=env if env is not None else self.env(), timeout=timeout)
+
+    def write_json(self, path, extra=None):
+        d = self.to_dict()
+        if extra:
+            d.update(extra)
+        with open(path, "w") as f:
+            json.dump(d, f, indent=2, sort_keys=True)
