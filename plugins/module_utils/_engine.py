@@ -113,6 +113,9 @@ def detect_peer_mirror(root='/'):
     return None
 
 
+PHASES = ('containers', 'sandboxes', 'images', 'content')
+
+
 def _result(phase, check_mode):
     return {'phase': phase, 'check_mode': check_mode, 'changed': False, 'skipped': False,
             'removed': [], 'kept': [], 'failed': [], 'gone': [], 'bytes': 0, 'warnings': [],
@@ -122,13 +125,17 @@ def _result(phase, check_mode):
 class Engine(object):
     """Plans and runs phases for one node. ``runner``, ``discovery`` and ``clock`` are injectable."""
 
-    def __init__(self, settings, runner=None, discovery=None, clock=None, need_crictl=True,
-                 need_ctr=False, peer_mirror_root='/'):
+    def __init__(self, settings, phases=PHASES + ('disk',), runner=None, discovery=None, clock=None,
+                 peer_mirror_root='/'):
+        """``phases``: what this engine will be asked to run (``disk`` for disk_state); it decides
+        which of crictl and ctr must be found."""
         self.settings = validate_settings(settings)
         self.runner = runner or CommandRunner()
         self.clock = clock or time.time_ns
         self.peer_mirror_root = peer_mirror_root
         s = self.settings
+        need_crictl = bool(set(phases) & set(('containers', 'sandboxes', 'images', 'disk')))
+        need_ctr = 'content' in phases or ('images' in phases and s['image_min_age'] > 0)
         self.runtime = (discovery or Discovery()).resolve(
             crictl_path=s['crictl_path'], ctr_path=s['ctr_path'], runtime_endpoint=s['runtime_endpoint'],
             image_endpoint=s['image_endpoint'], containerd_address=s['containerd_address'],

@@ -20,10 +20,9 @@ import tempfile
 import time
 
 from ._common import ImageGCError, RunLock, parse_duration
-from ._engine import SETTINGS, Engine, validate_settings
+from ._engine import PHASES, SETTINGS, Engine, validate_settings
 
 DEFAULT_CONFIG = '/etc/node-image-gc/config.json'
-PHASES = ('containers', 'sandboxes', 'images', 'content')
 RUNNER_SETTINGS = {
     'disk_usage_threshold': 0,
     'report_path': '/var/lib/node-image-gc/last-run.json',
@@ -170,8 +169,7 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
     report = {'host': socket.gethostname(), 'started': round(started, 3), 'dry_run': dry_run, 'phases': []}
     enabled = [p for p in PHASES if settings.get(p, SETTINGS[p][1])]
     try:
-        engine = engine_factory(settings, need_crictl=True,
-                                need_ctr='content' in enabled or bool(settings.get('image_min_age')))
+        engine = engine_factory(settings, phases=tuple(enabled) + ('disk',))
     except ImageGCError as exc:
         report['error'] = str(exc)
         engine = None

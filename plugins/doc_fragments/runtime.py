@@ -1,0 +1,89 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+
+class ModuleDocFragment(object):
+
+    # Options of RUNTIME_ARGUMENT_SPEC in plugins/module_utils/_adapter.py
+    DOCUMENTATION = r'''
+options:
+  crictl_path:
+    description:
+      - Path of the C(crictl) binary.
+      - When not set, C(crictl) is searched on E(PATH), in C(/usr/local/bin), C(/usr/bin),
+        C(/var/lib/rancher/rke2/bin) and C(/snap/bin), then C(k3s crictl) is used if C(k3s) is found.
+      - A path whose file name is C(k3s) runs C(k3s crictl).
+    type: path
+  ctr_path:
+    description:
+      - Path of containerd's C(ctr) binary.
+      - When not set, C(ctr) is searched like O(crictl_path), then C(k3s ctr) and C(microk8s ctr) are tried.
+      - A path whose file name is C(k3s) or C(microk8s) runs its C(ctr) subcommand.
+    type: path
+  runtime_endpoint:
+    description:
+      - CRI runtime endpoint, for example V(unix:///run/k3s/containerd/containerd.sock).
+      - When not set, E(CONTAINER_RUNTIME_ENDPOINT) is used, then C(runtime-endpoint) of the crictl
+        config (E(CRI_CONFIG_FILE), C(/etc/crictl.yaml), the k3s and RKE2 agent C(crictl.yaml)),
+        then the first existing socket of C(/run/containerd/containerd.sock),
+        C(/run/k3s/containerd/containerd.sock) and C(/var/snap/microk8s/common/run/containerd.sock).
+      - An explicit value, or the environment variable, must name an existing socket.
+    type: str
+  image_endpoint:
+    description:
+      - CRI image endpoint. Defaults to E(IMAGE_SERVICE_ENDPOINT), the crictl config's
+        C(image-endpoint), then O(runtime_endpoint).
+    type: str
+  containerd_address:
+    description:
+      - containerd socket for C(ctr --address).
+      - Defaults to E(CONTAINERD_ADDRESS), then the path of the C(unix://) runtime endpoint.
+    type: str
+  timeout:
+    description:
+      - Timeout of each crictl request (crictl C(--timeout)), as seconds (V(600)) or a duration such as
+        V(90s), V(10m) or V(1h30m).
+      - crictl's own default of 2 seconds is too short for batched removals on a busy node.
+    type: str
+    default: 2m
+  batch_size:
+    description:
+      - Most IDs passed to one C(crictl rm), C(crictl rmp) or C(crictl rmi) call.
+      - crictl sends one request per ID at once; bounding the batch keeps containerd responsive.
+    type: int
+    default: 100
+notes:
+  - Commands are run as argument lists, never through a shell, with E(LC_ALL=C).
+  - crictl warnings on stderr (such as a missing C(/etc/crictl.yaml)) are not failures.
+requirements:
+  - C(crictl) (cri-tools) on the node, talking to containerd 1.6, 1.7 or 2.x over CRI v1.
+'''
+
+    # Options of LOCK_ARGUMENT_SPEC in plugins/module_utils/_adapter.py
+    LOCK = r'''
+options:
+  lock_path:
+    description:
+      - Lock file shared with the C(node-image-gc) timer runner and the other modules of this collection,
+        so that removals never overlap. Not taken in check mode.
+    type: path
+    default: /run/node-image-gc.lock
+  lock_wait:
+    description:
+      - How long to wait for another run to release O(lock_path) before failing, as seconds or a
+        duration such as V(10m).
+    type: str
+    default: 10m
+'''
+
+    ATTRIBUTES = r'''
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Check mode computes the same plan as a real run and reports what would be removed.
+  diff_mode:
+    support: full
+    details:
+      - The diff lists the object IDs present before and after.
+'''

@@ -1,0 +1,280 @@
+#!/usr/bin/python
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r'''
+module: crictl_prune
+short_description: Remove exited containers and unused images through crictl
+version_added: 0.1.0
+description:
+  - Phase 1 and 3 of the node image GC. Removes exited containers (C(crictl rm)), and created-never-started
+    containers older than O(created_min_age).
+  - Then removes images that no container uses (C(crictl rmi)), with the semantics of C(crictl rmi --prune);
+    an image used by any container, exited ones included, is in use, and pinned images are kept.
+  - Beyond C(crictl rmi --prune), it never removes the runtime's sandbox (pause) image (containerd 1.6 does
+    not pin it), images matching O(image_exclude), or images younger than O(image_min_age).
+  - An image used only by containers removed in the same run is removed too.
+  - Plans first, then acts; check mode reports exactly the plan a real run executes.
+author:
+  - nodemaint image_gc maintainers
+extends_documentation_fragment:
+  - nodemaint.image_gc.runtime
+  - nodemaint.image_gc.runtime.lock
+  - nodemaint.image_gc.runtime.attributes
+options:
+  containers:
+    description:
+      - Remove exited containers (and created-never-started ones older than O(created_min_age)).
+    type: bool
+    default: true
+  created_min_age:
+    description:
+      - Minimum age of a container that was created but never started before it is removed, as seconds or
+        a duration such as V(90s), V(10m), V(1h30m).
+    type: str
+    default: 1h
+  keep_last_per_pod:
+    description:
+      - Keep the newest exited instance of each container of each pod, so that C(kubectl logs --previous)
+        still works.
+    type: bool
+    default: false
+  images:
+    description:
+      - Remove images no container uses.
+    type: bool
+    default: true
+  image_exclude:
+    description:
+      - Shell-style patterns (C(fnmatch)) matched against each image's tags, digests and ID, both as
+        listed and fully qualified (V(busybox) is V(docker.io/library/busybox:latest)). A matching image
+        is kept.
+    type: list
+    elements: str
+    default: []
+  image_min_age:
+    description:
+      - Keep images whose manifest entered the content store less recently than this (seconds or a duration
+        such as V(30m)), so a just-pulled image is not raced. V(0s) disables the check.
+      - Needs C(ctr) (see O(ctr_path)); ctr reports ages coarsely (V(About an hour), V(2 days)).
+    type: str
+    default: 0s
+  sandbox_image:
+    description:
+      - The runtime's sandbox (pause) image, which is never removed.
+      - When not set, it is read from C(crictl info) (C(config.sandboxImage), containerd 1.6 and 1.7);
+        containerd 2.x pins it instead.
+    type: str
+  namespace:
+    description:
+      - containerd namespace of the CRI plugin, used to read image ages when O(image_min_age) is set.
+    type: str
+    default: k8s.io
+seealso:
+  - module: nodemaint.image_gc.stale_sandbox
+  - module: nodemaint.image_gc.ctr_content_prune
+  - module: nodemaint.image_gc.imagefs_info
+'''
+
+EXAMPLES = r'''
+- name: Remove exited containers and unused images
+  nodemaint.image_gc.crictl_prune:
+
+- name: Only images, never the CNI and monitoring images, none pulled in the last hour
+  nodemaint.image_gc.crictl_prune:
+    containers: false
+    image_exclude:
+      - "docker.io/calico/*"
+      - "quay.io/prometheus/*"
+    image_min_age: 1h
+
+- name: See what would go, on a k3s node
+  nodemaint.image_gc.crictl_prune:
+    crictl_path: /usr/local/bin/k3s
+    keep_last_per_pod: true
+  check_mode: true
+  register: plan
+
+- name: Show why images were kept
+  ansible.builtin.debug:
+    msg: "{{ plan.images_kept | map(attribute='reason') }}"
+'''
+
+RETURN = r'''
+containers:
+  description: Containers removed (in check mode, that would be removed), oldest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Container ID.
+      type: str
+      sample: 13f0c812c8370f32440a3427a39a8bff92def7777cff7b566352ab9b8d5c07c0
+    name:
+      description: Container name.
+      type: str
+      sample: exit1
+    pod_sandbox_id:
+      description: ID of the container's pod sandbox.
+      type: str
+    pod_name:
+      description: Kubernetes pod name (from the kubelet's labels), empty without them.
+      type: str
+    pod_namespace:
+      description: Kubernetes namespace (from the kubelet's labels), empty without them.
+      type: str
+    state:
+      description: CRI state.
+      type: str
+      sample: CONTAINER_EXITED
+    image:
+      description: Image the container was created from.
+      type: str
+    image_ref:
+      description: Image reference (ID) the runtime resolved.
+      type: str
+    created_at:
+      description: Creation time, seconds since the epoch.
+      type: int
+    age:
+      description: Age in seconds.
+      type: int
+    reason:
+      description: Why it is removed.
+      type: str
+      sample: exited
+  sample: []
+containers_kept:
+  description: Exited or created containers deliberately kept, with the reason (same keys as RV(containers)).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+images:
+  description: Images removed (in check mode, that would be removed), by ID.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Image ID.
+      type: str
+      sample: sha256:3eec21629e5d91c14b0b65cf4976f0b1f6a1bec43c9945e85f995918adee253e
+    repo_tags:
+      description: Tags.
+      type: list
+      elements: str
+      sample: [docker.io/feas/unused:3]
+    repo_digests:
+      description: Repo digests.
+      type: list
+      elements: str
+    size:
+      description: Size in bytes, as the runtime reports it.
+      type: int
+      sample: 1028854
+    pinned:
+      description: Whether the runtime pins the image.
+      type: bool
+    reason:
+      description: Why it is removed.
+      type: str
+      sample: unused
+  sample: []
+images_kept:
+  description: Images kept, each with the reason (in use by a container, pinned, sandbox image, excluded, too young).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - id: sha256:24d594dff834ff76c19a30248c9cb360ee8cb5080c2114cf12716b255381c9b2
+      repo_tags: [docker.io/feas/pause:1]
+      repo_digests: []
+      size: 1028899
+      pinned: false
+      reason: sandbox (pause) image of the runtime (docker.io/feas/pause:1)
+images_space_reclaimed:
+  description: Sum of the sizes of RV(images), in bytes.
+  returned: always
+  type: int
+  sample: 2057707
+failed:
+  description: Containers and images whose removal failed (the others were still removed), with C(msg).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+sandbox_image:
+  description: The sandbox (pause) image that was protected, if known.
+  returned: when O(images=true)
+  type: str
+  sample: registry.k8s.io/pause:3.9
+commands:
+  description: The command lines that were run.
+  returned: always
+  type: list
+  elements: list
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
+    ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, settings_from)
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import Engine
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
+            containers=dict(type='bool', default=True),
+            created_min_age=dict(type='str', default='1h'),
+            keep_last_per_pod=dict(type='bool', default=False),
+            images=dict(type='bool', default=True),
+            image_exclude=dict(type='list', elements='str', default=[]),
+            image_min_age=dict(type='str', default='0s'),
+            sandbox_image=dict(type='str'),
+            namespace=dict(type='str', default='k8s.io'),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    results = []
+    try:
+        phases = [p for p in ('containers', 'images') if params[p]]
+        engine = Engine(settings_from(params, {'namespace': 'content_namespace'}), phases)
+        with ModuleLock(module):
+            if params['containers']:
+                results.append(engine.containers_phase(module.check_mode))
+            if params['images']:
+                results.append(engine.images_phase(module.check_mode))
+    except ImageGCError as exc:
+        fail(module, exc, partial=results)
+
+    by_phase = dict((r['phase'], r) for r in results)
+    empty = {'removed': [], 'kept': [], 'failed': [], 'gone': [], 'bytes': 0, 'warnings': [], 'commands': []}
+    containers, images = by_phase.get('containers', empty), by_phase.get('images', empty)
+    for warning in containers['warnings'] + images['warnings']:
+        module.warn(warning)
+    out = dict(
+        changed=any(r['changed'] for r in results),
+        containers=containers['removed'],
+        containers_kept=containers['kept'],
+        images=images['removed'],
+        images_kept=images['kept'],
+        images_space_reclaimed=images['bytes'],
+        failed=containers['failed'] + images['failed'],
+        commands=containers['commands'] + images['commands'],
+    )
+    if 'images' in by_phase:
+        out['sandbox_image'] = images.get('sandbox_image')
+    if module._diff:
+        before_c, before_i = ids_diff('containers', [containers]), ids_diff('images', [images])
+        out['diff'] = {'before': dict(before_c['before'], **before_i['before']),
+                       'after': dict(before_c['after'], **before_i['after'])}
+    module.exit_json(**out)
+
+
+if __name__ == '__main__':
+    main()

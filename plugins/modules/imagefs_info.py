@@ -1,0 +1,130 @@
+#!/usr/bin/python
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r'''
+module: imagefs_info
+short_description: Report the image filesystem and the container runtime's garbage, read-only
+version_added: 0.1.0
+description:
+  - Read-only facts for before/after reporting around the image GC - image filesystem usage as the runtime
+    reports it (C(crictl imagefsinfo)) and as the filesystem itself does, containers and sandboxes by state,
+    images, an estimate of what C(crictl_prune) could free, and the largest images.
+author:
+  - nodemaint image_gc maintainers
+extends_documentation_fragment:
+  - nodemaint.image_gc.runtime
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The module changes nothing; it runs the same in check mode.
+  diff_mode:
+    support: none
+options:
+  largest:
+    description:
+      - How many of the largest images to list in RV(imagefs.largest_images).
+    type: int
+    default: 5
+  image_exclude:
+    description:
+      - Patterns of images that the reclaimable estimate treats as kept (as in C(crictl_prune)).
+    type: list
+    elements: str
+    default: []
+  sandbox_image:
+    description:
+      - The runtime's sandbox image, when C(crictl info) does not report it.
+    type: str
+seealso:
+  - module: nodemaint.image_gc.crictl_prune
+'''
+
+EXAMPLES = r'''
+- name: Disk state before the cleanup
+  nodemaint.image_gc.imagefs_info:
+  register: before
+
+- name: Show the image filesystem usage
+  ansible.builtin.debug:
+    msg: "{{ before.imagefs.image_fs_used_bytes | human_readable }} used by images"
+'''
+
+RETURN = r'''
+imagefs:
+  description: The facts.
+  returned: always
+  type: dict
+  contains:
+    image_filesystems:
+      description:
+        - One entry per image filesystem the runtime reports - C(mountpoint), C(used_bytes) and
+          C(inodes_used) as the runtime counts them, and, when the path is visible here, C(fs_path),
+          C(fs_size_bytes), C(fs_free_bytes), C(fs_used_bytes) and C(fs_used_percent) of the filesystem
+          holding it.
+      type: list
+      elements: dict
+    image_fs_used_bytes:
+      description: Sum of C(used_bytes) over the image filesystems.
+      type: int
+      sample: 10182656
+    containers:
+      description: Number of containers per state (C(running), C(exited), C(created), C(unknown)).
+      type: dict
+      sample: {running: 1, exited: 2}
+    sandboxes:
+      description: Number of pod sandboxes per state (C(ready), C(notready)).
+      type: dict
+      sample: {ready: 2, notready: 1}
+    images:
+      description: Number of images.
+      type: int
+      sample: 5
+    images_bytes:
+      description: Sum of the image sizes.
+      type: int
+    reclaimable_images:
+      description: Images that C(crictl_prune) would remove if the exited containers went too.
+      type: int
+    reclaimable_bytes:
+      description: Sum of their sizes.
+      type: int
+    largest_images:
+      description: The O(largest) largest images (C(id), C(repo_tags), C(repo_digests), C(size), C(pinned)).
+      type: list
+      elements: dict
+    sandbox_image:
+      description: The sandbox (pause) image, when the runtime reports it.
+      type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
+    ImageGCError, RUNTIME_ARGUMENT_SPEC, argument_spec, fail, settings_from)
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import Engine
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            RUNTIME_ARGUMENT_SPEC,
+            largest=dict(type='int', default=5),
+            image_exclude=dict(type='list', elements='str', default=[]),
+            sandbox_image=dict(type='str'),
+        ),
+        supports_check_mode=True,
+    )
+    if module.params['largest'] < 0:
+        module.fail_json(msg='largest: expected 0 or more, got %d' % module.params['largest'])
+    try:
+        engine = Engine(settings_from(module.params), ('disk',))
+        facts = engine.disk_state(largest=module.params['largest'])
+    except ImageGCError as exc:
+        fail(module, exc)
+    module.exit_json(changed=False, imagefs=facts)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,142 @@
+#!/usr/bin/python
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r'''
+module: stale_sandbox
+short_description: Remove NotReady pod sandboxes older than a minimum age through crictl
+version_added: 0.1.0
+description:
+  - Phase 2 of the node image GC. Removes pod sandboxes in state C(SANDBOX_NOTREADY) created more than
+    O(min_age) ago (C(crictl rmp)), which the kubelet's garbage collection leaves behind.
+  - A NotReady sandbox that still has a container that is not exited is kept.
+  - Removing a sandbox removes its exited containers too.
+  - Plans first, then acts; check mode reports exactly the plan a real run executes.
+author:
+  - nodemaint image_gc maintainers
+extends_documentation_fragment:
+  - nodemaint.image_gc.runtime
+  - nodemaint.image_gc.runtime.lock
+  - nodemaint.image_gc.runtime.attributes
+options:
+  min_age:
+    description:
+      - Minimum age, from the sandbox's creation time, as seconds (V(600)) or a duration such as
+        V(90s), V(10m), V(1h30m).
+    type: str
+    default: 10m
+  namespaces:
+    description:
+      - Only sandboxes of these Kubernetes namespaces (shell-style patterns). Empty means all.
+    type: list
+    elements: str
+    default: []
+  exclude_namespaces:
+    description:
+      - Never sandboxes of these Kubernetes namespaces (shell-style patterns), for example V(kube-system).
+    type: list
+    elements: str
+    default: []
+seealso:
+  - module: nodemaint.image_gc.crictl_prune
+'''
+
+EXAMPLES = r'''
+- name: Remove NotReady sandboxes older than 10 minutes
+  nodemaint.image_gc.stale_sandbox:
+
+- name: Older than an hour, never in kube-system
+  nodemaint.image_gc.stale_sandbox:
+    min_age: 1h
+    exclude_namespaces:
+      - kube-system
+'''
+
+RETURN = r'''
+sandboxes:
+  description: Sandboxes removed (in check mode, that would be removed), oldest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Sandbox ID.
+      type: str
+      sample: 84a5f9a622d31f8350162bb680a4f6f85233240760b95bc74199fa3ab14aa044
+    name:
+      description: Pod name.
+      type: str
+      sample: feas-a
+    namespace:
+      description: Pod namespace.
+      type: str
+      sample: default
+    state:
+      description: CRI state.
+      type: str
+      sample: SANDBOX_NOTREADY
+    created_at:
+      description: Creation time, seconds since the epoch.
+      type: int
+    age:
+      description: Age in seconds.
+      type: int
+      sample: 3600
+    reason:
+      description: Why it is removed.
+      type: str
+      sample: NotReady, created 1h ago (min_age 10m)
+  sample: []
+sandboxes_kept:
+  description: NotReady sandboxes kept, with the reason (too young, namespace filters, live container).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+failed:
+  description: Sandboxes whose removal failed (the others were still removed), with C(msg).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+commands:
+  description: The command lines that were run.
+  returned: always
+  type: list
+  elements: list
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
+    ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, settings_from)
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import Engine
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
+            min_age=dict(type='str', default='10m'),
+            namespaces=dict(type='list', elements='str', default=[]),
+            exclude_namespaces=dict(type='list', elements='str', default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        engine = Engine(settings_from(module.params, {'min_age': 'sandbox_min_age'}), ('sandboxes',))
+        with ModuleLock(module):
+            result = engine.sandboxes_phase(module.check_mode)
+    except ImageGCError as exc:
+        fail(module, exc)
+    for warning in result['warnings']:
+        module.warn(warning)
+    out = dict(changed=result['changed'], sandboxes=result['removed'], sandboxes_kept=result['kept'],
+               failed=result['failed'], commands=result['commands'])
+    if module._diff:
+        out['diff'] = ids_diff('sandboxes', [result])
+    module.exit_json(**out)
+
+
+if __name__ == '__main__':
+    main()
