@@ -1,0 +1,142 @@
+"""CLI: python -m tests.lab {up,down,status,vendor,regen-proto} --dir DIR
+
+  up      start containerd detached in DIR, optionally build a scenario, write DIR/lab.json
+  down    full teardown of the lab in DIR (sandboxes, containerd, shims, mounts)
+  status  print DIR/lab.json plus whether containerd answers
+  vendor  pip install --target DIR/pydeps grpcio protobuf; copy the crictl stand-in,
+          cri.py and api.desc into DIR/bin (for use from a container with DIR mounted)
+  regen-proto  recompile api.desc from api.proto with grpc_tools.protoc
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _lab_mod():
+    import importlib
+    pkg = __package__ or "tests.lab"
+    return importlib.import_module(pkg + ".lab"), importlib.import_module(pkg + ".scenario")
+
+
+def cmd_up(a):
+    lab_m, sc = _lab_mod()
+    d = os.path.abspath(a.dir)
+    os.makedirs(d, exist_ok=True)
+    lab = lab_m.Lab(d, remove_base=False)
+    if lab.running() or (os.path.exists(lab.pid_path) and lab_m.Lab.attach(d).running()):
+        print("lab already running in %s" % d, file=sys.stderr)
+        return 1
+    lab.start()
+    extra = {"scenario": None}
+    try:
+        if a.scenario:
+            extra["scenario"] = sc.scenario(lab) if a.scenario == "standard" else sc.feas(lab)
+    except Exception:
+        lab.stop(remove_base=False)
+        raise
+    lab._drop_client()
+    lab.write_json(os.path.join(d, "lab.json"), extra)
+    print(json.dumps({"pid": lab.pid, "socket": lab.socket, "endpoint": lab.endpoint,
+                      "lab_json": os.path.join(d, "lab.json")}))
+    return 0
+
+
+def cmd_down(a):
+    lab_m, _ = _lab_mod()
+    d = os.path.abspath(a.dir)
+    lab = lab_m.Lab.attach(d)
+    errs = lab.stop(remove_base=a.remove)
+    left = lab.leftovers()
+    print(json.dumps({"errors": errs, "leftovers": left}))
+    return 1 if errs or any(left.values()) else 0
+
+
+def cmd_status(a):
+    lab_m, _ = _lab_mod()
+    d = os.path.abspath(a.dir)
+    lab = lab_m.Lab.attach(d)
+    info = {}
+    p = os.path.join(d, "lab.json")
+    if os.path.exists(p):
+        with open(p) as f:
+            info = json.load(f)
+    info["running"] = lab.running()
+    if lab.running():
+        try:
+            v = lab.client.version(timeout=5)
+            info["answers"] = True
+            info["runtime_version"] = v.runtime_version
+        except Exception as e:
+            info["answers"] = False
+            info["error"] = str(e)
+    if not a.full:
+        info.pop("scenario", None)
+    print(json.dumps(info, indent=2, sort_keys=True))
+    return 0 if info["running"] else 3
+
+
+def cmd_vendor(a):
+    d = os.path.abspath(a.dir)
+    bindir = os.path.join(d, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    pyd = os.path.join(d, "pydeps")
+    if not a.no_pip:
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--upgrade", "--target", pyd]
+        if a.wheel_dir:
+            cmd += ["--no-index", "--find-links", a.wheel_dir]
+        pins = []
+        for mod in ("grpc", "google.protobuf"):
+            try:
+                m = __import__(mod, fromlist=["__version__"])
+                pins.append(("grpcio" if mod == "grpc" else "protobuf") + "==" + m.__version__)
+            except Exception:
+                pins.append("grpcio" if mod == "grpc" else "protobuf")
+        subprocess.run(cmd + pins, check=True)
+    for src, dst in ((os.path.join(HERE, "bin", "crictl"), os.path.join(bindir, "crictl")),
+                     (os.path.join(HERE, "cri.py"), os.path.join(bindir, "cri.py")),
+                     (os.path.join(HERE, "api.desc"), os.path.join(bindir, "api.desc")),
+                     (os.path.join(HERE, "api.proto"), os.path.join(bindir, "api.proto"))):
+        shutil.copy2(src, dst)
+    os.chmod(os.path.join(bindir, "crictl"), 0o755)
+    print(json.dumps({"bin": bindir, "pydeps": pyd}))
+    return 0
+
+
+def cmd_regen(a):
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", HERE,
+                    "--descriptor_set_out=" + os.path.join(HERE, "api.desc"),
+                    os.path.join(HERE, "api.proto")], check=True)
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tests.lab")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up")
+    up.add_argument("--dir", required=True)
+    up.add_argument("--scenario", nargs="?", const="standard", choices=["standard", "feas"],
+                    default=None)
+    dn = sub.add_parser("down")
+    dn.add_argument("--dir", required=True)
+    dn.add_argument("--remove", action="store_true", help="also delete DIR")
+    st = sub.add_parser("status")
+    st.add_argument("--dir", required=True)
+    st.add_argument("--full", action="store_true", help="include the scenario dict")
+    ve = sub.add_parser("vendor")
+    ve.add_argument("--dir", required=True)
+    ve.add_argument("--wheel-dir", default=None)
+    ve.add_argument("--no-pip", action="store_true")
+    sub.add_parser("regen-proto")
+    a = p.parse_args(argv)
+    return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "vendor": cmd_vendor,
+            "regen-proto": cmd_regen}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
