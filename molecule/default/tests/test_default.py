@@ -1,0 +1,205 @@
+"""Verify nodemaint.image_gc.timer on a Debian 12 instance with systemd as PID 1.
+
+The instance is reached directly with testinfra's podman backend (a few seconds, instead of
+about a minute through Ansible). The containerd lab on the Molecule host (tests/lab) is
+described by DIR/lab.json; the instance bind-mounts DIR at the same path, so its socket and
+the crictl stand-in DIR/bin/crictl work from inside the instance too.
+"""
+
+import json
+import os
+import re
+import time
+
+import pytest
+
+INSTANCE = "nodemaint-timer-default"
+testinfra_hosts = ["podman://" + INSTANCE]
+
+UNIT = "node-image-gc"
+LAB_DIR = os.environ.get("NODEMAINT_MOLECULE_LAB_DIR", "/var/lib/nodemaint-molecule/default")
+PHASES = ("containers", "sandboxes", "images", "content")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with open(os.path.join(LAB_DIR, "lab.json")) as handle:
+        return json.load(handle)
+
+
+@pytest.fixture(scope="module")
+def scenario(lab):
+    return lab["scenario"]
+
+
+def show(host, unit, *props):
+    out = host.check_output("systemctl show %s -p %s", unit, ",".join(props))
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def crictl_json(host, lab, *args):
+    cmd = "%s/bin/crictl -r %s " % (LAB_DIR, lab["endpoint"]) + " ".join(args) + " -o json"
+    return json.loads(host.check_output(cmd))
+
+
+# --------------------------------------------------------------------------- installation
+
+def test_files(host):
+    for path, mode in (
+        ("/usr/local/sbin/node-image-gc", 0o755),
+        ("/etc/node-image-gc/config.json", 0o644),
+        ("/etc/systemd/system/node-image-gc.service", 0o644),
+        ("/etc/systemd/system/node-image-gc.timer", 0o644),
+        ("/usr/local/lib/node-image-gc/nodemaint_image_gc/_runner.py", 0o644),
+    ):
+        f = host.file(path)
+        assert f.is_file, path
+        assert f.user == "root" and f.mode == mode, path
+    assert host.file("/usr/local/sbin/node-image-gc").content_string.startswith("#!/usr/bin/python3\n")
+    assert host.file("/var/lib/node-image-gc").is_directory
+
+
+def test_config(host, lab):
+    config = json.loads(host.file("/etc/node-image-gc/config.json").content_string)
+    assert config["crictl_path"] == LAB_DIR + "/bin/crictl"
+    assert config["runtime_endpoint"] == lab["endpoint"]
+    assert config["containerd_address"] == lab["socket"]
+    assert config["textfile_path"] == "/var/lib/node_exporter/textfile_collector/node_image_gc.prom"
+    assert config["report_path"] == "/var/lib/node-image-gc/last-run.json"
+    assert None not in config.values()
+
+
+def test_status_without_run_is_usage_clean(host):
+    # `status` exits 0 (a report exists) or 1 (none yet), never 2 (bad config/usage).
+    assert host.run("/usr/local/sbin/node-image-gc status").rc in (0, 1)
+
+
+# --------------------------------------------------------------------------- timer
+
+def test_timer_enabled_and_waiting(host):
+    props = show(host, UNIT + ".timer", "LoadState", "UnitFileState", "ActiveState", "SubState")
+    assert props == {"LoadState": "loaded", "UnitFileState": "enabled",
+                     "ActiveState": "active", "SubState": "waiting"}
+    assert host.service(UNIT + ".timer").is_enabled
+
+
+def test_timer_next_elapse(host):
+    unit = host.file("/etc/systemd/system/node-image-gc.timer").content_string
+    assert "OnCalendar=*-*-* 00/6:00:00" in unit
+    assert "RandomizedDelaySec=30m" in unit and "Persistent=true" in unit
+    assert "WantedBy=timers.target" in unit
+    out = host.check_output("systemctl show -p NextElapseUSecRealtime --timestamp=unix %s.timer", UNIT)
+    match = re.match(r"NextElapseUSecRealtime=@(\d+)$", out.strip())
+    assert match, out
+    now = int(host.check_output("date +%s"))
+    assert now < int(match.group(1)) <= now + 6 * 3600 + 30 * 60
+
+
+# --------------------------------------------------------------------------- service unit
+
+def test_service_hardening(host):
+    props = show(host, UNIT + ".service", "Type", "NoNewPrivileges", "ProtectSystem", "ProtectHome",
+                 "PrivateTmp", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
+                 "ProtectControlGroups", "RestrictSUIDSGID", "LockPersonality", "RestrictRealtime",
+                 "SystemCallArchitectures", "Nice", "IOSchedulingClass", "CPUSchedulingPolicy",
+                 "ReadWritePaths", "TimeoutStartUSec", "UnitFileState")
+    assert props["Type"] == "oneshot"
+    assert props["UnitFileState"] == "static"  # no [Install]: only the timer starts it
+    for name in ("NoNewPrivileges", "PrivateTmp", "ProtectKernelTunables", "ProtectKernelModules",
+                 "ProtectKernelLogs", "ProtectControlGroups", "RestrictSUIDSGID", "LockPersonality",
+                 "RestrictRealtime"):
+        assert props[name] == "yes", name
+    assert props["ProtectSystem"] == "strict"
+    assert props["ProtectHome"] == "yes"
+    assert props["SystemCallArchitectures"] == "native"
+    assert props["Nice"] == "19"
+    assert props["IOSchedulingClass"] in ("idle", "3")
+    assert props["CPUSchedulingPolicy"] in ("batch", "3")
+    rw = props["ReadWritePaths"].split()
+    for path in ("/var/lib/node-image-gc", "/run", "/var/lib/node_exporter/textfile_collector"):
+        assert path in rw, props["ReadWritePaths"]
+    assert props["TimeoutStartUSec"] == "1h"
+
+
+# --------------------------------------------------------------------------- a real run
+
+@pytest.fixture(scope="module")
+def run(host):
+    """Start node-image-gc.service once (systemctl waits for a oneshot) and collect its journal."""
+    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    time.sleep(1)
+    started = host.run("systemctl start %s.service", UNIT)
+    props = show(host, UNIT + ".service", "Result", "ExecMainStatus", "ActiveState")
+    journal = host.run("journalctl -u %s.service -o cat --no-pager --since '%s'", UNIT, since).stdout
+    events = []
+    for line in journal.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass
+    return {"started": started, "props": props, "journal": journal, "events": events}
+
+
+def test_service_run_succeeds(run):
+    assert run["started"].rc == 0, run["started"].stderr + run["journal"]
+    assert run["props"]["Result"] == "success", run["journal"]
+    assert run["props"]["ExecMainStatus"] == "0", run["journal"]
+    assert run["props"]["ActiveState"] == "inactive"
+
+
+def test_journal_has_json_events(run):
+    kinds = [(e["event"], e.get("when") or e.get("phase")) for e in run["events"]]
+    assert kinds[0] == ("start", None), run["journal"]
+    assert ("disk", "before") in kinds and ("disk", "after") in kinds, run["journal"]
+    phases = {e["phase"]: e for e in run["events"] if e["event"] == "phase"}
+    assert set(phases) == set(PHASES), run["journal"]
+    for name, event in phases.items():
+        assert event["status"] == "ok", (name, event)
+    end = [e for e in run["events"] if e["event"] == "end"]
+    assert end and end[-1]["status"] == "ok", run["journal"]
+    assert phases["containers"]["removed"] >= 2
+    assert phases["sandboxes"]["removed"] >= 2
+    assert phases["images"]["removed"] >= 1
+
+
+def test_report_and_metrics(host, run):
+    report = host.file("/var/lib/node-image-gc/last-run.json")
+    assert report.is_file
+    json.loads(report.content_string)
+    status = host.run("/usr/local/sbin/node-image-gc status")
+    assert status.rc == 0, status.stdout + status.stderr
+    prom = host.file("/var/lib/node_exporter/textfile_collector/node_image_gc.prom")
+    assert prom.is_file
+    assert "node_image_gc" in prom.content_string
+
+
+def test_garbage_is_gone(host, lab, scenario, run):
+    expected = scenario["expected"]
+    containers = {c["id"]: c for c in crictl_json(host, lab, "ps", "-a")["containers"]}
+    pods = {p["id"]: p for p in crictl_json(host, lab, "pods")["items"]}
+    images = {i["id"] for i in crictl_json(host, lab, "images")["images"]}
+
+    for cid in expected["exited_container_ids"]:
+        assert cid not in containers, "exited container %s left" % cid
+    for pid in expected["notready_old_pod_ids"]:
+        assert pid not in pods, "old NotReady sandbox %s left" % pid
+
+    keep = {scenario["images"][k]["id"] for k in ("busybox2", "pause", "keep")}
+    for iid in set(expected["unused_after_gc_image_ids"]) - keep:
+        assert iid not in images, "unused image %s left" % iid
+
+
+def test_running_workload_is_kept(host, lab, scenario, run):
+    expected = scenario["expected"]
+    containers = {c["id"]: c for c in crictl_json(host, lab, "ps", "-a")["containers"]}
+    pods = {p["id"]: p for p in crictl_json(host, lab, "pods")["items"]}
+    images = {i["id"] for i in crictl_json(host, lab, "images")["images"]}
+    for cid in expected["running_container_ids"]:
+        assert containers[cid]["state"] == "CONTAINER_RUNNING"
+    for pid in expected["ready_pod_ids"]:
+        assert pods[pid]["state"] == "SANDBOX_READY"
+    assert scenario["images"]["busybox2"]["id"] in images  # the running container's image
+    assert scenario["images"]["pause"]["id"] in images  # the sandbox image
+    assert scenario["images"]["keep"]["id"] in images  # timer_image_exclude
