@@ -1,0 +1,179 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""_common: durations, sizes, ages, CommandRunner, RunLock."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _common
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import (
+    CommandRunner, ImageGCError, RunLock, format_duration, parse_duration, parse_human_age, parse_human_size)
+
+
+# -- durations -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('value, seconds', [
+    ('600', 600),
+    ('90s', 90),
+    ('10m', 600),
+    ('1h30m', 5400),
+    ('1h', 3600),
+    ('2h0m5s', 7205),
+    ('0s', 0),
+    (' 10m ', 600),
+    (600, 600),
+    (0, 0),
+])
+def test_parse_duration_accepts(value, seconds):
+    assert parse_duration(value, 'min_age') == seconds
+
+
+@pytest.mark.parametrize('value', ['10x', '-1', '', '1.5h', True, False, -1, None, 1.5, [], '10 m', 'm', 'h',
+                                   '1m1h', '10mm'])
+def test_parse_duration_rejects_naming_the_option(value):
+    with pytest.raises(ImageGCError) as exc:
+        parse_duration(value, 'created_min_age')
+    message = str(exc.value)
+    assert message.startswith('created_min_age: invalid duration')
+    assert repr(value) in message
+    assert '1h30m' in message  # says how to write it
+
+
+@pytest.mark.parametrize('seconds, text', [(0, '0s'), (59, '59s'), (600, '10m'), (5400, '1h30m'), (3661, '1h1m1s'),
+                                           (7200, '2h')])
+def test_format_duration_roundtrip(seconds, text):
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == seconds
+
+
+# -- ctr sizes and ages ----------------------------------------------------------------------
+
+@pytest.mark.parametrize('text, size', [
+    ('422B', 422),            # ctr content ls (both recordings)
+    ('1.028MB', 1028000),     # ctr content ls
+    ('345B', 345),
+    ('1004.7 KiB', 1028813),  # ctr images ls
+    ('1004.8 KiB', 1028915),
+    ('2GB', 2 * 1000 ** 3),
+    ('1.5 GiB', 1610612736),
+])
+def test_parse_human_size(text, size):
+    assert parse_human_size(text) == size
+
+
+@pytest.mark.parametrize('text', ['', None, '12', 'MB', '1.0XB', '-1B', 'many'])
+def test_parse_human_size_rejects(text):
+    with pytest.raises(ValueError):
+        parse_human_size(text)
+
+
+@pytest.mark.parametrize('text, age', [
+    ('7 seconds', 7),         # ctr content ls (both recordings)
+    ('13 seconds', 13),
+    ('Less than a second', 0),
+    ('1 second', 1),
+    ('About a minute', 60),
+    ('5 minutes', 300),
+    ('About an hour', 3600),
+    ('3 hours', 3 * 3600),
+    ('2 days', 2 * 86400),
+    ('3 weeks', 21 * 86400),
+    ('4 months', 120 * 86400),
+    ('2 years', 730 * 86400),
+])
+def test_parse_human_age(text, age):
+    assert parse_human_age(text) == age
+
+
+@pytest.mark.parametrize('text', ['', 'soon', '5 fortnights', '1.5 hours', 'ago'])
+def test_parse_human_age_rejects(text):
+    with pytest.raises(ValueError):
+        parse_human_age(text)
+
+
+# -- CommandRunner ---------------------------------------------------------------------------
+
+def test_command_runner_runs_argv_with_c_locale_and_records_history():
+    runner = CommandRunner(env={'PATH': os.environ.get('PATH', ''), 'LANG': 'de_DE.UTF-8'})
+    script = 'import os,sys; print(os.environ["LC_ALL"], os.environ["LANG"]); sys.stderr.write("w\\n"); sys.exit(3)'
+    result = runner.run([sys.executable, '-c', script])
+    assert result.rc == 3
+    assert result.stdout == 'C C\n'
+    assert result.stderr == 'w\n'
+    assert runner.history == [result]
+    assert result.argv == [sys.executable, '-c', script]
+
+
+def test_command_runner_never_uses_a_shell():
+    runner = CommandRunner()
+    result = runner.run(['echo', '$HOME; true'])
+    assert result.stdout == '$HOME; true\n'
+    with pytest.raises(TypeError):
+        runner.run('echo hi')
+    with pytest.raises(TypeError):
+        runner.run([])
+
+
+def test_command_runner_missing_binary_is_rc_127():
+    runner = CommandRunner()
+    result = runner.run(['/nonexistent/crictl', 'ps'])
+    assert result.rc == 127
+    assert '/nonexistent/crictl' in result.stderr
+    assert runner.history == [result]
+
+
+def test_command_runner_timeout_is_rc_124():
+    runner = CommandRunner()
+    result = runner.run([sys.executable, '-c', 'import time; time.sleep(5)'], timeout=0.3)
+    assert result.rc == 124
+    assert 'timed out' in result.stderr
+
+
+def test_command_runner_gets_no_stdin():
+    result = CommandRunner().run([sys.executable, '-c', 'import sys; print(repr(sys.stdin.read()))'])
+    assert result.stdout == "''\n"
+
+
+# -- RunLock ---------------------------------------------------------------------------------
+
+def test_run_lock_acquire_release_and_holder(tmp_path):
+    path = str(tmp_path / 'sub' / 'gc.lock')
+    lock = RunLock(path, wait=0)
+    assert lock.acquire()
+    assert lock.holder() == os.getpid()
+    other = RunLock(path, wait=0.3, poll=0.05)
+    assert not other.acquire()     # flock conflicts between open file descriptions
+    lock.release()
+    assert other.acquire()
+    other.release()
+
+
+def test_run_lock_context_manager_error_names_holder_and_lock_wait(tmp_path):
+    path = str(tmp_path / 'gc.lock')
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import fcntl,os,sys,time\nfd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT)\n'
+         'fcntl.flock(fd,fcntl.LOCK_EX)\nos.write(fd,b"%d\\n"%os.getpid())\nprint("held",flush=True)\ntime.sleep(30)',
+         path], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b'held'
+        with pytest.raises(ImageGCError) as exc:
+            with RunLock(path, wait=0.3, poll=0.05):
+                pass
+        assert path in str(exc.value)
+        assert str(holder.pid) in str(exc.value)
+        assert 'lock_wait' in str(exc.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(path, wait=1):
+        pass
+
+
+def test_command_error_to_dict():
+    result = _common.CommandResult(['crictl', 'ps'], 1, 'out', 'err')
+    error = _common.CommandError('crictl ps failed', result)
+    assert error.to_dict() == {'msg': 'crictl ps failed', 'cmd': ['crictl', 'ps'], 'rc': 1, 'stdout': 'out',
+                               'stderr': 'err'}
