@@ -142,8 +142,10 @@ class Engine(object):
             timeout=s['timeout'], need_crictl=need_crictl, need_ctr=need_ctr)
         self.crictl = Crictl(self.runtime, self.runner, s['batch_size'])
         self.ctr = Ctr(self.runtime, self.runner, s['content_namespace'])
-        # Containers removed (or, in check mode, planned for removal) by earlier phases of this run.
+        # What earlier phases of this run removed (in check mode: planned to remove), so that a
+        # later phase plans as it would after them: containers by id, image ids.
         self.removed_containers = {}
+        self.removed_images = set()
 
     def _finish(self, result, started, first_command):
         result['duration'] = round(time.monotonic() - started, 3)
@@ -199,12 +201,15 @@ class Engine(object):
         return self._finish(result, started, first)
 
     # -- phase 3 ------------------------------------------------------------------------------
-    def images_phase(self, check_mode=False):
+    def images_phase(self, check_mode=False, assume_removed_containers=(), assume_removed_sandboxes=()):
+        """``assume_removed_*``: ids that earlier tasks removed, or in check mode would remove."""
         started, first = time.monotonic(), len(self.runner.history)
         result = _result('images', check_mode)
         s = self.settings
         # A fresh listing: a container started since phase 1 protects its image.
         containers = self.crictl.containers()
+        assumed_c, assumed_s = set(assume_removed_containers or ()), set(assume_removed_sandboxes or ())
+        self.removed_containers.update((c.id, c) for c in containers if c.id in assumed_c or c.pod_id in assumed_s)
         listed = set(c.id for c in containers)
         containers += [c for i, c in self.removed_containers.items() if i not in listed]
         images = self.crictl.images()
@@ -222,11 +227,13 @@ class Engine(object):
             result['changed'] = bool(plan.remove)
         else:
             self._apply(result, plan, self.crictl.remove_images(plan.ids))
+        self.removed_images.update(item['id'] for item in result['removed'] + result['gone'])
         result['bytes'] = sum(item['size'] for item in result['removed'])
         return self._finish(result, started, first)
 
     # -- phase 4 ------------------------------------------------------------------------------
-    def content_phase(self, check_mode=False, settle=5.0):
+    def content_phase(self, check_mode=False, assume_removed_images=(), settle=5.0):
+        """``assume_removed_images``: image ids that earlier tasks removed, or in check mode would remove."""
         started, first = time.monotonic(), len(self.runner.history)
         result = _result('content', check_mode)
         mirror = detect_peer_mirror(self.peer_mirror_root)
@@ -239,6 +246,9 @@ class Engine(object):
                 return self._finish(result, started, first)
             result['warnings'].append(message + '; set peer_mirror_action=skip to leave the content store alone')
         before = self.ctr.content()
+        if check_mode:
+            # As the store will be once the images planned for removal are gone.
+            before = _plan.without_images(before, self.removed_images | set(assume_removed_images or ()))
         plan = _plan.plan_content(before)
         labels = sum(1 for b in before for k in b.labels if k.startswith(_plan.LAYER_LABEL_PREFIX))
         result['labels_removed'] = labels

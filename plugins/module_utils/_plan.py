@@ -236,6 +236,34 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
 # --------------------------------------------------------------------------------------------
 # Phase 4: content store
 
+def without_images(blobs, image_ids):
+    """The content store as it is after the images ``image_ids`` (config digests) were removed.
+
+    containerd's garbage collector deletes what only those images referred to; simulating it
+    lets a check-mode run report what the content prune frees after the image phase.
+    """
+    image_ids = set(image_ids or ())
+    if not image_ids:
+        return list(blobs)
+    referrers = {}
+    for blob in blobs:
+        for key, value in blob.labels.items():
+            if key.startswith(CONTENT_REF_PREFIX):
+                referrers.setdefault(value, set()).add(blob.digest)
+    dropped = set(b.digest for b in blobs if b.labels.get(CONFIG_LABEL) in image_ids)
+    changed = True
+    while changed:
+        changed = False
+        for blob in blobs:
+            if blob.digest in dropped:
+                continue
+            refs = referrers.get(blob.digest)
+            if refs and refs <= dropped:
+                dropped.add(blob.digest)
+                changed = True
+    return [b for b in blobs if b.digest not in dropped]
+
+
 def plan_content(blobs):
     """Blobs that ``ctr content prune references`` frees: those referenced only by layer labels.
 

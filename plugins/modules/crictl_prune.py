@@ -70,6 +70,21 @@ options:
       - containerd namespace of the CRI plugin, used to read image ages when O(image_min_age) is set.
     type: str
     default: k8s.io
+  assume_removed_containers:
+    description:
+      - IDs of containers that earlier tasks removed or, in check mode, would have removed. Images they use
+        are planned as free, so that a check-mode run of several tasks reports what the real run removes.
+    type: list
+    elements: str
+    default: []
+  assume_removed_sandboxes:
+    description:
+      - IDs of pod sandboxes that earlier tasks removed or, in check mode, would have removed (for example
+        RV(nodemaint.image_gc.stale_sandbox#module:sandboxes)). Their containers count as removed, as
+        for O(assume_removed_containers).
+    type: list
+    elements: str
+    default: []
 seealso:
   - module: nodemaint.image_gc.stale_sandbox
   - module: nodemaint.image_gc.ctr_content_prune
@@ -236,6 +251,8 @@ def main():
             image_min_age=dict(type='str', default='0s'),
             sandbox_image=dict(type='str'),
             namespace=dict(type='str', default='k8s.io'),
+            assume_removed_containers=dict(type='list', elements='str', default=[]),
+            assume_removed_sandboxes=dict(type='list', elements='str', default=[]),
         ),
         supports_check_mode=True,
     )
@@ -248,7 +265,8 @@ def main():
             if params['containers']:
                 results.append(engine.containers_phase(module.check_mode))
             if params['images']:
-                results.append(engine.images_phase(module.check_mode))
+                results.append(engine.images_phase(module.check_mode, params['assume_removed_containers'],
+                                                   params['assume_removed_sandboxes']))
     except ImageGCError as exc:
         fail(module, exc, partial=results)
 

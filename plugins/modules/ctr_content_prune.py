@@ -37,6 +37,15 @@ options:
     type: str
     choices: [warn, skip]
     default: warn
+  assume_removed_images:
+    description:
+      - IDs of images that earlier tasks removed or, in check mode, would have removed (for example
+        RV(nodemaint.image_gc.crictl_prune#module:images)). In check mode the plan leaves out what
+        containerd collects with those images, so that a check-mode run of several tasks reports
+        what the real run removes.
+    type: list
+    elements: str
+    default: []
 seealso:
   - module: nodemaint.image_gc.crictl_prune
 '''
@@ -115,13 +124,14 @@ def main():
             RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
             namespace=dict(type='str', default='k8s.io'),
             peer_mirror_action=dict(type='str', choices=['warn', 'skip'], default='warn'),
+            assume_removed_images=dict(type='list', elements='str', default=[]),
         ),
         supports_check_mode=True,
     )
     try:
         engine = Engine(settings_from(module.params, {'namespace': 'content_namespace'}), ('content',))
         with ModuleLock(module):
-            result = engine.content_phase(module.check_mode)
+            result = engine.content_phase(module.check_mode, module.params['assume_removed_images'])
     except ImageGCError as exc:
         fail(module, exc)
     for warning in result['warnings']:
