@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -220,6 +221,8 @@ class Lab:
         e["CONTAINER_RUNTIME_ENDPOINT"] = self.endpoint
         e["IMAGE_SERVICE_ENDPOINT"] = self.endpoint
         e["CONTAINERD_ADDRESS"] = self.socket
+        # the stand-in re-executes itself with this interpreter if its python3 lacks grpc
+        e["FEAS_LAB_PYTHON"] = sys.executable
         return e
 
     def running(self):
