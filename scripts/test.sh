@@ -28,6 +28,11 @@ CACHE_DIR="${NODEMAINT_CACHE_DIR:-/var/cache/nodemaint-image-gc}"
 export NODEMAINT_CACHE_DIR="$CACHE_DIR"
 STEPS=(doc sanity lint molecule pytest)
 
+# Plain output when not on a terminal (CI logs).
+if [[ ! -t 1 || -n "${CI:-}" ]]; then
+  export NO_COLOR=1 PY_COLORS=0 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 TERM="${TERM:-dumb}"
+fi
+
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 # shellcheck source=scripts/lib/setup.sh
 source "$REPO_ROOT/scripts/lib/setup.sh"
@@ -43,7 +48,7 @@ declare -A RESULT DURATION REASON
 ANY_FAIL=0
 PYTEST_SUMMARY=""
 
-# run_step NAME FUNCTION: the function returns 0 (PASS), 1 (FAIL) or 2 (SKIP, reason in SKIP_REASON)
+# run_step NAME FUNCTION: PASS if the function returns 0, FAIL otherwise, SKIP if it called skip.
 run_step() {
   local name="$1" fn="$2" start rc
   if ! wanted "$name"; then
@@ -51,19 +56,21 @@ run_step() {
     return 0
   fi
   printf '\n===== [%s] %s =====\n' "$name" "$(date +%H:%M:%S)"
-  SKIP_REASON=""
   start=$SECONDS
   ( set -o pipefail; "$fn" )
   rc=$?
   DURATION[$name]=$((SECONDS - start))
-  case $rc in
-    0) RESULT[$name]=PASS ;;
-    2) RESULT[$name]=SKIP; REASON[$name]="$(cat "$STATE/skip-$name" 2>/dev/null)" ;;
-    *) RESULT[$name]=FAIL; ANY_FAIL=1 ;;
-  esac
+  if [[ -f "$STATE/skip-$name" ]]; then
+    RESULT[$name]=SKIP; REASON[$name]="$(cat "$STATE/skip-$name")"
+  elif [[ $rc -eq 0 ]]; then
+    RESULT[$name]=PASS
+  else
+    RESULT[$name]=FAIL; REASON[$name]="exit status $rc"; ANY_FAIL=1
+  fi
   printf '===== [%s] %s in %ss %s\n' "$name" "${RESULT[$name]}" "${DURATION[$name]}" "${REASON[$name]:-}"
 }
 
+# skip STEP REASON: mark the step as skipped (its inputs do not exist yet); then return.
 skip() { echo "$2" >"$STATE/skip-$1"; echo "SKIP: $2"; }
 
 module_names() {
