@@ -1,0 +1,366 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""_plan: every planning rule and its reason, checked against the recordings and what upstream
+``crictl rmi --prune`` and ``ctr content prune references`` really deleted."""
+
+import copy
+
+import pytest
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _plan
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image, Sandbox, parse_content_ls
+
+from image_gc_testlib import (
+    IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS, fixture_json,
+    fixture_text, ids)
+
+SEC = 10 ** 9
+
+
+def containers(version, data=None):
+    data = data or fixture_json(version, 'ps-a.json')
+    return [Container(raw) for raw in data['containers']]
+
+
+def sandboxes(version, data=None):
+    data = data or fixture_json(version, 'pods.json')
+    return [Sandbox(raw) for raw in data['items']]
+
+
+def images(version, name='images.json'):
+    return [Image(raw) for raw in fixture_json(version, name)['images']]
+
+
+def blobs(version, name='ctr-content-ls.txt'):
+    return parse_content_ls(fixture_text(version, name))
+
+
+def newest_ns(version):
+    return max(int(c['createdAt']) for c in fixture_json(version, 'ps-a.json')['containers'])
+
+
+def sandbox_image(version):
+    return fixture_json(version, 'info.json')['config'].get('sandboxImage')
+
+
+def upstream_pruned_ids(version):
+    """Image ids whose refs upstream ``crictl rmi --prune`` reported in rmi-prune.out."""
+    refs = [line.split('Deleted: ', 1)[1] for line in fixture_text(version, 'rmi-prune.out').splitlines() if line]
+    by_ref = {}
+    for image in images(version):
+        for ref in image.refs:
+            by_ref[ref] = image.id
+    return sorted(set(by_ref[r] for r in refs))
+
+
+def reasons(items):
+    return dict((item['id'], item['reason']) for item in items)
+
+
+# -- phase 1: containers ---------------------------------------------------------------------
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_exited_containers_are_removed_oldest_first(version):
+    plan = _plan.plan_containers(containers(version), newest_ns(version) + 60 * SEC)
+    # ps-exited-q.txt lists exit1, exit0 (newest first); the plan is oldest first
+    exited = fixture_text(version, 'ps-exited-q.txt').split()
+    assert plan.ids == list(reversed(exited)) == [IDS[version]['exit0'], IDS[version]['exit1']]
+    assert all(item['reason'] == 'exited' for item in plan.remove)
+    assert plan.keep == []             # a running container is neither removed nor "kept"
+    assert plan.remove[0]['age'] == (60 * SEC + newest_ns(version) - plan_created(version, 'exit0')) // SEC
+
+
+def plan_created(version, name):
+    return [c.created_ns for c in containers(version) if c.name == name][0]
+
+
+def created_variant(version, age_s, now_ns):
+    """DERIVED: ps-a.json with exit1 turned into a created-never-started container of age ``age_s``."""
+    data = fixture_json(version, 'ps-a.json')
+    for raw in data['containers']:
+        if raw['metadata']['name'] == 'exit1':
+            raw['state'] = 'CONTAINER_CREATED'
+            raw['createdAt'] = str(now_ns - age_s * SEC)
+    return containers(version, data)
+
+
+def test_created_never_started_older_than_created_min_age_is_removed():
+    now = newest_ns(V16) + 7200 * SEC
+    plan = _plan.plan_containers(created_variant(V16, 3601, now), now, created_min_age=3600)
+    assert reasons(plan.remove)[IDS[V16]['exit1']] == 'created but never started, 1h1s old (created_min_age 1h)'
+
+
+def test_created_never_started_younger_than_created_min_age_is_kept():
+    now = newest_ns(V16) + 7200 * SEC
+    plan = _plan.plan_containers(created_variant(V16, 1800, now), now, created_min_age=3600)
+    assert IDS[V16]['exit1'] not in plan.ids
+    assert reasons(plan.keep) == {IDS[V16]['exit1']: 'created 30m ago, younger than created_min_age 1h'}
+    assert plan.ids == [IDS[V16]['exit0']]
+
+
+def test_keep_last_per_pod_keeps_newest_exited_instance():
+    # DERIVED: a second, newer exited instance (attempt 1) of exit1 in pod feas-c.
+    data = fixture_json(V16, 'ps-a.json')
+    retry = copy.deepcopy([c for c in data['containers'] if c['metadata']['name'] == 'exit1'][0])
+    retry['id'] = 'f' * 64
+    retry['metadata']['attempt'] = 1
+    retry['createdAt'] = str(int(retry['createdAt']) + 30 * SEC)
+    data['containers'].append(retry)
+    now = newest_ns(V16) + 3600 * SEC
+    plan = _plan.plan_containers(containers(V16, data), now, keep_last_per_pod=True)
+    assert plan.ids == [IDS[V16]['exit1']]                       # the older attempt of exit1
+    assert reasons(plan.keep) == {
+        IDS[V16]['exit0']: 'newest exited instance of exit0 in its pod (keep_last_per_pod)',
+        'f' * 64: 'newest exited instance of exit1 in its pod (keep_last_per_pod)'}
+    # without the option everything exited goes
+    assert len(_plan.plan_containers(containers(V16, data), now).ids) == 3
+
+
+# -- phase 2: sandboxes ----------------------------------------------------------------------
+
+def feas_a_created(version):
+    return [s.created_ns for s in sandboxes(version) if s.name == 'feas-a'][0]
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_notready_sandbox_older_than_min_age_is_removed(version):
+    now = feas_a_created(version) + 3600 * SEC
+    plan = _plan.plan_sandboxes(sandboxes(version), containers(version), now, min_age=600)
+    assert plan.ids == fixture_text(version, 'pods-notready-q.txt').split() == [IDS[version]['feas-a']]
+    assert plan.remove[0]['reason'] == 'NotReady, created 1h ago (min_age 10m)'
+    assert plan.remove[0]['age'] == 3600
+    assert plan.keep == []              # Ready sandboxes are not even considered
+
+
+def test_notready_sandbox_younger_than_min_age_is_kept():
+    now = feas_a_created(V21) + 599 * SEC
+    plan = _plan.plan_sandboxes(sandboxes(V21), containers(V21), now, min_age=600)
+    assert plan.ids == []
+    assert reasons(plan.keep) == {IDS[V21]['feas-a']: 'NotReady but only 9m59s old, younger than min_age 10m'}
+    # at exactly min_age it goes
+    assert _plan.plan_sandboxes(sandboxes(V21), containers(V21), now + SEC, min_age=600).ids == [IDS[V21]['feas-a']]
+
+
+@pytest.mark.parametrize('namespaces, exclude, removed, reason', [
+    (['feas'], [], True, None),
+    (['fe*'], [], True, None),
+    (['kube-system', 'default'], [], False, "namespace 'feas' is not in namespaces"),
+    ([], ['feas'], False, "namespace 'feas' excluded by pattern 'feas'"),
+    ([], ['kube-*', 'f?as'], False, "namespace 'feas' excluded by pattern 'f?as'"),
+    (['feas'], ['feas'], False, "namespace 'feas' excluded by pattern 'feas'"),
+    ([], ['kube-system'], True, None),
+])
+def test_namespaces_include_and_exclude(namespaces, exclude, removed, reason):
+    now = feas_a_created(V16) + 3600 * SEC
+    plan = _plan.plan_sandboxes(sandboxes(V16), containers(V16), now, 600, namespaces, exclude)
+    feas_a = IDS[V16]['feas-a']
+    if removed:
+        assert plan.ids == [feas_a]
+    else:
+        assert plan.ids == []
+        assert reasons(plan.keep) == {feas_a: reason}
+
+
+@pytest.mark.parametrize('state', ['CONTAINER_RUNNING', 'CONTAINER_CREATED', 'CONTAINER_UNKNOWN'])
+def test_notready_sandbox_with_live_container_is_kept(state):
+    # DERIVED: exit0 (in NotReady feas-a) given another state.
+    data = fixture_json(V16, 'ps-a.json')
+    for raw in data['containers']:
+        if raw['metadata']['name'] == 'exit0':
+            raw['state'] = state
+    now = feas_a_created(V16) + 3600 * SEC
+    plan = _plan.plan_sandboxes(sandboxes(V16), containers(V16, data), now, 600)
+    assert plan.ids == []
+    assert reasons(plan.keep) == {IDS[V16]['feas-a']: 'NotReady but container exit0 is %s' % state}
+
+
+# -- phase 3: images -------------------------------------------------------------------------
+
+def test_image_in_use_by_running_container_is_kept():
+    plan = _plan.plan_images(images(V21), containers(V21))
+    assert reasons(plan.keep)[IMG_BUSYBOX2] == 'in use by container sleeper (%s, running)' % IDS[V21]['sleeper'][:13]
+    assert [i for i in plan.keep if i['id'] == IMG_BUSYBOX2][0]['used_by'] == [IDS[V21]['sleeper']]
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_image_used_only_by_exited_containers_kept_when_they_stay(version):
+    plan = _plan.plan_images(images(version), containers(version), sandbox_image(version))
+    reason = reasons(plan.keep)[IMG_OLD_BUSYBOX1]
+    assert reason.startswith('in use by container ') and reason.endswith(', exited) and 1 more')
+    assert sorted([i for i in plan.keep if i['id'] == IMG_OLD_BUSYBOX1][0]['used_by']) == sorted(
+        [IDS[version]['exit0'], IDS[version]['exit1']])
+    assert IMG_OLD_BUSYBOX1 not in plan.ids
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_image_used_only_by_exited_containers_freed_when_removed_in_the_same_run(version):
+    exited = [IDS[version]['exit0'], IDS[version]['exit1']]
+    plan = _plan.plan_images(images(version), containers(version), sandbox_image(version), removed_containers=exited)
+    assert reasons(plan.remove)[IMG_OLD_BUSYBOX1] == 'used only by containers removed in this run'
+    # the re-tagged busybox:1 is NOT protected by the exited containers' (stale) tag
+    assert reasons(plan.remove)[IMG_BUSYBOX1] == 'unused'
+
+
+def test_removing_only_one_of_two_users_keeps_the_image():
+    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16),
+                             removed_containers=[IDS[V16]['exit0']])
+    assert reasons(plan.keep)[IMG_OLD_BUSYBOX1] == 'in use by container exit1 (%s, exited)' % IDS[V16]['exit1'][:13]
+
+
+def test_pinned_image_is_kept_on_2x():
+    plan = _plan.plan_images(images(V21), containers(V21))     # 2.1.9 info.json reports no sandbox image
+    assert reasons(plan.keep)[IMG_PAUSE] == 'pinned by the runtime'
+    assert plan.warnings == []
+
+
+def test_unpinned_sandbox_image_is_kept_on_16_though_upstream_prune_deleted_it():
+    assert 'Deleted: docker.io/feas/pause:1' in fixture_text(V16, 'rmi-prune.out').splitlines()
+    pause = [i for i in images(V16) if i.id == IMG_PAUSE][0]
+    assert not pause.pinned
+    assert sandbox_image(V16) == 'docker.io/feas/pause:1'
+    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16))
+    assert reasons(plan.keep)[IMG_PAUSE] == 'sandbox (pause) image of the runtime (docker.io/feas/pause:1)'
+    assert plan.warnings == []
+
+
+@pytest.mark.parametrize('configured', ['docker.io/feas/pause:1', 'feas/pause:1', IMG_PAUSE])
+def test_sandbox_image_matches_short_and_id_forms(configured):
+    plan = _plan.plan_images(images(V16), containers(V16), configured)
+    assert IMG_PAUSE in reasons(plan.keep)
+
+
+def test_no_sandbox_image_and_nothing_pinned_warns_and_pause_goes():
+    plan = _plan.plan_images(images(V16), containers(V16), None)
+    assert IMG_PAUSE in plan.ids
+    assert len(plan.warnings) == 1 and 'sandbox_image' in plan.warnings[0]
+
+
+@pytest.mark.parametrize('pattern, image', [
+    ('docker.io/feas/unused:*', IMG_UNUSED3),                      # tag
+    ('docker.io/feas/busybox@sha256:ee7e*', IMG_OLD_BUSYBOX1),     # repo digest
+    ('sha256:7a74b334*', IMG_BUSYBOX1),                            # image id
+    ('*/busybox:1', IMG_BUSYBOX1),
+])
+def test_exclude_patterns(pattern, image):
+    plan = _plan.plan_images(images(V21), [], exclude=['quay.io/*', pattern])
+    assert reasons(plan.keep)[image] == 'excluded by pattern %r' % pattern
+    assert image not in plan.ids
+
+
+def test_exclude_pattern_on_normalized_ref():
+    # DERIVED: images.json of 1.6 with unused:3 listed under a short name, as some CRI runtimes do.
+    data = fixture_json(V16, 'images.json')
+    for raw in data['images']:
+        if raw['id'] == IMG_UNUSED3:
+            raw['repoTags'] = ['busybox:1.36']
+    listed = [Image(raw) for raw in data['images']]
+    plan = _plan.plan_images(listed, [], 'docker.io/feas/pause:1', exclude=['docker.io/library/busybox:*'])
+    assert reasons(plan.keep)[IMG_UNUSED3] == "excluded by pattern 'docker.io/library/busybox:*'"
+
+
+@pytest.mark.parametrize('ref, normalized', [
+    ('busybox', 'docker.io/library/busybox:latest'),
+    ('busybox:1.36', 'docker.io/library/busybox:1.36'),
+    ('feas/pause:1', 'docker.io/feas/pause:1'),
+    ('docker.io/feas/pause:1', 'docker.io/feas/pause:1'),
+    ('registry.k8s.io/pause:3.9', 'registry.k8s.io/pause:3.9'),
+    ('localhost/x', 'localhost/x:latest'),
+    ('localhost:5000/x', 'localhost:5000/x:latest'),
+    ('docker.io/feas/busybox@sha256:ee7e', 'docker.io/feas/busybox@sha256:ee7e'),
+    ('busybox@sha256:ee7e', 'docker.io/library/busybox@sha256:ee7e'),
+    (IMG_PAUSE, IMG_PAUSE),
+    ('', ''),
+])
+def test_normalize_ref(ref, normalized):
+    assert _plan.normalize_ref(ref) == normalized
+
+
+def test_manifest_ages_from_content_store_config_label():
+    ages = _plan.image_manifest_ages(blobs(V16))
+    # manifest 561acb74 (age 7 s) names config 7a74b334 (re-tagged busybox:1), etc.
+    assert ages == {IMG_BUSYBOX1: 7, IMG_PAUSE: 10, IMG_BUSYBOX2: 9, IMG_UNUSED3: 9, IMG_OLD_BUSYBOX1: 10}
+
+
+def test_image_min_age_younger_kept_older_removed():
+    ages = _plan.image_manifest_ages(blobs(V16))
+    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=8, manifest_ages=ages,
+                             removed_containers=[IDS[V16]['exit0'], IDS[V16]['exit1']])
+    assert reasons(plan.keep)[IMG_BUSYBOX1] == 'younger than image_min_age 8s (content store age 7s)'
+    assert sorted(plan.ids) == sorted([IMG_UNUSED3, IMG_OLD_BUSYBOX1])   # ages 9 and 10 >= 8
+
+
+def test_image_min_age_unknown_age_kept():
+    # After the recorded rmi, the content store no longer names unused:3's config.
+    ages = _plan.image_manifest_ages(blobs(V16, 'ctr-content-ls-after-rmi.txt'))
+    assert IMG_UNUSED3 not in ages
+    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=1, manifest_ages=ages)
+    assert reasons(plan.keep)[IMG_UNUSED3] == ('age unknown (no manifest in the content store names it); kept '
+                                               'because image_min_age is set')
+    assert plan.ids == []
+
+
+def test_image_min_age_zero_ignores_ages():
+    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=0, manifest_ages={})
+    assert sorted(plan.ids) == sorted([IMG_BUSYBOX1, IMG_UNUSED3])
+
+
+def test_dangling_reason():
+    plan = _plan.plan_images(images(V16), [], sandbox_image(V16))
+    assert reasons(plan.remove)[IMG_OLD_BUSYBOX1] == 'unused and untagged (dangling)'
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_plan_equals_upstream_rmi_prune_minus_the_sandbox_image(version):
+    """The recorded sequence ran ``crictl rm`` (the exited containers) and ``rmp`` (feas-a)
+    before ``crictl rmi --prune``; the same run of ours plans the same images, except that it
+    keeps the runtime's sandbox image (which 1.6 does not pin)."""
+    removed = fixture_text(version, 'ps-exited-q.txt').split()
+    plan = _plan.plan_images(images(version), containers(version), sandbox_image(version),
+                             removed_containers=removed)
+    upstream = upstream_pruned_ids(version)
+    expected = sorted(set(upstream) - {IMG_PAUSE})
+    assert sorted(plan.ids) == expected
+    assert sorted(plan.ids) == sorted([IMG_OLD_BUSYBOX1, IMG_BUSYBOX1, IMG_UNUSED3])
+    assert (IMG_PAUSE in upstream) == (version == V16)
+    # and the survivors are exactly those of images-after.json, plus pause on 1.6
+    after = set(i.id for i in images(version, 'images-after.json'))
+    assert set(i['id'] for i in plan.keep) == after | {IMG_PAUSE}
+
+
+# -- phase 4: content ------------------------------------------------------------------------
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_content_plan_equals_blobs_collected_by_the_prune(version):
+    before = blobs(version, 'ctr-content-ls-after-rmi.txt')
+    after = set(b.digest for b in blobs(version, 'ctr-content-ls-after-prune.txt'))
+    collected = sorted(b.digest for b in before if b.digest not in after)
+    plan = _plan.plan_content(before)
+    assert plan.ids == collected
+    assert all(item['reason'] == 'layer blob referenced only by layer labels' for item in plan.remove)
+    assert all(item['size'] == 1028000 for item in plan.remove)
+    expected = {V16: ['sha256:5f4de468a2d94fad44b1fe435d8816e6a09e28f9f271edf57ce788021fd9fd55'],
+                V21: ['sha256:5f4de468a2d94fad44b1fe435d8816e6a09e28f9f271edf57ce788021fd9fd55',
+                      'sha256:f51d6ffc6841a4945a2c9f5919c130cc077317b4d1f87750cc78e070b738bb4b']}
+    assert collected == expected[version]
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_content_plan_on_full_store_is_every_layer_named_in_the_dry_run(version):
+    plan = _plan.plan_content(blobs(version))
+    assert len(plan.ids) == 5
+    # the dry run names the 5 manifests whose l.0 label it drops; their l.0 targets are the plan
+    manifests = [line.split('digest="', 1)[1].split('"', 1)[0]
+                 for line in fixture_text(version, 'ctr-prune-dry.err').splitlines() if 'Removing label' in line]
+    by_digest = dict((b.digest, b) for b in blobs(version))
+    assert sorted(by_digest[m].labels['containerd.io/gc.ref.content.l.0'] for m in manifests) == plan.ids
+
+
+def test_content_plan_after_prune_is_empty():
+    assert _plan.plan_content(blobs(V21, 'ctr-content-ls-after-prune.txt')).ids == []
+
+
+def test_blob_referenced_by_a_non_layer_label_is_not_planned():
+    # DERIVED: a manifest that also references a layer blob through another content label.
+    listed = blobs(V16, 'ctr-content-ls-after-rmi.txt')
+    listed[1].labels['containerd.io/gc.ref.content.m.0'] = listed[0].digest
+    assert _plan.plan_content(listed).ids == []
