@@ -98,6 +98,7 @@ def phase_event(result):
     event = {'phase': result['phase'], 'status': status, 'removed': len(result.get('removed', [])),
              'bytes': result.get('bytes', 0), 'ids': [i['id'] for i in result.get('removed', [])],
              'errors': errors, 'warnings': result.get('warnings', []), 'duration': result.get('duration', 0.0),
+             'kept': [{'id': i['id'], 'reason': i['reason']} for i in result.get('kept', [])],
              'dry_run': result.get('check_mode', False)}
     if result.get('skip_reason'):
         event['skip_reason'] = result['skip_reason']
