@@ -353,4 +353,3 @@ class FakeTime(object):
         return self._now_ns / 1e9
 
 
-__all__ = ['_common']

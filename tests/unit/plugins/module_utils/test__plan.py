@@ -364,3 +364,18 @@ def test_blob_referenced_by_a_non_layer_label_is_not_planned():
     listed = blobs(V16, 'ctr-content-ls-after-rmi.txt')
     listed[1].labels['containerd.io/gc.ref.content.m.0'] = listed[0].digest
     assert _plan.plan_content(listed).ids == []
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_without_images_simulates_the_store_after_upstream_rmi_prune(version):
+    """Dropping the images upstream `crictl rmi --prune` deleted from the recorded store gives
+    exactly the recorded store after it (ctr-content-ls-after-rmi.txt)."""
+    simulated = _plan.without_images(blobs(version), upstream_pruned_ids(version))
+    recorded_after = blobs(version, 'ctr-content-ls-after-rmi.txt')
+    assert sorted(b.digest for b in simulated) == sorted(b.digest for b in recorded_after)
+    assert _plan.plan_content(simulated).ids == _plan.plan_content(recorded_after).ids
+
+
+def test_without_no_images_is_the_store_unchanged():
+    listed = blobs(V21)
+    assert _plan.without_images(listed, []) == listed

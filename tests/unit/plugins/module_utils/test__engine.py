@@ -1,0 +1,360 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""_engine: the four phases against the recorded sequence, check mode vs real run, partial failures,
+the second run, peer mirror detection, disk state, settings validation."""
+
+import json
+
+import pytest
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandError, ImageGCError
+
+from image_gc_testlib import (
+    CRICTL_PREFIX, CTR_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, NOW_NS, V16,
+    V21, VERSIONS, Reply, command_key, crictl_warning, fixture_json, fixture_text, ids, json_reply, make_engine,
+    node_runner)
+
+PHASES = ('containers', 'sandboxes', 'images', 'content')
+PS = CRICTL_PREFIX + ['ps', '--all', '--output', 'json']
+PODS = CRICTL_PREFIX + ['pods', '--output', 'json']
+IMAGES = CRICTL_PREFIX + ['images', '--output', 'json']
+INFO = CRICTL_PREFIX + ['info', '--output', 'json']
+CONTENT_LS = CTR_PREFIX + ['content', 'ls']
+
+
+def run_all(engine, check_mode):
+    return dict((phase, getattr(engine, phase + '_phase')(check_mode=check_mode)) for phase in PHASES)
+
+
+# -- settings --------------------------------------------------------------------------------
+
+def test_validate_settings_defaults():
+    settings = _engine.validate_settings({})
+    assert settings['timeout'] == 120
+    assert settings['created_min_age'] == 3600
+    assert settings['sandbox_min_age'] == 600
+    assert settings['image_min_age'] == 0
+    assert settings['batch_size'] == 100
+    assert settings['content_namespace'] == 'k8s.io'
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('sandbox_min_age', '10x', 'sandbox_min_age: invalid duration'),
+    ('image_min_age', 'soon', 'image_min_age: invalid duration'),
+    ('timeout', True, 'timeout: invalid duration'),
+    ('batch_size', 0, 'batch_size: expected a whole number of 1 or more'),
+    ('batch_size', '5', 'batch_size: expected a whole number of 1 or more'),
+    ('batch_size', True, 'batch_size: expected a whole number of 1 or more'),
+    ('containers', 'yes', 'containers: expected true or false'),
+    ('image_exclude', 'docker.io/*', 'image_exclude: expected a list of non-empty strings'),
+    ('namespaces', ['ok', ''], 'namespaces: expected a list of non-empty strings'),
+    ('peer_mirror_action', 'ignore', 'peer_mirror_action: expected one of warn, skip'),
+    ('crictl_path', '', 'crictl_path: expected a non-empty string'),
+    ('bogus', 1, 'unknown setting(s): bogus'),
+])
+def test_validate_settings_rejects_naming_the_key(key, value, message):
+    with pytest.raises(ImageGCError) as exc:
+        _engine.validate_settings({key: value})
+    assert str(exc.value).startswith(message)
+
+
+def test_bad_setting_runs_no_command_and_no_discovery():
+    runner = node_runner(V16)
+
+    class NoDiscovery(object):
+        def resolve(self, **kwargs):
+            raise AssertionError('discovery must not run with bad settings')
+    with pytest.raises(ImageGCError, match='sandbox_min_age'):
+        _engine.Engine({'sandbox_min_age': '10x'}, runner=runner, discovery=NoDiscovery())
+    assert runner.calls == []
+
+
+# -- the whole recorded sequence -------------------------------------------------------------
+
+def expected_real_commands(version):
+    ids_ = IDS[version]
+    return [
+        PS, CRICTL_PREFIX + ['rm', ids_['exit0'], ids_['exit1']],
+        PS, PODS, CRICTL_PREFIX + ['rmp', ids_['feas-a']],
+        PS, IMAGES, INFO, CRICTL_PREFIX + ['rmi', IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1],
+        CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references'], CONTENT_LS,
+    ]
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_real_run_of_the_four_phases(version, peer_root):
+    runner = node_runner(version)
+    results = run_all(make_engine(runner, peer_root=peer_root), check_mode=False)
+    assert runner.calls == expected_real_commands(version)
+    assert all(t == 150 for t in runner.timeouts)
+    ids_ = IDS[version]
+    assert ids(results['containers']['removed']) == [ids_['exit0'], ids_['exit1']]
+    assert ids(results['sandboxes']['removed']) == [ids_['feas-a']]
+    assert ids(results['images']['removed']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1]
+    assert results['images']['bytes'] == 1028854 + 1028853 + 1028856
+    kept = dict((i['id'], i['reason']) for i in results['images']['kept'])
+    assert kept[IMG_PAUSE] == ('sandbox (pause) image of the runtime (docker.io/feas/pause:1)' if version == V16
+                               else 'pinned by the runtime')
+    assert kept[IMG_BUSYBOX2].startswith('in use by container sleeper')
+    reasons = dict((i['id'], i['reason']) for i in results['images']['removed'])
+    assert reasons[IMG_OLD_BUSYBOX1] == 'used only by containers removed in this run'
+    # content: the blobs that vanished between the recorded listings
+    before = fixture_text(version, 'ctr-content-ls-after-rmi.txt')
+    after = fixture_text(version, 'ctr-content-ls-after-prune.txt')
+    gone = sorted(line.split('\t')[0] for line in before.splitlines()[1:] if line.split('\t')[0] not in after)
+    assert ids(results['content']['removed']) == gone
+    assert results['content']['labels_removed'] == (1 if version == V16 else 2)
+    for phase, result in results.items():
+        assert result['changed'] is True, phase
+        assert result['failed'] == [] and result['gone'] == [] and result['check_mode'] is False
+    # each phase reports exactly the commands it ran
+    assert sum((r['commands'] for r in results.values()), []) == runner.calls
+    assert results['images']['sandbox_image'] == ('docker.io/feas/pause:1' if version == V16 else None)
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_check_mode_runs_no_removal_and_reports_what_the_real_run_removes(version, peer_root):
+    check_runner = node_runner(version)
+    check = run_all(make_engine(check_runner, peer_root=peer_root), check_mode=True)
+    assert check_runner.removals() == []
+    assert check_runner.calls == [PS, PS, PODS, PS, IMAGES, INFO, CONTENT_LS,
+                                  CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
+    real = run_all(make_engine(node_runner(version), peer_root=peer_root), check_mode=False)
+    for phase in ('containers', 'sandboxes', 'images'):
+        assert ids(check[phase]['removed']) == ids(real[phase]['removed']), phase
+        assert [i['reason'] for i in check[phase]['removed']] == [i['reason'] for i in real[phase]['removed']]
+        assert check[phase]['changed'] is True and check[phase]['check_mode'] is True
+    assert check['images']['bytes'] == real['images']['bytes']
+    # content: check mode plans over the store as it will be once the planned images are gone.
+    # On 2.1.9 that is exactly what the recorded real run freed. On 1.6 the recorded store after
+    # upstream `rmi --prune` also lacks the pause image (which we keep), so our check mode
+    # additionally names pause's layer blob f51d..., which a real run of ours frees too.
+    pause_layer = 'sha256:f51d6ffc6841a4945a2c9f5919c130cc077317b4d1f87750cc78e070b738bb4b'
+    extra = [pause_layer] if version == V16 else []
+    assert ids(check['content']['removed']) == sorted(ids(real['content']['removed']) + extra)
+    assert check['content']['labels_removed'] == 2
+    assert check['content']['changed'] is True
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_second_real_run_on_the_after_state_removes_nothing(version, peer_root):
+    runner = node_runner(version, state='after')
+    results = run_all(make_engine(runner, peer_root=peer_root), check_mode=False)
+    for phase, result in results.items():
+        assert result['removed'] == [] and result['failed'] == [], phase
+        assert result['changed'] is False, phase
+    assert [argv for argv in runner.removals() if command_key(argv)[0] == 'crictl'] == []
+    assert results['content']['labels_removed'] == 0
+
+
+def test_images_phase_alone_keeps_the_image_of_exited_containers(peer_root):
+    runner = node_runner(V21)
+    engine = make_engine(runner, settings={'containers': False}, peer_root=peer_root)
+    result = engine.images_phase()
+    assert ids(result['removed']) == [IMG_UNUSED3, IMG_BUSYBOX1]
+    kept = dict((i['id'], i['reason']) for i in result['kept'])
+    assert kept[IMG_OLD_BUSYBOX1].startswith('in use by container exit1')
+    assert runner.ran('crictl', 'rm') == []
+
+
+def test_sandbox_phase_frees_the_images_of_its_containers(peer_root):
+    """rmp removes feas-a with its exited exit0; exit1 (feas-c) stays, so the old busybox stays."""
+    runner = node_runner(V16)
+    engine = make_engine(runner, peer_root=peer_root)
+    engine.sandboxes_phase(check_mode=True)
+    assert sorted(engine.removed_containers) == [IDS[V16]['exit0']]
+    result = engine.images_phase(check_mode=True)
+    assert IMG_OLD_BUSYBOX1 not in ids(result['removed'])
+
+
+def test_image_min_age_reads_the_content_store(peer_root):
+    runner = node_runner(V16)
+    engine = make_engine(runner, settings={'image_min_age': '8s'}, peer_root=peer_root)
+    engine.containers_phase(check_mode=True)
+    result = engine.images_phase(check_mode=True)
+    assert CONTENT_LS in runner.calls
+    kept = dict((i['id'], i['reason']) for i in result['kept'])
+    assert kept[IMG_BUSYBOX1] == 'younger than image_min_age 8s (content store age 7s)'
+    assert ids(result['removed']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1]
+
+
+def test_image_min_age_needs_ctr(peer_root):
+    from image_gc_testlib import fake_discovery, CRICTL, SOCKET
+    discovery = fake_discovery(env={'PATH': '/usr/local/bin'}, executables={CRICTL}, sockets={SOCKET})
+    with pytest.raises(ImageGCError, match='ctr not found'):
+        make_engine(node_runner(V16), settings={'image_min_age': '1h'}, phases=('images',), discovery=discovery)
+    # without image_min_age the images phase does not need ctr
+    make_engine(node_runner(V16), phases=('images',), discovery=discovery)
+
+
+def test_batch_size_applies_to_the_engine(peer_root):
+    runner = node_runner(V21)
+    engine = make_engine(runner, settings={'batch_size': 2}, peer_root=peer_root)
+    engine.containers_phase()
+    engine.images_phase()
+    rmi = runner.ran('crictl', 'rmi')
+    assert rmi == [CRICTL_PREFIX + ['rmi', IMG_UNUSED3, IMG_OLD_BUSYBOX1], CRICTL_PREFIX + ['rmi', IMG_BUSYBOX1]]
+
+
+# -- failures --------------------------------------------------------------------------------
+
+def test_partial_failure_is_reported_and_the_phase_goes_on(peer_root):
+    ids_ = IDS[V16]
+    runner = node_runner(V16)
+    # DERIVED from rm-running.err: crictl refused exit1 (say it was restarted); exit0 went.
+    err = fixture_text(V16, 'rm-running.err').replace(
+        '76e0cb7f55ba8cc754ba3588bf74e1f1a4bb78c5b01f25f20c4e339b9060349c', ids_['exit1'])
+    runner.on('crictl rm', Reply(1, ids_['exit0'] + '\n', err))
+    still = fixture_json(V16, 'ps-a.json')
+    still['containers'] = [c for c in still['containers'] if c['metadata']['name'] != 'exit0']
+    runner.on('crictl ps --all --output json', json_reply(V16, fixture_json(V16, 'ps-a.json')), json_reply(V16, still))
+    engine = make_engine(runner, peer_root=peer_root)
+    result = engine.containers_phase()
+    assert ids(result['removed']) == [ids_['exit0']]
+    assert [(f['id'], f['msg']) for f in result['failed']] == [
+        (ids_['exit1'], 'container "%s" is running, please stop it first' % ids_['exit1'])]
+    assert result['failed'][0]['name'] == 'exit1'
+    assert result['changed'] is True
+    assert result['warnings'] == ['could not remove container %s: container "%s" is running, please stop it first'
+                                  % (ids_['exit1'], ids_['exit1'])]
+    # the images phase then still protects exit1's image (exit1 was not removed)
+    images = engine.images_phase()
+    assert IMG_OLD_BUSYBOX1 not in ids(images['removed'])
+
+
+def test_already_gone_item_is_gone_not_failed_and_not_a_change(peer_root):
+    ids_ = IDS[V21]
+    runner = node_runner(V21)
+    # DERIVED from rm-missing (crictl rm deadbeef): the sandbox was removed by the kubelet meanwhile.
+    missing = fixture_text(V21, 'rm-missing.err').replace('deadbeef', ids_['feas-a'])
+    runner.on('crictl rmp', Reply(1, '', missing))
+    pods_after = fixture_json(V21, 'pods.json')
+    pods_after['items'] = [p for p in pods_after['items'] if p['metadata']['name'] != 'feas-a']
+    runner.on('crictl pods --output json', json_reply(V21, fixture_json(V21, 'pods.json')), json_reply(V21, pods_after))
+    result = make_engine(runner, peer_root=peer_root).sandboxes_phase()
+    assert ids(result['gone']) == [ids_['feas-a']]
+    assert result['failed'] == [] and result['removed'] == []
+    assert result['changed'] is False
+
+
+def test_crictl_disappears_before_removal_all_failed_naming_crictl_path(peer_root):
+    runner = node_runner(V16)
+    runner.on('crictl rm', Reply(127, '', '/usr/local/bin/crictl: No such file or directory'))
+    result = make_engine(runner, peer_root=peer_root).containers_phase()
+    assert result['removed'] == [] and result['changed'] is False
+    assert sorted(ids(result['failed'])) == sorted([IDS[V16]['exit0'], IDS[V16]['exit1']])
+    assert all('crictl_path' in f['msg'] for f in result['failed'])
+
+
+def test_listing_failure_raises_a_clear_error(peer_root):
+    runner = node_runner(V16)
+    runner.on('crictl ps --all --output json', Reply(127, '', '/usr/local/bin/crictl: No such file or directory'))
+    engine = make_engine(runner, peer_root=peer_root)
+    with pytest.raises(CommandError) as exc:
+        engine.containers_phase()
+    assert 'crictl_path' in str(exc.value)
+    assert runner.removals() == []
+
+
+# -- content phase and peer mirrors ----------------------------------------------------------
+
+def test_peer_mirror_none(peer_root):
+    assert _engine.detect_peer_mirror(str(peer_root)) is None
+
+
+def test_spegel_process_warns_and_still_prunes(peer_root):
+    (peer_root / 'proc' / '4242').mkdir()
+    (peer_root / 'proc' / '4242' / 'comm').write_text('spegel\n')
+    (peer_root / 'proc' / '1').mkdir()
+    (peer_root / 'proc' / '1' / 'comm').write_text('systemd\n')
+    assert _engine.detect_peer_mirror(str(peer_root)) == 'Spegel is running (pid 4242)'
+    runner = node_runner(V21)
+    result = make_engine(runner, peer_root=peer_root).content_phase(check_mode=True)
+    assert result['skipped'] is False
+    assert any(w.startswith('Spegel is running (pid 4242)') and 'peer_mirror_action=skip' in w
+               for w in result['warnings'])
+
+
+@pytest.mark.parametrize('relpath, text', [
+    ('etc/rancher/k3s/config.yaml', 'write-kubeconfig-mode: "0644"\nembedded-registry: true\n'),
+    ('etc/rancher/rke2/config.yaml', 'embedded-registry: "true"  # p2p\n'),
+    ('etc/rancher/k3s/config.yaml.d/50-mirror.yaml', "embedded-registry: 'True'\n"),
+])
+def test_embedded_registry_skips_with_peer_mirror_action_skip(relpath, text, peer_root):
+    path = peer_root / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    assert 'embedded registry mirror is enabled in /' + relpath in _engine.detect_peer_mirror(str(peer_root))
+    runner = node_runner(V21)
+    engine = make_engine(runner, settings={'peer_mirror_action': 'skip'}, peer_root=peer_root)
+    result = engine.content_phase()
+    assert result['skipped'] is True
+    assert result['skip_reason'].endswith('(peer_mirror_action=skip)')
+    assert runner.calls == []
+    assert result['changed'] is False
+
+
+def test_embedded_registry_false_is_no_mirror(peer_root):
+    (peer_root / 'etc/rancher/k3s/config.yaml').write_text('embedded-registry: false\n# embedded-registry: true\n')
+    assert _engine.detect_peer_mirror(str(peer_root)) is None
+
+
+def test_content_check_mode_alone_runs_the_dry_prune_over_the_store_as_it_is(peer_root):
+    runner = node_runner(V16)
+    result = make_engine(runner, peer_root=peer_root).content_phase(check_mode=True)
+    assert runner.calls == [CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
+    assert len(result['removed']) == 5          # every layer blob of the recorded store
+    assert result['labels_removed'] == 5        # the dry run names 5 manifests
+    assert result['bytes'] == 5 * 1028000
+    assert result['changed'] is True
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_content_check_mode_with_assumed_removed_images(version, peer_root):
+    runner = node_runner(version)
+    result = make_engine(runner, peer_root=peer_root).content_phase(
+        check_mode=True, assume_removed_images=[IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1])
+    assert ids(result['removed']) == ['sha256:5f4de468a2d94fad44b1fe435d8816e6a09e28f9f271edf57ce788021fd9fd55',
+                                      'sha256:f51d6ffc6841a4945a2c9f5919c130cc077317b4d1f87750cc78e070b738bb4b']
+    assert runner.removals() == []
+
+
+def test_images_phase_with_assumed_removed_sandboxes_frees_their_images(peer_root):
+    runner = node_runner(V21)
+    engine = make_engine(runner, settings={'containers': False}, peer_root=peer_root)
+    result = engine.images_phase(check_mode=True, assume_removed_sandboxes=[IDS[V21]['feas-a'], IDS[V21]['feas-c']])
+    assert IMG_OLD_BUSYBOX1 in ids(result['removed'])
+    only_one = make_engine(node_runner(V21), peer_root=peer_root).images_phase(
+        check_mode=True, assume_removed_containers=[IDS[V21]['exit0']])
+    assert IMG_OLD_BUSYBOX1 not in ids(only_one['removed'])       # exit1 still uses it
+
+
+# -- disk state ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('version, used', [(V16, 0), (V21, 10182656)])
+def test_disk_state(version, used, peer_root):
+    runner = node_runner(version)
+    state = make_engine(runner, phases=('disk',), peer_root=peer_root).disk_state(largest=2)
+    assert runner.removals() == []
+    assert state['image_fs_used_bytes'] == used
+    fs = state['image_filesystems'][0]
+    assert fs['mountpoint'] == '/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs'
+    assert fs['used_bytes'] == used
+    assert fs['inodes_used'] == (0 if version == V16 else 133)
+    assert state['containers'] == {'exited': 2, 'running': 1}
+    assert state['sandboxes'] == {'ready': 2, 'notready': 1}
+    assert state['images'] == 5
+    assert state['images_bytes'] == 1028853 + 1028856 + 1028853 + 1028899 + 1028854
+    assert state['reclaimable_images'] == 3
+    assert state['reclaimable_bytes'] == 1028854 + 1028853 + 1028856
+    assert [i['id'] for i in state['largest_images']] == [IMG_PAUSE, IMG_BUSYBOX1]
+    assert state['sandbox_image'] == ('docker.io/feas/pause:1' if version == V16 else None)
+    json.dumps(state)
+
+
+def test_filesystem_usage_of_nearest_existing_parent(tmp_path):
+    usage = _engine.filesystem_usage(str(tmp_path / 'not' / 'there'))
+    assert usage['fs_path'] == str(tmp_path)
+    assert usage['fs_size_bytes'] >= usage['fs_free_bytes'] >= 0
+    assert 0.0 <= usage['fs_used_percent'] <= 100.0
