@@ -1,0 +1,306 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""_runner: the node-side CLI - config, JSON event lines, failure tolerance, dry run, report and
+metrics files, the run lock, the disk usage threshold."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _runner
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
+
+from image_gc_testlib import IDS, V16, V21, VERSIONS, make_engine, node_runner
+
+
+@pytest.fixture
+def node(tmp_path, peer_root):
+    """Config/report/metrics/lock paths under tmp_path, and a factory for stub-backed engines."""
+    class Node(object):
+        pass
+    n = Node()
+    n.dir = tmp_path / 'var'
+    n.report = n.dir / 'lib' / 'last-run.json'
+    n.prom = n.dir / 'textfile' / 'node_image_gc.prom'
+    n.lock = n.dir / 'run' / 'gc.lock'
+    n.config = tmp_path / 'config.json'
+    n.runners = []
+    n.version = V21
+
+    def write_config(**values):
+        data = {'report_path': str(n.report), 'textfile_path': str(n.prom), 'lock_path': str(n.lock),
+                'lock_wait': '1s'}
+        data.update(values)
+        n.config.write_text(json.dumps(data))
+        return str(n.config)
+
+    def factory(settings, phases):
+        runner = node_runner(n.version)
+        n.runners.append(runner)
+        return make_engine(runner, settings, phases=phases, peer_root=peer_root)
+
+    def run(dry_run=False, factory=factory):
+        stream = io.StringIO()
+        code = _runner.run(str(n.config), dry_run=dry_run, stream=stream, engine_factory=factory)
+        return code, [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    n.write_config = write_config
+    n.factory = factory
+    n.run = run
+    write_config()
+    return n
+
+
+def files_under(path):
+    return sorted(os.path.relpath(os.path.join(d, f), str(path)) for d, _, fs in os.walk(str(path)) for f in fs)
+
+
+# -- config ----------------------------------------------------------------------------------
+
+def test_load_config_splits_engine_and_runner_settings(tmp_path):
+    path = tmp_path / 'c.json'
+    path.write_text(json.dumps({'sandbox_min_age': '1h', 'image_exclude': ['quay.io/*'], 'lock_wait': '30s',
+                                'disk_usage_threshold': 80, 'textfile_path': None}))
+    settings, opts = _runner.load_config(str(path))
+    assert settings == {'sandbox_min_age': '1h', 'image_exclude': ['quay.io/*']}
+    assert opts['lock_wait'] == 30
+    assert opts['disk_usage_threshold'] == 80
+    assert opts['textfile_path'] is None
+    assert opts['report_path'] == '/var/lib/node-image-gc/last-run.json'
+
+
+@pytest.mark.parametrize('content, message', [
+    ({'sandbox_min_age': '10m', 'colour': 'blue'}, 'unknown key(s) colour'),
+    ({'sandbox_min_age': '10x'}, 'sandbox_min_age: invalid duration'),
+    ({'batch_size': 0}, 'batch_size: expected a whole number'),
+    ({'image_min_age': 'soon'}, 'image_min_age: invalid duration'),
+    ({'disk_usage_threshold': 150}, 'disk_usage_threshold: expected a percentage'),
+    ({'disk_usage_threshold': True}, 'disk_usage_threshold: expected a percentage'),
+    ({'lock_wait': 'forever'}, 'lock_wait: invalid duration'),
+    (['not', 'an', 'object'], 'must hold a JSON object'),
+    ('{not json', 'is not valid JSON'),
+])
+def test_bad_config_exits_2_and_runs_nothing(content, message, node):
+    node.config.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(ImageGCError, match=message.replace('(', r'\(').replace(')', r'\)')):
+        _runner.load_config(str(node.config))
+    code, events = node.run()
+    assert code == 2
+    assert [e['event'] for e in events] == ['end']
+    assert events[0]['status'] == 'failed' and message in events[0]['error']
+    assert node.runners == []                        # no engine, so no command
+    assert not node.report.exists()
+
+
+def test_missing_config_exits_2(tmp_path, capsys):
+    assert _runner.main(['--config', str(tmp_path / 'nope.json'), 'run']) == 2
+    end = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert 'cannot read config' in end['error']
+
+
+# -- a run -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_run_emits_start_disk_phases_disk_end(version, node):
+    node.version = version
+    code, events = node.run()
+    assert code == 0
+    assert [(e['event'], e.get('when') or e.get('phase')) for e in events] == [
+        ('start', None), ('disk', 'before'), ('phase', 'containers'), ('phase', 'sandboxes'), ('phase', 'images'),
+        ('phase', 'content'), ('disk', 'after'), ('end', None)]
+    phases = dict((e['phase'], e) for e in events if e['event'] == 'phase')
+    assert phases['containers']['ids'] == [IDS[version]['exit0'], IDS[version]['exit1']]
+    assert phases['sandboxes']['ids'] == [IDS[version]['feas-a']]
+    assert phases['images']['removed'] == 3
+    assert all(p['status'] == 'ok' and p['errors'] == [] and p['dry_run'] is False for p in phases.values())
+    assert any(k['reason'].startswith('in use by container sleeper') for k in phases['images']['kept'])
+    end = events[-1]
+    assert end['status'] == 'ok'
+    assert end['removed'] == sum(p['removed'] for p in phases.values())
+    assert events[1]['images'] == 5 and events[1]['containers'] == {'exited': 2, 'running': 1}
+
+
+def test_report_and_metrics_written_atomically(node):
+    code, events = node.run()
+    assert code == 0
+    report = json.loads(node.report.read_text())
+    assert report['status'] == 'ok'
+    assert [p['phase'] for p in report['phases']] == ['containers', 'sandboxes', 'images', 'content']
+    assert report['last_success'] == report['finished']
+    assert report['disk_before']['images'] == 5
+    assert report['removed'] == events[-1]['removed']
+    # nothing but the two files (no temp files left), mode 0644
+    assert files_under(node.dir / 'lib') == ['last-run.json']
+    assert files_under(node.dir / 'textfile') == ['node_image_gc.prom']
+    assert oct(os.stat(str(node.report)).st_mode & 0o777) == '0o644'
+    metrics = node.prom.read_text()
+    samples = dict(line.rsplit(' ', 1) for line in metrics.splitlines() if not line.startswith('#'))
+    assert samples['node_image_gc_run_success'] == '1'
+    assert float(samples['node_image_gc_last_success_timestamp_seconds']) == report['finished']
+    assert float(samples['node_image_gc_last_run_timestamp_seconds']) == report['finished']
+    assert samples['node_image_gc_removed_objects{phase="containers"}'] == '2'
+    assert samples['node_image_gc_removed_objects{phase="sandboxes"}'] == '1'
+    assert samples['node_image_gc_removed_objects{phase="images"}'] == '3'
+    assert samples['node_image_gc_reclaimed_bytes{phase="images"}'] == str(1028854 + 1028853 + 1028856)
+    assert samples['node_image_gc_phase_success{phase="content"}'] == '1'
+    assert samples['node_image_gc_image_fs_used_bytes_before'] == '10182656'
+    assert '# TYPE node_image_gc_run_success gauge' in metrics
+    assert metrics.endswith('\n')
+
+
+def test_write_atomic_failure_leaves_no_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / 'r.json'
+    target.write_text('old')
+
+    def boom(src, dst):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(_runner.os, 'replace', boom)
+    with pytest.raises(OSError):
+        _runner.write_atomic(str(target), 'new')
+    assert files_under(tmp_path) == ['r.json']
+    assert target.read_text() == 'old'
+
+
+def failing(phase_name, exc):
+    def factory_of(node):
+        def factory(settings, phases):
+            engine = node.factory(settings, phases)
+
+            def broken(check_mode=False):
+                raise exc
+            setattr(engine, phase_name + '_phase', broken)
+            return engine
+        return factory
+    return factory_of
+
+
+def test_a_failing_phase_does_not_stop_the_next_and_exit_code_is_1(node):
+    node.run()                                               # a good run first: last_success is kept
+    first = json.loads(node.report.read_text())
+    code, events = node.run(factory=failing('sandboxes', ImageGCError('crictl pods failed: boom'))(node))
+    assert code == 1
+    phases = dict((e['phase'], e) for e in events if e['event'] == 'phase')
+    assert phases['sandboxes']['status'] == 'failed'
+    assert phases['sandboxes']['errors'] == ['crictl pods failed: boom']
+    assert phases['images']['status'] == 'ok' and phases['content']['status'] == 'ok'
+    assert node.runners[-1].ran('ctr', 'content', 'ls')      # phase 4 ran
+    assert events[-1]['status'] == 'failed'
+    report = json.loads(node.report.read_text())
+    assert report['status'] == 'failed'
+    assert report['last_success'] == first['last_success']
+    metrics = node.prom.read_text()
+    assert 'node_image_gc_run_success 0' in metrics
+    assert 'node_image_gc_phase_success{phase="sandboxes"} 0' in metrics
+    assert 'node_image_gc_phase_success{phase="images"} 1' in metrics
+
+
+@pytest.mark.xfail(strict=True, reason='BUG: _runner._run_locked catches only ImageGCError around a phase (and '
+                   'around disk_state); any other exception (OSError, KeyError, ValueError from an odd listing) '
+                   'aborts the remaining phases and writes no report/metrics, though the runner promises '
+                   'failure-tolerant phases')
+def test_an_unexpected_exception_in_a_phase_does_not_stop_the_next(node):
+    code, events = node.run(factory=failing('containers', RuntimeError('unexpected'))(node))
+    assert code == 1
+    phases = dict((e['phase'], e) for e in events if e['event'] == 'phase')
+    assert phases['containers']['status'] == 'failed'
+    assert phases['content']['status'] == 'ok'
+    assert json.loads(node.report.read_text())['status'] == 'failed'
+
+
+def test_engine_that_cannot_start_fails_every_phase(node):
+    def factory(settings, phases):
+        raise ImageGCError('crictl not found. Tried: /usr/bin/crictl')
+    code, events = node.run(factory=factory)
+    assert code == 1
+    assert [e['event'] for e in events] == ['start', 'error', 'phase', 'phase', 'phase', 'phase', 'end']
+    assert all(e['status'] == 'failed' and 'crictl not found' in e['errors'][0]
+               for e in events if e['event'] == 'phase')
+
+
+def test_disabled_phase_is_skipped(node):
+    node.write_config(content=False)
+    code, events = node.run()
+    assert code == 0
+    content = [e for e in events if e.get('phase') == 'content'][0]
+    assert content['status'] == 'skipped' and content['skip_reason'] == 'disabled in the config'
+    assert not node.runners[0].ran('ctr')
+
+
+def test_dry_run_removes_nothing_and_writes_no_report(node):
+    code, events = node.run(dry_run=True)
+    assert code == 0
+    assert node.runners[0].removals() == []
+    assert events[0]['dry_run'] is True and events[-1]['dry_run'] is True
+    phases = dict((e['phase'], e) for e in events if e['event'] == 'phase')
+    assert phases['images']['removed'] == 3 and phases['images']['dry_run'] is True
+    assert not node.report.exists() and not node.prom.exists()
+    assert not node.lock.exists()
+
+
+def test_lock_held_by_another_process_skips_the_run(node):
+    node.lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import fcntl,os,sys,time\nfd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT)\n'
+         'fcntl.flock(fd,fcntl.LOCK_EX)\nos.write(fd,b"%d\\n"%os.getpid())\nprint("held",flush=True)\ntime.sleep(30)',
+         str(node.lock)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b'held'
+        code, events = node.run()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 0
+    assert [e['event'] for e in events] == ['start', 'end']
+    assert events[-1]['status'] == 'skipped'
+    assert 'another run (pid %d)' % holder.pid in events[-1]['reason']
+    assert node.runners == []
+    assert not node.report.exists()
+    # and once it is released, a run goes ahead
+    assert node.run()[0] == 0
+
+
+def fake_usage(percent):
+    def usage(path):
+        return {'fs_path': '/var/lib/containerd', 'fs_size_bytes': 1000, 'fs_free_bytes': 1000 - int(percent * 10),
+                'fs_used_bytes': int(percent * 10), 'fs_used_percent': percent}
+    return usage
+
+
+def test_disk_usage_below_threshold_is_report_only(node, monkeypatch):
+    monkeypatch.setattr(_engine, 'filesystem_usage', fake_usage(40.0))
+    node.write_config(disk_usage_threshold=80)
+    code, events = node.run()
+    assert code == 0
+    phases = [e for e in events if e['event'] == 'phase']
+    assert len(phases) == 4
+    for phase in phases:
+        assert phase['status'] == 'skipped'
+        assert phase['skip_reason'] == 'image filesystem 40.0% used, below disk_usage_threshold 80%: report only'
+    assert node.runners[0].removals() == []
+    assert [e['when'] for e in events if e['event'] == 'disk'] == ['before', 'after']
+    assert events[-1]['status'] == 'skipped'
+    assert json.loads(node.report.read_text())['status'] == 'skipped'
+
+
+def test_disk_usage_above_threshold_runs(node, monkeypatch):
+    monkeypatch.setattr(_engine, 'filesystem_usage', fake_usage(85.5))
+    node.write_config(disk_usage_threshold=80)
+    code, events = node.run()
+    assert code == 0
+    assert node.runners[0].ran('crictl', 'rmi')
+    assert events[-1]['status'] == 'ok'
+
+
+# -- status ----------------------------------------------------------------------------------
+
+def test_status_prints_the_last_report(node, capsys):
+    assert _runner.status(str(node.config)) == 1
+    assert 'no report at' in capsys.readouterr().err
+    node.run()
+    stream = io.StringIO()
+    assert _runner.status(str(node.config), stream=stream) == 0
+    assert json.loads(stream.getvalue())['status'] == 'ok'
