@@ -353,3 +353,72 @@ class FakeTime(object):
         return self._now_ns / 1e9
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# Running a module's main()
+
+class ModuleExit(Exception):
+    """Raised by the patched exit_json/fail_json; ``result`` holds what the module returned."""
+
+    def __init__(self, result, failed):
+        super(ModuleExit, self).__init__(result)
+        self.result = result
+        self.failed = failed
+
+
+def run_module(monkeypatch, module, args, runner, discovery=None, now_ns=NOW_NS, peer_root=None,
+               check_mode=False, diff=False):
+    """Run ``module.main()`` with ``args`` as Ansible would pass them; return a ModuleExit.
+
+    CommandRunner.run is patched to answer from ``runner`` (still filling the real runner's
+    history, which the Engine reads), Discovery finds the fake crictl/ctr/socket, the Engine's
+    wall clock is ``now_ns``, and peer-mirror detection looks under ``peer_root``.
+    """
+    from ansible.module_utils import basic
+
+    def exit_json(self, **kwargs):
+        raise ModuleExit(kwargs, False)
+
+    def fail_json(self, msg=None, **kwargs):
+        kwargs['msg'] = msg
+        kwargs['failed'] = True
+        raise ModuleExit(kwargs, True)
+
+    def run(self, argv, timeout=None):
+        result = runner.run(argv, timeout)
+        self.history.append(result)
+        return result
+
+    original_detect = _engine.detect_peer_mirror
+    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
+    monkeypatch.setattr(_common.CommandRunner, 'run', run)
+    monkeypatch.setattr(_engine, 'Discovery', lambda: discovery or node_discovery())
+    monkeypatch.setattr(_engine, 'time', FakeTime(now_ns))
+    monkeypatch.setattr(_engine, 'detect_peer_mirror',
+                        lambda root='/': original_detect(str(peer_root) if peer_root else '/nonexistent-peer-root'))
+    args = dict(args)
+    args['_ansible_check_mode'] = check_mode
+    args['_ansible_diff'] = diff
+    try:
+        from ansible.module_utils.testing import patch_module_args
+    except ImportError:          # ansible-core < 2.19: the _ANSIBLE_ARGS way
+        import contextlib
+        from ansible.module_utils.common.text.converters import to_bytes
+
+        @contextlib.contextmanager
+        def patch_module_args(values):
+            monkeypatch.setattr(basic, '_ANSIBLE_ARGS', to_bytes(json.dumps({'ANSIBLE_MODULE_ARGS': values})))
+            yield
+    with patch_module_args(args):
+        try:
+            module.main()
+        except ModuleExit as exc:
+            return exc
+    raise AssertionError('%s.main() neither exited nor failed' % module.__name__)
+
+
+def documented_returns(module):
+    import yaml
+    return yaml.safe_load(module.RETURN)

@@ -1,0 +1,182 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""crictl_prune: main() with the recorded crictl outputs behind a stub runner."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.nodemaint.image_gc.plugins.modules import crictl_prune
+
+from image_gc_testlib import (
+    CRICTL_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS,
+    documented_returns, ids, node_runner, run_module)
+
+
+@pytest.fixture
+def args(tmp_path):
+    return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s'}
+
+
+def check_against_return_doc(result, images_enabled=True):
+    doc = documented_returns(crictl_prune)
+    keys = set(result) - {'changed', 'diff'}
+    assert keys <= set(doc), 'undocumented return keys: %s' % (keys - set(doc))
+    always = set(k for k, v in doc.items() if v['returned'] == 'always')
+    assert always <= keys, 'missing return keys: %s' % (always - keys)
+    assert ('sandbox_image' in result) == images_enabled
+    for key in ('containers', 'images'):
+        contains = set(doc[key]['contains'])
+        for item in result[key]:
+            assert set(item) == contains, (key, set(item) ^ contains)
+    for key, spec in doc.items():
+        if key in result and spec['type'] == 'list':
+            assert isinstance(result[key], list)
+        if key in result and spec['type'] == 'int':
+            assert isinstance(result[key], int)
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_check_mode_plans_and_removes_nothing(version, args, monkeypatch):
+    runner = node_runner(version)
+    out = run_module(monkeypatch, crictl_prune, args, runner, check_mode=True)
+    assert not out.failed, out.result
+    result = out.result
+    assert result['changed'] is True
+    assert ids(result['containers']) == [IDS[version]['exit0'], IDS[version]['exit1']]
+    assert ids(result['images']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1]
+    assert result['images_space_reclaimed'] == 1028854 + 1028853 + 1028856
+    kept = dict((i['id'], i['reason']) for i in result['images_kept'])
+    assert set(kept) == {IMG_PAUSE, IMG_BUSYBOX2}
+    assert runner.removals() == []
+    assert result['commands'] == runner.calls
+    assert result['failed'] == []
+    check_against_return_doc(result)
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_real_run_removes_what_check_mode_reported(version, args, monkeypatch, tmp_path):
+    check = run_module(monkeypatch, crictl_prune, args, node_runner(version), check_mode=True).result
+    runner = node_runner(version)
+    real = run_module(monkeypatch, crictl_prune, args, runner).result
+    assert real['changed'] is True
+    assert ids(real['containers']) == ids(check['containers'])
+    assert ids(real['images']) == ids(check['images'])
+    assert runner.removals() == [CRICTL_PREFIX + ['rm', IDS[version]['exit0'], IDS[version]['exit1']],
+                                 CRICTL_PREFIX + ['rmi', IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1]]
+    assert real['commands'] == runner.calls
+    assert real['sandbox_image'] == ('docker.io/feas/pause:1' if version == V16 else None)
+    check_against_return_doc(real)
+    assert (tmp_path / 'gc.lock').exists()          # the run lock was taken
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_second_run_on_the_after_state_is_not_changed(version, args, monkeypatch):
+    runner = node_runner(version, state='after')
+    result = run_module(monkeypatch, crictl_prune, args, runner).result
+    assert result['changed'] is False
+    assert result['containers'] == [] and result['images'] == []
+    assert runner.removals() == []
+    check_against_return_doc(result)
+
+
+def test_containers_false_keeps_the_image_of_exited_containers(args, monkeypatch):
+    runner = node_runner(V21)
+    result = run_module(monkeypatch, crictl_prune, dict(args, containers=False), runner).result
+    assert ids(result['images']) == [IMG_UNUSED3, IMG_BUSYBOX1]
+    assert result['containers'] == [] and result['containers_kept'] == []
+    assert runner.ran('crictl', 'rm') == []
+
+
+def test_images_false_has_no_sandbox_image_key(args, monkeypatch):
+    runner = node_runner(V16)
+    result = run_module(monkeypatch, crictl_prune, dict(args, images=False), runner).result
+    assert runner.ran('crictl', 'images') == [] and runner.ran('crictl', 'rmi') == []
+    check_against_return_doc(result, images_enabled=False)
+
+
+def test_image_exclude_and_batch_size(args, monkeypatch):
+    runner = node_runner(V16)
+    result = run_module(monkeypatch, crictl_prune,
+                        dict(args, image_exclude=['docker.io/feas/unused:*'], batch_size=1), runner).result
+    assert ids(result['images']) == [IMG_OLD_BUSYBOX1, IMG_BUSYBOX1]
+    assert runner.ran('crictl', 'rmi') == [CRICTL_PREFIX + ['rmi', IMG_OLD_BUSYBOX1], CRICTL_PREFIX + ['rmi', IMG_BUSYBOX1]]
+    assert dict((i['id'], i['reason']) for i in result['images_kept'])[IMG_UNUSED3] == \
+        "excluded by pattern 'docker.io/feas/unused:*'"
+
+
+def test_assume_removed_sandboxes_in_check_mode(args, monkeypatch):
+    runner = node_runner(V21)
+    result = run_module(monkeypatch, crictl_prune,
+                        dict(args, containers=False, assume_removed_sandboxes=[IDS[V21]['feas-a'], IDS[V21]['feas-c']]),
+                        runner, check_mode=True).result
+    assert IMG_OLD_BUSYBOX1 in ids(result['images'])
+
+
+def test_diff_lists_ids_before_and_after(args, monkeypatch):
+    result = run_module(monkeypatch, crictl_prune, args, node_runner(V21), check_mode=True, diff=True).result
+    diff = result['diff']
+    assert IMG_UNUSED3 in diff['before']['images'] and IMG_UNUSED3 not in diff['after']['images']
+    assert IMG_BUSYBOX2 in diff['after']['images']
+    assert IDS[V21]['exit0'] in diff['before']['containers'] and diff['after']['containers'] == []
+
+
+@pytest.mark.parametrize('option, value, name', [
+    ('created_min_age', '10x', 'created_min_age'),
+    ('image_min_age', 'soon', 'image_min_age'),
+    ('timeout', '1.5h', 'timeout'),
+    ('batch_size', 0, 'batch_size'),
+    ('lock_wait', 'soon', 'lock_wait'),
+    ('image_exclude', [''], 'image_exclude'),
+])
+def test_bad_option_fails_naming_it_and_runs_nothing(option, value, name, args, monkeypatch):
+    runner = node_runner(V16)
+    out = run_module(monkeypatch, crictl_prune, dict(args, **{option: value}), runner)
+    assert out.failed
+    assert out.result['msg'].startswith(name + ':'), out.result['msg']
+    assert runner.calls == []
+
+
+def test_missing_crictl_fails_with_the_places_tried(args, monkeypatch):
+    from image_gc_testlib import fake_discovery, SOCKET
+    runner = node_runner(V16)
+    out = run_module(monkeypatch, crictl_prune, args, runner,
+                     discovery=fake_discovery(env={'PATH': '/opt/x'}, sockets={SOCKET}))
+    assert out.failed
+    assert out.result['msg'].startswith('crictl not found. Tried: /opt/x/crictl')
+    assert 'crictl_path' in out.result['msg']
+    assert runner.calls == []
+
+
+def test_no_socket_fails_with_command_output(args, monkeypatch):
+    from image_gc_testlib import recorded
+    runner = node_runner(V21)
+    runner.on('crictl ps --all --output json', recorded(V21, 'crictl-nosocket'))
+    out = run_module(monkeypatch, crictl_prune, args, runner)
+    assert out.failed
+    assert 'runtime socket does not answer' in out.result['msg']
+    assert out.result['rc'] == 1
+    assert 'level=fatal' in out.result['stderr']
+    assert out.result['cmd'] == CRICTL_PREFIX + ['ps', '--all', '--output', 'json']
+    assert runner.removals() == []
+
+
+def test_lock_held_elsewhere_fails_naming_lock_wait(args, monkeypatch, tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import fcntl,os,sys,time\nfd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT)\n'
+         'fcntl.flock(fd,fcntl.LOCK_EX)\nprint("held",flush=True)\ntime.sleep(30)', args['lock_path']],
+        stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b'held'
+        runner = node_runner(V16)
+        out = run_module(monkeypatch, crictl_prune, args, runner)
+        # check mode takes no lock
+        check = run_module(monkeypatch, crictl_prune, args, node_runner(V16), check_mode=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.failed
+    assert 'lock_wait' in out.result['msg'] and args['lock_path'] in out.result['msg']
+    assert runner.removals() == []
+    assert not check.failed
