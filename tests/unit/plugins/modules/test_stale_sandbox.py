@@ -1,0 +1,95 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""stale_sandbox: main() with the recorded crictl outputs behind a stub runner."""
+
+import re
+
+import pytest
+
+from ansible_collections.nodemaint.image_gc.plugins.modules import stale_sandbox
+
+from image_gc_testlib import CRICTL_PREFIX, IDS, V21, VERSIONS, documented_returns, ids, node_runner, run_module
+
+
+@pytest.fixture
+def args(tmp_path):
+    return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s'}
+
+
+def check_against_return_doc(result):
+    doc = documented_returns(stale_sandbox)
+    keys = set(result) - {'changed', 'diff'}
+    assert keys == set(k for k, v in doc.items() if v['returned'] == 'always') == set(doc)
+    for item in result['sandboxes']:
+        assert set(item) == set(doc['sandboxes']['contains'])
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_check_mode_and_real_run(version, args, monkeypatch):
+    check_runner = node_runner(version)
+    check = run_module(monkeypatch, stale_sandbox, args, check_runner, check_mode=True).result
+    assert check['changed'] is True
+    assert ids(check['sandboxes']) == [IDS[version]['feas-a']]
+    assert check['sandboxes'][0]['reason'].startswith('NotReady, created 2h')
+    assert check_runner.removals() == []
+    check_against_return_doc(check)
+    runner = node_runner(version)
+    real = run_module(monkeypatch, stale_sandbox, args, runner).result
+    assert real['changed'] is True
+    assert ids(real['sandboxes']) == ids(check['sandboxes'])
+    assert runner.removals() == [CRICTL_PREFIX + ['rmp', IDS[version]['feas-a']]]
+    assert real['commands'] == runner.calls
+    check_against_return_doc(real)
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_second_run_is_not_changed(version, args, monkeypatch):
+    runner = node_runner(version, state='after')
+    result = run_module(monkeypatch, stale_sandbox, args, runner).result
+    assert result['changed'] is False and result['sandboxes'] == []
+    assert runner.removals() == []
+
+
+def test_min_age_keeps_a_younger_sandbox(args, monkeypatch):
+    runner = node_runner(V21)
+    result = run_module(monkeypatch, stale_sandbox, dict(args, min_age='3h'), runner).result
+    assert result['changed'] is False
+    assert ids(result['sandboxes_kept']) == [IDS[V21]['feas-a']]
+    assert 'younger than min_age 3h' in result['sandboxes_kept'][0]['reason']
+    assert runner.removals() == []
+
+
+@pytest.mark.parametrize('extra', [{'namespaces': ['kube-system']}, {'exclude_namespaces': ['fe*']}])
+def test_namespace_filters(extra, args, monkeypatch):
+    runner = node_runner(V21)
+    result = run_module(monkeypatch, stale_sandbox, dict(args, **extra), runner).result
+    assert result['sandboxes'] == [] and ids(result['sandboxes_kept']) == [IDS[V21]['feas-a']]
+    assert runner.removals() == []
+
+
+def test_diff(args, monkeypatch):
+    result = run_module(monkeypatch, stale_sandbox, args, node_runner(V21), check_mode=True, diff=True).result
+    assert result['diff'] == {'before': {'sandboxes': [IDS[V21]['feas-a']]}, 'after': {'sandboxes': []}}
+
+
+@pytest.mark.parametrize('option, value', [('min_age', '10x'), ('min_age', '-1'), ('min_age', '1.5h'),
+                                           ('batch_size', 0), ('timeout', 'soon')])
+def test_bad_option_fails_and_runs_nothing(option, value, args, monkeypatch):
+    runner = node_runner(V21)
+    out = run_module(monkeypatch, stale_sandbox, dict(args, **{option: value}), runner)
+    assert out.failed
+    assert repr(value) in out.result['msg']
+    assert runner.calls == []
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: stale_sandbox maps its option min_age to the engine setting "
+                   "sandbox_min_age (_adapter.settings_from renames), and validate_settings names the setting, so "
+                   "the error reads \"sandbox_min_age: invalid duration '10x'\": an option the module does not "
+                   "have. Fix: pass the module option name into the error (e.g. settings_from returns the reverse "
+                   "rename map and _adapter.fail rewrites the leading name, or validate_settings takes display names)")
+def test_bad_min_age_message_names_the_module_option(args, monkeypatch):
+    runner = node_runner(V21)
+    out = run_module(monkeypatch, stale_sandbox, dict(args, min_age='10x'), runner)
+    assert out.failed
+    assert re.match(r"min_age: invalid duration '10x'", out.result['msg']), out.result['msg']
+    assert runner.calls == []
