@@ -46,6 +46,13 @@ def settings_from(params, renames=None):
     return settings
 
 
+def make_engine(module, phases, renames=None):
+    """The Engine for a module; errors in option values name the module's options."""
+    from ._engine import Engine
+    labels = dict((setting, option) for option, setting in (renames or {}).items())
+    return Engine(settings_from(module.params, renames), phases, labels=labels)
+
+
 def fail(module, exc, **extra):
     """fail_json with the error's message (it names the cause and the fix) and the command output."""
     details = exc.to_dict() if isinstance(exc, CommandError) else {'msg': str(exc)}
@@ -85,4 +92,4 @@ def ids_diff(kind, results):
 
 
 __all__ = ['ImageGCError', 'CommandError', 'RUNTIME_ARGUMENT_SPEC', 'LOCK_ARGUMENT_SPEC', 'argument_spec',
-           'settings_from', 'fail', 'ModuleLock', 'ids_diff']
+           'settings_from', 'make_engine', 'fail', 'ModuleLock', 'ids_diff']

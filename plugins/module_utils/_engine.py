@@ -45,12 +45,16 @@ SETTINGS = {
 }
 
 
-def validate_settings(values, names=None):
-    """Checked and converted settings (durations in seconds); ImageGCError naming the bad key."""
+def validate_settings(values, names=None, labels=None):
+    """Checked and converted settings (durations in seconds); ImageGCError naming the bad key.
+
+    ``labels`` maps a setting to the name the caller knows it by (a module option), for errors.
+    """
     out = {}
-    for name in names or SETTINGS:
-        kind, default = SETTINGS[name]
-        value = values.get(name)
+    for key in names or SETTINGS:
+        kind, default = SETTINGS[key]
+        value = values.get(key)
+        name = (labels or {}).get(key, key)
         if value is None:
             value = default
         if kind == 'duration':
@@ -71,7 +75,7 @@ def validate_settings(values, names=None):
                 raise ImageGCError('%s: expected one of %s, got %r' % (name, ', '.join(kind), value))
         elif value is not None and (not isinstance(value, str) or not value):
             raise ImageGCError('%s: expected a non-empty string, got %r' % (name, value))
-        out[name] = value
+        out[key] = value
     unknown = sorted(set(values) - set(SETTINGS))
     if names is None and unknown:
         raise ImageGCError('unknown setting(s): %s' % ', '.join(unknown))
@@ -126,10 +130,10 @@ class Engine(object):
     """Plans and runs phases for one node. ``runner``, ``discovery`` and ``clock`` are injectable."""
 
     def __init__(self, settings, phases=PHASES + ('disk',), runner=None, discovery=None, clock=None,
-                 peer_mirror_root='/'):
+                 peer_mirror_root='/', labels=None):
         """``phases``: what this engine will be asked to run (``disk`` for disk_state); it decides
-        which of crictl and ctr must be found."""
-        self.settings = validate_settings(settings)
+        which of crictl and ctr must be found. ``labels``: see validate_settings."""
+        self.settings = validate_settings(settings, labels=labels)
         self.runner = runner or CommandRunner()
         self.clock = clock or time.time_ns
         self.peer_mirror_root = peer_mirror_root
@@ -252,7 +256,9 @@ class Engine(object):
         plan = _plan.plan_content(before)
         labels = sum(1 for b in before for k in b.labels if k.startswith(_plan.LAYER_LABEL_PREFIX))
         result['labels_removed'] = labels
-        if check_mode:
+        if not labels:
+            pass                         # no layer label left: the prune would change nothing
+        elif check_mode:
             self.ctr.prune_references(dry_run=True)
             result['removed'] = plan.remove
         else:

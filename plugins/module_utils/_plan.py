@@ -144,6 +144,24 @@ def normalize_ref(ref):
     return name + at + digest
 
 
+def exclude_patterns(patterns):
+    """{pattern to match: the user's pattern}: each pattern, plus its fully qualified form when its
+    repository part has no wildcard (``busybox:*`` also matches ``docker.io/library/busybox:1.36``)."""
+    out = {}
+    for pattern in patterns or ():
+        out.setdefault(pattern, pattern)
+        if pattern.startswith('sha256:'):
+            continue
+        first, slash, _ = pattern.partition('/')
+        if any(ch in (first if slash else first.split(':')[0]) for ch in '*?['):
+            continue
+        if not slash:
+            out.setdefault('docker.io/library/' + pattern, pattern)
+        elif '.' not in first and ':' not in first and first != 'localhost':
+            out.setdefault('docker.io/' + pattern, pattern)
+    return out
+
+
 def image_manifest_ages(blobs):
     """Image id (config digest) -> age in seconds of the youngest manifest that names it."""
     ages = {}
@@ -184,13 +202,15 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
     users = image_users(images, [c for c in containers if c.id not in removed])
     freed_by = image_users(images, [c for c in containers if c.id in removed])
     sandbox_norm = normalize_ref(sandbox_image) if sandbox_image else None
+    patterns = exclude_patterns(exclude)
     for image in sorted(images, key=lambda i: i.id):
         item = image.to_dict()
         norm_refs = [normalize_ref(r) for r in image.refs]
         pattern = None
         for candidate in [image.id] + image.refs + norm_refs:
-            pattern = _matches_any(candidate, exclude)
+            pattern = _matches_any(candidate, patterns)
             if pattern:
+                pattern = patterns[pattern]
                 break
         age = (manifest_ages or {}).get(image.id)
         if image.id in users:

@@ -181,8 +181,8 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
             return {}
         try:
             state = engine.disk_state()
-        except ImageGCError as exc:
-            state = {'error': str(exc)}
+        except Exception as exc:  # pylint: disable=broad-except  # report, never stop the run
+            state = {'error': _describe(exc)}
         emit(stream, 'disk', when=when, **state)
         report['disk_' + when] = state
         return state
@@ -205,8 +205,8 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
             t0 = time.monotonic()
             try:
                 result = getattr(engine, phase + '_phase')(check_mode=dry_run)
-            except ImageGCError as exc:
-                result['error'] = str(exc)
+            except Exception as exc:  # pylint: disable=broad-except  # a failed phase never stops the next
+                result['error'] = _describe(exc)
                 result['duration'] = round(time.monotonic() - t0, 3)
         event = phase_event(result)
         emit(stream, 'phase', **event)
@@ -227,6 +227,12 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
         if opts['textfile_path']:
             write_atomic(opts['textfile_path'], metrics_text(report, report['last_success']))
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _describe(exc):
+    if isinstance(exc, ImageGCError):
+        return str(exc)
+    return 'unexpected %s: %s' % (type(exc).__name__, exc)
 
 
 def read_report(path):

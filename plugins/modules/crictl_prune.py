@@ -235,8 +235,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, settings_from)
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import Engine
+    ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
 
 
 def main():
@@ -260,7 +259,7 @@ def main():
     results = []
     try:
         phases = [p for p in ('containers', 'images') if params[p]]
-        engine = Engine(settings_from(params, {'namespace': 'content_namespace'}), phases)
+        engine = make_engine(module, phases, {'namespace': 'content_namespace'})
         with ModuleLock(module):
             if params['containers']:
                 results.append(engine.containers_phase(module.check_mode))

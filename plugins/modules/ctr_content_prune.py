@@ -114,8 +114,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, settings_from)
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import Engine
+    ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
 
 
 def main():
@@ -129,7 +128,7 @@ def main():
         supports_check_mode=True,
     )
     try:
-        engine = Engine(settings_from(module.params, {'namespace': 'content_namespace'}), ('content',))
+        engine = make_engine(module, ('content',), {'namespace': 'content_namespace'})
         with ModuleLock(module):
             result = engine.content_phase(module.check_mode, module.params['assume_removed_images'])
     except ImageGCError as exc:

@@ -102,8 +102,7 @@ imagefs:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    ImageGCError, RUNTIME_ARGUMENT_SPEC, argument_spec, fail, settings_from)
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import Engine
+    ImageGCError, RUNTIME_ARGUMENT_SPEC, argument_spec, fail, make_engine)
 
 
 def main():
@@ -119,7 +118,7 @@ def main():
     if module.params['largest'] < 0:
         module.fail_json(msg='largest: expected 0 or more, got %d' % module.params['largest'])
     try:
-        engine = Engine(settings_from(module.params), ('disk',))
+        engine = make_engine(module, ('disk',))
         facts = engine.disk_state(largest=module.params['largest'])
     except ImageGCError as exc:
         fail(module, exc)

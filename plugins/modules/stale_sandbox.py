@@ -109,8 +109,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, settings_from)
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import Engine
+    ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
 
 
 def main():
@@ -124,7 +123,7 @@ def main():
         supports_check_mode=True,
     )
     try:
-        engine = Engine(settings_from(module.params, {'min_age': 'sandbox_min_age'}), ('sandboxes',))
+        engine = make_engine(module, ('sandboxes',), {'min_age': 'sandbox_min_age'})
         with ModuleLock(module):
             result = engine.sandboxes_phase(module.check_mode)
     except ImageGCError as exc:

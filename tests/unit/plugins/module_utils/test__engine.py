@@ -358,3 +358,12 @@ def test_filesystem_usage_of_nearest_existing_parent(tmp_path):
     assert usage['fs_path'] == str(tmp_path)
     assert usage['fs_size_bytes'] >= usage['fs_free_bytes'] >= 0
     assert 0.0 <= usage['fs_used_percent'] <= 100.0
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_content_phase_runs_no_prune_when_no_layer_label_is_left(check_mode, peer_root):
+    # the recorded store after a prune has no containerd.io/gc.ref.content.l.* label left
+    runner = node_runner(V21, state='after')
+    result = make_engine(runner, peer_root=peer_root).content_phase(check_mode=check_mode)
+    assert runner.calls == [CONTENT_LS]
+    assert result['changed'] is False and result['removed'] == [] and result['labels_removed'] == 0

@@ -379,3 +379,15 @@ def test_without_images_simulates_the_store_after_upstream_rmi_prune(version):
 def test_without_no_images_is_the_store_unchanged():
     listed = blobs(V21)
     assert _plan.without_images(listed, []) == listed
+
+
+def test_exclude_pattern_without_registry_matches_the_qualified_name():
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Image
+    images = [Image({'id': 'sha256:aa', 'repoTags': ['docker.io/library/busybox:1.36'], 'size': '5'}),
+              Image({'id': 'sha256:bb', 'repoTags': ['docker.io/calico/node:v3.27'], 'size': '7'}),
+              Image({'id': 'sha256:cc', 'repoTags': ['quay.io/calico/node:v3.27'], 'size': '9'})]
+    plan = _plan.plan_images(images, [], sandbox_image='registry.k8s.io/pause:3.9',
+                             exclude=['busybox:*', 'calico/*'])
+    kept = dict((i['id'], i['reason']) for i in plan.keep)
+    assert kept == {'sha256:aa': "excluded by pattern 'busybox:*'", 'sha256:bb': "excluded by pattern 'calico/*'"}
+    assert [i['id'] for i in plan.remove] == ['sha256:cc']

@@ -198,10 +198,6 @@ def test_a_failing_phase_does_not_stop_the_next_and_exit_code_is_1(node):
     assert 'node_image_gc_phase_success{phase="images"} 1' in metrics
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: _runner._run_locked catches only ImageGCError around a phase (and '
-                   'around disk_state); any other exception (OSError, KeyError, ValueError from an odd listing) '
-                   'aborts the remaining phases and writes no report/metrics, though the runner promises '
-                   'failure-tolerant phases')
 def test_an_unexpected_exception_in_a_phase_does_not_stop_the_next(node):
     code, events = node.run(factory=failing('containers', RuntimeError('unexpected'))(node))
     assert code == 1

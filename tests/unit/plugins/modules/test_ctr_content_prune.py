@@ -105,9 +105,6 @@ def test_bad_option_fails_and_runs_nothing(option, value, args, monkeypatch):
     assert runner.calls == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the module option namespace is renamed to the engine setting "
-                   "content_namespace, so an empty namespace fails with \"content_namespace: expected a non-empty "
-                   "string\", naming an option the module does not have (same cause as stale_sandbox min_age)")
 def test_empty_namespace_message_names_the_module_option(args, monkeypatch):
     runner = node_runner(V21)
     out = run_module(monkeypatch, ctr_content_prune, dict(args, namespace=''), runner)

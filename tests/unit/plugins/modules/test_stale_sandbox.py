@@ -82,11 +82,6 @@ def test_bad_option_fails_and_runs_nothing(option, value, args, monkeypatch):
     assert runner.calls == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stale_sandbox maps its option min_age to the engine setting "
-                   "sandbox_min_age (_adapter.settings_from renames), and validate_settings names the setting, so "
-                   "the error reads \"sandbox_min_age: invalid duration '10x'\": an option the module does not "
-                   "have. Fix: pass the module option name into the error (e.g. settings_from returns the reverse "
-                   "rename map and _adapter.fail rewrites the leading name, or validate_settings takes display names)")
 def test_bad_min_age_message_names_the_module_option(args, monkeypatch):
     runner = node_runner(V21)
     out = run_module(monkeypatch, stale_sandbox, dict(args, min_age='10x'), runner)

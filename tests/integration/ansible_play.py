@@ -1,0 +1,134 @@
+"""Run the collection's modules and playbooks through ansible-playbook on localhost.
+
+The collection is the working tree: when this checkout does not already sit at
+``.../ansible_collections/nodemaint/image_gc`` (as in scripts/test.sh's build tree), a temp dir
+with that layout, symlinked to the checkout, is put on ANSIBLE_COLLECTIONS_PATH.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_COLLECTIONS = []
+
+
+def collections_path():
+    if not _COLLECTIONS:
+        parts = ROOT.split(os.sep)
+        if parts[-3:-2] == ['ansible_collections'] and parts[-2:] == ['nodemaint', 'image_gc']:
+            _COLLECTIONS.append(os.sep.join(parts[:-3]))
+        else:
+            tmp = tempfile.mkdtemp(prefix='image-gc-collections-')
+            os.makedirs(os.path.join(tmp, 'ansible_collections', 'nodemaint'))
+            os.symlink(ROOT, os.path.join(tmp, 'ansible_collections', 'nodemaint', 'image_gc'))
+            _COLLECTIONS.append(tmp)
+    return _COLLECTIONS[0]
+
+
+def runtime_args(lab, **extra):
+    """Module options that point at the lab (the crictl stand-in, the lab's socket, a private lock)."""
+    args = {
+        'crictl_path': os.path.join(lab.bin_dir, 'crictl'),
+        'ctr_path': '/usr/bin/ctr',
+        'runtime_endpoint': lab.endpoint,
+    }
+    args.update(extra)
+    return args
+
+
+def lock_args(lab):
+    return {'lock_path': os.path.join(lab.base, 'run.lock'), 'lock_wait': '30s'}
+
+
+def ansible_env(lab, extra=None):
+    env = lab.env()
+    env.update({
+        'ANSIBLE_COLLECTIONS_PATH': collections_path(),
+        'ANSIBLE_HOST_KEY_CHECKING': 'False',
+        'ANSIBLE_RETRY_FILES_ENABLED': 'False',
+        'ANSIBLE_NOCOLOR': '1',
+        'ANSIBLE_LOCAL_TEMP': os.path.join(lab.base, 'ansible-tmp'),
+        'PATH': os.path.dirname(sys.executable) + os.pathsep + env['PATH'],
+    })
+    # The modules must find everything through their options, not the lab's environment.
+    for key in ('CONTAINER_RUNTIME_ENDPOINT', 'IMAGE_SERVICE_ENDPOINT', 'CONTAINERD_ADDRESS'):
+        env.pop(key, None)
+    env.update(extra or {})
+    return env
+
+
+class PlayResult(object):
+    def __init__(self, proc, results):
+        self.rc = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.results = results
+
+    def __getitem__(self, name):
+        return self.results[name]
+
+    def __repr__(self):
+        return 'PlayResult(rc=%s)\n%s\n%s' % (self.rc, self.stdout[-4000:], self.stderr[-2000:])
+
+
+def run_tasks(lab, tasks, check=False, extra_args=(), env=None, timeout=600):
+    """Run ``tasks`` (a list of (name, module, args[, task extras])) in one play on localhost.
+
+    Each task registers its result; all results are written to a JSON file (also in check mode)
+    and returned as ``PlayResult.results[name]``. Failing tasks do not stop the play.
+    """
+    work = tempfile.mkdtemp(prefix='play-', dir=lab.base)
+    out = os.path.join(work, 'results.json')
+    play_tasks = []
+    names = []
+    for entry in tasks:
+        name, module, args = entry[:3]
+        extras = entry[3] if len(entry) > 3 else {}
+        reg = 'r_%d' % len(names)
+        names.append((name, reg))
+        task = {'name': name, module: args, 'register': reg, 'ignore_errors': True}
+        task.update(extras)
+        play_tasks.append(task)
+    play_tasks.append({
+        'name': 'Save the results',
+        'ansible.builtin.copy': {
+            'dest': out,
+            'content': '{{ %s | to_json }}' % ('{' + ', '.join('%s: %s' % (json.dumps(n), r) for n, r in names) + '}'),
+            'mode': '0600',
+        },
+        'check_mode': False,
+    })
+    play = [{'name': 'test', 'hosts': 'localhost', 'gather_facts': False, 'tasks': play_tasks}]
+    path = os.path.join(work, 'play.yml')
+    with open(path, 'w') as handle:
+        json.dump(play, handle, indent=1)      # JSON is YAML
+    argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+            '-e', 'ansible_python_interpreter=%s' % sys.executable, path]
+    if check:
+        argv.append('--check')
+    argv += list(extra_args)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(lab, env), timeout=timeout)
+    results = {}
+    if os.path.exists(out):
+        with open(out) as handle:
+            results = json.load(handle)
+    return PlayResult(proc, results)
+
+
+def run_playbook(lab, playbook, inventory_vars, check=False, extra_vars=None, timeout=900):
+    """Run one of the collection's playbooks (``nodemaint.image_gc.prune``) against localhost."""
+    work = tempfile.mkdtemp(prefix='pb-', dir=lab.base)
+    inventory = os.path.join(work, 'inventory.json')
+    with open(inventory, 'w') as handle:
+        json.dump({'all': {'hosts': {'localhost': dict(
+            {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable}, **inventory_vars)}}},
+            handle)
+    argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', inventory, playbook]
+    if extra_vars:
+        argv += ['-e', json.dumps(extra_vars)]
+    if check:
+        argv.append('--check')
+    return subprocess.run(argv, capture_output=True, text=True, env=ansible_env(lab), timeout=timeout)
