@@ -4,8 +4,8 @@
   down    full teardown of the lab in DIR (sandboxes, containerd, shims, mounts)
   status  print DIR/lab.json plus whether containerd answers
   vendor  pip install --target DIR/pydeps grpcio protobuf; copy the crictl stand-in,
-          cri.py and api.desc into DIR/bin (for use from a container with DIR mounted)
-  regen-proto  recompile api.desc from api.proto with grpc_tools.protoc
+          cri.py and api.desc.b64 into DIR/bin (for use from a container with DIR mounted)
+  regen-proto  recompile api.desc.b64 from api.proto with grpc_tools.protoc
 """
 
 import argparse
@@ -36,7 +36,8 @@ def cmd_up(a):
     extra = {"scenario": None}
     try:
         if a.scenario:
-            extra["scenario"] = sc.scenario(lab) if a.scenario == "standard" else sc.feas(lab)
+            extra["scenario"] = (sc.scenario(lab, gap=a.gap) if a.scenario == "standard"
+                                 else sc.feas(lab))
     except Exception:
         lab.stop(remove_base=False)
         raise
@@ -48,7 +49,7 @@ def cmd_up(a):
 
 
 def cmd_down(a):
-    lab_m, _ = _lab_mod()
+    lab_m = _lab_mod()[0]
     d = os.path.abspath(a.dir)
     lab = lab_m.Lab.attach(d)
     errs = lab.stop(remove_base=a.remove)
@@ -58,7 +59,7 @@ def cmd_down(a):
 
 
 def cmd_status(a):
-    lab_m, _ = _lab_mod()
+    lab_m = _lab_mod()[0]
     d = os.path.abspath(a.dir)
     lab = lab_m.Lab.attach(d)
     info = {}
@@ -100,7 +101,7 @@ def cmd_vendor(a):
         subprocess.run(cmd + pins, check=True)
     for src, dst in ((os.path.join(HERE, "bin", "crictl"), os.path.join(bindir, "crictl")),
                      (os.path.join(HERE, "cri.py"), os.path.join(bindir, "cri.py")),
-                     (os.path.join(HERE, "api.desc"), os.path.join(bindir, "api.desc")),
+                     (os.path.join(HERE, "api.desc.b64"), os.path.join(bindir, "api.desc.b64")),
                      (os.path.join(HERE, "api.proto"), os.path.join(bindir, "api.proto"))):
         shutil.copy2(src, dst)
     os.chmod(os.path.join(bindir, "crictl"), 0o755)
@@ -109,9 +110,17 @@ def cmd_vendor(a):
 
 
 def cmd_regen(a):
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", HERE,
-                    "--descriptor_set_out=" + os.path.join(HERE, "api.desc"),
-                    os.path.join(HERE, "api.proto")], check=True)
+    import base64
+    import tempfile
+    import textwrap
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "api.desc")
+        subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", HERE,
+                        "--descriptor_set_out=" + out, os.path.join(HERE, "api.proto")], check=True)
+        with open(out, "rb") as f:
+            text = base64.b64encode(f.read()).decode()
+    with open(os.path.join(HERE, "api.desc.b64"), "w") as f:
+        f.write("\n".join(textwrap.wrap(text, 76)) + "\n")
     return 0
 
 
@@ -122,6 +131,9 @@ def main(argv=None):
     up.add_argument("--dir", required=True)
     up.add_argument("--scenario", nargs="?", const="standard", choices=["standard", "feas"],
                     default=None)
+    up.add_argument("--gap", type=float, default=3.0, metavar="SECONDS",
+                    help="seconds between the old and the young NotReady sandboxes "
+                         "(standard scenario)")
     dn = sub.add_parser("down")
     dn.add_argument("--dir", required=True)
     dn.add_argument("--remove", action="store_true", help="also delete DIR")
