@@ -254,7 +254,7 @@ def parse_content_ls(text):
         labels = {}
         if len(fields) > 3 and fields[3] != '':
             for pair in fields[3].split(','):
-                key, _, value = pair.partition('=')
+                key, dummy, value = pair.partition('=')
                 labels[key] = value
         try:
             blobs.append(Blob(fields[0], parse_human_size(fields[1]), parse_human_age(fields[2]), labels))

@@ -109,7 +109,7 @@ def detect_peer_mirror(root='/'):
             try:
                 with open(os.path.join(root, path.lstrip('/'))) as handle:
                     for line in handle:
-                        key, _, value = line.split('#', 1)[0].partition(':')
+                        key, dummy, value = line.split('#', 1)[0].partition(':')
                         if key.strip() == 'embedded-registry' and value.strip().strip('"\'').lower() == 'true':
                             return 'the embedded registry mirror is enabled in %s' % path
             except OSError:

@@ -152,7 +152,7 @@ def exclude_patterns(patterns):
         out.setdefault(pattern, pattern)
         if pattern.startswith('sha256:'):
             continue
-        first, slash, _ = pattern.partition('/')
+        first, slash, dummy = pattern.partition('/')
         if any(ch in (first if slash else first.split(':')[0]) for ch in '*?['):
             continue
         if not slash:

@@ -246,7 +246,7 @@ def read_report(path):
 def status(config_path, stream=None):
     stream = stream or sys.stdout
     try:
-        _, opts = load_config(config_path)
+        opts = load_config(config_path)[1]
     except ImageGCError as exc:
         sys.stderr.write('node-image-gc: %s\n' % exc)
         return EXIT_USAGE
@@ -275,6 +275,3 @@ def main(argv=None):
         return run(args.config, dry_run=args.dry_run)
     return status(args.config)
 
-
-if __name__ == '__main__':
-    sys.exit(main())

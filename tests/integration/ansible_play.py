@@ -110,7 +110,7 @@ def run_tasks(lab, tasks, check=False, extra_args=(), env=None, timeout=600):
     if check:
         argv.append('--check')
     argv += list(extra_args)
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(lab, env), timeout=timeout)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(lab, env), timeout=timeout, check=False)
     results = {}
     if os.path.exists(out):
         with open(out) as handle:
@@ -131,4 +131,4 @@ def run_playbook(lab, playbook, inventory_vars, check=False, extra_vars=None, ti
         argv += ['-e', json.dumps(extra_vars)]
     if check:
         argv.append('--check')
-    return subprocess.run(argv, capture_output=True, text=True, env=ansible_env(lab), timeout=timeout)
+    return subprocess.run(argv, capture_output=True, text=True, env=ansible_env(lab), timeout=timeout, check=False)

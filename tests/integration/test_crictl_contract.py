@@ -153,7 +153,8 @@ def test_ps_a_json(lab, feas_ro):
         assert list(got) == list(want) == ["containers"]
         assert item_shape(got["containers"]) == item_shape(want["containers"])
         # same containers, same order (newest first), same states and images
-        key = lambda c: (c["metadata"]["name"], c["state"], c["image"]["image"])
+        def key(c):
+            return (c["metadata"]["name"], c["state"], c["image"]["image"])
         assert [key(c) for c in got["containers"]] == [key(c) for c in want["containers"]]
     ids = {c["metadata"]["name"]: c["id"] for c in got["containers"]}
     s = feas_ro["containers"]
@@ -183,8 +184,9 @@ def test_pods_json(lab, feas_ro):
         want = recj("pods.json", d)
         assert list(got) == list(want) == ["items"]
         assert item_shape(got["items"]) == item_shape(want["items"])
-        key = lambda p: (p["metadata"]["name"], p["metadata"]["namespace"], p["state"],
-                         p["labels"], p["metadata"]["attempt"])
+        def key(p):
+            return (p["metadata"]["name"], p["metadata"]["namespace"], p["state"],
+                    p["labels"], p["metadata"]["attempt"])
         assert [key(p) for p in got["items"]] == [key(p) for p in want["items"]]
     for p in got["items"]:
         assert DIGITS.match(p["createdAt"])

@@ -2,6 +2,7 @@
 images are deterministic, the CLI and the vendored stand-in work."""
 
 import json
+import base64
 import os
 import shutil
 import subprocess
@@ -43,9 +44,9 @@ def test_api_desc_matches_proto(tmp_path):
                    check=True)
     fresh, committed = descriptor_pb2.FileDescriptorSet(), descriptor_pb2.FileDescriptorSet()
     fresh.ParseFromString(out.read_bytes())
-    with open(os.path.join(here, "api.desc"), "rb") as f:
-        committed.ParseFromString(f.read())
-    assert fresh == committed, "api.desc is stale: run python -m tests.lab regen-proto"
+    with open(os.path.join(here, "api.desc.b64"), "rb") as f:
+        committed.ParseFromString(base64.b64decode(f.read()))
+    assert fresh == committed, "api.desc.b64 is stale: run python -m tests.lab regen-proto"
     del grpc_tools
 
 
@@ -120,10 +121,10 @@ def test_env_for_subprocesses(lab):
     assert e["PATH"].split(os.pathsep)[0] == lab.bin_dir
     assert e["CONTAINER_RUNTIME_ENDPOINT"] == e["IMAGE_SERVICE_ENDPOINT"] == lab.endpoint
     assert lab.endpoint == "unix://" + lab.socket and lab.ctr_argv[-1] == lab.socket
-    r = subprocess.run(["crictl", "version"], env=e, capture_output=True, text=True)
+    r = subprocess.run(["crictl", "version"], env=e, capture_output=True, text=True, check=False)
     assert r.returncode == 0 and "RuntimeName:  containerd" in r.stdout, r.stderr
     r = subprocess.run(["ctr", "-n", "k8s.io", "content", "ls", "-q"], env=e,
-                       capture_output=True, text=True)  # CONTAINERD_ADDRESS
+                       capture_output=True, text=True, check=False)  # CONTAINERD_ADDRESS
     assert r.returncode == 0, r.stderr
 
 
@@ -178,7 +179,7 @@ def test_cli_up_status_down_and_vendor(lab, tmp_path):
     py = sys.executable
     env = dict(os.environ, PYTHONPATH=ROOT)
     up = subprocess.run([py, "-m", "tests.lab", "up", "--dir", d, "--scenario", "feas"],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     try:
         assert up.returncode == 0, up.stderr
         with open(os.path.join(d, "lab.json")) as f:
@@ -188,24 +189,24 @@ def test_cli_up_status_down_and_vendor(lab, tmp_path):
         assert labmod._pid_alive(info["pid"])
         assert set(info["scenario"]["pods"]) == {"feas-a", "feas-b", "feas-c"}
         st = subprocess.run([py, "-m", "tests.lab", "status", "--dir", d], cwd=ROOT, env=env,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
         assert st.returncode == 0 and json.loads(st.stdout)["answers"] is True
         # vendored stand-in, run from a copy outside the repo
         ve = subprocess.run([py, "-m", "tests.lab", "vendor", "--dir", d, "--no-pip"],
-                            cwd=ROOT, env=env, capture_output=True, text=True)
+                            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         assert ve.returncode == 0, ve.stderr
-        for n in ("crictl", "cri.py", "api.desc"):
+        for n in ("crictl", "cri.py", "api.desc.b64"):
             assert os.path.exists(os.path.join(d, "bin", n))
         copy = str(tmp_path / "elsewhere")
         shutil.copytree(os.path.join(d, "bin"), copy)
         r = subprocess.run([py, os.path.join(copy, "crictl"), "-r", info["endpoint"],
-                            "pods", "-q"], capture_output=True, text=True, cwd="/")
+                            "pods", "-q"], capture_output=True, text=True, cwd="/", check=False)
         assert r.returncode == 0, r.stderr
-        assert sorted(r.stdout.split()) == sorted(p["id"] for p in
-                                                 info["scenario"]["pods"].values())
+        assert sorted(r.stdout.split()) == sorted(
+            p["id"] for p in info["scenario"]["pods"].values())
     finally:
         dn = subprocess.run([py, "-m", "tests.lab", "down", "--dir", d], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert dn.returncode == 0, dn.stdout + dn.stderr
     assert json.loads(dn.stdout)["leftovers"] == {"containerd": [], "shims": [], "mounts": []}
     assert not labmod._pid_alive(info["pid"])

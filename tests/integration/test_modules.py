@@ -37,7 +37,7 @@ def content(lab):
 def blob_bytes(lab):
     root = os.path.join(lab.base, 'root', 'io.containerd.content.v1.content', 'blobs')
     total = 0
-    for directory, _, files in os.walk(root):
+    for directory, dummy, files in os.walk(root):
         total += sum(os.path.getsize(os.path.join(directory, f)) for f in files)
     return total
 

@@ -2,7 +2,7 @@
 
 Standalone module (no package-relative imports): the stand-in ``bin/crictl`` imports it
 from ``tests/lab`` or from a vendored lab directory. Needs only ``grpcio`` and
-``protobuf``; the message classes are built at import time from ``api.desc``, a
+``protobuf``; the message classes are built at import time from ``api.desc.b64``, a base64
 FileDescriptorSet compiled from the hand-written ``api.proto`` next to it (so neither
 protoc nor generated ``*_pb2.py`` code is needed at run time).
 """
@@ -12,11 +12,13 @@ import os
 import socket as _socket
 
 import grpc
+import base64
+
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf import message_factory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DESC_NAME = "api.desc"
+DESC_NAME = "api.desc.b64"  # the FileDescriptorSet, base64 (a text file, as the sanity tests want)
 PROTO_NAME = "api.proto"
 PACKAGE = "runtime.v1"
 
@@ -32,7 +34,7 @@ def _find_desc():
 def _load():
     fds = descriptor_pb2.FileDescriptorSet()
     with open(_find_desc(), "rb") as f:
-        fds.ParseFromString(f.read())
+        fds.ParseFromString(base64.b64decode(f.read()))
     pool = descriptor_pool.DescriptorPool()
     for fdp in fds.file:
         pool.Add(fdp)

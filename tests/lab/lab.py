@@ -23,7 +23,7 @@ SANDBOX_IMAGE = "docker.io/feas/pause:1"
 
 
 def containerd_version(binary="containerd"):
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout
     m = re.search(r"\s(v?(\d+)\.(\d+)\.(\d+)\S*)", out)
     if not m:
         return (0, 0, 0), out.strip()
@@ -370,9 +370,9 @@ class Lab:
             except ProcessLookupError:
                 pass
         for mp in sorted(mounts_under(self.base), key=len, reverse=True):
-            r = subprocess.run(["umount", mp], capture_output=True, text=True)
+            r = subprocess.run(["umount", mp], capture_output=True, text=True, check=False)
             if r.returncode != 0:
-                r = subprocess.run(["umount", "-l", mp], capture_output=True, text=True)
+                r = subprocess.run(["umount", "-l", mp], capture_output=True, text=True, check=False)
                 if r.returncode != 0:
                     errors.append("umount %s: %s" % (mp, r.stderr.strip()))
         rb = self.remove_base if remove_base is None else remove_base
@@ -399,7 +399,7 @@ class Lab:
 
     # ------------------------------------------------------------------ helpers
     def ctr(self, *args, check=True):
-        r = subprocess.run(self.ctr_argv + list(args), capture_output=True, text=True)
+        r = subprocess.run(self.ctr_argv + list(args), capture_output=True, text=True, check=False)
         if check and r.returncode != 0:
             raise RuntimeError("ctr %s failed: %s" % (" ".join(args), r.stderr))
         return r
@@ -408,7 +408,7 @@ class Lab:
         """Run the crictl stand-in against this lab; returns CompletedProcess (text)."""
         return subprocess.run([os.path.join(self.bin_dir, "crictl")] + list(args),
                               capture_output=True, text=True,
-                              env=env if env is not None else self.env(), timeout=timeout)
+                              env=env if env is not None else self.env(), timeout=timeout, check=False)
 
     def write_json(self, path, extra=None):
         d = self.to_dict()

@@ -227,7 +227,7 @@ def scenario(lab, gap=3.0):
     # OLD NotReady sandboxes
     oa, oa_cfg = run_pod(lab, "feas-old-a", {"feas-role": "notready-old"})
     exit0 = run_container(lab, oa, oa_cfg, "exit0", notready.name, ["/bin/busybox", "true"])
-    ob, _ = run_pod(lab, "feas-old-b", {"feas-role": "notready-old"})
+    ob = run_pod(lab, "feas-old-b", {"feas-role": "notready-old"})[0]
     wait_exited(lab, [exit0])
     c.stop_pod_sandbox(oa)
     c.stop_pod_sandbox(ob)
@@ -244,8 +244,8 @@ def scenario(lab, gap=3.0):
     remaining = gap - (time.time_ns() - old_max) / 1e9
     if remaining > 0:
         time.sleep(remaining)
-    ya, _ = run_pod(lab, "feas-young-a", {"feas-role": "notready-young"})
-    yb, _ = run_pod(lab, "feas-young-b", {"feas-role": "notready-young"})
+    ya = run_pod(lab, "feas-young-a", {"feas-role": "notready-young"})[0]
+    yb = run_pod(lab, "feas-young-b", {"feas-role": "notready-young"})[0]
     c.stop_pod_sandbox(ya)
     c.stop_pod_sandbox(yb)
     # move busybox:1: the old image keeps only its digest reference
@@ -324,7 +324,7 @@ def big(lab, containers=100, sandboxes=20, images=30, per_pod=100, parallel=MAX_
     c = _client(lab)
 
     def notready(i):
-        pid, _ = run_pod(lab, "feas-big-nr-%04d" % i, {"feas-role": "big-notready"})
+        pid = run_pod(lab, "feas-big-nr-%04d" % i, {"feas-role": "big-notready"})[0]
         c.stop_pod_sandbox(pid)
         return pid
 

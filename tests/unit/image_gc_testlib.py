@@ -353,8 +353,6 @@ class FakeTime(object):
         return self._now_ns / 1e9
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # Running a module's main()
 

@@ -194,7 +194,7 @@ def test_unexpected_json_shape_is_a_clear_error(runtime):
     data = json.loads(fixture_text(V16, 'ps-a.json'))
     for c in data['containers']:
         del c['id']
-    crictl, _ = crictl_for(V16, runtime, **{'crictl ps --all --output json': json_reply(V16, data)})
+    crictl = crictl_for(V16, runtime, **{'crictl ps --all --output json': json_reply(V16, data)})[0]
     with pytest.raises(ImageGCError, match='crictl ps: unexpected JSON shape'):
         crictl.containers()
 
@@ -203,7 +203,7 @@ def test_unexpected_json_shape_is_a_clear_error(runtime):
 def test_crictl_no_socket_fatal_is_surfaced(version, runtime):
     reply = recorded(version, 'crictl-nosocket')
     assert reply.rc == 1
-    crictl, _ = crictl_for(version, runtime, **{'crictl ps --all --output json': reply})
+    crictl = crictl_for(version, runtime, **{'crictl ps --all --output json': reply})[0]
     with pytest.raises(CommandError) as exc:
         crictl.containers()
     message = str(exc.value)

@@ -11,8 +11,8 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandError, ImageGCError
 
 from image_gc_testlib import (
-    CRICTL_PREFIX, CTR_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, NOW_NS, V16,
-    V21, VERSIONS, Reply, command_key, crictl_warning, fixture_json, fixture_text, ids, json_reply, make_engine,
+    CRICTL_PREFIX, CTR_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16,
+    V21, VERSIONS, Reply, command_key, fixture_json, fixture_text, ids, json_reply, make_engine,
     node_runner)
 
 PHASES = ('containers', 'sandboxes', 'images', 'content')

@@ -12,7 +12,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Con
 
 from image_gc_testlib import (
     IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS, fixture_json,
-    fixture_text, ids)
+    fixture_text)
 
 SEC = 10 ** 9
 

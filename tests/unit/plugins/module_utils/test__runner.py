@@ -14,7 +14,7 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _runner
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 
-from image_gc_testlib import IDS, V16, V21, VERSIONS, make_engine, node_runner
+from image_gc_testlib import IDS, V21, VERSIONS, make_engine, node_runner
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def node(tmp_path, peer_root):
 
 
 def files_under(path):
-    return sorted(os.path.relpath(os.path.join(d, f), str(path)) for d, _, fs in os.walk(str(path)) for f in fs)
+    return sorted(os.path.relpath(os.path.join(d, f), str(path)) for d, dummy, fs in os.walk(str(path)) for f in fs)
 
 
 # -- config ----------------------------------------------------------------------------------
