@@ -20,6 +20,7 @@
 #   NODEMAINT_CACHE_DIR    cache for venv, collections, build tree, image rootfs
 #                          (default /var/cache/nodemaint-image-gc)
 #   NO_SETUP_APT=1         do not check/install Debian packages
+#   KEEP_BUILD=1           keep the per-run build tree (path printed at setup) for debugging
 # Needs root (apt, podman, containerd) -- CI runs it as root.
 set -uo pipefail
 
@@ -126,10 +127,18 @@ step_molecule() {
   CONTAINERS_CONF="$("$COLLECTION_DIR/molecule/resources/containers-conf.sh")" || return 1
   export CONTAINERS_CONF
   "$COLLECTION_DIR/molecule/resources/build-image.sh" || return 1
+  # Instance names and Molecule's state dir (~/.cache/molecule/image_gc/<scenario>) are
+  # fixed per scenario: concurrent runs on one machine would destroy each other's instances.
+  exec 8>"$CACHE_DIR/molecule.lock"
+  if ! flock -n 8; then
+    echo "another test.sh run is using Molecule; waiting (up to 30 min)"
+    flock -w 1800 8 || { echo "gave up waiting for the Molecule lock"; return 1; }
+  fi
+  local base=(-c "$COLLECTION_DIR/molecule/resources/molecule-base.yml")
   if [[ -n "${MOLECULE_SCENARIO:-}" ]]; then
-    molecule test -s "$MOLECULE_SCENARIO"
+    molecule "${base[@]}" test -s "$MOLECULE_SCENARIO"
   else
-    molecule test --all
+    molecule "${base[@]}" test --all
   fi
 }
 
@@ -148,7 +157,7 @@ pytest_dirs() {
 }
 
 has_pytest_files() {
-  find "$1" -type f \( -name 'test_*.py' -o -name '*_test.py' \) -print -quit | grep -q .
+  [[ -n "$(find "$1" -type f \( -name "test_*.py" -o -name "*_test.py" \) -print -quit)" ]]
 }
 
 step_pytest() {
@@ -170,13 +179,20 @@ step_pytest() {
 main() {
   local total_start=$SECONDS s
   STATE="$(mktemp -d)"
-  trap 'rm -rf "$STATE"' EXIT
+  trap 'rm -rf "$STATE"; cleanup_build_tree' EXIT
+  trap 'exit 130' INT TERM
 
   printf '===== [setup] %s =====\n' "$(date +%H:%M:%S)"
   local setup_ok=1
   if [[ "${NO_SETUP_APT:-0}" != 1 ]]; then setup_apt || setup_ok=0; fi
   if [[ $setup_ok == 1 ]]; then
-    setup_venv && setup_collections && setup_build_tree || setup_ok=0
+    # Serialise venv/collection creation between concurrent runs.
+    mkdir -p "$CACHE_DIR"
+    exec 9>"$CACHE_DIR/setup.lock"
+    flock -w 900 9 || log "setup lock not acquired after 15 min (continuing)"
+    setup_venv && setup_collections || setup_ok=0
+    flock -u 9; exec 9>&-
+    [[ $setup_ok == 1 ]] && { setup_build_tree || setup_ok=0; }
   fi
   printf '===== [setup] %s in %ss\n' "$([[ $setup_ok == 1 ]] && echo done || echo FAILED)" "$((SECONDS - total_start))"
   if [[ $setup_ok != 1 ]]; then

@@ -109,13 +109,14 @@ PY
 
 # A copy of the working tree (tracked + untracked-not-ignored files) at
 # $BUILD_ROOT/ansible_collections/nodemaint/image_gc. A copy, not a symlink:
-# ansible-test resolves the real path of its working directory.
+# ansible-test resolves the real path of its working directory. One build tree per run
+# (runs from the same checkout may overlap); removed at exit unless KEEP_BUILD=1.
 setup_build_tree() {
-  local id
-  id="$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-12)"
-  BUILD_ROOT="$CACHE_DIR/build/$id"
+  mkdir -p "$CACHE_DIR/build"
+  # Trees of earlier runs that were killed before their exit trap ran (older than a day).
+  find "$CACHE_DIR/build" -mindepth 1 -maxdepth 1 -type d -mtime +0 -exec rm -rf {} + 2>/dev/null || true
+  BUILD_ROOT="$(mktemp -d "$CACHE_DIR/build/run.XXXXXX")"
   COLLECTION_DIR="$BUILD_ROOT/ansible_collections/nodemaint/image_gc"
-  rm -rf "$COLLECTION_DIR"
   mkdir -p "$COLLECTION_DIR"
   if git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard \
@@ -123,13 +124,18 @@ setup_build_tree() {
           case "$f" in .ansible/*|tests/output/*|.cache/*) continue ;; esac  # tool caches, not sources
           [[ -e "$f" || -L "$f" ]] && printf '%s\0' "$f"
         done \
-      | tar --null -T - -cf -) | tar -C "$COLLECTION_DIR" -xf -
+      | tar --null -T - -cf -) | tar -C "$COLLECTION_DIR" -xf - || return 1
   else
     (cd "$REPO_ROOT" && tar --exclude=./tests/output --exclude=./.ansible --exclude=.git --exclude=__pycache__ \
-      --exclude=.pytest_cache -cf - .) | tar -C "$COLLECTION_DIR" -xf -
+      --exclude=.pytest_cache -cf - .) | tar -C "$COLLECTION_DIR" -xf - || return 1
   fi
   export ANSIBLE_COLLECTIONS_PATH="$BUILD_ROOT:$COLLECTIONS_DEPS"
   log "build tree: $COLLECTION_DIR"
+}
+
+cleanup_build_tree() {
+  [[ -n "${BUILD_ROOT:-}" && -d "$BUILD_ROOT" && "${KEEP_BUILD:-0}" != 1 ]] && rm -rf "$BUILD_ROOT"
+  return 0
 }
 
 # ansible-test downloads a pip bootstrap script from a host that is not a package
