@@ -129,7 +129,7 @@ step_molecule() {
   "$COLLECTION_DIR/molecule/resources/build-image.sh" || return 1
   # Instance names and Molecule's state dir (~/.cache/molecule/image_gc/<scenario>) are
   # fixed per scenario: concurrent runs on one machine would destroy each other's instances.
-  exec 8>"$CACHE_DIR/molecule.lock"
+  exec 8>/tmp/nodemaint-image-gc-molecule.lock  # machine-wide, like podman container names
   if ! flock -n 8; then
     echo "another test.sh run is using Molecule; waiting (up to 30 min)"
     flock -w 1800 8 || { echo "gave up waiting for the Molecule lock"; return 1; }
