@@ -124,21 +124,22 @@ step_molecule() {
   local scenarios
   scenarios="$(molecule_scenarios)"
   [[ -n "$scenarios" ]] || { skip molecule "no molecule/*/molecule.yml yet"; return 2; }
-  CONTAINERS_CONF="$("$COLLECTION_DIR/molecule/resources/containers-conf.sh")" || return 1
-  export CONTAINERS_CONF
-  "$COLLECTION_DIR/molecule/resources/build-image.sh" || return 1
   # Instance names and Molecule's state dir (~/.cache/molecule/image_gc/<scenario>) are
-  # fixed per scenario: concurrent runs on one machine would destroy each other's instances.
+  # fixed per scenario: concurrent runs on one machine would destroy each other's instances
+  # (and two image builds would race). The subshell's exit releases the lock.
   exec 8>/tmp/nodemaint-image-gc-molecule.lock  # machine-wide, like podman container names
   if ! flock -n 8; then
     echo "another test.sh run is using Molecule; waiting (up to 30 min)"
     flock -w 1800 8 || { echo "gave up waiting for the Molecule lock"; return 1; }
   fi
+  CONTAINERS_CONF="$("$COLLECTION_DIR/molecule/resources/containers-conf.sh")" || return 1
+  export CONTAINERS_CONF
+  "$COLLECTION_DIR/molecule/resources/build-image.sh" 8>&- || return 1
   local base=(-c "$COLLECTION_DIR/molecule/resources/molecule-base.yml")
   if [[ -n "${MOLECULE_SCENARIO:-}" ]]; then
-    molecule "${base[@]}" test -s "$MOLECULE_SCENARIO"
+    molecule "${base[@]}" test -s "$MOLECULE_SCENARIO" 8>&-
   else
-    molecule "${base[@]}" test --all
+    molecule "${base[@]}" test --all 8>&-  # daemons started by scenarios must not hold the lock
   fi
 }
 
