@@ -79,10 +79,12 @@ options:
     ATTRIBUTES = r'''
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Check mode computes the same plan as a real run and reports what would be removed.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - The diff lists the object IDs present before and after.

@@ -274,4 +274,3 @@ def main(argv=None):
     if args.command == 'run':
         return run(args.config, dry_run=args.dry_run)
     return status(args.config)
-

@@ -16,7 +16,7 @@ description:
   - An image used only by containers removed in the same run is removed too.
   - Plans first, then acts; check mode reports exactly the plan a real run executes.
 author:
-  - nodemaint image_gc maintainers
+  - nodemaint image_gc maintainers (@nodemaint)
 extends_documentation_fragment:
   - nodemaint.image_gc.runtime
   - nodemaint.image_gc.runtime.lock

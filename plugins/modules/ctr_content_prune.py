@@ -17,7 +17,7 @@ description:
   - Check mode runs the prune with C(--dry) and reports the blobs a real run would free, computed from the
     content store listing. A real run reports the blobs that really disappeared.
 author:
-  - nodemaint image_gc maintainers
+  - nodemaint image_gc maintainers (@nodemaint)
 extends_documentation_fragment:
   - nodemaint.image_gc.runtime
   - nodemaint.image_gc.runtime.lock

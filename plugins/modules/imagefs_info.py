@@ -11,15 +11,17 @@ description:
     reports it (C(crictl imagefsinfo)) and as the filesystem itself does, containers and sandboxes by state,
     images, an estimate of what C(crictl_prune) could free, and the largest images.
 author:
-  - nodemaint image_gc maintainers
+  - nodemaint image_gc maintainers (@nodemaint)
 extends_documentation_fragment:
   - nodemaint.image_gc.runtime
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - The module changes nothing; it runs the same in check mode.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   largest:

@@ -13,7 +13,7 @@ description:
   - Removing a sandbox removes its exited containers too.
   - Plans first, then acts; check mode reports exactly the plan a real run executes.
 author:
-  - nodemaint image_gc maintainers
+  - nodemaint image_gc maintainers (@nodemaint)
 extends_documentation_fragment:
   - nodemaint.image_gc.runtime
   - nodemaint.image_gc.runtime.lock

@@ -153,6 +153,7 @@ def test_ps_a_json(lab, feas_ro):
         assert list(got) == list(want) == ["containers"]
         assert item_shape(got["containers"]) == item_shape(want["containers"])
         # same containers, same order (newest first), same states and images
+
         def key(c):
             return (c["metadata"]["name"], c["state"], c["image"]["image"])
         assert [key(c) for c in got["containers"]] == [key(c) for c in want["containers"]]
@@ -184,6 +185,7 @@ def test_pods_json(lab, feas_ro):
         want = recj("pods.json", d)
         assert list(got) == list(want) == ["items"]
         assert item_shape(got["items"]) == item_shape(want["items"])
+
         def key(p):
             return (p["metadata"]["name"], p["metadata"]["namespace"], p["state"],
                     p["labels"], p["metadata"]["attempt"])

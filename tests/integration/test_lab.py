@@ -195,11 +195,11 @@ def test_cli_up_status_down_and_vendor(lab, tmp_path):
         ve = subprocess.run([py, "-m", "tests.lab", "vendor", "--dir", d, "--no-pip"],
                             cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         assert ve.returncode == 0, ve.stderr
-        for n in ("crictl", "cri.py", "api.desc.b64"):
+        for n in ("crictl", "crictl.py", "cri.py", "api.desc.b64"):
             assert os.path.exists(os.path.join(d, "bin", n))
         copy = str(tmp_path / "elsewhere")
         shutil.copytree(os.path.join(d, "bin"), copy)
-        r = subprocess.run([py, os.path.join(copy, "crictl"), "-r", info["endpoint"],
+        r = subprocess.run([py, os.path.join(copy, "crictl.py"), "-r", info["endpoint"],
                             "pods", "-q"], capture_output=True, text=True, cwd="/", check=False)
         assert r.returncode == 0, r.stderr
         assert sorted(r.stdout.split()) == sorted(

@@ -100,6 +100,7 @@ def cmd_vendor(a):
                 pins.append("grpcio" if mod == "grpc" else "protobuf")
         subprocess.run(cmd + pins, check=True)
     for src, dst in ((os.path.join(HERE, "bin", "crictl"), os.path.join(bindir, "crictl")),
+                     (os.path.join(HERE, "bin", "crictl.py"), os.path.join(bindir, "crictl.py")),
                      (os.path.join(HERE, "cri.py"), os.path.join(bindir, "cri.py")),
                      (os.path.join(HERE, "api.desc.b64"), os.path.join(bindir, "api.desc.b64")),
                      (os.path.join(HERE, "api.proto"), os.path.join(bindir, "api.proto"))):

@@ -7,7 +7,6 @@ variants of one name) give different image IDs. Everything (mtimes, owners, orde
 JSON key order) is fixed, so the same name/variant always gives the same IDs.
 """
 
-import gzip  # noqa: F401  (kept for callers wanting compressed layers later)
 import hashlib
 import io
 import json

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """TEST-ONLY stand-in for upstream crictl 1.36.0, answering over CRI gRPC.
 
 Implements the subset the collection uses: version, ps, pods, images, imagefsinfo,
