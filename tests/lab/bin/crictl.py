@@ -79,8 +79,8 @@ def _logrus_val(s):
 def _ts():
     t = time.localtime()
     off = -time.timezone if not t.tm_isdst else -time.altzone
-    z = "Z" if off == 0 else "%s%02d:%02d" % ("+" if off > 0 else "-", abs(off) // 3600,
-                                               abs(off) % 3600 // 60)
+    sign = "+" if off > 0 else "-"
+    z = "Z" if off == 0 else "%s%02d:%02d" % (sign, abs(off) // 3600, abs(off) % 3600 // 60)
     return time.strftime("%Y-%m-%dT%H:%M:%S", t) + z
 
 
@@ -99,8 +99,8 @@ def fatal(msg):
 def klog_error(where, msg, **kv):
     now = time.time()
     lt = time.localtime(now)
-    head = "E%s %s.%06d %7d %s] " % (time.strftime("%m%d", lt), time.strftime("%H:%M:%S", lt),
-                                    int((now % 1) * 1e6), os.getpid(), where)
+    head = "E%s %s.%06d %7d %s] " % (
+        time.strftime("%m%d", lt), time.strftime("%H:%M:%S", lt), int((now % 1) * 1e6), os.getpid(), where)
     parts = [go_quote(msg)] + ["%s=%s" % (k, go_quote(str(v))) for k, v in kv.items()]
     with _out_lock:
         sys.stderr.write(head + " ".join(parts) + "\n")
@@ -151,7 +151,7 @@ class Flags:
         for canon, (kind, names, default) in spec.items():
             for n in names:
                 self.by_name[n] = canon
-        self.values = {c: (list(d) if k == "multi" else d) for c, (k, _, d) in spec.items()}
+        self.values = {c: (list(v[2]) if v[0] == "multi" else v[2]) for c, v in spec.items()}
         self.set = set()
 
     def parse(self, args, short_combo=True):
@@ -604,7 +604,7 @@ def _image_less(a, b):
 def _image_cmp(a, b):
     if _image_less(a, b):
         return -1
-    if _image_less(b, a):
+    if _image_less(b, a):  # pylint: disable=arguments-out-of-order  # the reverse comparison
         return 1
     return 0
 
