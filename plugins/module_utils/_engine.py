@@ -150,6 +150,16 @@ class Engine(object):
         # later phase plans as it would after them: containers by id, image ids.
         self.removed_containers = {}
         self.removed_images = set()
+        self._sandbox_image = None
+
+    def sandbox_image(self):
+        """The sandbox image: the ``sandbox_image`` setting, else what ``crictl info`` reports
+        (asked once per engine: it does not change during a run)."""
+        if self.settings['sandbox_image']:
+            return self.settings['sandbox_image']
+        if self._sandbox_image is None:
+            self._sandbox_image = self.crictl.sandbox_image() or ''
+        return self._sandbox_image or None
 
     def _finish(self, result, started, first_command):
         result['duration'] = round(time.monotonic() - started, 3)
@@ -217,7 +227,7 @@ class Engine(object):
         listed = set(c.id for c in containers)
         containers += [c for i, c in self.removed_containers.items() if i not in listed]
         images = self.crictl.images()
-        sandbox_image = s['sandbox_image'] or self.crictl.sandbox_image()
+        sandbox_image = self.sandbox_image()
         ages = None
         if s['image_min_age']:
             ages = _plan.image_manifest_ages(self.ctr.content())
@@ -297,7 +307,7 @@ class Engine(object):
         sandboxes = self.crictl.sandboxes()
         images = self.crictl.images()
         exited = [c.id for c in containers if c.state == _plan.EXITED]
-        sandbox_image = self.settings['sandbox_image'] or self.crictl.sandbox_image()
+        sandbox_image = self.sandbox_image()
         plan = _plan.plan_images(images, containers, sandbox_image, self.settings['image_exclude'],
                                  removed_containers=exited)
         counts = {}

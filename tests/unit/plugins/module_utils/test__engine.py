@@ -367,3 +367,12 @@ def test_content_phase_runs_no_prune_when_no_layer_label_is_left(check_mode, pee
     result = make_engine(runner, peer_root=peer_root).content_phase(check_mode=check_mode)
     assert runner.calls == [CONTENT_LS]
     assert result['changed'] is False and result['removed'] == [] and result['labels_removed'] == 0
+
+
+def test_crictl_info_is_asked_once_per_engine(peer_root):
+    runner = node_runner(V16)
+    engine = make_engine(runner, peer_root=peer_root)
+    engine.disk_state()
+    engine.images_phase(check_mode=True)
+    engine.disk_state()
+    assert sum(1 for argv in runner.calls if 'info' in argv) == 1
