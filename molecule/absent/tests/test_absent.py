@@ -1,8 +1,10 @@
 """Verify that timer_state=absent removed everything nodemaint.image_gc.timer installed."""
 
+import os
+
 import pytest
 
-testinfra_hosts = ["podman://nodemaint-timer-absent"]
+testinfra_hosts = ["podman://" + os.environ.get("NODEMAINT_MOLECULE_INSTANCE", "nodemaint-timer-absent")]
 
 UNIT = "node-image-gc"
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-INSTANCE = "nodemaint-timer-default"
+INSTANCE = os.environ.get("NODEMAINT_MOLECULE_INSTANCE", "nodemaint-timer-default")
 testinfra_hosts = ["podman://" + INSTANCE]
 
 UNIT = "node-image-gc"
