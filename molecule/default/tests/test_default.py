@@ -8,7 +8,6 @@ the crictl stand-in DIR/bin/crictl work from inside the instance too.
 
 import json
 import os
-import re
 import time
 
 import pytest
@@ -148,7 +147,7 @@ def run(host, lab, scenario):
     started = host.run("systemctl start %s.service", UNIT)
     props = show(host, UNIT + ".service", "Result", "ExecMainStatus", "ActiveState")
     journal = ""
-    for _ in range(20):  # journald may need a moment to store the last lines
+    for _attempt in range(20):  # journald may need a moment to store the last lines
         journal = host.run("journalctl -u %s.service -o cat --no-pager --after-cursor %s",
                            UNIT, cursor).stdout
         if '"event": "end"' in journal:
