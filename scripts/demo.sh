@@ -58,13 +58,14 @@ banner "Before"
 show_state
 
 # The lab's old NotReady sandboxes were created 40 s before the young ones: a min_age between
-# the two keeps the young ones, as 10m (the default) would on a real node.
+# the two keeps the young ones, as 10m (the default) would on a real node. The young ones' age
+# plus 35 s stays above their age when phase 2 runs (even on a slow machine) and below the old ones'.
 min_age() {
   python - "$LAB_DIR/lab.json" <<'PY'
 import json, sys, time
 s = json.load(open(sys.argv[1]))["scenario"]
 young_age = (time.time_ns() - s["young_min_created_ns"]) // 10**9
-print("%ds" % (young_age + 20))
+print("%ds" % (young_age + 35))
 PY
 }
 

@@ -1,0 +1,261 @@
+"""The collection's playbooks and the demo, end to end against the real containerd of the lab.
+
+- ``nodemaint.image_gc.prune``: --check changes nothing and reports exactly what the real run then
+  removes; the real run leaves only what must stay; a second run changes nothing.
+- a failing phase is reported and the other phases still run.
+- ``scripts/demo.sh``: runs from scratch to a clean exit and shows less garbage after than before.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from tests.integration.ansible_play import ROOT, run_playbook
+import tests.lab as labpkg
+from tests.lab.lab import pids_matching
+
+PLAYBOOK = 'nodemaint.image_gc.prune'
+EXCLUDE = ['docker.io/feas/keep:*']
+COUNTS = ('containers', 'sandboxes', 'images', 'blobs', 'bytes_reclaimed')
+
+
+def state(lab):
+    def listing(*args):
+        proc = lab.crictl(*args)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+    return {
+        'containers': dict((c['id'], c['state']) for c in listing('ps', '-a', '-o', 'json')['containers']),
+        'pods': dict((p['id'], p['state']) for p in listing('pods', '-o', 'json')['items']),
+        'images': set(i['id'] for i in listing('images', '-o', 'json')['images']),
+        'content': set(lab.ctr('-n', 'k8s.io', 'content', 'ls', '-q').stdout.split()),
+    }
+
+
+def task_output(stdout, task):
+    """The JSON a debug task printed (``ok: [host] => {...}``) after ``TASK [task]``."""
+    start = stdout.index('TASK [%s]' % task)
+    brace = stdout.index('=> {', start) + 3
+    value, _ = json.JSONDecoder().raw_decode(stdout[brace:])
+    return value
+
+
+def recap(stdout, host='localhost'):
+    match = re.search(r'^%s\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)' % re.escape(host),
+                      stdout, re.M)
+    assert match, stdout[-2000:]
+    return dict(zip(('ok', 'changed', 'unreachable', 'failed'), (int(g) for g in match.groups())))
+
+
+def inventory_vars(lab, **extra):
+    values = {
+        'image_gc_crictl_path': os.path.join(lab.bin_dir, 'crictl'),
+        'image_gc_ctr_path': '/usr/bin/ctr',
+        'image_gc_runtime_endpoint': lab.endpoint,
+        'image_gc_lock_path': os.path.join(lab.base, 'run.lock'),
+        'image_gc_lock_wait': '30s',
+    }
+    values.update(extra)
+    return values
+
+
+GAP = 40          # as scripts/demo.sh: room for a slow (loaded) machine
+
+
+def sandbox_min_age(scenario, margin=GAP - 4):
+    """A min_age (as test_modules._min_age_keeping_young) that the young NotReady sandboxes stay
+    under for ``margin`` seconds from now -- phase 2 of the playbook lists them some seconds after
+    the start (10-30 s on a busy 2-core machine) -- and that the old ones, created ``GAP`` seconds
+    earlier, always exceed."""
+    young_age = (time.time_ns() - scenario['young_min_created_ns']) / 1e9
+    return '%ds' % (int(young_age) + margin)
+
+
+def extra_vars(scenario):
+    return {'image_gc_image_exclude': EXCLUDE, 'image_gc_sandbox_min_age': sandbox_min_age(scenario)}
+
+
+@pytest.fixture
+def gapped_scenario(lab):
+    labpkg.reset(lab)
+    return labpkg.scenario(lab, gap=GAP)
+
+
+def test_prune_check_then_real_then_idempotent(lab, gapped_scenario):
+    sc = gapped_scenario
+    exp, imgs = sc['expected'], sc['images']
+    before = state(lab)
+
+    check = run_playbook(lab, PLAYBOOK, inventory_vars(lab), check=True, extra_vars=extra_vars(sc))
+    assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
+    assert state(lab) == before, '--check changed the runtime'
+    planned = task_output(check.stdout, 'Report the fleet')['msg']
+    node_check = task_output(check.stdout, 'Report this node')['msg']
+    assert node_check.startswith('would remove '), node_check
+    assert planned['hosts'] == 1 and planned['hosts_failed'] == [] and planned['hosts_with_failed_phases'] == {}
+    assert planned['containers'] == len(exp['exited_container_ids'])
+    assert planned['sandboxes'] == len(exp['notready_old_pod_ids'])
+    assert planned['images'] == 5 and planned['blobs'] > 0 and planned['bytes_reclaimed'] > 0, planned
+
+    real = run_playbook(lab, PLAYBOOK, inventory_vars(lab), extra_vars=extra_vars(sc))
+    assert real.returncode == 0, real.stdout[-4000:] + real.stderr[-2000:]
+    done = task_output(real.stdout, 'Report the fleet')['msg']
+    node_real = task_output(real.stdout, 'Report this node')['msg']
+    assert node_real.startswith('removed '), node_real
+    # --check reported exactly what the real run removed, per phase
+    assert dict((k, planned[k]) for k in COUNTS) == dict((k, done[k]) for k in COUNTS), (planned, done)
+    assert node_check.split(';')[0].replace('would remove', 'removed') == node_real.split(';')[0]
+    assert done['hosts_with_failed_phases'] == {} and recap(real.stdout)['failed'] == 0
+
+    after = state(lab)
+    # the garbage is gone ...
+    assert not set(exp['exited_container_ids']) & set(after['containers'])
+    assert not set(exp['notready_old_pod_ids']) & set(after['pods'])
+    for key in ('unused3', 'busybox1_old', 'busybox1', 'exitonly', 'notready'):
+        assert imgs[key]['id'] not in after['images'], key
+    assert len(before['images']) - len(after['images']) == done['images']
+    assert len(after['content']) < len(before['content'])
+    # ... what must stay stays
+    assert after['containers'] == dict((i, 'CONTAINER_RUNNING') for i in exp['running_container_ids'])
+    for pod in exp['ready_pod_ids']:
+        assert after['pods'][pod] == 'SANDBOX_READY'
+    for pod in exp['notready_young_pod_ids']:
+        assert after['pods'][pod] == 'SANDBOX_NOTREADY', 'a young NotReady sandbox was removed'
+    for key in ('busybox2', 'keep', 'pause'):
+        assert imgs[key]['id'] in after['images'], key
+
+    again = run_playbook(lab, PLAYBOOK, inventory_vars(lab), extra_vars=extra_vars(sc))
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert recap(again.stdout)['changed'] == 0, again.stdout[-3000:]
+    second = task_output(again.stdout, 'Report the fleet')['msg']
+    assert all(second[k] == 0 for k in COUNTS), second
+    assert state(lab) == after
+
+
+def test_prune_failing_phase_is_reported_and_the_others_run(lab, scenario):
+    """ctr talks to a socket that is not there: the content phase fails, phases 1-3 still remove
+    their garbage, and the fleet summary names the host and the phase."""
+    exp, imgs = scenario['expected'], scenario['images']
+    before = state(lab)
+    missing = os.path.join(lab.base, 'no-such', 'containerd.sock')
+    proc = run_playbook(lab, PLAYBOOK, inventory_vars(lab, image_gc_containerd_address=missing),
+                        extra_vars={'image_gc_image_exclude': EXCLUDE, 'image_gc_sandbox_min_age': '0s'})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    summary = task_output(out, 'Report the fleet')['msg']
+    assert summary['hosts_with_failed_phases'] == {'localhost': ['content']}, summary
+    assert summary['hosts_failed'] == []
+    assert summary['containers'] == 2 and summary['sandboxes'] == 4 and summary['images'] == 5, summary
+    assert summary['blobs'] == 0
+    assert 'FAILED phases: content' in task_output(out, 'Report this node')['msg']
+    phase4 = out[out.index('TASK [Phase 4'):out.index('TASK [Read the disk state after]')]
+    assert missing in phase4 and 'containerd_address' in phase4, phase4
+    assert recap(out)['failed'] == 0
+    after = state(lab)
+    assert not set(exp['exited_container_ids']) & set(after['containers'])
+    assert not set(exp['notready_pod_ids']) & set(after['pods'])
+    for key in ('busybox2', 'keep', 'pause'):
+        assert imgs[key]['id'] in after['images'], key
+    assert imgs['unused3']['id'] not in after['images']
+    # the content store was left alone: only what containerd collected with the images went
+    assert after['content'] <= before['content']
+
+
+@pytest.mark.xfail(strict=True, reason='BUG: an explicit ctr_path that does not exist fails every module '
+                   '(Discovery.resolve checks it even when ctr is not needed), so the "Read the disk state '
+                   'before" task fails the host and no phase runs, instead of only the content phase failing')
+def test_prune_missing_ctr_fails_only_the_content_phase(lab, scenario):
+    exp = scenario['expected']
+    missing = os.path.join(lab.base, 'no-such-dir', 'ctr')
+    proc = run_playbook(lab, PLAYBOOK, inventory_vars(lab, image_gc_ctr_path=missing),
+                        extra_vars={'image_gc_image_exclude': EXCLUDE, 'image_gc_sandbox_min_age': '0s'})
+    summary = task_output(proc.stdout, 'Report the fleet')['msg']
+    assert summary['hosts_failed'] == [], summary
+    assert summary['hosts_with_failed_phases'] == {'localhost': ['content']}, summary
+    assert summary['containers'] == 2 and summary['images'] == 5, summary
+    after = state(lab)
+    assert not set(exp['exited_container_ids']) & set(after['containers'])
+
+
+# --------------------------------------------------------------------------------------------
+# the demo
+
+def _demo_pids():
+    return set(p for p in pids_matching('/tmp/nodemaint-demo.'))
+
+
+def _demo_dirs():
+    return set(n for n in os.listdir('/tmp') if n.startswith('nodemaint-demo.'))
+
+
+def _section(out, title):
+    start = out.index('=== %s ===' % title)
+    end = out.find('\n=== ', start + 1)
+    return out[start:end if end >= 0 else len(out)]
+
+
+def _images(section):
+    """(repository, tag) rows of the ``crictl images`` table in a section."""
+    lines = section.splitlines()
+    head = [i for i, line in enumerate(lines) if line.startswith('IMAGE ') and 'IMAGE ID' in line][0]
+    rows = []
+    for line in lines[head + 1:]:
+        if not line.strip():
+            break
+        rows.append(tuple(line.split()[:2]))
+    return rows
+
+
+def _blobs(section):
+    return int(re.search(r'content store: (\d+) blobs', section).group(1))
+
+
+_UNITS = {'Bytes': 1, 'B': 1, 'KB': 1024, 'MB': 1024 ** 2, 'GB': 1024 ** 3, 'TB': 1024 ** 4}
+
+
+def _bytes(text):
+    number, unit = text.split()
+    return float(number) * _UNITS[unit]
+
+
+def test_demo_runs_clean_and_shows_less_after(lab):
+    """scripts/demo.sh end to end (its own lab; the session lab only guarantees the prerequisites)."""
+    env = dict(os.environ, NO_SETUP_APT='1')   # NODEMAINT_CACHE_DIR passes through: the venv is reused
+    for key in ('CONTAINER_RUNTIME_ENDPOINT', 'IMAGE_SERVICE_ENDPOINT', 'CONTAINERD_ADDRESS',
+                'ANSIBLE_COLLECTIONS_PATH', 'DEMO_KEEP_LAB', 'VIRTUAL_ENV'):
+        env.pop(key, None)
+    # as from a fresh shell: no virtualenv's bin on PATH (the demo picks its Python from PATH, and
+    # that choice is part of the key of the tools venv it reuses)
+    env['PATH'] = os.pathsep.join(d for d in env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin').split(os.pathsep)
+                                  if d and not os.path.exists(os.path.join(d, 'activate')))
+    pids_before, dirs_before = _demo_pids(), _demo_dirs()
+    proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'demo.sh')], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-4000:] + proc.stderr[-3000:]
+
+    before, after = _section(out, 'Before'), _section(out, 'After')
+    assert len(_images(before)) > len(_images(after)) > 0, (before, after)
+    assert ('docker.io/feas/busybox', '2') in _images(after), after
+    assert ('docker.io/feas/keep', '1') in _images(after) and ('docker.io/feas/pause', '1') in _images(after)
+    assert _blobs(before) > _blobs(after)
+    real = _section(out, 'Real run: ansible-playbook nodemaint.image_gc.prune')
+    report = task_output(real, 'Report this node')['msg']
+    match = re.search(r'images (\d+) \(([\d.]+ \w+)\) -> (\d+) \(([\d.]+ \w+)\)', report)
+    assert match, report
+    assert int(match.group(1)) > int(match.group(3)) == len(_images(after))
+    assert _bytes(match.group(2)) > _bytes(match.group(4)) > 0
+    fleet = task_output(real, 'Report the fleet')['msg']
+    assert fleet['bytes_reclaimed'] > 0 and fleet['hosts_with_failed_phases'] == {}
+    # the young NotReady sandboxes stay, the old ones go
+    assert fleet['sandboxes'] == 2 and after.count('NotReady') == 2
+    assert re.search(r'changed=0\s', _section(out, 'Second run (nothing left to remove: changed=0)'))
+
+    # nothing left behind: no containerd or shim of the demo's lab, its directory removed
+    left = [p for p in _demo_pids() - pids_before if os.path.exists('/proc/%d' % p)]
+    assert left == [], ['%d: %s' % (p, open('/proc/%d/cmdline' % p).read().replace('\0', ' ')) for p in left]
+    assert _demo_dirs() - dirs_before == set()
