@@ -2,7 +2,8 @@
 # The test command of the nodemaint.image_gc collection:   ./scripts/test.sh
 #
 # Installs what it needs (Debian packages, a tools venv, containers.podman), copies the
-# working tree to <cache>/build/<id>/ansible_collections/nodemaint/image_gc, then runs:
+# working tree to <cache>/build/run.XXXXXX/ansible_collections/nodemaint/image_gc (one per
+# run, removed at exit), points ANSIBLE_COLLECTIONS_PATH at it, then runs, in this order:
 #   doc       ansible-doc renders every module in plugins/modules
 #   sanity    ansible-test sanity --python 3.11 (all tests, nothing excluded)
 #   lint      ansible-lint --profile production
@@ -13,7 +14,7 @@
 #
 # Environment switches:
 #   TEST_ONLY=doc,sanity   run only these steps (names as above)
-#   SKIP=molecule,sanity   skip these steps
+#   SKIP=molecule,sanity   skip these steps (skipped steps show as SKIP in the summary)
 #   PYTEST_ARGS="-k foo"   extra pytest arguments (e.g. "-x -q")
 #   SANITY_ARGS="--test pep8"  extra ansible-test sanity arguments
 #   MOLECULE_SCENARIO=name run only this Molecule scenario (default: all)
@@ -39,15 +40,22 @@ log() { printf '[test.sh] %s\n' "$*" >&2; }
 source "$REPO_ROOT/scripts/lib/setup.sh"
 
 wanted() {
-  local s="$1"
-  if [[ -n "${TEST_ONLY:-}" ]] && [[ ",${TEST_ONLY// /}," != *",$s,"* ]]; then return 1; fi
-  if [[ ",${SKIP:-}," == *",$s,"* ]]; then return 1; fi
-  return 0
+  local s="$1" only="${TEST_ONLY:-}" skip="${SKIP:-}"
+  only="${only// /}" skip="${skip// /}"
+  if [[ -n "$only" && ",$only," != *",$s,"* ]]; then return 1; fi
+  [[ ",$skip," != *",$s,"* ]]
+}
+
+check_switches() {
+  local name
+  local only="${TEST_ONLY:-}" skip="${SKIP:-}"
+  for name in ${only//,/ } ${skip//,/ }; do
+    [[ " ${STEPS[*]} " == *" $name "* ]] || { log "unknown step '$name' in TEST_ONLY/SKIP (steps: ${STEPS[*]})"; exit 2; }
+  done
 }
 
 declare -A RESULT DURATION REASON
 ANY_FAIL=0
-PYTEST_SUMMARY=""
 
 # run_step NAME FUNCTION: PASS if the function returns 0, FAIL otherwise, SKIP if it called skip.
 run_step() {
@@ -171,7 +179,7 @@ step_pytest() {
   PYTHONPATH="$BUILD_ROOT${PYTHONPATH:+:$PYTHONPATH}" python -m pytest -p no:cacheprovider \
     ${PYTEST_ARGS:-} "${dirs[@]}" 2>&1 | tee "$STATE/pytest.out"
   rc=${PIPESTATUS[0]}
-  grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* in [0-9.]+s' "$STATE/pytest.out" | tail -n1 \
+  grep -E '^(=+ )?([0-9]+ [a-z]+(, )?)+.* in [0-9.]+s|no tests ran in' "$STATE/pytest.out" | tail -n1 \
     >"$STATE/pytest.summary" || true
   # Exit 5 = no tests collected although test files exist: a failure.
   return $rc
@@ -179,6 +187,7 @@ step_pytest() {
 
 main() {
   local total_start=$SECONDS s
+  check_switches
   STATE="$(mktemp -d)"
   trap 'rm -rf "$STATE"; cleanup_build_tree' EXIT
   trap 'exit 130' INT TERM
