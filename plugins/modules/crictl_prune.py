@@ -214,7 +214,7 @@ images_space_reclaimed:
   returned: always
   type: int
   sample: 2057707
-failed:
+failures:
   description: Containers and images whose removal failed (the others were still removed), with C(msg).
   returned: always
   type: list
@@ -281,7 +281,7 @@ def main():
         images=images['removed'],
         images_kept=images['kept'],
         images_space_reclaimed=images['bytes'],
-        failed=containers['failed'] + images['failed'],
+        failures=containers['failed'] + images['failed'],
         commands=containers['commands'] + images['commands'],
     )
     if 'images' in by_phase:

@@ -93,7 +93,7 @@ sandboxes_kept:
   type: list
   elements: dict
   sample: []
-failed:
+failures:
   description: Sandboxes whose removal failed (the others were still removed), with C(msg).
   returned: always
   type: list
@@ -131,7 +131,7 @@ def main():
     for warning in result['warnings']:
         module.warn(warning)
     out = dict(changed=result['changed'], sandboxes=result['removed'], sandboxes_kept=result['kept'],
-               failed=result['failed'], commands=result['commands'])
+               failures=result['failed'], commands=result['commands'])
     if module._diff:
         out['diff'] = ids_diff('sandboxes', [result])
     module.exit_json(**out)

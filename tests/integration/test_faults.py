@@ -175,9 +175,6 @@ def test_containerd_killed_before_image_removal_removes_nothing(lab, killed_befo
     assert run['after']['images'] == run['before']['images']
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: crictl_prune/stale_sandbox return the failed items under the key '
-                   '"failed", which Ansible reads as the task status: a non-empty list fails the task with '
-                   '"Module failed: Unknown error." and the list is replaced by true')
 def test_containerd_killed_before_image_removal_reports_failed_items(lab, killed_before_image_removal):
     result = killed_before_image_removal['result']
     assert result.get('failed') is not True, result.get('msg')
@@ -303,9 +300,6 @@ def test_removal_failing_for_one_item_removes_the_others(lab, one_item_fails):
     assert kept[stayed['image_ref']].startswith('in use by container %s' % stayed['name']), kept
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: crictl_prune returns the failed items under the key "failed", '
-                   'which Ansible reads as the task status: one failed item fails the whole task with '
-                   '"Module failed: Unknown error." and the list is replaced by true')
 def test_removal_failing_for_one_item_is_reported_and_not_a_module_failure(lab, one_item_fails):
     run = one_item_fails
     assert run['rc'] == 0
@@ -331,7 +325,7 @@ def test_image_imported_during_the_run_is_kept(lab, scenario):
     assert res.rc == 0, res
     assert injected(log) == [['import-on-rmi', late.name, late.image_id]]
     prune = res['prune']
-    assert prune['failed'] == [] and prune['images'], prune
+    assert prune['failures'] == [] and prune['images'], prune
     assert late.image_id not in [i['id'] for i in prune['images']]
     young = res['young']
     assert young['images'] == [] and young['changed'] is False, young

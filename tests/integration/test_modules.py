@@ -65,7 +65,7 @@ def test_crictl_prune_check_then_real_then_idempotent(lab, scenario):
     done = real['prune']
     assert ids(done['containers']) == ids(planned['containers'])
     assert ids(done['images']) == ids(planned['images'])
-    assert done['failed'] == []
+    assert done['failures'] == []
     assert done['images_space_reclaimed'] == sum(i['size'] for i in done['images']) > 0
 
     after = state(lab)

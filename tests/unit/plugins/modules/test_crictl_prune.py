@@ -51,7 +51,7 @@ def test_check_mode_plans_and_removes_nothing(version, args, monkeypatch):
     assert set(kept) == {IMG_PAUSE, IMG_BUSYBOX2}
     assert runner.removals() == []
     assert result['commands'] == runner.calls
-    assert result['failed'] == []
+    assert result['failures'] == []
     check_against_return_doc(result)
 
 
