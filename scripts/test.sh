@@ -21,6 +21,7 @@
 #   NODEMAINT_CACHE_DIR    cache for venv, collections, build tree, image rootfs
 #                          (default /var/cache/nodemaint-image-gc)
 #   NO_SETUP_APT=1         do not check/install Debian packages
+#   STEP_TIMEOUT=1800      time limit in seconds for each step's main command
 #   KEEP_BUILD=1           keep the per-run build tree (path printed at setup) for debugging
 # Needs root (apt, podman, containerd) -- CI runs it as root.
 set -uo pipefail
@@ -79,6 +80,16 @@ run_step() {
   printf '===== [%s] %s in %ss %s\n' "$name" "${RESULT[$name]}" "${DURATION[$name]}" "${REASON[$name]:-}"
 }
 
+# limit CMD...: run a step's main command with a time limit (STEP_TIMEOUT seconds, default
+# 1800) so that a hang cannot eat CI's 90 minutes; its whole process group is killed.
+limit() {
+  local rc
+  timeout -k 60 "${STEP_TIMEOUT:-1800}" "$@"
+  rc=$?
+  [[ $rc -eq 124 ]] && echo "TIMEOUT: '$1' ran longer than ${STEP_TIMEOUT:-1800}s and was stopped"
+  return $rc
+}
+
 # skip STEP REASON: mark the step as skipped (its inputs do not exist yet); then return.
 skip() { echo "$2" >"$STATE/skip-$1"; echo "SKIP: $2"; }
 
@@ -112,12 +123,12 @@ step_sanity() {
   cd "$COLLECTION_DIR" || return 1
   setup_ansible_test_pip || return 1
   # shellcheck disable=SC2086
-  ansible-test sanity --python 3.11 --color no ${SANITY_ARGS:-}
+  limit ansible-test sanity --python 3.11 --color no ${SANITY_ARGS:-}
 }
 
 step_lint() {
   cd "$COLLECTION_DIR" || return 1
-  ansible-lint --offline --profile production --nocolor
+  limit ansible-lint --offline --profile production --nocolor
 }
 
 molecule_scenarios() {
@@ -145,9 +156,9 @@ step_molecule() {
   "$COLLECTION_DIR/molecule/resources/build-image.sh" 8>&- || return 1
   local base=(-c "$COLLECTION_DIR/molecule/resources/molecule-base.yml")
   if [[ -n "${MOLECULE_SCENARIO:-}" ]]; then
-    molecule "${base[@]}" test -s "$MOLECULE_SCENARIO" 8>&-
+    limit molecule "${base[@]}" test -s "$MOLECULE_SCENARIO" 8>&-
   else
-    molecule "${base[@]}" test --all 8>&-  # daemons started by scenarios must not hold the lock
+    limit molecule "${base[@]}" test --all 8>&-  # daemons started by scenarios must not hold the lock
   fi
 }
 
@@ -176,7 +187,7 @@ step_pytest() {
   [[ ${#dirs[@]} -gt 0 ]] || { skip pytest "no test_*.py under tests/ yet"; return 2; }
   echo "pytest ${dirs[*]}"
   # shellcheck disable=SC2086
-  PYTHONPATH="$BUILD_ROOT${PYTHONPATH:+:$PYTHONPATH}" python -m pytest -p no:cacheprovider \
+  PYTHONPATH="$BUILD_ROOT${PYTHONPATH:+:$PYTHONPATH}" limit python -m pytest -p no:cacheprovider \
     ${PYTEST_ARGS:-} "${dirs[@]}" 2>&1 | tee "$STATE/pytest.out"
   rc=${PIPESTATUS[0]}
   grep -E '^(=+ )?([0-9]+ [a-z]+(, )?)+.* in [0-9.]+s|no tests ran in' "$STATE/pytest.out" | tail -n1 \
