@@ -117,6 +117,7 @@ def measure(argv, env, timeout, cwd=None):
     proc.returncode = os.waitstatus_to_exitcode(status)
     out.seek(0)
     return {'wall': wall, 'rc': proc.returncode, 'maxrss_proc': usage.ru_maxrss * 1024,
+            'cpu': usage.ru_utime + usage.ru_stime,
             'peak_tree_rss': peak[0], 'output': out.read()[-3000:]}
 
 
@@ -138,7 +139,6 @@ def count_calls(log):
 def content_bytes(lab):
     r = lab.ctr('-n', 'k8s.io', 'content', 'ls', check=False)
     total = 0
-    from tests.lab import images as _unused  # noqa: F401  (keeps the lab's import order)
     for line in r.stdout.splitlines()[1:]:
         fields = [f for f in line.split('\t') if f]
         if len(fields) >= 2:
@@ -389,6 +389,7 @@ def summarize(runs):
     walls = [r['wall'] for r in runs]
     r0 = runs[len(runs) // 2] if len(runs) > 1 else runs[0]
     return {'n': len(runs), 'wall': statistics.median(walls), 'walls': [round(w, 2) for w in walls],
+            'cpu': statistics.median([r.get('cpu', 0.0) for r in runs]),
             'maxrss_proc': max(r['maxrss_proc'] for r in runs), 'peak_tree_rss': max(r['peak_tree_rss'] for r in runs),
             'crictl': r0['calls']['crictl'], 'ctr': r0['calls']['ctr'], 'by_argv': r0['calls']['by_argv'],
             'removed': r0['removed'], 'removed_total': r0['removed_total'],
@@ -426,18 +427,19 @@ def render(results, info, args):
         lines += ['## %s: %d exited containers, %d NotReady sandboxes, %d unused images' % (
             size_name, size[0], size[1], size[2]), '',
             'Median wall time of N runs, each on a freshly rebuilt identical state (%s).' % n_note, '',
-            '| variant | wall s (median) | runs | crictl procs | ctr procs | projected s with real crictl* '
+            '| variant | wall s (median) | runs | client CPU s | crictl procs | ctr procs | projected s with real crictl* '
             '| peak tree RSS MiB | max proc RSS MiB | removed (ctr/sbx/img) | content bytes freed '
             '| image bytes removed | reclaimable left (objects / bytes) | exit |',
-            '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+            '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
         for v in VARIANTS:
             if v not in res:
                 continue
             r = res[v]
             proj = r['wall'] - r['crictl'] * (cost - REAL_CRICTL_COST)
             rem = r['removed']
-            lines.append('| %s | %.2f | %s | %d | %d | %.2f | %s | %s | %d/%d/%d | %d | %d | %d / %d | %s |' % (
-                v, r['wall'], ' '.join('%.1f' % w for w in r['walls']), r['crictl'], r['ctr'], proj,
+            lines.append('| %s | %.2f | %s | %s | %d | %d | %.2f | %s | %s | %d/%d/%d | %d | %d | %d / %d | %s |' % (
+                v, r['wall'], ' '.join('%.1f' % w for w in r['walls']),
+                '%.1f' % r['cpu'] if r.get('cpu') else 'n/a', r['crictl'], r['ctr'], proj,
                 mib(r['peak_tree_rss']), mib(r['maxrss_proc']), rem['exited'], rem['notready'], rem['images'],
                 r['content_bytes_freed'], r['image_bytes_removed'], r['left_objects'], r['left_bytes'],
                 ','.join(str(x) for x in r['rc'])))
@@ -538,6 +540,13 @@ def main(argv=None):
         if results['incomplete']:
             text += '\n**Incomplete run**: %s\n' % results['incomplete']
         if args.doc:
+            # keep the hand-written analysis below the marker of an existing doc
+            marker = '<!-- analysis: kept by bench/run.py -->'
+            if os.path.exists(args.doc):
+                with open(args.doc) as handle:
+                    old = handle.read()
+                if marker in old:
+                    text += '\n' + old[old.index(marker):].rstrip('\n')
             write(args.doc, text + '\n')
         print(text)
     shutil.rmtree(bench.tmp, ignore_errors=True)
