@@ -73,8 +73,8 @@ def injected(log):
 
 
 def failed_items(result):
-    """The per-item failures a module reports (under ``failed`` today; any list-valued key of
-    that meaning once the name no longer collides with Ansible's task status)."""
+    """The per-item failures a module reports (``failures``; a list under ``failed`` would be read
+    by Ansible as the task status)."""
     for key in ('failed_items', 'failures', 'failed'):
         if isinstance(result.get(key), list):
             return result[key]
