@@ -78,10 +78,11 @@ class Runtime(object):
         self.timeout = 120
         self.sources = {}
         self.tried = []
+        self.errors = {}                # binary -> ImageGCError, raised only when it is used
 
     def crictl_argv(self, *args):
         if not self.crictl:
-            raise ImageGCError('crictl is needed for this phase but was not found')
+            raise self.errors.get('crictl') or ImageGCError('crictl is needed for this phase but was not found')
         argv = list(self.crictl)
         if self.runtime_endpoint:
             argv += ['--runtime-endpoint', self.runtime_endpoint]
@@ -92,7 +93,7 @@ class Runtime(object):
 
     def ctr_argv(self, namespace, *args):
         if not self.ctr:
-            raise ImageGCError('ctr is needed for this phase but was not found')
+            raise self.errors.get('ctr') or ImageGCError('ctr is needed for this phase but was not found')
         argv = list(self.ctr)
         if self.containerd_address:
             argv += ['--address', self.containerd_address]
@@ -211,17 +212,24 @@ class Discovery(object):
         runtime.timeout = timeout
         crictl_tried, ctr_tried, endpoint_tried = [], [], []
 
-        runtime.crictl, runtime.sources['crictl'] = self.find_binary('crictl', crictl_path, 'crictl_path', crictl_tried)
-        if need_crictl and not runtime.crictl:
-            raise ImageGCError(
-                'crictl not found. Tried: %s, and "k3s crictl". Install crictl (cri-tools) or set '
-                'crictl_path to its absolute path (for k3s: /usr/local/bin/k3s; MicroK8s ships no '
-                'crictl).' % ', '.join(crictl_tried))
-        runtime.ctr, runtime.sources['ctr'] = self.find_binary('ctr', ctr_path, 'ctr_path', ctr_tried)
-        if need_ctr and not runtime.ctr:
-            raise ImageGCError(
-                'ctr not found. Tried: %s, "k3s ctr" and "microk8s ctr". Install containerd\'s ctr or '
-                'set ctr_path to its absolute path.' % ', '.join(ctr_tried))
+        for name, explicit, option, tried, needed, missing in (
+                ('crictl', crictl_path, 'crictl_path', crictl_tried, need_crictl,
+                 'crictl not found. Tried: %s, and "k3s crictl". Install crictl (cri-tools) or set crictl_path '
+                 'to its absolute path (for k3s: /usr/local/bin/k3s; MicroK8s ships no crictl).'),
+                ('ctr', ctr_path, 'ctr_path', ctr_tried, need_ctr,
+                 'ctr not found. Tried: %s, "k3s ctr" and "microk8s ctr". Install containerd\'s ctr or set '
+                 'ctr_path to its absolute path.')):
+            # A binary this run does not need may be missing (or wrongly set): its error is kept
+            # and raised only if it is used.
+            try:
+                found, runtime.sources[name] = self.find_binary(name, explicit, option, tried)
+                if not found:
+                    raise ImageGCError(missing % ', '.join(tried))
+                setattr(runtime, name, found)
+            except ImageGCError as exc:
+                if needed:
+                    raise
+                runtime.errors[name] = exc
 
         runtime.runtime_endpoint, runtime.image_endpoint, source = self.find_endpoint(
             runtime_endpoint, image_endpoint, endpoint_tried)

@@ -165,10 +165,6 @@ def test_prune_failing_phase_is_reported_and_the_others_run(lab, scenario):
     assert after['content'] <= before['content']
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: an explicit ctr_path that does not exist fails every module '
-                   '(Discovery.resolve checks it even when ctr is not needed), so the "Read the disk state '
-                   'before" task fails the host: no phase runs and, the whole batch having failed, not even '
-                   'the fleet summary -- instead of only the content phase failing')
 def test_prune_missing_ctr_fails_only_the_content_phase(lab, scenario):
     exp = scenario['expected']
     missing = os.path.join(lab.base, 'no-such-dir', 'ctr')

@@ -290,8 +290,18 @@ def test_ctr_not_needed_and_missing_is_fine_but_unusable():
     discovery = fake_discovery(executables={'/usr/local/bin/crictl'}, sockets={K8S_SOCK})
     runtime = resolve(discovery)
     assert runtime.ctr is None
-    with pytest.raises(ImageGCError, match='ctr is needed'):
+    with pytest.raises(ImageGCError, match=r'ctr not found\. Tried: .*/usr/local/bin/ctr.*set ctr_path'):
         runtime.ctr_argv('k8s.io', 'content', 'ls')
+
+
+def test_explicit_ctr_path_not_needed_and_missing_fails_only_when_used():
+    discovery = fake_discovery(executables={'/usr/local/bin/crictl'}, sockets={K8S_SOCK})
+    runtime = discovery.resolve(ctr_path='/opt/nowhere/ctr', need_crictl=True, need_ctr=False)
+    assert runtime.crictl == ['/usr/local/bin/crictl'] and runtime.ctr is None
+    with pytest.raises(ImageGCError, match="ctr_path='/opt/nowhere/ctr': no such executable file"):
+        runtime.ctr_argv('k8s.io', 'content', 'ls')
+    with pytest.raises(ImageGCError, match="ctr_path='/opt/nowhere/ctr'"):
+        discovery.resolve(ctr_path='/opt/nowhere/ctr', need_ctr=True)
 
 
 def test_tried_is_kept_for_reporting():
