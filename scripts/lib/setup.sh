@@ -65,7 +65,7 @@ setup_venv() {
     "$VENV/bin/python" -m pip install -q -r "$REPO_ROOT/tests/requirements.txt" 2>&1 \
       | grep -v "^WARNING: Location" || true
     "$VENV/bin/python" -m pip check >/dev/null 2>&1 || log "venv: pip check reports conflicts (continuing)"
-    "$VENV/bin/python" -c 'import ansible, ansiblelint, molecule, pytest, grpc, grpc_tools, google.protobuf, testinfra' \
+    "$VENV/bin/python" -c 'import ansible, ansiblelint, molecule, molecule_plugins.podman, pytest, grpc, grpc_tools, google.protobuf, testinfra' \
       || { log "venv: install incomplete"; return 1; }
     touch "$VENV/.complete"
   else
