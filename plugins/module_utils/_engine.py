@@ -151,6 +151,17 @@ class Engine(object):
         self.removed_containers = {}
         self.removed_images = set()
         self._sandbox_image = None
+        # Listings disk_state just made, each reused once by the next phase that needs it.
+        self._listed = {}
+
+    def _listing(self, kind):
+        """A listing of ``kind`` (containers, sandboxes, images): the one disk_state made moments
+        ago if not used yet, else a fresh one. Safe for phases 1 and 2 (an exited container or a
+        NotReady sandbox does not come back) and for the images of phase 3 (an image that appears
+        later is simply not planned); phase 3 always lists containers afresh."""
+        if kind in self._listed:
+            return self._listed.pop(kind)
+        return getattr(self.crictl, kind)()
 
     def sandbox_image(self):
         """The sandbox image: the ``sandbox_image`` setting, else what ``crictl info`` reports
@@ -179,7 +190,7 @@ class Engine(object):
     def containers_phase(self, check_mode=False):
         started, first = time.monotonic(), len(self.runner.history)
         result = _result('containers', check_mode)
-        containers = self.crictl.containers()
+        containers = self._listing('containers')
         plan = _plan.plan_containers(containers, self.clock(), self.settings['created_min_age'],
                                      self.settings['keep_last_per_pod'])
         result['kept'] = plan.keep
@@ -199,7 +210,7 @@ class Engine(object):
         started, first = time.monotonic(), len(self.runner.history)
         result = _result('sandboxes', check_mode)
         containers = self.crictl.containers()
-        sandboxes = self.crictl.sandboxes()
+        sandboxes = self._listing('sandboxes')
         plan = _plan.plan_sandboxes(sandboxes, containers, self.clock(), self.settings['sandbox_min_age'],
                                     self.settings['namespaces'], self.settings['exclude_namespaces'])
         result['kept'] = plan.keep
@@ -226,7 +237,7 @@ class Engine(object):
         self.removed_containers.update((c.id, c) for c in containers if c.id in assumed_c or c.pod_id in assumed_s)
         listed = set(c.id for c in containers)
         containers += [c for i, c in self.removed_containers.items() if i not in listed]
-        images = self.crictl.images()
+        images = self._listing('images')
         sandbox_image = self.sandbox_image()
         ages = None
         if s['image_min_age']:
@@ -303,9 +314,9 @@ class Engine(object):
                      'inodes_used': int((fs.get('inodesUsed') or {}).get('value') or 0)}
             entry.update(filesystem_usage(mount))
             filesystems.append(entry)
-        containers = self.crictl.containers()
-        sandboxes = self.crictl.sandboxes()
-        images = self.crictl.images()
+        containers = self._listed['containers'] = self.crictl.containers()
+        sandboxes = self._listed['sandboxes'] = self.crictl.sandboxes()
+        images = self._listed['images'] = self.crictl.images()
         exited = [c.id for c in containers if c.state == _plan.EXITED]
         sandbox_image = self.sandbox_image()
         plan = _plan.plan_images(images, containers, sandbox_image, self.settings['image_exclude'],

@@ -376,3 +376,23 @@ def test_crictl_info_is_asked_once_per_engine(peer_root):
     engine.images_phase(check_mode=True)
     engine.disk_state()
     assert sum(1 for argv in runner.calls if 'info' in argv) == 1
+
+
+def test_listings_of_the_disk_report_are_reused_once_and_phase_3_lists_containers_afresh(peer_root):
+    runner = node_runner(V16)
+    engine = make_engine(runner, settings={'sandbox_min_age': '0s'}, peer_root=peer_root)
+    engine.disk_state()
+    engine.containers_phase()
+    engine.sandboxes_phase()
+    engine.images_phase()
+
+    def count(verb):
+        return sum(1 for argv in runner.calls if verb in argv and 'crictl' in argv[0])
+    # ps: the report, phase 2 (after phase 1 removed some), phase 3 (always fresh); pods and
+    # images: the report only, reused by phases 2 and 3
+    assert (count('ps'), count('pods'), count('images')) == (3, 1, 1)
+    order = [argv[argv.index('--timeout') + 2] for argv in runner.calls if 'crictl' in argv[0]]
+    assert order == ['imagefsinfo', 'ps', 'pods', 'images', 'info',   # the disk report
+                     'rm',                                            # phase 1: the report's ps
+                     'ps', 'rmp',                                     # phase 2: fresh ps, the report's pods
+                     'ps', 'rmi']                                     # phase 3: fresh ps, the report's images
