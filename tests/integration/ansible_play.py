@@ -13,6 +13,25 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _COLLECTIONS = []
+# The lab's image that the tests exclude by pattern (tests.lab.scenario: docker.io/feas/keep:1).
+EXCLUDE = ['docker.io/feas/keep:*']
+
+
+def runtime_state(lab, with_content=False):
+    """What the runtime holds now, listed through CRI (the crictl stand-in) and ctr:
+    ``containers`` and ``pods`` (id -> state), ``images`` (ids) and, if asked, ``content`` (digests)."""
+    def listing(*args):
+        proc = lab.crictl(*args)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+    state = {
+        'containers': dict((c['id'], c['state']) for c in listing('ps', '-a', '-o', 'json')['containers']),
+        'pods': dict((p['id'], p['state']) for p in listing('pods', '-o', 'json')['items']),
+        'images': set(i['id'] for i in listing('images', '-o', 'json')['images']),
+    }
+    if with_content:
+        state['content'] = set(lab.ctr('-n', 'k8s.io', 'content', 'ls', '-q').stdout.split())
+    return state
 
 
 def collections_path():

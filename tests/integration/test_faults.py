@@ -13,14 +13,13 @@ import tempfile
 
 import pytest
 
-from tests.integration.ansible_play import lock_args, run_tasks, runtime_args
+from tests.integration.ansible_play import EXCLUDE, lock_args, run_tasks, runtime_args, runtime_state
 from tests.integration.faulty_crictl import CONTROL_ENV
 import tests.lab as labpkg
 from tests.lab import images as labimages
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WRAPPER = os.path.join(HERE, 'faulty_crictl.py')
-EXCLUDE = ['docker.io/feas/keep:*']
 CRICTL_PRUNE = 'nodemaint.image_gc.crictl_prune'
 STALE_SANDBOX = 'nodemaint.image_gc.stale_sandbox'
 CONTENT_PRUNE = 'nodemaint.image_gc.ctr_content_prune'
@@ -32,15 +31,7 @@ BINARY_DIRS = ('/usr/local/bin', '/usr/bin', '/usr/local/sbin', '/usr/sbin', '/v
 
 
 def state(lab):
-    def listing(*args):
-        proc = lab.crictl(*args)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
-    return {
-        'containers': dict((c['id'], c['state']) for c in listing('ps', '-a', '-o', 'json')['containers']),
-        'pods': dict((p['id'], p['state']) for p in listing('pods', '-o', 'json')['items']),
-        'images': set(i['id'] for i in listing('images', '-o', 'json')['images']),
-    }
+    return runtime_state(lab, with_content=False)
 
 
 def assert_protected(lab, scenario, after=None):

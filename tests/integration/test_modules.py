@@ -5,28 +5,18 @@ modules' return values: check mode removes nothing and reports exactly what the 
 removes; a second run reports changed: false.
 """
 
-import json
 import os
 import time
 
 import pytest
 
-from tests.integration.ansible_play import lock_args, run_tasks, runtime_args
+from tests.integration.ansible_play import EXCLUDE, lock_args, run_tasks, runtime_args, runtime_state
 import tests.lab as labpkg
 
-EXCLUDE = ['docker.io/feas/keep:*']
 
 
 def state(lab):
-    def listing(*args):
-        proc = lab.crictl(*args)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
-    return {
-        'containers': dict((c['id'], c['state']) for c in listing('ps', '-a', '-o', 'json')['containers']),
-        'pods': dict((p['id'], p['state']) for p in listing('pods', '-o', 'json')['items']),
-        'images': set(i['id'] for i in listing('images', '-o', 'json')['images']),
-    }
+    return runtime_state(lab, with_content=False)
 
 
 def content(lab):

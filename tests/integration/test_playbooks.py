@@ -14,26 +14,16 @@ import time
 
 import pytest
 
-from tests.integration.ansible_play import ROOT, run_playbook
+from tests.integration.ansible_play import EXCLUDE, ROOT, run_playbook, runtime_state
 import tests.lab as labpkg
 from tests.lab.lab import pids_matching
 
 PLAYBOOK = 'nodemaint.image_gc.prune'
-EXCLUDE = ['docker.io/feas/keep:*']
 COUNTS = ('containers', 'sandboxes', 'images', 'blobs', 'bytes_reclaimed')
 
 
 def state(lab):
-    def listing(*args):
-        proc = lab.crictl(*args)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
-    return {
-        'containers': dict((c['id'], c['state']) for c in listing('ps', '-a', '-o', 'json')['containers']),
-        'pods': dict((p['id'], p['state']) for p in listing('pods', '-o', 'json')['items']),
-        'images': set(i['id'] for i in listing('images', '-o', 'json')['images']),
-        'content': set(lab.ctr('-n', 'k8s.io', 'content', 'ls', '-q').stdout.split()),
-    }
+    return runtime_state(lab, with_content=True)
 
 
 def task_output(stdout, task):
