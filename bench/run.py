@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: floor vs shell pipeline vs node-side runner vs playbook, on real containerd.
 
     /work/venv/bin/python bench/run.py [--sizes small,large] [-n 3] [--n-large 1]
@@ -12,6 +11,7 @@ Not a test: nothing here is collected by pytest.
 """
 
 import argparse
+import importlib
 import datetime
 import json
 import os
@@ -30,8 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import tests.lab as L                                    # noqa: E402  (repo root on sys.path first)
-import tests.lab.scenario                                # noqa: E402,F401
-S = sys.modules["tests.lab.scenario"]                  # the package re-exports a function named scenario
+S = importlib.import_module("tests.lab.scenario")       # the package re-exports a function named scenario
 from tests.integration import ansible_play as AP         # noqa: E402
 
 NODE_PYTHON = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
@@ -108,7 +107,7 @@ def measure(argv, env, timeout, cwd=None):
     timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
     timer.start()
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        status, usage = os.wait4(proc.pid, 0)[1:]
     finally:
         timer.cancel()
         stop.set()
@@ -274,7 +273,7 @@ class Bench(object):
         for name, argv in (('crictl', [self.crictl, '-r', self.lab.endpoint, 'version']),
                            ('ctr', [self.ctr, '--address', self.lab.socket, 'version'])):
             times = []
-            for _ in range(n):
+            for dummy in range(n):
                 t0 = time.monotonic()
                 sh(argv, env=env)
                 times.append(time.monotonic() - t0)
@@ -483,7 +482,7 @@ def parse_size(text):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     p.add_argument('--sizes', default='small,large', help='comma list of small,large (default both)')
     p.add_argument('--small', type=parse_size, default=(100, 20, 30), help='CONTAINERS,SANDBOXES,IMAGES')
     p.add_argument('--large', type=parse_size, default=(1000, 200, 300), help='CONTAINERS,SANDBOXES,IMAGES')
@@ -521,7 +520,7 @@ def main(argv=None):
             print('%s %s N=%d' % (size_name, size, n), flush=True)
             for v in variants:
                 runs = []
-                for _ in range(n):
+                for dummy in range(n):
                     runs.append(bench.one(v, size, est.get(size_name, 30)))
                     est[size_name] = max(est.get(size_name, 0), runs[-1]['build_s'] + runs[-1]['wall'] + 20)
                 res[v] = summarize(runs)

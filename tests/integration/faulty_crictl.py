@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """TEST-ONLY fault-injection wrapper around the lab's crictl stand-in (tests/lab/bin/crictl).
 
 Passed to the modules as ``crictl_path``. Without a fault it just executes the stand-in with
@@ -74,7 +73,7 @@ def _ts():
 
 
 def delegate(argv):
-    return subprocess.run([STAND_IN] + argv).returncode
+    return subprocess.run([STAND_IN] + argv, check=False).returncode
 
 
 def main(argv):
@@ -95,7 +94,7 @@ def main(argv):
         pid = int(control['containerd_pid'])
         _log(control, 'kill-on-remove %s pid %d' % (verb, pid))
         os.kill(pid, signal.SIGKILL)
-        for _ in range(200):            # wait until it is really gone (not a zombie of the lab)
+        for dummy in range(200):            # wait until it is really gone (not a zombie of the lab)
             try:
                 with open('/proc/%d/stat' % pid) as handle:
                     if handle.read().rsplit(')', 1)[1].split()[0] == 'Z':

@@ -19,7 +19,7 @@ import tests.lab as labpkg
 from tests.lab import images as labimages
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WRAPPER = os.path.join(HERE, 'faulty_crictl.py')
+WRAPPER = os.path.join(HERE, 'bin', 'faulty-crictl')
 CRICTL_PRUNE = 'nodemaint.image_gc.crictl_prune'
 STALE_SANDBOX = 'nodemaint.image_gc.stale_sandbox'
 CONTENT_PRUNE = 'nodemaint.image_gc.ctr_content_prune'
