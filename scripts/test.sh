@@ -143,9 +143,9 @@ step_molecule() {
   local scenarios
   scenarios="$(molecule_scenarios)"
   [[ -n "$scenarios" ]] || { skip molecule "no molecule/*/molecule.yml yet"; return 2; }
-  # Instance names and Molecule's state dir (~/.cache/molecule/image_gc/<scenario>) are
-  # fixed per scenario: concurrent runs on one machine would destroy each other's instances
-  # (and two image builds would race). The subshell's exit releases the lock.
+  # Instance names are fixed per scenario: concurrent runs on one machine would destroy
+  # each other's instances (and two image builds would race). The step's subshell exit
+  # releases the lock.
   exec 8>/tmp/nodemaint-image-gc-molecule.lock  # machine-wide, like podman container names
   if ! flock -n 8; then
     echo "another test.sh run is using Molecule; waiting (up to 30 min)"
@@ -154,12 +154,23 @@ step_molecule() {
   CONTAINERS_CONF="$("$COLLECTION_DIR/molecule/resources/containers-conf.sh")" || return 1
   export CONTAINERS_CONF
   "$COLLECTION_DIR/molecule/resources/build-image.sh" 8>&- || return 1
-  local base=(-c "$COLLECTION_DIR/molecule/resources/molecule-base.yml")
-  if [[ -n "${MOLECULE_SCENARIO:-}" ]]; then
-    limit molecule "${base[@]}" test -s "$MOLECULE_SCENARIO" 8>&-
-  else
-    limit molecule "${base[@]}" test --all 8>&-  # daemons started by scenarios must not hold the lock
-  fi
+  local base=(-c "$COLLECTION_DIR/molecule/resources/molecule-base.yml") s start rc=0 failed=()
+  [[ -n "${MOLECULE_SCENARIO:-}" ]] && scenarios="$MOLECULE_SCENARIO"
+  for s in $scenarios; do
+    echo "----- molecule scenario $s"
+    start=$SECONDS
+    # Private ephemeral dir: Molecule's default (<cache>/tmp/molecule.<hash of the project
+    # dir *name*>.<scenario>) is shared with any other run from a dir called image_gc.
+    if MOLECULE_EPHEMERAL_DIRECTORY="$BUILD_ROOT/molecule-state/$s" \
+         limit molecule "${base[@]}" test -s "$s" 8>&-; then  # 8>&-: daemons must not hold the lock
+      echo "----- molecule scenario $s: PASS in $((SECONDS - start))s"
+    else
+      echo "----- molecule scenario $s: FAIL in $((SECONDS - start))s"
+      rc=1; failed+=("$s")
+    fi
+  done
+  [[ $rc -eq 0 ]] || echo "failed Molecule scenarios: ${failed[*]}"
+  return $rc
 }
 
 # Directories under tests/ that contain pytest files: tests/unit, tests/integration, then others.
