@@ -17,6 +17,22 @@ _COLLECTIONS = []
 EXCLUDE = ['docker.io/feas/keep:*']
 
 
+def settled_content(lab, quiet=2.0, timeout=20.0):
+    """The content store's digests once containerd's asynchronous garbage collector has left it
+    unchanged for ``quiet`` seconds (building a scenario leaves collectable blobs behind, and
+    containerd may collect them at any moment: a baseline taken before that is not one)."""
+    import time
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while True:
+        now = set(lab.ctr('-n', 'k8s.io', 'content', 'ls', '-q').stdout.split())
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet or time.monotonic() >= deadline:
+            return now
+        time.sleep(0.25)
+
+
 def runtime_state(lab, with_content=False):
     """What the runtime holds now, listed through CRI (the crictl stand-in) and ctr:
     ``containers`` and ``pods`` (id -> state), ``images`` (ids) and, if asked, ``content`` (digests)."""
@@ -30,7 +46,7 @@ def runtime_state(lab, with_content=False):
         'images': set(i['id'] for i in listing('images', '-o', 'json')['images']),
     }
     if with_content:
-        state['content'] = set(lab.ctr('-n', 'k8s.io', 'content', 'ls', '-q').stdout.split())
+        state['content'] = settled_content(lab)
     return state
 
 

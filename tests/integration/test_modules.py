@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.integration.ansible_play import EXCLUDE, lock_args, run_tasks, runtime_args, runtime_state
+from tests.integration.ansible_play import EXCLUDE, lock_args, run_tasks, runtime_args, runtime_state, settled_content
 import tests.lab as labpkg
 
 
@@ -20,8 +20,7 @@ def state(lab):
 
 
 def content(lab):
-    proc = lab.ctr('-n', 'k8s.io', 'content', 'ls', '-q')
-    return set(proc.stdout.split())
+    return settled_content(lab)
 
 
 def blob_bytes(lab):
