@@ -67,7 +67,7 @@ options:
       - Lock file shared with the C(node-image-gc) timer runner and the other modules of this collection,
         so that removals never overlap. Not taken in check mode.
     type: path
-    default: /run/node-image-gc.lock
+    default: /run/node-image-gc/lock
   lock_wait:
     description:
       - How long to wait for another run to release O(lock_path) before failing, as seconds or a

@@ -158,7 +158,7 @@ class CommandRunner(object):
 # --------------------------------------------------------------------------------------------
 # The run lock shared by the timer's runner and the modules
 
-DEFAULT_LOCK_PATH = '/run/node-image-gc.lock'
+DEFAULT_LOCK_PATH = '/run/node-image-gc/lock'
 
 
 class RunLock(object):

@@ -27,7 +27,7 @@ RUNNER_SETTINGS = {
     'disk_usage_threshold': 0,
     'report_path': '/var/lib/node-image-gc/last-run.json',
     'textfile_path': None,
-    'lock_path': '/run/node-image-gc.lock',
+    'lock_path': '/run/node-image-gc/lock',
     'lock_wait': '10m',
 }
 

@@ -102,7 +102,7 @@ def test_image_used_only_by_exited_container_is_kept_without_container_phase(lab
     assert set(scenario['expected']['exited_container_ids']) <= set(after['containers'])
 
 
-def _min_age_keeping_young(scenario, margin=6):
+def _min_age_keeping_young(scenario, margin=20):
     """A min_age that the old NotReady sandboxes exceed and the young ones stay under for
     ``margin`` seconds from now (the scenario's gap between them is larger)."""
     young_age = (time.time_ns() - scenario['young_min_created_ns']) / 1e9
@@ -112,7 +112,7 @@ def _min_age_keeping_young(scenario, margin=6):
 @pytest.fixture
 def gapped_scenario(lab):
     labpkg.reset(lab)
-    return labpkg.scenario(lab, gap=15)
+    return labpkg.scenario(lab, gap=30)
 
 
 def test_stale_sandbox_check_then_real_then_idempotent(lab, gapped_scenario):

@@ -18,7 +18,8 @@ UNIT = "node-image-gc"
     "/etc/node-image-gc",
     "/var/lib/node-image-gc",
     "/var/lib/node_exporter/textfile_collector/node_image_gc.prom",
-    "/run/node-image-gc.lock",
+    "/run/node-image-gc/lock",
+    "/run/node-image-gc",
 ])
 def test_nothing_left(host, path):
     assert not host.file(path).exists

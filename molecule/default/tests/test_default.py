@@ -101,7 +101,8 @@ def test_service_hardening(host):
                  "PrivateTmp", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
                  "ProtectControlGroups", "RestrictSUIDSGID", "LockPersonality", "RestrictRealtime",
                  "SystemCallArchitectures", "Nice", "IOSchedulingClass", "CPUSchedulingPolicy",
-                 "ReadWritePaths", "TimeoutStartUSec", "UnitFileState")
+                 "ReadWritePaths", "TimeoutStartUSec", "UnitFileState", "RuntimeDirectory",
+                 "RuntimeDirectoryPreserve")
     assert props["Type"] == "oneshot"
     assert props["UnitFileState"] == "static"  # no [Install]: only the timer starts it
     for name in ("NoNewPrivileges", "PrivateTmp", "ProtectKernelTunables", "ProtectKernelModules",
@@ -115,8 +116,12 @@ def test_service_hardening(host):
     assert props["IOSchedulingClass"] in ("idle", "3")
     assert props["CPUSchedulingPolicy"] in ("batch", "3")
     rw = props["ReadWritePaths"].split()
-    for path in ("/var/lib/node-image-gc", "/run", "/var/lib/node_exporter/textfile_collector"):
+    for path in ("/var/lib/node-image-gc", "/run/node-image-gc", "/var/lib/node_exporter/textfile_collector"):
         assert path in rw, props["ReadWritePaths"]
+    assert "/run" not in rw, "all of /run is writable: " + props["ReadWritePaths"]
+    # the lock's directory exists before the sandbox is set up, and outlives the run
+    assert props["RuntimeDirectory"] == "node-image-gc"
+    assert props["RuntimeDirectoryPreserve"] == "yes"
     assert props["TimeoutStartUSec"] == "1h"
 
 
