@@ -204,7 +204,7 @@ step_pytest() {
   grep -E '^(=+ )?([0-9]+ [a-z]+(, )?)+.* in [0-9.]+s|no tests ran in' "$STATE/pytest.out" | tail -n1 \
     >"$STATE/pytest.summary" || true
   # Exit 5 = no tests collected although test files exist: a failure.
-  return $rc
+  return "$rc"
 }
 
 main() {
@@ -226,7 +226,7 @@ main() {
     flock -u 9; exec 9>&-
     [[ $setup_ok == 1 ]] && { setup_build_tree || setup_ok=0; }
   fi
-  printf '===== [setup] %s in %ss\n' "$([[ $setup_ok == 1 ]] && echo done || echo FAILED)" "$((SECONDS - total_start))"
+  printf '===== [setup] %s in %ss\n' "$([[ $setup_ok == 1 ]] && echo 'done' || echo 'FAILED')" "$((SECONDS - total_start))"
   if [[ $setup_ok != 1 ]]; then
     log "setup failed; no step can run"
     exit 1

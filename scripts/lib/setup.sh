@@ -4,7 +4,7 @@
 # Every function is idempotent and quick when its result already exists.
 # Expects: REPO_ROOT, CACHE_DIR, log().
 
-APT_PACKAGES=(containerd runc busybox-static podman debootstrap python3-venv uidmap
+APT_PACKAGES=(containerd runc busybox-static podman debootstrap python3-venv uidmap shellcheck
               git ca-certificates tar gzip util-linux iproute2)
 
 # Version of the PyPI `ansible` bundle that containers.podman is taken from

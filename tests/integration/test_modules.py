@@ -14,7 +14,6 @@ from tests.integration.ansible_play import EXCLUDE, lock_args, run_tasks, runtim
 import tests.lab as labpkg
 
 
-
 def state(lab):
     return runtime_state(lab, with_content=False)
 
