@@ -8,6 +8,11 @@
 from ._common import CommandError, ImageGCError, RunLock, DEFAULT_LOCK_PATH, parse_duration
 from ._engine import SETTINGS
 
+# Engine defaults, the one source for the modules' option defaults (their docs repeat them, and
+# validate-modules checks that the two agree).
+DEFAULTS = dict((name, spec[1]) for name, spec in SETTINGS.items())
+PEER_MIRROR_ACTIONS = list(SETTINGS['peer_mirror_action'][0])
+
 # Options of plugins/doc_fragments/runtime.py
 RUNTIME_ARGUMENT_SPEC = dict(
     crictl_path=dict(type='path'),
@@ -15,8 +20,8 @@ RUNTIME_ARGUMENT_SPEC = dict(
     runtime_endpoint=dict(type='str'),
     image_endpoint=dict(type='str'),
     containerd_address=dict(type='str'),
-    timeout=dict(type='str', default=SETTINGS['timeout'][1]),
-    batch_size=dict(type='int', default=SETTINGS['batch_size'][1]),
+    timeout=dict(type='str', default=DEFAULTS['timeout']),
+    batch_size=dict(type='int', default=DEFAULTS['batch_size']),
 )
 
 # Options of plugins/doc_fragments/lock.py
@@ -91,5 +96,5 @@ def ids_diff(kind, results):
     return {'before': {kind: sorted(set(before))}, 'after': {kind: sorted(set(after))}}
 
 
-__all__ = ['ImageGCError', 'CommandError', 'RUNTIME_ARGUMENT_SPEC', 'LOCK_ARGUMENT_SPEC', 'argument_spec',
+__all__ = ['ImageGCError', 'CommandError', 'DEFAULTS', 'PEER_MIRROR_ACTIONS', 'RUNTIME_ARGUMENT_SPEC', 'LOCK_ARGUMENT_SPEC', 'argument_spec',
            'settings_from', 'make_engine', 'fail', 'ModuleLock', 'ids_diff']

@@ -235,21 +235,21 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
+    DEFAULTS, ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
             RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
-            containers=dict(type='bool', default=True),
-            created_min_age=dict(type='str', default='1h'),
-            keep_last_per_pod=dict(type='bool', default=False),
-            images=dict(type='bool', default=True),
+            containers=dict(type='bool', default=DEFAULTS['containers']),
+            created_min_age=dict(type='str', default=DEFAULTS['created_min_age']),
+            keep_last_per_pod=dict(type='bool', default=DEFAULTS['keep_last_per_pod']),
+            images=dict(type='bool', default=DEFAULTS['images']),
             image_exclude=dict(type='list', elements='str', default=[]),
-            image_min_age=dict(type='str', default='0s'),
+            image_min_age=dict(type='str', default=DEFAULTS['image_min_age']),
             sandbox_image=dict(type='str'),
-            namespace=dict(type='str', default='k8s.io'),
+            namespace=dict(type='str', default=DEFAULTS['content_namespace']),
             assume_removed_containers=dict(type='list', elements='str', default=[]),
             assume_removed_sandboxes=dict(type='list', elements='str', default=[]),
         ),

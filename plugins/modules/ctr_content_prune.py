@@ -114,15 +114,15 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
+    DEFAULTS, PEER_MIRROR_ACTIONS, ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
             RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
-            namespace=dict(type='str', default='k8s.io'),
-            peer_mirror_action=dict(type='str', choices=['warn', 'skip'], default='warn'),
+            namespace=dict(type='str', default=DEFAULTS['content_namespace']),
+            peer_mirror_action=dict(type='str', choices=PEER_MIRROR_ACTIONS, default=DEFAULTS['peer_mirror_action']),
             assume_removed_images=dict(type='list', elements='str', default=[]),
         ),
         supports_check_mode=True,

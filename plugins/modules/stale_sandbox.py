@@ -109,14 +109,14 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
+    DEFAULTS, ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
             RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
-            min_age=dict(type='str', default='10m'),
+            min_age=dict(type='str', default=DEFAULTS['sandbox_min_age']),
             namespaces=dict(type='list', elements='str', default=[]),
             exclude_namespaces=dict(type='list', elements='str', default=[]),
         ),
