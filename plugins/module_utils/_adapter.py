@@ -3,32 +3,38 @@
 #
 # This module_utils is PRIVATE to the nodemaint.image_gc collection. It may change without notice.
 # It deliberately does not import Ansible: it only calls methods of the AnsibleModule it is given.
-"""What every module shares: the common argument spec, settings, error reporting, the run lock."""
+"""What every module shares: option specs built from the settings table, one way to run the
+engine under the run lock, error reporting and the diff."""
 
-from ._common import CommandError, ImageGCError, RunLock, DEFAULT_LOCK_PATH, parse_duration
-from ._engine import SETTINGS
+from ._common import CommandError, ImageGCError, RunLock, parse_duration
+from ._settings import SETTINGS, default, names
 
-# Engine defaults, the one source for the modules' option defaults (their docs repeat them, and
-# validate-modules checks that the two agree).
-DEFAULTS = dict((name, spec[1]) for name, spec in SETTINGS.items())
-PEER_MIRROR_ACTIONS = list(SETTINGS['peer_mirror_action'][0])
+_TYPES = {'str': 'str', 'path': 'path', 'duration': 'str', 'bool': 'bool', 'count': 'int', 'percent': 'int',
+          'list': 'list'}
 
-# Options of plugins/doc_fragments/runtime.py
-RUNTIME_ARGUMENT_SPEC = dict(
-    crictl_path=dict(type='path'),
-    ctr_path=dict(type='path'),
-    runtime_endpoint=dict(type='str'),
-    image_endpoint=dict(type='str'),
-    containerd_address=dict(type='str'),
-    timeout=dict(type='str', default=DEFAULTS['timeout']),
-    batch_size=dict(type='int', default=DEFAULTS['batch_size']),
-)
 
-# Options of plugins/doc_fragments/lock.py
-LOCK_ARGUMENT_SPEC = dict(
-    lock_path=dict(type='path', default=DEFAULT_LOCK_PATH),
-    lock_wait=dict(type='str', default='10m'),
-)
+def option(name, **extra):
+    """The argument spec of the setting ``name``: its type and its default, from the table."""
+    setting = SETTINGS[name]
+    if isinstance(setting.kind, tuple):
+        spec = dict(type='str', choices=list(setting.kind))
+    else:
+        spec = dict(type=_TYPES[setting.kind])
+        if setting.kind == 'list':
+            spec['elements'] = 'str'
+    if setting.default is not None:
+        spec['default'] = default(name)
+    spec.update(extra)
+    return spec
+
+
+def options(*settings):
+    return dict((name, option(name)) for name in settings)
+
+
+# Options of plugins/doc_fragments/runtime.py (DOCUMENTATION and LOCK)
+RUNTIME_ARGUMENT_SPEC = options(*names('runtime'))
+LOCK_ARGUMENT_SPEC = options(*names('lock'))
 
 
 def argument_spec(*parts, **own):
@@ -42,20 +48,14 @@ def argument_spec(*parts, **own):
 def settings_from(params, renames=None):
     """Engine settings from module params (only the keys the engine knows; ``renames`` maps
     module option -> setting name)."""
+    from ._engine import ENGINE_SETTINGS
     renames = renames or {}
     settings = {}
     for key, value in params.items():
         name = renames.get(key, key)
-        if name in SETTINGS and value is not None:
+        if name in ENGINE_SETTINGS and value is not None:
             settings[name] = value
     return settings
-
-
-def make_engine(module, phases, renames=None):
-    """The Engine for a module; errors in option values name the module's options."""
-    from ._engine import Engine
-    labels = dict((setting, option) for option, setting in (renames or {}).items())
-    return Engine(settings_from(module.params, renames), phases, labels=labels)
 
 
 def fail(module, exc, **extra):
@@ -66,10 +66,9 @@ def fail(module, exc, **extra):
 
 
 class ModuleLock(object):
-    """The runner's lock, taken by a real (not check mode) module run."""
+    """The runner's lock, taken by a real (not check mode) module run for all of it."""
 
     def __init__(self, module):
-        self.module = module
         self.lock = None
         if not module.check_mode:
             wait = parse_duration(module.params['lock_wait'], 'lock_wait')
@@ -85,6 +84,30 @@ class ModuleLock(object):
             self.lock.release()
 
 
+def run_engine(module, phases, renames=None, fail_on_error=True):
+    """Engine.run for a module: ``phases`` (of the engine's, ``disk`` included) with the module's
+    options, under the run lock, in check mode when the module is. Bad options, discovery errors
+    and the lock fail the module before anything runs; a phase that raised fails it too unless
+    ``fail_on_error`` is false. Every warning of the run becomes a module warning."""
+    from ._engine import Engine
+    labels = dict((setting, opt) for opt, setting in (renames or {}).items())
+    try:
+        engine = Engine(settings_from(module.params, renames), phases, labels=labels)
+        with ModuleLock(module):
+            run = engine.run(check_mode=module.check_mode)
+    except ImageGCError as exc:
+        fail(module, exc)
+    for result in run['phases']:
+        for warning in result['warnings']:
+            module.warn(warning)
+    errors = [r for r in run['phases'] if r.get('error')]
+    if errors and fail_on_error:
+        first = errors[0]
+        details = dict(first.get('error_details') or {}, msg=first['error'])
+        module.fail_json(partial=[r for r in run['phases'] if r is not first], **details)
+    return run
+
+
 def ids_diff(kind, results):
     """``diff`` for ``--diff``: object ids present before and after (or, in check mode, after the plan)."""
     before, after = [], []
@@ -96,5 +119,5 @@ def ids_diff(kind, results):
     return {'before': {kind: sorted(set(before))}, 'after': {kind: sorted(set(after))}}
 
 
-__all__ = ['ImageGCError', 'CommandError', 'DEFAULTS', 'PEER_MIRROR_ACTIONS', 'RUNTIME_ARGUMENT_SPEC', 'LOCK_ARGUMENT_SPEC', 'argument_spec',
-           'settings_from', 'make_engine', 'fail', 'ModuleLock', 'ids_diff']
+__all__ = ['ImageGCError', 'CommandError', 'RUNTIME_ARGUMENT_SPEC', 'LOCK_ARGUMENT_SPEC', 'option', 'options',
+           'argument_spec', 'settings_from', 'fail', 'ModuleLock', 'run_engine', 'ids_diff']

@@ -10,7 +10,6 @@ import re
 
 from ._common import CommandError, ImageGCError, parse_human_age, parse_human_size
 
-DEFAULT_BATCH_SIZE = 100
 
 
 class Container(object):
@@ -110,11 +109,12 @@ class BatchOutcome(object):
         self.removed = []       # ids
         self.failed = {}        # id -> message
         self.gone = []          # ids that were already gone (removed by someone else)
+        self.skipped = {}       # id -> why it was left out of its batch (before_batch)
         self.commands = []
 
 
 class Crictl(object):
-    def __init__(self, runtime, runner, batch_size=DEFAULT_BATCH_SIZE):
+    def __init__(self, runtime, runner, batch_size):
         if int(batch_size) < 1:
             raise ImageGCError('batch_size must be 1 or more, got %r' % (batch_size,))
         self.runtime = runtime
@@ -169,11 +169,19 @@ class Crictl(object):
         return None
 
     # -- removals -----------------------------------------------------------------------------
-    def _remove(self, verb, ids, listing):
-        """Batched ``crictl VERB id...``; on a failed batch one re-listing classifies each item."""
+    def _remove(self, verb, ids, listing, before_batch=None):
+        """Batched ``crictl VERB id...``; on a failed batch one re-listing classifies each item.
+
+        ``before_batch(batch)`` -> {id: reason} is asked right before each batch runs; those ids
+        are left out of it (recorded in ``skipped``)."""
         outcome = BatchOutcome()
         for start in range(0, len(ids), self.batch_size):
             batch = list(ids[start:start + self.batch_size])
+            if before_batch:
+                outcome.skipped.update(before_batch(batch))
+                batch = [i for i in batch if i not in outcome.skipped]
+                if not batch:
+                    continue
             result = self._run(verb, *batch)
             outcome.commands.append(result.argv)
             if result.rc == 0:
@@ -207,8 +215,8 @@ class Crictl(object):
     def remove_sandboxes(self, ids):
         return self._remove('rmp', ids, lambda: [s.id for s in self.sandboxes()])
 
-    def remove_images(self, ids):
-        return self._remove('rmi', ids, lambda: [i.id for i in self.images()])
+    def remove_images(self, ids, before_batch=None):
+        return self._remove('rmi', ids, lambda: [i.id for i in self.images()], before_batch)
 
 
 def _not_found(message):
@@ -217,7 +225,7 @@ def _not_found(message):
 
 
 class Ctr(object):
-    def __init__(self, runtime, runner, namespace='k8s.io'):
+    def __init__(self, runtime, runner, namespace):
         self.runtime = runtime
         self.runner = runner
         self.namespace = namespace

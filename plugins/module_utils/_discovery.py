@@ -75,7 +75,7 @@ class Runtime(object):
         self.runtime_endpoint = None
         self.image_endpoint = None
         self.containerd_address = None
-        self.timeout = 120
+        self.timeout = None             # seconds, set by resolve()
         self.sources = {}
         self.tried = []
         self.errors = {}                # binary -> ImageGCError, raised only when it is used
@@ -207,7 +207,7 @@ class Discovery(object):
 
     # -- all together -------------------------------------------------------------------------
     def resolve(self, crictl_path=None, ctr_path=None, runtime_endpoint=None, image_endpoint=None,
-                containerd_address=None, timeout=120, need_crictl=True, need_ctr=False):
+                containerd_address=None, *, timeout, need_crictl=True, need_ctr=False):
         runtime = Runtime()
         runtime.timeout = timeout
         crictl_tried, ctr_tried, endpoint_tried = [], [], []

@@ -11,113 +11,21 @@ each item with its ``reason``), ``kept`` (what was deliberately kept, with its r
 and the ``commands`` run.
 """
 
-import os
 import time
 
-from ._common import CommandRunner, ImageGCError, parse_duration
+from ._common import CommandError, CommandRunner, ImageGCError
 from ._cri import Crictl, Ctr
 from ._discovery import Discovery
+from ._host import detect_peer_mirror, filesystem_usage
+from ._settings import ENGINE_GROUPS, PHASES, names, validate
 from . import _plan
 
-# One table of settings: name -> (kind, default). Modules and the runner's config use these names.
-SETTINGS = {
-    'crictl_path': ('str', None),
-    'ctr_path': ('str', None),
-    'runtime_endpoint': ('str', None),
-    'image_endpoint': ('str', None),
-    'containerd_address': ('str', None),
-    'timeout': ('duration', '2m'),
-    'batch_size': ('count', 100),
-    'containers': ('bool', True),
-    'created_min_age': ('duration', '1h'),
-    'keep_last_per_pod': ('bool', False),
-    'sandboxes': ('bool', True),
-    'sandbox_min_age': ('duration', '10m'),
-    'namespaces': ('list', []),
-    'exclude_namespaces': ('list', []),
-    'images': ('bool', True),
-    'image_exclude': ('list', []),
-    'image_min_age': ('duration', '0s'),
-    'sandbox_image': ('str', None),
-    'content': ('bool', True),
-    'content_namespace': ('str', 'k8s.io'),
-    'peer_mirror_action': (('warn', 'skip'), 'warn'),
-}
+ENGINE_SETTINGS = names(*ENGINE_GROUPS)
 
 
-def validate_settings(values, names=None, labels=None):
-    """Checked and converted settings (durations in seconds); ImageGCError naming the bad key.
-
-    ``labels`` maps a setting to the name the caller knows it by (a module option), for errors.
-    """
-    out = {}
-    for key in names or SETTINGS:
-        kind, default = SETTINGS[key]
-        value = values.get(key)
-        name = (labels or {}).get(key, key)
-        if value is None:
-            value = default
-        if kind == 'duration':
-            value = parse_duration(value, name)
-        elif kind == 'bool':
-            if not isinstance(value, bool):
-                raise ImageGCError('%s: expected true or false, got %r' % (name, value))
-        elif kind == 'count':
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ImageGCError('%s: expected a whole number of 1 or more, got %r' % (name, value))
-        elif kind == 'list':
-            if isinstance(value, str) or not isinstance(value, (list, tuple)) or \
-                    not all(isinstance(v, str) and v for v in value):
-                raise ImageGCError('%s: expected a list of non-empty strings, got %r' % (name, value))
-            value = list(value)
-        elif isinstance(kind, tuple):
-            if value not in kind:
-                raise ImageGCError('%s: expected one of %s, got %r' % (name, ', '.join(kind), value))
-        elif value is not None and (not isinstance(value, str) or not value):
-            raise ImageGCError('%s: expected a non-empty string, got %r' % (name, value))
-        out[key] = value
-    unknown = sorted(set(values) - set(SETTINGS))
-    if names is None and unknown:
-        raise ImageGCError('unknown setting(s): %s' % ', '.join(unknown))
-    return out
-
-
-PEER_MIRROR_CONFIGS = ('/etc/rancher/k3s/config.yaml', '/etc/rancher/rke2/config.yaml')
-
-
-def detect_peer_mirror(root='/'):
-    """A description of a peer-to-peer image mirror served from this node (Spegel, the k3s/RKE2
-    embedded registry), or None."""
-    proc = os.path.join(root, 'proc')
-    try:
-        pids = [p for p in os.listdir(proc) if p.isdigit()]
-    except OSError:
-        pids = []
-    for pid in pids:
-        try:
-            with open(os.path.join(proc, pid, 'comm')) as handle:
-                if handle.read().strip() == 'spegel':
-                    return 'Spegel is running (pid %s)' % pid
-        except OSError:
-            continue
-    for config in PEER_MIRROR_CONFIGS:
-        candidates = [config]
-        dropins = os.path.join(root, config.lstrip('/') + '.d')
-        if os.path.isdir(dropins):
-            candidates += [os.path.join(config + '.d', n) for n in sorted(os.listdir(dropins))]
-        for path in candidates:
-            try:
-                with open(os.path.join(root, path.lstrip('/'))) as handle:
-                    for line in handle:
-                        key, dummy, value = line.split('#', 1)[0].partition(':')
-                        if key.strip() == 'embedded-registry' and value.strip().strip('"\'').lower() == 'true':
-                            return 'the embedded registry mirror is enabled in %s' % path
-            except OSError:
-                continue
-    return None
-
-
-PHASES = ('containers', 'sandboxes', 'images', 'content')
+def validate_settings(values, labels=None):
+    """The engine's settings checked and converted (durations in seconds); ImageGCError naming the bad key."""
+    return validate(values, ENGINE_SETTINGS, labels)
 
 
 def _result(phase, check_mode):
@@ -126,20 +34,45 @@ def _result(phase, check_mode):
             'commands': [], 'duration': 0.0}
 
 
-class Engine(object):
-    """Plans and runs phases for one node. ``runner``, ``discovery`` and ``clock`` are injectable."""
+def describe(exc):
+    """The message of an exception a phase raised: ImageGCError messages name cause and fix."""
+    if isinstance(exc, ImageGCError):
+        return str(exc)
+    return 'unexpected %s: %s' % (type(exc).__name__, exc)
 
-    def __init__(self, settings, phases=PHASES + ('disk',), runner=None, discovery=None, clock=None,
-                 peer_mirror_root='/', labels=None):
-        """``phases``: what this engine will be asked to run (``disk`` for disk_state); it decides
-        which of crictl and ctr must be found. ``labels``: see validate_settings."""
+
+def phase_status(result):
+    """``failed`` (the phase raised, or an item could not be removed), ``skipped`` or ``ok``."""
+    if result.get('error') or result.get('failed'):
+        return 'failed'
+    return 'skipped' if result.get('skipped') else 'ok'
+
+
+class Engine(object):
+    """Plans and runs phases for one node. ``runner``, ``discovery`` and ``clock`` are injectable.
+
+    ``run`` is the one place that sequences the phases; the modules and the node runner are
+    faces over it that pick which phases they offer.
+    """
+
+    def __init__(self, settings, phases, runner=None, discovery=None, clock=None, peer_mirror_root='/',
+                 labels=None):
+        """``settings``: the engine's settings (``ENGINE_SETTINGS``; missing ones take the table's
+        default). ``phases``: what this engine will be asked to run, of PHASES and ``disk`` (the
+        disk report); it decides which of crictl and ctr must be found. ``labels``: see
+        validate_settings."""
+        unknown = sorted(set(phases) - set(PHASES + ('disk',)))
+        if unknown:
+            raise ValueError('unknown phase(s): %s' % ', '.join(unknown))
         self.settings = validate_settings(settings, labels=labels)
+        self.phases = tuple(p for p in PHASES + ('disk',) if p in phases)
         self.runner = runner or CommandRunner()
         self.clock = clock or time.time_ns
         self.peer_mirror_root = peer_mirror_root
         s = self.settings
-        need_crictl = bool(set(phases) & set(('containers', 'sandboxes', 'images', 'disk')))
-        need_ctr = 'content' in phases or ('images' in phases and s['image_min_age'] > 0)
+        enabled = set(p for p in self.phases if p == 'disk' or s[p])
+        need_crictl = bool(enabled & set(('containers', 'sandboxes', 'images', 'disk')))
+        need_ctr = 'content' in enabled or ('images' in enabled and s['image_min_age'] > 0)
         self.runtime = (discovery or Discovery()).resolve(
             crictl_path=s['crictl_path'], ctr_path=s['ctr_path'], runtime_endpoint=s['runtime_endpoint'],
             image_endpoint=s['image_endpoint'], containerd_address=s['containerd_address'],
@@ -151,24 +84,41 @@ class Engine(object):
         self.removed_containers = {}
         self.removed_images = set()
         self._sandbox_image = None
-        # Listings disk_state just made, each reused once by the next phase that needs it.
-        self._listed = {}
+        # What this run knows is on the node: the latest listing of each kind (containers,
+        # sandboxes, images: id -> object), less what the run removed since.
+        self._known = {}
 
-    def _listing(self, kind):
-        """A listing of ``kind`` (containers, sandboxes, images): the one disk_state made moments
-        ago if not used yet, else a fresh one. Safe for phases 1 and 2 (an exited container or a
-        NotReady sandbox does not come back) and for the images of phase 3 (an image that appears
-        later is simply not planned); phase 3 always lists containers afresh."""
-        if kind in self._listed:
-            return self._listed.pop(kind)
-        return getattr(self.crictl, kind)()
+    # -- listings -----------------------------------------------------------------------------
+    def _list(self, kind):
+        """A fresh listing of ``kind``, remembered as what is known."""
+        items = getattr(self.crictl, kind)()
+        self._known[kind] = dict((i.id, i) for i in items)
+        return items
 
-    def sandbox_image(self):
+    def _current(self, kind):
+        """What this run knows of ``kind``: the latest listing less what was removed since, or a
+        fresh listing when there is none yet. Safe for containers and sandboxes in phases 1 and 2
+        (an exited container or a NotReady sandbox does not come back, and containerd creates no
+        container in a sandbox that is not ready) and for the images of phase 3 (an image that
+        appears later is simply not planned); phase 3 lists containers afresh before each
+        removal batch."""
+        if kind in self._known:
+            return list(self._known[kind].values())
+        return self._list(kind)
+
+    def _forget(self, kind, ids):
+        for i in ids:
+            self._known.get(kind, {}).pop(i, None)
+
+    def sandbox_image(self, images=()):
         """The sandbox image: the ``sandbox_image`` setting, else what ``crictl info`` reports
-        (asked once per engine: it does not change during a run)."""
+        (asked once per engine, and not at all when the runtime pins images: containerd 1.7 and
+        2.x pin their sandbox image, and 2.x does not report it)."""
         if self.settings['sandbox_image']:
             return self.settings['sandbox_image']
         if self._sandbox_image is None:
+            if any(i.pinned for i in images):
+                return None
             self._sandbox_image = self.crictl.sandbox_image() or ''
         return self._sandbox_image or None
 
@@ -185,12 +135,79 @@ class Engine(object):
         for item in result['failed']:
             result['warnings'].append('could not remove %s %s: %s' % (plan.phase[:-1], item['id'], item['msg']))
         result['changed'] = bool(result['removed'])
+        self._forget(plan.phase, outcome.removed + outcome.gone)
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self, check_mode=False, on_event=None):
+        """Every phase of ``phases`` in order, each failure-tolerant, between two disk reports
+        when ``disk`` is one of ``phases``.
+
+        Returns ``{check_mode, changed, status, phases: [phase result...], disk_before,
+        disk_after, removed, bytes, failed_phases, skip_reason}``; each phase result has a
+        ``status`` (ok, failed, skipped) and, when the phase raised, its ``error``.
+        ``on_event(kind, data)`` is called with ``('disk', {'when': ..., ...})`` and
+        ``('phase', result)`` as the run goes.
+        """
+        emit = on_event or (lambda kind, data: None)
+        out = {'check_mode': check_mode, 'phases': [], 'disk_before': None, 'disk_after': None,
+               'skip_reason': None}
+        if 'disk' in self.phases:
+            out['disk_before'] = self._disk_report('before', emit)
+            out['skip_reason'] = self._below_threshold(out['disk_before'])
+        for name, method in PHASE_TABLE:
+            if name not in self.phases:
+                continue
+            started, first = time.monotonic(), len(self.runner.history)
+            if not self.settings[name]:
+                result = dict(_result(name, check_mode), skipped=True, skip_reason='disabled (%s: false)' % name)
+            elif out['skip_reason']:
+                result = dict(_result(name, check_mode), skipped=True, skip_reason=out['skip_reason'])
+            else:
+                try:
+                    result = method(self, check_mode)
+                except Exception as exc:  # pylint: disable=broad-except  # a failed phase never stops the next
+                    result = self._finish(dict(_result(name, check_mode), error=describe(exc)), started, first)
+                    if isinstance(exc, CommandError):
+                        result['error_details'] = exc.to_dict()
+            result['status'] = phase_status(result)
+            out['phases'].append(result)
+            emit('phase', result)
+        if 'disk' in self.phases:
+            if check_mode:
+                # nothing was removed: the disk is as it was
+                out['disk_after'] = dict(out['disk_before'], when='after')
+                emit('disk', out['disk_after'])
+            else:
+                out['disk_after'] = self._disk_report('after', emit)
+        out['failed_phases'] = [r['phase'] for r in out['phases'] if r['status'] == 'failed']
+        out['changed'] = any(r['changed'] for r in out['phases'])
+        out['removed'] = sum(len(r['removed']) for r in out['phases'])
+        out['bytes'] = sum(r['bytes'] for r in out['phases'])
+        out['status'] = 'failed' if out['failed_phases'] else ('skipped' if out['skip_reason'] else 'ok')
+        return out
+
+    def _disk_report(self, when, emit):
+        try:
+            state = self.disk_state() if when == 'before' else self.disk_state(fresh=False)
+        except Exception as exc:  # pylint: disable=broad-except  # a report, never a reason to stop
+            state = {'error': describe(exc)}
+        state['when'] = when
+        emit('disk', state)
+        return state
+
+    def _below_threshold(self, disk):
+        threshold = self.settings['disk_usage_threshold']
+        values = [fs['fs_used_percent'] for fs in disk.get('image_filesystems', []) if 'fs_used_percent' in fs]
+        if threshold and values and max(values) < threshold:
+            return 'image filesystem %.1f%% used, below disk_usage_threshold %s%%: report only' % (
+                max(values), threshold)
+        return None
 
     # -- phase 1 ------------------------------------------------------------------------------
     def containers_phase(self, check_mode=False):
         started, first = time.monotonic(), len(self.runner.history)
         result = _result('containers', check_mode)
-        containers = self._listing('containers')
+        containers = self._current('containers')
         plan = _plan.plan_containers(containers, self.clock(), self.settings['created_min_age'],
                                      self.settings['keep_last_per_pod'])
         result['kept'] = plan.keep
@@ -209,8 +226,8 @@ class Engine(object):
     def sandboxes_phase(self, check_mode=False):
         started, first = time.monotonic(), len(self.runner.history)
         result = _result('sandboxes', check_mode)
-        containers = self.crictl.containers()
-        sandboxes = self._listing('sandboxes')
+        containers = [c for c in self._current('containers') if c.id not in self.removed_containers]
+        sandboxes = self._current('sandboxes')
         plan = _plan.plan_sandboxes(sandboxes, containers, self.clock(), self.settings['sandbox_min_age'],
                                     self.settings['namespaces'], self.settings['exclude_namespaces'])
         result['kept'] = plan.keep
@@ -222,23 +239,22 @@ class Engine(object):
             self._apply(result, plan, self.crictl.remove_sandboxes(plan.ids))
             done = set(item['id'] for item in result['removed'] + result['gone'])
         # Removing a sandbox removes its containers too.
-        self.removed_containers.update((c.id, c) for c in containers if c.pod_id in done)
+        gone = [c for c in containers if c.pod_id in done]
+        self.removed_containers.update((c.id, c) for c in gone)
+        if not check_mode:
+            self._forget('containers', [c.id for c in gone])
         return self._finish(result, started, first)
 
     # -- phase 3 ------------------------------------------------------------------------------
-    def images_phase(self, check_mode=False, assume_removed_containers=(), assume_removed_sandboxes=()):
-        """``assume_removed_*``: ids that earlier tasks removed, or in check mode would remove."""
+    def images_phase(self, check_mode=False):
         started, first = time.monotonic(), len(self.runner.history)
         result = _result('images', check_mode)
         s = self.settings
-        # A fresh listing: a container started since phase 1 protects its image.
-        containers = self.crictl.containers()
-        assumed_c, assumed_s = set(assume_removed_containers or ()), set(assume_removed_sandboxes or ())
-        self.removed_containers.update((c.id, c) for c in containers if c.id in assumed_c or c.pod_id in assumed_s)
-        listed = set(c.id for c in containers)
-        containers += [c for i, c in self.removed_containers.items() if i not in listed]
-        images = self._listing('images')
-        sandbox_image = self.sandbox_image()
+        listed = self._current('containers')
+        known = set(c.id for c in listed)
+        containers = listed + [c for i, c in self.removed_containers.items() if i not in known]
+        images = self._current('images')
+        sandbox_image = self.sandbox_image(images)
         ages = None
         if s['image_min_age']:
             ages = _plan.image_manifest_ages(self.ctr.content())
@@ -251,14 +267,25 @@ class Engine(object):
             result['removed'] = plan.remove
             result['changed'] = bool(plan.remove)
         else:
-            self._apply(result, plan, self.crictl.remove_images(plan.ids))
+            outcome = self.crictl.remove_images(plan.ids, before_batch=lambda batch: self._new_users(images, batch))
+            by_id = dict((item['id'], item) for item in plan.remove)
+            for image_id, reason in sorted(outcome.skipped.items()):
+                result['kept'].append(dict(by_id[image_id], reason=reason))
+            self._apply(result, plan, outcome)
         self.removed_images.update(item['id'] for item in result['removed'] + result['gone'])
         result['bytes'] = sum(item['size'] for item in result['removed'])
         return self._finish(result, started, first)
 
+    def _new_users(self, images, batch):
+        """{image id: reason} for the images of ``batch`` that a container uses now: containers
+        are listed afresh right before each removal batch, because containerd's CRI removes an
+        image even while a container uses it."""
+        users = _plan.image_users(images, self._list('containers'))    # all images: a tag may have moved
+        return dict((image_id, 'in use by container %s (%s), created after the plan was made' % (
+            users[image_id][0].name, users[image_id][0].id[:13])) for image_id in batch if image_id in users)
+
     # -- phase 4 ------------------------------------------------------------------------------
-    def content_phase(self, check_mode=False, assume_removed_images=(), settle=5.0):
-        """``assume_removed_images``: image ids that earlier tasks removed, or in check mode would remove."""
+    def content_phase(self, check_mode=False, settle=5.0):
         started, first = time.monotonic(), len(self.runner.history)
         result = _result('content', check_mode)
         mirror = detect_peer_mirror(self.peer_mirror_root)
@@ -273,7 +300,7 @@ class Engine(object):
         before = self.ctr.content()
         if check_mode:
             # As the store will be once the images planned for removal are gone.
-            before = _plan.without_images(before, self.removed_images | set(assume_removed_images or ()))
+            before = _plan.without_images(before, self.removed_images)
         plan = _plan.plan_content(before)
         labels = sum(1 for b in before for k in b.labels if k.startswith(_plan.LAYER_LABEL_PREFIX))
         result['labels_removed'] = labels
@@ -303,8 +330,11 @@ class Engine(object):
         return self._finish(result, started, first)
 
     # -- disk state ---------------------------------------------------------------------------
-    def disk_state(self, largest=5):
-        """Read-only facts: image filesystem usage, object counts, reclaimable estimate."""
+    def disk_state(self, largest=5, fresh=True):
+        """Read-only facts: image filesystem usage, object counts, reclaimable estimate.
+
+        ``fresh=False`` (the report after a run) asks the runtime only for the image filesystem
+        and counts from what the run listed and removed."""
         info = self.crictl.imagefsinfo()
         filesystems = []
         for fs in ((info.get('status') or {}).get('imageFilesystems') or []):
@@ -314,11 +344,12 @@ class Engine(object):
                      'inodes_used': int((fs.get('inodesUsed') or {}).get('value') or 0)}
             entry.update(filesystem_usage(mount))
             filesystems.append(entry)
-        containers = self._listed['containers'] = self.crictl.containers()
-        sandboxes = self._listed['sandboxes'] = self.crictl.sandboxes()
-        images = self._listed['images'] = self.crictl.images()
+        listing = self._list if fresh else self._current
+        containers = listing('containers')
+        sandboxes = listing('sandboxes')
+        images = listing('images')
         exited = [c.id for c in containers if c.state == _plan.EXITED]
-        sandbox_image = self.sandbox_image()
+        sandbox_image = self.sandbox_image(images)
         plan = _plan.plan_images(images, containers, sandbox_image, self.settings['image_exclude'],
                                  removed_containers=exited)
         counts = {}
@@ -344,20 +375,11 @@ class Engine(object):
         }
 
 
-def filesystem_usage(path):
-    """Size, free and used bytes of the filesystem holding ``path`` (its nearest existing parent)."""
-    probe = path or '/'
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    try:
-        st = os.statvfs(probe or '/')
-    except OSError:
-        return {}
-    size = st.f_blocks * st.f_frsize
-    free = st.f_bavail * st.f_frsize
-    used = size - st.f_bfree * st.f_frsize
-    return {'fs_path': probe, 'fs_size_bytes': size, 'fs_free_bytes': free, 'fs_used_bytes': used,
-            'fs_used_percent': round(100.0 * used / size, 1) if size else 0.0}
+# The phases in the order they run: each frees what the next one plans with (exited containers
+# pin images; a removed sandbox takes its containers; removed images leave layer blobs).
+PHASE_TABLE = (
+    ('containers', Engine.containers_phase),
+    ('sandboxes', Engine.sandboxes_phase),
+    ('images', Engine.images_phase),
+    ('content', Engine.content_phase),
+)

@@ -19,23 +19,19 @@ import sys
 import tempfile
 import time
 
-from ._common import ImageGCError, RunLock, parse_duration
-from ._engine import PHASES, SETTINGS, Engine, validate_settings
+from ._common import ImageGCError, RunLock
+from ._engine import ENGINE_SETTINGS, Engine, describe
+from ._settings import PHASES, SETTINGS, names, validate
 
 DEFAULT_CONFIG = '/etc/node-image-gc/config.json'
-RUNNER_SETTINGS = {
-    'disk_usage_threshold': 0,
-    'report_path': '/var/lib/node-image-gc/last-run.json',
-    'textfile_path': None,
-    'lock_path': '/run/node-image-gc/lock',
-    'lock_wait': '10m',
-}
+RUNNER_SETTINGS = names('lock', 'runner')
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def load_config(path):
-    """(engine settings, runner settings) from the JSON config; ImageGCError naming the bad key."""
+    """(engine settings, runner settings) from the JSON config, both checked against the settings
+    table and converted (durations in seconds); ImageGCError naming the bad key."""
     try:
         with open(path) as handle:
             data = json.load(handle)
@@ -45,18 +41,15 @@ def load_config(path):
         raise ImageGCError('config %s is not valid JSON: %s' % (path, exc))
     if not isinstance(data, dict):
         raise ImageGCError('config %s must hold a JSON object' % path)
-    unknown = sorted(set(data) - set(SETTINGS) - set(RUNNER_SETTINGS))
+    unknown = sorted(set(data) - set(SETTINGS))
     if unknown:
         raise ImageGCError('config %s: unknown key(s) %s' % (path, ', '.join(unknown)))
-    runner = dict(RUNNER_SETTINGS)
-    runner.update((k, v) for k, v in data.items() if k in RUNNER_SETTINGS and v is not None)
-    threshold = runner['disk_usage_threshold']
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 100:
-        raise ImageGCError('disk_usage_threshold: expected a percentage from 0 to 100, got %r' % (threshold,))
-    runner['lock_wait'] = parse_duration(runner['lock_wait'], 'lock_wait')
-    settings = dict((k, v) for k, v in data.items() if k in SETTINGS)
-    validate_settings(settings)
-    return settings, runner
+    try:
+        settings = validate(dict((k, v) for k, v in data.items() if k in ENGINE_SETTINGS), ENGINE_SETTINGS)
+        opts = validate(dict((k, v) for k, v in data.items() if k in RUNNER_SETTINGS), RUNNER_SETTINGS)
+    except ImageGCError as exc:
+        raise ImageGCError('config %s: %s' % (path, exc))
+    return settings, opts
 
 
 def emit(stream, event, **fields):
@@ -87,15 +80,7 @@ def phase_event(result):
     errors = [item.get('msg', '') for item in result.get('failed', [])]
     if result.get('error'):
         errors.insert(0, result['error'])
-    if result.get('error'):
-        status = 'failed'
-    elif result.get('skipped'):
-        status = 'skipped'
-    elif result.get('failed'):
-        status = 'failed'
-    else:
-        status = 'ok'
-    event = {'phase': result['phase'], 'status': status, 'removed': len(result.get('removed', [])),
+    event = {'phase': result['phase'], 'status': result['status'], 'removed': len(result.get('removed', [])),
              'bytes': result.get('bytes', 0), 'ids': [i['id'] for i in result.get('removed', [])],
              'errors': errors, 'warnings': result.get('warnings', []), 'duration': result.get('duration', 0.0),
              'kept': [{'id': i['id'], 'reason': i['reason']} for i in result.get('kept', [])],
@@ -138,11 +123,6 @@ def metrics_text(report, last_success):
     return '\n'.join(lines) + '\n'
 
 
-def _image_fs_percent(disk):
-    values = [fs.get('fs_used_percent') for fs in disk.get('image_filesystems', []) if 'fs_used_percent' in fs]
-    return max(values) if values else None
-
-
 def run(config_path, dry_run=False, stream=None, engine_factory=Engine):
     stream = stream or sys.stdout
     started = time.time()
@@ -168,52 +148,29 @@ def run(config_path, dry_run=False, stream=None, engine_factory=Engine):
 
 def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
     report = {'host': socket.gethostname(), 'started': round(started, 3), 'dry_run': dry_run, 'phases': []}
-    enabled = [p for p in PHASES if settings.get(p, SETTINGS[p][1])]
-    try:
-        engine = engine_factory(settings, phases=tuple(enabled) + ('disk',))
-    except ImageGCError as exc:
-        report['error'] = str(exc)
-        engine = None
-        emit(stream, 'error', error=str(exc))
 
-    def disk(when):
-        if engine is None:
-            return {}
-        try:
-            state = engine.disk_state()
-        except Exception as exc:  # pylint: disable=broad-except  # report, never stop the run
-            state = {'error': _describe(exc)}
-        emit(stream, 'disk', when=when, **state)
-        report['disk_' + when] = state
-        return state
-
-    before = disk('before')
-    below = None
-    percent = _image_fs_percent(before)
-    if opts['disk_usage_threshold'] and percent is not None and percent < opts['disk_usage_threshold']:
-        below = 'image filesystem %.1f%% used, below disk_usage_threshold %s%%: report only' % (
-            percent, opts['disk_usage_threshold'])
-    for phase in PHASES:
-        result = {'phase': phase, 'removed': [], 'failed': [], 'bytes': 0, 'check_mode': dry_run}
-        if phase not in enabled:
-            result.update(skipped=True, skip_reason='disabled in the config')
-        elif engine is None:
-            result['error'] = 'not run: %s' % report['error']
-        elif below:
-            result.update(skipped=True, skip_reason=below)
+    def on_event(kind, data):
+        if kind == 'disk':
+            emit(stream, 'disk', **data)
+            report['disk_' + data['when']] = dict((k, v) for k, v in data.items() if k != 'when')
         else:
-            t0 = time.monotonic()
-            try:
-                result = getattr(engine, phase + '_phase')(check_mode=dry_run)
-            except Exception as exc:  # pylint: disable=broad-except  # a failed phase never stops the next
-                result['error'] = _describe(exc)
-                result['duration'] = round(time.monotonic() - t0, 3)
-        event = phase_event(result)
-        emit(stream, 'phase', **event)
-        report['phases'].append(event)
-    disk('after')
-    failed = engine is None or any(p['status'] == 'failed' for p in report['phases'])
-    report['status'] = 'failed' if failed else ('skipped' if below else 'ok')
+            event = phase_event(data)
+            emit(stream, 'phase', **event)
+            report['phases'].append(event)
+
+    try:
+        engine = engine_factory(settings, PHASES + ('disk',))
+    except Exception as exc:  # pylint: disable=broad-except  # reported like a failed run
+        report['error'] = describe(exc)
+        emit(stream, 'error', error=report['error'])
+        for phase in PHASES:
+            on_event('phase', {'phase': phase, 'status': 'failed', 'error': 'not run: %s' % report['error'],
+                               'check_mode': dry_run})
+        status = 'failed'
+    else:
+        status = engine.run(check_mode=dry_run, on_event=on_event)['status']
+    failed = status == 'failed'
+    report['status'] = status
     report['finished'] = round(time.time(), 3)
     report['duration'] = round(report['finished'] - started, 3)
     report['removed'] = sum(p['removed'] for p in report['phases'])
@@ -227,12 +184,6 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
         if opts['textfile_path']:
             write_atomic(opts['textfile_path'], metrics_text(report, report['last_success']))
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def _describe(exc):
-    if isinstance(exc, ImageGCError):
-        return str(exc)
-    return 'unexpected %s: %s' % (type(exc).__name__, exc)
 
 
 def read_report(path):

@@ -70,21 +70,6 @@ options:
       - containerd namespace of the CRI plugin, used to read image ages when O(image_min_age) is set.
     type: str
     default: k8s.io
-  assume_removed_containers:
-    description:
-      - IDs of containers that earlier tasks removed or, in check mode, would have removed. Images they use
-        are planned as free, so that a check-mode run of several tasks reports what the real run removes.
-    type: list
-    elements: str
-    default: []
-  assume_removed_sandboxes:
-    description:
-      - IDs of pod sandboxes that earlier tasks removed or, in check mode, would have removed (for example
-        RV(nodemaint.image_gc.stale_sandbox#module:sandboxes)). Their containers count as removed, as
-        for O(assume_removed_containers).
-    type: list
-    elements: str
-    default: []
 seealso:
   - module: nodemaint.image_gc.stale_sandbox
   - module: nodemaint.image_gc.ctr_content_prune
@@ -235,47 +220,24 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    DEFAULTS, ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
+    LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, argument_spec, ids_diff, option, options, run_engine)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
             RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
-            containers=dict(type='bool', default=DEFAULTS['containers']),
-            created_min_age=dict(type='str', default=DEFAULTS['created_min_age']),
-            keep_last_per_pod=dict(type='bool', default=DEFAULTS['keep_last_per_pod']),
-            images=dict(type='bool', default=DEFAULTS['images']),
-            image_exclude=dict(type='list', elements='str', default=[]),
-            image_min_age=dict(type='str', default=DEFAULTS['image_min_age']),
-            sandbox_image=dict(type='str'),
-            namespace=dict(type='str', default=DEFAULTS['content_namespace']),
-            assume_removed_containers=dict(type='list', elements='str', default=[]),
-            assume_removed_sandboxes=dict(type='list', elements='str', default=[]),
+            options('containers', 'created_min_age', 'keep_last_per_pod', 'images', 'image_exclude', 'image_min_age',
+                    'sandbox_image'),
+            namespace=option('content_namespace'),
         ),
         supports_check_mode=True,
     )
-    params = module.params
-    results = []
-    try:
-        phases = [p for p in ('containers', 'images') if params[p]]
-        engine = make_engine(module, phases, {'namespace': 'content_namespace'})
-        with ModuleLock(module):
-            if params['containers']:
-                results.append(engine.containers_phase(module.check_mode))
-            if params['images']:
-                results.append(engine.images_phase(module.check_mode, params['assume_removed_containers'],
-                                                   params['assume_removed_sandboxes']))
-    except ImageGCError as exc:
-        fail(module, exc, partial=results)
-
-    by_phase = dict((r['phase'], r) for r in results)
-    empty = {'removed': [], 'kept': [], 'failed': [], 'gone': [], 'bytes': 0, 'warnings': [], 'commands': []}
-    containers, images = by_phase.get('containers', empty), by_phase.get('images', empty)
-    for warning in containers['warnings'] + images['warnings']:
-        module.warn(warning)
+    run = run_engine(module, ('containers', 'images'), {'namespace': 'content_namespace'})
+    by_phase = dict((r['phase'], r) for r in run['phases'])
+    containers, images = by_phase['containers'], by_phase['images']
     out = dict(
-        changed=any(r['changed'] for r in results),
+        changed=run['changed'],
         containers=containers['removed'],
         containers_kept=containers['kept'],
         images=images['removed'],
@@ -284,7 +246,7 @@ def main():
         failures=containers['failed'] + images['failed'],
         commands=containers['commands'] + images['commands'],
     )
-    if 'images' in by_phase:
+    if not images['skipped']:
         out['sandbox_image'] = images.get('sandbox_image')
     if module._diff:
         before_c, before_i = ids_diff('containers', [containers]), ids_diff('images', [images])

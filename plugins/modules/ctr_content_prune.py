@@ -37,15 +37,6 @@ options:
     type: str
     choices: [warn, skip]
     default: warn
-  assume_removed_images:
-    description:
-      - IDs of images that earlier tasks removed or, in check mode, would have removed (for example
-        RV(nodemaint.image_gc.crictl_prune#module:images)). In check mode the plan leaves out what
-        containerd collects with those images, so that a check-mode run of several tasks reports
-        what the real run removes.
-    type: list
-    elements: str
-    default: []
 seealso:
   - module: nodemaint.image_gc.crictl_prune
 '''
@@ -114,27 +105,19 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    DEFAULTS, PEER_MIRROR_ACTIONS, ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
+    LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, argument_spec, ids_diff, option, options, run_engine)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
-            namespace=dict(type='str', default=DEFAULTS['content_namespace']),
-            peer_mirror_action=dict(type='str', choices=PEER_MIRROR_ACTIONS, default=DEFAULTS['peer_mirror_action']),
-            assume_removed_images=dict(type='list', elements='str', default=[]),
+            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, options('peer_mirror_action'),
+            namespace=option('content_namespace'),
         ),
         supports_check_mode=True,
     )
-    try:
-        engine = make_engine(module, ('content',), {'namespace': 'content_namespace'})
-        with ModuleLock(module):
-            result = engine.content_phase(module.check_mode, module.params['assume_removed_images'])
-    except ImageGCError as exc:
-        fail(module, exc)
-    for warning in result['warnings']:
-        module.warn(warning)
+    run = run_engine(module, ('content',), {'namespace': 'content_namespace'})
+    result = run['phases'][0]
     out = dict(changed=result['changed'], blobs=result['removed'], content_space_reclaimed=result['bytes'],
                labels_removed=result.get('labels_removed', 0), skipped=result['skipped'],
                commands=result['commands'])

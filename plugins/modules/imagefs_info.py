@@ -104,24 +104,22 @@ imagefs:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    ImageGCError, RUNTIME_ARGUMENT_SPEC, argument_spec, fail, make_engine)
+    ImageGCError, RUNTIME_ARGUMENT_SPEC, argument_spec, fail, options, settings_from)
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import Engine
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            RUNTIME_ARGUMENT_SPEC,
+            RUNTIME_ARGUMENT_SPEC, options('image_exclude', 'sandbox_image'),
             largest=dict(type='int', default=5),
-            image_exclude=dict(type='list', elements='str', default=[]),
-            sandbox_image=dict(type='str'),
         ),
         supports_check_mode=True,
     )
     if module.params['largest'] < 0:
         module.fail_json(msg='largest: expected 0 or more, got %d' % module.params['largest'])
     try:
-        engine = make_engine(module, ('disk',))
-        facts = engine.disk_state(largest=module.params['largest'])
+        facts = Engine(settings_from(module.params), ('disk',)).disk_state(largest=module.params['largest'])
     except ImageGCError as exc:
         fail(module, exc)
     module.exit_json(changed=False, imagefs=facts)

@@ -109,27 +109,19 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    DEFAULTS, ImageGCError, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, ModuleLock, argument_spec, fail, ids_diff, make_engine)
+    LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, argument_spec, ids_diff, option, options, run_engine)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
-            min_age=dict(type='str', default=DEFAULTS['sandbox_min_age']),
-            namespaces=dict(type='list', elements='str', default=[]),
-            exclude_namespaces=dict(type='list', elements='str', default=[]),
+            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, options('namespaces', 'exclude_namespaces'),
+            min_age=option('sandbox_min_age'),
         ),
         supports_check_mode=True,
     )
-    try:
-        engine = make_engine(module, ('sandboxes',), {'min_age': 'sandbox_min_age'})
-        with ModuleLock(module):
-            result = engine.sandboxes_phase(module.check_mode)
-    except ImageGCError as exc:
-        fail(module, exc)
-    for warning in result['warnings']:
-        module.warn(warning)
+    run = run_engine(module, ('sandboxes',), {'min_age': 'sandbox_min_age'})
+    result = run['phases'][0]
     out = dict(changed=result['changed'], sandboxes=result['removed'], sandboxes_kept=result['kept'],
                failures=result['failed'], commands=result['commands'])
     if module._diff:

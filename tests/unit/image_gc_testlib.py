@@ -322,11 +322,11 @@ def node_discovery():
 
 def make_engine(runner, settings=None, phases=None, clock_ns=NOW_NS, peer_root='/nonexistent-peer-root',
                 discovery=None):
-    kwargs = {}
-    if phases is not None:
-        kwargs['phases'] = phases
-    return _engine.Engine(dict(settings or {}), runner=runner, discovery=discovery or node_discovery(),
-                          clock=lambda: clock_ns, peer_mirror_root=str(peer_root), **kwargs)
+    """An Engine over ``runner``; ``phases`` defaults to all four and the disk report."""
+    if phases is None:
+        phases = ('containers', 'sandboxes', 'images', 'content', 'disk')
+    return _engine.Engine(dict(settings or {}), phases, runner=runner, discovery=discovery or node_discovery(),
+                          clock=lambda: clock_ns, peer_mirror_root=str(peer_root))
 
 
 def ids(items):

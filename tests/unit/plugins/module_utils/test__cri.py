@@ -18,7 +18,7 @@ from image_gc_testlib import (
 
 @pytest.fixture
 def runtime():
-    return node_discovery().resolve(need_ctr=True)
+    return node_discovery().resolve(need_ctr=True, timeout=120)
 
 
 def crictl_for(version, runtime, batch_size=100, **extra):
@@ -149,7 +149,7 @@ def test_ctr_content_and_prune_argv(runtime):
     runner = StubRunner({'ctr content ls': recorded(V21, 'ctr-content-ls.txt'),
                          'ctr content prune references --dry': recorded(V21, 'ctr-prune-dry'),
                          'ctr content prune references': recorded(V21, 'ctr-prune')})
-    ctr = Ctr(runtime, runner)
+    ctr = Ctr(runtime, runner, 'k8s.io')
     assert len(ctr.content()) == 15
     ctr.prune_references(dry_run=True)
     ctr.prune_references()
@@ -222,7 +222,7 @@ def test_crictl_no_socket_fatal_is_surfaced(version, runtime):
 def test_ctr_no_socket_is_surfaced(version, detail, runtime):
     runner = StubRunner({'ctr content ls': recorded(version, 'ctr-nosocket')})
     with pytest.raises(CommandError) as exc:
-        Ctr(runtime, runner).content()
+        Ctr(runtime, runner, 'k8s.io').content()
     message = str(exc.value)
     assert message.startswith('ctr content ls failed: ' + detail)
     assert 'containerd_address' in message

@@ -18,6 +18,7 @@ BINS = {'/usr/local/bin/crictl', '/usr/bin/ctr'}
 
 def resolve(discovery, **kwargs):
     kwargs.setdefault('need_ctr', False)
+    kwargs.setdefault('timeout', 120)
     return discovery.resolve(**kwargs)
 
 
@@ -296,12 +297,12 @@ def test_ctr_not_needed_and_missing_is_fine_but_unusable():
 
 def test_explicit_ctr_path_not_needed_and_missing_fails_only_when_used():
     discovery = fake_discovery(executables={'/usr/local/bin/crictl'}, sockets={K8S_SOCK})
-    runtime = discovery.resolve(ctr_path='/opt/nowhere/ctr', need_crictl=True, need_ctr=False)
+    runtime = discovery.resolve(ctr_path='/opt/nowhere/ctr', timeout=120, need_crictl=True, need_ctr=False)
     assert runtime.crictl == ['/usr/local/bin/crictl'] and runtime.ctr is None
     with pytest.raises(ImageGCError, match="ctr_path='/opt/nowhere/ctr': no such executable file"):
         runtime.ctr_argv('k8s.io', 'content', 'ls')
     with pytest.raises(ImageGCError, match="ctr_path='/opt/nowhere/ctr'"):
-        discovery.resolve(ctr_path='/opt/nowhere/ctr', need_ctr=True)
+        discovery.resolve(ctr_path='/opt/nowhere/ctr', timeout=120, need_ctr=True)
 
 
 def test_tried_is_kept_for_reporting():
@@ -351,7 +352,7 @@ def test_real_discovery_reads_a_real_crictl_yaml(tmp_path):
     from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import Discovery
     discovery = Discovery(env={'PATH': '', 'CRI_CONFIG_FILE': str(config)},
                           is_executable=lambda p: p == '/usr/local/bin/crictl')
-    runtime = discovery.resolve()
+    runtime = discovery.resolve(timeout=120)
     assert runtime.runtime_endpoint == 'tcp://127.0.0.1:1'
     assert runtime.sources['runtime_endpoint'] == 'crictl config %s' % config
 

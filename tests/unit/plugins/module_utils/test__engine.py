@@ -24,7 +24,14 @@ CONTENT_LS = CTR_PREFIX + ['content', 'ls']
 
 
 def run_all(engine, check_mode):
-    return dict((phase, getattr(engine, phase + '_phase')(check_mode=check_mode)) for phase in PHASES)
+    """The four phases through Engine.run (no disk report): {phase: result}."""
+    run = engine.run(check_mode=check_mode)
+    assert [r['phase'] for r in run['phases']] == list(PHASES)
+    return dict((r['phase'], r) for r in run['phases'])
+
+
+def four(runner, **kwargs):
+    return make_engine(runner, phases=PHASES, **kwargs)
 
 
 # -- settings --------------------------------------------------------------------------------
@@ -66,18 +73,21 @@ def test_bad_setting_runs_no_command_and_no_discovery():
         def resolve(self, **kwargs):
             raise AssertionError('discovery must not run with bad settings')
     with pytest.raises(ImageGCError, match='sandbox_min_age'):
-        _engine.Engine({'sandbox_min_age': '10x'}, runner=runner, discovery=NoDiscovery())
+        _engine.Engine({'sandbox_min_age': '10x'}, PHASES, runner=runner, discovery=NoDiscovery())
     assert runner.calls == []
 
 
 # -- the whole recorded sequence -------------------------------------------------------------
 
 def expected_real_commands(version):
+    """Phase 2 plans with phase 1's listing, phase 3 with both and the images; containers are
+    listed again right before the rmi batch; crictl info only on 1.6, which pins no image."""
     ids_ = IDS[version]
     return [
         PS, CRICTL_PREFIX + ['rm', ids_['exit0'], ids_['exit1']],
-        PS, PODS, CRICTL_PREFIX + ['rmp', ids_['feas-a']],
-        PS, IMAGES, INFO, CRICTL_PREFIX + ['rmi', IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1],
+        PODS, CRICTL_PREFIX + ['rmp', ids_['feas-a']],
+        IMAGES] + ([INFO] if version == V16 else []) + [
+        PS, CRICTL_PREFIX + ['rmi', IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1],
         CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references'], CONTENT_LS,
     ]
 
@@ -85,7 +95,7 @@ def expected_real_commands(version):
 @pytest.mark.parametrize('version', VERSIONS)
 def test_real_run_of_the_four_phases(version, peer_root):
     runner = node_runner(version)
-    results = run_all(make_engine(runner, peer_root=peer_root), check_mode=False)
+    results = run_all(four(runner, peer_root=peer_root), check_mode=False)
     assert runner.calls == expected_real_commands(version)
     assert all(t == 150 for t in runner.timeouts)
     ids_ = IDS[version]
@@ -108,6 +118,7 @@ def test_real_run_of_the_four_phases(version, peer_root):
     for phase, result in results.items():
         assert result['changed'] is True, phase
         assert result['failed'] == [] and result['gone'] == [] and result['check_mode'] is False
+        assert result['status'] == 'ok', phase
     # each phase reports exactly the commands it ran
     assert sum((r['commands'] for r in results.values()), []) == runner.calls
     assert results['images']['sandbox_image'] == ('docker.io/feas/pause:1' if version == V16 else None)
@@ -116,11 +127,11 @@ def test_real_run_of_the_four_phases(version, peer_root):
 @pytest.mark.parametrize('version', VERSIONS)
 def test_check_mode_runs_no_removal_and_reports_what_the_real_run_removes(version, peer_root):
     check_runner = node_runner(version)
-    check = run_all(make_engine(check_runner, peer_root=peer_root), check_mode=True)
+    check = run_all(four(check_runner, peer_root=peer_root), check_mode=True)
     assert check_runner.removals() == []
-    assert check_runner.calls == [PS, PS, PODS, PS, IMAGES, INFO, CONTENT_LS,
-                                  CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
-    real = run_all(make_engine(node_runner(version), peer_root=peer_root), check_mode=False)
+    assert check_runner.calls == [PS, PODS, IMAGES] + ([INFO] if version == V16 else []) + [
+        CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
+    real = run_all(four(node_runner(version), peer_root=peer_root), check_mode=False)
     for phase in ('containers', 'sandboxes', 'images'):
         assert ids(check[phase]['removed']) == ids(real[phase]['removed']), phase
         assert [i['reason'] for i in check[phase]['removed']] == [i['reason'] for i in real[phase]['removed']]
@@ -140,7 +151,7 @@ def test_check_mode_runs_no_removal_and_reports_what_the_real_run_removes(versio
 @pytest.mark.parametrize('version', VERSIONS)
 def test_second_real_run_on_the_after_state_removes_nothing(version, peer_root):
     runner = node_runner(version, state='after')
-    results = run_all(make_engine(runner, peer_root=peer_root), check_mode=False)
+    results = run_all(four(runner, peer_root=peer_root), check_mode=False)
     for phase, result in results.items():
         assert result['removed'] == [] and result['failed'] == [], phase
         assert result['changed'] is False, phase
@@ -311,23 +322,23 @@ def test_content_check_mode_alone_runs_the_dry_prune_over_the_store_as_it_is(pee
 
 
 @pytest.mark.parametrize('version', VERSIONS)
-def test_content_check_mode_with_assumed_removed_images(version, peer_root):
+def test_content_check_mode_plans_after_the_planned_image_removals(version, peer_root):
+    """Check mode of the whole run: the content phase plans over the store as it will be once
+    unused:3, the old busybox:1 and busybox:1 (planned by phase 3) are gone."""
     runner = node_runner(version)
-    result = make_engine(runner, peer_root=peer_root).content_phase(
-        check_mode=True, assume_removed_images=[IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1])
+    result = run_all(four(runner, peer_root=peer_root), check_mode=True)['content']
     assert ids(result['removed']) == ['sha256:5f4de468a2d94fad44b1fe435d8816e6a09e28f9f271edf57ce788021fd9fd55',
                                       'sha256:f51d6ffc6841a4945a2c9f5919c130cc077317b4d1f87750cc78e070b738bb4b']
     assert runner.removals() == []
 
 
-def test_images_phase_with_assumed_removed_sandboxes_frees_their_images(peer_root):
+def test_images_phase_after_a_sandbox_removal_in_check_mode_frees_its_containers_images(peer_root):
+    """feas-a goes in phase 2 with exit0; with exit1 removed in phase 1 too, the old busybox:1 is free."""
     runner = node_runner(V21)
-    engine = make_engine(runner, settings={'containers': False}, peer_root=peer_root)
-    result = engine.images_phase(check_mode=True, assume_removed_sandboxes=[IDS[V21]['feas-a'], IDS[V21]['feas-c']])
-    assert IMG_OLD_BUSYBOX1 in ids(result['removed'])
-    only_one = make_engine(node_runner(V21), peer_root=peer_root).images_phase(
-        check_mode=True, assume_removed_containers=[IDS[V21]['exit0']])
-    assert IMG_OLD_BUSYBOX1 not in ids(only_one['removed'])       # exit1 still uses it
+    result = run_all(four(runner, settings={'sandbox_min_age': '0s'}, peer_root=peer_root), check_mode=True)
+    assert ids(result['sandboxes']['removed']) == [IDS[V21]['feas-a']]
+    reasons = dict((i['id'], i['reason']) for i in result['images']['removed'])
+    assert reasons[IMG_OLD_BUSYBOX1] == 'used only by containers removed in this run'
 
 
 # -- disk state ------------------------------------------------------------------------------
@@ -378,21 +389,105 @@ def test_crictl_info_is_asked_once_per_engine(peer_root):
     assert sum(1 for argv in runner.calls if 'info' in argv) == 1
 
 
-def test_listings_of_the_disk_report_are_reused_once_and_phase_3_lists_containers_afresh(peer_root):
+def test_a_run_lists_each_kind_once_and_containers_again_before_each_rmi_batch(peer_root):
     runner = node_runner(V16)
     engine = make_engine(runner, settings={'sandbox_min_age': '0s'}, peer_root=peer_root)
-    engine.disk_state()
-    engine.containers_phase()
-    engine.sandboxes_phase()
-    engine.images_phase()
-
-    def count(verb):
-        return sum(1 for argv in runner.calls if verb in argv and 'crictl' in argv[0])
-    # ps: the report, phase 2 (after phase 1 removed some), phase 3 (always fresh); pods and
-    # images: the report only, reused by phases 2 and 3
-    assert (count('ps'), count('pods'), count('images')) == (3, 1, 1)
+    run = engine.run()
+    assert run['status'] == 'ok' and run['failed_phases'] == []
     order = [argv[argv.index('--timeout') + 2] for argv in runner.calls if 'crictl' in argv[0]]
-    assert order == ['imagefsinfo', 'ps', 'pods', 'images', 'info',   # the disk report
+    assert order == ['imagefsinfo', 'ps', 'pods', 'images', 'info',   # the disk report before
                      'rm',                                            # phase 1: the report's ps
-                     'ps', 'rmp',                                     # phase 2: fresh ps, the report's pods
-                     'ps', 'rmi']                                     # phase 3: fresh ps, the report's images
+                     'rmp',                                           # phase 2: the report's pods, ps less phase 1
+                     'ps', 'rmi',                                     # phase 3: containers afresh before the batch
+                     'imagefsinfo']                                   # the report after: counts from the run
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_disk_after_counts_what_the_run_left(version, peer_root):
+    run = make_engine(node_runner(version), peer_root=peer_root).run()
+    before, after = run['disk_before'], run['disk_after']
+    assert (before['when'], after['when']) == ('before', 'after')
+    assert before['containers'] == {'exited': 2, 'running': 1} and before['images'] == 5
+    assert after['containers'] == {'running': 1}
+    assert after['sandboxes'] == {'ready': 2}
+    assert after['images'] == 2 and after['reclaimable_images'] == 0
+    assert run['removed'] == 2 + 1 + 3 + len(run['phases'][3]['removed'])
+    assert run['bytes'] == run['phases'][2]['bytes'] + run['phases'][3]['bytes']
+    assert run['changed'] is True
+
+
+def test_check_mode_disk_after_is_the_disk_before(peer_root):
+    runner = node_runner(V16)
+    run = make_engine(runner, peer_root=peer_root).run(check_mode=True)
+    assert runner.removals() == []
+    assert dict(run['disk_after'], when='before') == run['disk_before']
+    assert sum(1 for argv in runner.calls if 'imagefsinfo' in argv) == 1
+
+
+def test_a_failing_phase_is_recorded_and_the_next_still_runs(peer_root):
+    runner = node_runner(V21)
+    runner.on('crictl pods --output json', Reply(1, '', 'time="x" level=fatal msg="listing pods: boom"\n'))
+    events = []
+    run = four(runner, peer_root=peer_root).run(on_event=lambda kind, data: events.append((kind, data['phase'])))
+    status = dict((r['phase'], r['status']) for r in run['phases'])
+    assert status == {'containers': 'ok', 'sandboxes': 'failed', 'images': 'ok', 'content': 'ok'}
+    failed = run['phases'][1]
+    assert 'crictl pods --output json failed' in failed['error'] and 'boom' in failed['error']
+    assert failed['error_details']['rc'] == 1
+    assert run['failed_phases'] == ['sandboxes'] and run['status'] == 'failed'
+    assert events == [('phase', p) for p in PHASES]
+    assert runner.ran('crictl', 'rmi') and runner.ran('ctr', 'content', 'prune', 'references')
+
+
+def test_an_unexpected_exception_in_a_phase_is_recorded_too(peer_root, monkeypatch):
+    engine = four(node_runner(V21), peer_root=peer_root)
+
+    def broken(self, check_mode=False):
+        raise KeyError('surprise')
+    monkeypatch.setattr(_engine, 'PHASE_TABLE', (('containers', broken),) + _engine.PHASE_TABLE[1:])
+    run = engine.run()
+    assert run['phases'][0]['error'] == "unexpected KeyError: 'surprise'"
+    assert [r['status'] for r in run['phases'][1:]] == ['ok', 'ok', 'ok']
+
+
+def test_disabled_phases_are_skipped_with_the_reason(peer_root):
+    runner = node_runner(V21)
+    run = four(runner, settings={'containers': False, 'content': False}, peer_root=peer_root).run()
+    skipped = dict((r['phase'], r['skip_reason']) for r in run['phases'] if r['status'] == 'skipped')
+    assert skipped == {'containers': 'disabled (containers: false)', 'content': 'disabled (content: false)'}
+    assert runner.ran('crictl', 'rm') == [] and runner.ran('ctr') == []
+
+
+def test_below_disk_usage_threshold_every_phase_is_skipped(peer_root, monkeypatch):
+    monkeypatch.setattr(_engine, 'filesystem_usage', lambda path: {'fs_used_percent': 40.0})
+    runner = node_runner(V16)
+    run = make_engine(runner, settings={'disk_usage_threshold': 80}, peer_root=peer_root).run()
+    assert run['status'] == 'skipped' and runner.removals() == []
+    assert run['skip_reason'] == 'image filesystem 40.0% used, below disk_usage_threshold 80%: report only'
+    assert [r['status'] for r in run['phases']] == ['skipped'] * 4
+
+
+def test_an_image_that_gains_a_user_after_the_plan_is_kept(peer_root):
+    """containerd's CRI removes an image even while a container uses it: the image phase lists
+    containers again right before each rmi batch and leaves out images that gained a user."""
+    runner = node_runner(V16)
+    grown = fixture_json(V16, 'ps-a.json')
+    newcomer = json.loads(json.dumps(grown['containers'][0]))
+    newcomer.update(id='f' * 64, state='CONTAINER_RUNNING', imageRef=IMG_UNUSED3)
+    newcomer['metadata'] = {'name': 'newcomer', 'attempt': 0}
+    newcomer['image'] = {'image': 'docker.io/feas/unused:3'}
+    grown['containers'].append(newcomer)
+    runner.on('crictl ps --all --output json', json_reply(V16, fixture_json(V16, 'ps-a.json')),
+              json_reply(V16, grown))
+    engine = make_engine(runner, settings={'containers': False}, phases=('images',), peer_root=peer_root)
+    result = engine.run()['phases'][0]
+    assert runner.ran('crictl', 'rmi') == [CRICTL_PREFIX + ['rmi', IMG_BUSYBOX1]]
+    kept = dict((i['id'], i['reason']) for i in result['kept'])
+    assert kept[IMG_UNUSED3] == 'in use by container newcomer (fffffffffffff), created after the plan was made'
+    assert ids(result['removed']) == [IMG_BUSYBOX1]
+
+
+def test_no_crictl_info_when_the_runtime_pins_images(peer_root):
+    runner = node_runner(V21)
+    make_engine(runner, phases=('disk',), peer_root=peer_root).disk_state()
+    assert not [argv for argv in runner.calls if 'info' in argv]

@@ -14,7 +14,7 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _runner
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 
-from image_gc_testlib import IDS, V21, VERSIONS, make_engine, node_runner
+from image_gc_testlib import IDS, V21, VERSIONS, Reply, make_engine, node_runner
 
 
 @pytest.fixture
@@ -66,9 +66,12 @@ def test_load_config_splits_engine_and_runner_settings(tmp_path):
     path.write_text(json.dumps({'sandbox_min_age': '1h', 'image_exclude': ['quay.io/*'], 'lock_wait': '30s',
                                 'disk_usage_threshold': 80, 'textfile_path': None}))
     settings, opts = _runner.load_config(str(path))
-    assert settings == {'sandbox_min_age': '1h', 'image_exclude': ['quay.io/*']}
+    # checked and converted once, every setting filled in from the table
+    assert settings['sandbox_min_age'] == 3600 and settings['image_exclude'] == ['quay.io/*']
+    assert settings['disk_usage_threshold'] == 80
+    assert settings['created_min_age'] == 3600 and settings['crictl_path'] is None
+    assert sorted(opts) == ['lock_path', 'lock_wait', 'report_path', 'textfile_path']
     assert opts['lock_wait'] == 30
-    assert opts['disk_usage_threshold'] == 80
     assert opts['textfile_path'] is None
     assert opts['report_path'] == '/var/lib/node-image-gc/last-run.json'
 
@@ -78,8 +81,8 @@ def test_load_config_splits_engine_and_runner_settings(tmp_path):
     ({'sandbox_min_age': '10x'}, 'sandbox_min_age: invalid duration'),
     ({'batch_size': 0}, 'batch_size: expected a whole number'),
     ({'image_min_age': 'soon'}, 'image_min_age: invalid duration'),
-    ({'disk_usage_threshold': 150}, 'disk_usage_threshold: expected a percentage'),
-    ({'disk_usage_threshold': True}, 'disk_usage_threshold: expected a percentage'),
+    ({'disk_usage_threshold': 150}, 'disk_usage_threshold: expected a whole percentage from 0 to 100'),
+    ({'disk_usage_threshold': True}, 'disk_usage_threshold: expected a whole percentage from 0 to 100'),
     ({'lock_wait': 'forever'}, 'lock_wait: invalid duration'),
     (['not', 'an', 'object'], 'must hold a JSON object'),
     ('{not json', 'is not valid JSON'),
@@ -165,27 +168,19 @@ def test_write_atomic_failure_leaves_no_temp_file(tmp_path, monkeypatch):
     assert target.read_text() == 'old'
 
 
-def failing(phase_name, exc):
-    def factory_of(node):
-        def factory(settings, phases):
-            engine = node.factory(settings, phases)
-
-            def broken(check_mode=False):
-                raise exc
-            setattr(engine, phase_name + '_phase', broken)
-            return engine
-        return factory
-    return factory_of
-
-
 def test_a_failing_phase_does_not_stop_the_next_and_exit_code_is_1(node):
     node.run()                                               # a good run first: last_success is kept
     first = json.loads(node.report.read_text())
-    code, events = node.run(factory=failing('sandboxes', ImageGCError('crictl pods failed: boom'))(node))
+
+    def factory(settings, phases):
+        engine = node.factory(settings, phases)
+        engine.runner.on('crictl pods --output json', Reply(1, '', 'time="x" level=fatal msg="boom"\n'))
+        return engine
+    code, events = node.run(factory=factory)
     assert code == 1
     phases = dict((e['phase'], e) for e in events if e['event'] == 'phase')
     assert phases['sandboxes']['status'] == 'failed'
-    assert phases['sandboxes']['errors'] == ['crictl pods failed: boom']
+    assert phases['sandboxes']['errors'] == ['crictl pods --output json failed (rc=1): boom']
     assert phases['images']['status'] == 'ok' and phases['content']['status'] == 'ok'
     assert node.runners[-1].ran('ctr', 'content', 'ls')      # phase 4 ran
     assert events[-1]['status'] == 'failed'
@@ -198,11 +193,15 @@ def test_a_failing_phase_does_not_stop_the_next_and_exit_code_is_1(node):
     assert 'node_image_gc_phase_success{phase="images"} 1' in metrics
 
 
-def test_an_unexpected_exception_in_a_phase_does_not_stop_the_next(node):
-    code, events = node.run(factory=failing('containers', RuntimeError('unexpected'))(node))
+def test_an_unexpected_exception_in_a_phase_does_not_stop_the_next(node, monkeypatch):
+    def broken(self, check_mode=False):
+        raise RuntimeError('unexpected')
+    monkeypatch.setattr(_engine, 'PHASE_TABLE', (('containers', broken),) + _engine.PHASE_TABLE[1:])
+    code, events = node.run()
     assert code == 1
     phases = dict((e['phase'], e) for e in events if e['event'] == 'phase')
     assert phases['containers']['status'] == 'failed'
+    assert phases['containers']['errors'] == ['unexpected RuntimeError: unexpected']
     assert phases['content']['status'] == 'ok'
     assert json.loads(node.report.read_text())['status'] == 'failed'
 
@@ -222,7 +221,7 @@ def test_disabled_phase_is_skipped(node):
     code, events = node.run()
     assert code == 0
     content = [e for e in events if e.get('phase') == 'content'][0]
-    assert content['status'] == 'skipped' and content['skip_reason'] == 'disabled in the config'
+    assert content['status'] == 'skipped' and content['skip_reason'] == 'disabled (content: false)'
     assert not node.runners[0].ran('ctr')
 
 

@@ -106,12 +106,13 @@ def test_image_exclude_and_batch_size(args, monkeypatch):
         "excluded by pattern 'docker.io/feas/unused:*'"
 
 
-def test_assume_removed_sandboxes_in_check_mode(args, monkeypatch):
+@pytest.mark.parametrize('option', ['assume_removed_containers', 'assume_removed_sandboxes'])
+def test_ids_relayed_by_a_caller_are_no_option_any_more(option, args, monkeypatch):
+    """A caller's ids must never make images count as unused: the prune module plans a whole run."""
     runner = node_runner(V21)
-    result = run_module(monkeypatch, crictl_prune,
-                        dict(args, containers=False, assume_removed_sandboxes=[IDS[V21]['feas-a'], IDS[V21]['feas-c']]),
-                        runner, check_mode=True).result
-    assert IMG_OLD_BUSYBOX1 in ids(result['images'])
+    out = run_module(monkeypatch, crictl_prune, dict(args, **{option: [IDS[V21]['feas-c']]}), runner)
+    assert out.failed and option in out.result['msg']
+    assert runner.calls == []
 
 
 def test_diff_lists_ids_before_and_after(args, monkeypatch):

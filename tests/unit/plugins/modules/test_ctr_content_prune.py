@@ -9,7 +9,7 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.modules import ctr_content_prune
 
 from image_gc_testlib import (
-    CTR_PREFIX, IMG_BUSYBOX1, IMG_OLD_BUSYBOX1, IMG_UNUSED3, V16, V21, VERSIONS, documented_returns, fixture_text, ids,
+    CTR_PREFIX, IMG_UNUSED3, V16, V21, VERSIONS, documented_returns, fixture_text, ids,
     node_runner, recorded, run_module)
 
 LAYER_5F4D = 'sha256:5f4de468a2d94fad44b1fe435d8816e6a09e28f9f271edf57ce788021fd9fd55'
@@ -67,12 +67,12 @@ def test_second_run_is_not_changed(version, args, monkeypatch):
     assert result['blobs'] == [] and result['labels_removed'] == 0
 
 
-def test_check_mode_with_assume_removed_images(args, monkeypatch):
+def test_assume_removed_images_is_no_option_any_more(args, monkeypatch):
     runner = node_runner(V21)
-    result = run_module(monkeypatch, ctr_content_prune,
-                        dict(args, assume_removed_images=[IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1]),
-                        runner, check_mode=True).result
-    assert ids(result['blobs']) == [LAYER_5F4D, LAYER_F51D]
+    out = run_module(monkeypatch, ctr_content_prune, dict(args, assume_removed_images=[IMG_UNUSED3]), runner,
+                     check_mode=True)
+    assert out.failed and 'assume_removed_images' in out.result['msg']
+    assert runner.calls == []
 
 
 def test_peer_mirror_skip(args, monkeypatch, peer_root):

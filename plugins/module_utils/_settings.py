@@ -1,0 +1,111 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the nodemaint.image_gc collection. It may change without notice.
+# It must not import Ansible (the node-side runner uses it with the standard library only).
+"""The one table of settings: every name and default of the engine, the lock and the runner.
+
+The modules' argument specs are built from it (``_adapter.option``), the runner validates its
+config with it, and a unit test checks the module docs, the role's defaults and argument specs,
+the prune playbook and the README against it. Nothing else writes a default.
+"""
+
+import collections
+
+from ._common import ImageGCError, parse_duration
+
+# kind: 'str', 'path', 'duration' (converted to seconds), 'bool', 'count' (an int >= 1),
+# 'percent' (an int 0-100), 'list' (of non-empty strings), or a tuple of choices.
+# group: which part of the run reads it ('runtime', a phase, 'run', 'lock', 'runner').
+Setting = collections.namedtuple('Setting', 'kind default group')
+
+SETTINGS = collections.OrderedDict([
+    # where the runtime is (None: discovered)
+    ('crictl_path', Setting('path', None, 'runtime')),
+    ('ctr_path', Setting('path', None, 'runtime')),
+    ('runtime_endpoint', Setting('str', None, 'runtime')),
+    ('image_endpoint', Setting('str', None, 'runtime')),
+    ('containerd_address', Setting('str', None, 'runtime')),
+    ('timeout', Setting('duration', '2m', 'runtime')),
+    ('batch_size', Setting('count', 100, 'runtime')),
+    # phase 1
+    ('containers', Setting('bool', True, 'containers')),
+    ('created_min_age', Setting('duration', '1h', 'containers')),
+    ('keep_last_per_pod', Setting('bool', False, 'containers')),
+    # phase 2
+    ('sandboxes', Setting('bool', True, 'sandboxes')),
+    ('sandbox_min_age', Setting('duration', '10m', 'sandboxes')),
+    ('namespaces', Setting('list', [], 'sandboxes')),
+    ('exclude_namespaces', Setting('list', [], 'sandboxes')),
+    # phase 3
+    ('images', Setting('bool', True, 'images')),
+    ('image_exclude', Setting('list', [], 'images')),
+    ('image_min_age', Setting('duration', '0s', 'images')),
+    ('sandbox_image', Setting('str', None, 'images')),
+    # phase 4
+    ('content', Setting('bool', True, 'content')),
+    ('content_namespace', Setting('str', 'k8s.io', 'content')),
+    ('peer_mirror_action', Setting(('warn', 'skip'), 'warn', 'content')),
+    # the whole run
+    ('disk_usage_threshold', Setting('percent', 0, 'run')),
+    # the lock shared by the modules and the runner
+    ('lock_path', Setting('path', '/run/node-image-gc/lock', 'lock')),
+    ('lock_wait', Setting('duration', '10m', 'lock')),
+    # the node-side runner only
+    ('report_path', Setting('path', '/var/lib/node-image-gc/last-run.json', 'runner')),
+    ('textfile_path', Setting('path', None, 'runner')),
+])
+
+PHASES = ('containers', 'sandboxes', 'images', 'content')
+ENGINE_GROUPS = ('runtime',) + PHASES + ('run',)
+
+
+def names(*groups):
+    """Setting names of these groups, in table order."""
+    return [name for name, s in SETTINGS.items() if s.group in groups]
+
+
+def default(name):
+    value = SETTINGS[name].default
+    return list(value) if isinstance(value, list) else value
+
+
+def _check(kind, value, name):
+    if kind == 'duration':
+        return parse_duration(value, name)
+    if kind == 'bool':
+        if not isinstance(value, bool):
+            raise ImageGCError('%s: expected true or false, got %r' % (name, value))
+    elif kind in ('count', 'percent'):
+        low, high, text = (1, None, 'a whole number of 1 or more') if kind == 'count' else \
+            (0, 100, 'a whole percentage from 0 to 100')
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            raise ImageGCError('%s: expected %s, got %r' % (name, text, value))
+    elif kind == 'list':
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or \
+                not all(isinstance(v, str) and v for v in value):
+            raise ImageGCError('%s: expected a list of non-empty strings, got %r' % (name, value))
+        return list(value)
+    elif isinstance(kind, tuple):
+        if value not in kind:
+            raise ImageGCError('%s: expected one of %s, got %r' % (name, ', '.join(kind), value))
+    elif value is not None and (not isinstance(value, str) or not value):
+        raise ImageGCError('%s: expected a non-empty string, got %r' % (name, value))
+    return value
+
+
+def validate(values, keys, labels=None):
+    """``keys`` of ``values`` checked and converted (durations in seconds), defaults filled in.
+
+    A key of ``values`` that is not a setting of ``keys`` is an error; ``labels`` maps a setting
+    to the name the caller knows it by (a module option), for errors.
+    """
+    unknown = sorted(set(values) - set(keys))
+    if unknown:
+        raise ImageGCError('unknown setting(s): %s' % ', '.join(unknown))
+    out = {}
+    for key in keys:
+        value = values.get(key)
+        out[key] = _check(SETTINGS[key].kind, default(key) if value is None else value,
+                          (labels or {}).get(key, key))
+    return out

@@ -1,0 +1,346 @@
+#!/usr/bin/python
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r'''
+module: prune
+short_description: One whole image GC run - exited containers, stale sandboxes, unused images, content
+version_added: 0.2.0
+description:
+  - Runs the four phases of the node image GC in one invocation, in order, under the run lock shared with
+    the C(node-image-gc) timer - (1) exited containers (C(crictl rm)), (2) NotReady pod sandboxes older than
+    O(sandbox_min_age) (C(crictl rmp)), (3) images no container uses (C(crictl rmi), the semantics of
+    C(crictl rmi --prune) plus guards), (4) the containerd content store (C(ctr content prune references)).
+  - Each phase is failure-tolerant - a failing phase is reported in RV(phases) and RV(failed_phases) and the
+    next one still runs. The task fails only with O(fail_on_phase_error=true).
+  - Reads the disk state before and after (RV(disk_before), RV(disk_after)).
+  - Plans first, then acts; check mode computes the very same plan and reports exactly what a real run
+    removes, each item with its reason.
+  - The same code as the timer's runner and the single-phase modules (M(nodemaint.image_gc.crictl_prune),
+    M(nodemaint.image_gc.stale_sandbox), M(nodemaint.image_gc.ctr_content_prune)); the options have the names
+    of the runner's configuration keys.
+author:
+  - nodemaint image_gc maintainers (@nodemaint)
+extends_documentation_fragment:
+  - nodemaint.image_gc.runtime
+  - nodemaint.image_gc.runtime.lock
+  - nodemaint.image_gc.runtime.attributes
+options:
+  containers:
+    description:
+      - Phase 1 - remove exited containers, and created-never-started ones older than O(created_min_age).
+    type: bool
+    default: true
+  created_min_age:
+    description:
+      - Minimum age of a container that was created but never started before it is removed, as seconds or
+        a duration such as V(90s), V(10m), V(1h30m).
+    type: str
+    default: 1h
+  keep_last_per_pod:
+    description:
+      - Keep the newest exited instance of each container of each pod, so that C(kubectl logs --previous)
+        still works.
+    type: bool
+    default: false
+  sandboxes:
+    description:
+      - Phase 2 - remove NotReady pod sandboxes older than O(sandbox_min_age) that have no live container.
+    type: bool
+    default: true
+  sandbox_min_age:
+    description:
+      - NotReady sandboxes younger than this (from their creation time) stay, so that a pod the kubelet is
+        still setting up or tearing down is not raced. Seconds or a duration such as V(10m).
+    type: str
+    default: 10m
+  namespaces:
+    description:
+      - Only sandboxes of Kubernetes namespaces matching one of these shell-style patterns. Empty means all.
+    type: list
+    elements: str
+    default: []
+  exclude_namespaces:
+    description:
+      - Sandboxes of Kubernetes namespaces matching one of these shell-style patterns stay.
+    type: list
+    elements: str
+    default: []
+  images:
+    description:
+      - Phase 3 - remove images no container uses. An image used only by containers removed in the same run
+        is removed too.
+    type: bool
+    default: true
+  image_exclude:
+    description:
+      - Shell-style patterns (C(fnmatch)) matched against each image's tags, digests and ID, both as
+        listed and fully qualified (V(busybox) is V(docker.io/library/busybox:latest)). A matching image
+        is kept.
+    type: list
+    elements: str
+    default: []
+  image_min_age:
+    description:
+      - Keep images whose manifest entered the content store less recently than this (seconds or a duration
+        such as V(30m)), so a just-pulled image is not raced. V(0s) disables the check.
+      - Needs C(ctr) (see O(ctr_path)); ctr reports ages coarsely (V(About an hour), V(2 days)).
+    type: str
+    default: 0s
+  sandbox_image:
+    description:
+      - The runtime's sandbox (pause) image, which is never removed.
+      - When not set, it is read from C(crictl info) (C(config.sandboxImage), containerd 1.6 and 1.7) unless
+        the runtime pins images (containerd 1.7 and 2.x pin their sandbox image).
+    type: str
+  content:
+    description:
+      - Phase 4 - C(ctr content prune references), so containerd deletes the compressed layer blobs only
+        layer labels refer to. Images then cannot be exported or served to peers until pulled again.
+    type: bool
+    default: true
+  content_namespace:
+    description:
+      - containerd namespace of the CRI plugin.
+    type: str
+    default: k8s.io
+  peer_mirror_action:
+    description:
+      - What to do on a node that serves images to its peers (Spegel, the k3s/RKE2 embedded registry mirror) -
+        V(warn) prunes the content store and warns, V(skip) leaves the content store alone.
+    type: str
+    choices: [warn, skip]
+    default: warn
+  disk_usage_threshold:
+    description:
+      - When the image filesystem is less full than this percentage, the run only reports and removes
+        nothing. V(0) always cleans.
+    type: int
+    default: 0
+  fail_on_phase_error:
+    description:
+      - Fail the task when a phase failed (it is always reported in RV(failed_phases); the other phases run
+        either way).
+    type: bool
+    default: false
+seealso:
+  - module: nodemaint.image_gc.crictl_prune
+  - module: nodemaint.image_gc.stale_sandbox
+  - module: nodemaint.image_gc.ctr_content_prune
+  - module: nodemaint.image_gc.imagefs_info
+'''
+
+EXAMPLES = r'''
+- name: Remove all container-runtime garbage
+  nodemaint.image_gc.prune:
+
+- name: See what would go, and why
+  nodemaint.image_gc.prune:
+  check_mode: true
+  register: plan
+
+- name: Show the images that would be removed
+  ansible.builtin.debug:
+    msg: "{{ plan.images | map(attribute='reason') }}"
+
+- name: Keep the CNI images and the logs of the last crash, leave the content store alone
+  nodemaint.image_gc.prune:
+    image_exclude:
+      - "docker.io/calico/*"
+    keep_last_per_pod: true
+    content: false
+    fail_on_phase_error: true
+'''
+
+RETURN = r'''
+containers:
+  description:
+    - Containers removed (in check mode, that would be removed), oldest first, each with its C(reason);
+      the keys of RV(nodemaint.image_gc.crictl_prune#module:containers).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+containers_kept:
+  description: Exited or created containers deliberately kept, with the reason.
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+sandboxes:
+  description:
+    - Pod sandboxes removed (in check mode, that would be removed), with their C(reason); the keys of
+      RV(nodemaint.image_gc.stale_sandbox#module:sandboxes).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+sandboxes_kept:
+  description: NotReady sandboxes deliberately kept (too young, excluded namespace, live container), with the reason.
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+images:
+  description:
+    - Images removed (in check mode, that would be removed), with their C(reason); the keys of
+      RV(nodemaint.image_gc.crictl_prune#module:images).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+images_kept:
+  description: Images kept, each with the reason (in use, pinned, sandbox image, excluded, too young).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+images_space_reclaimed:
+  description: Sum of the sizes of RV(images), in bytes.
+  returned: always
+  type: int
+  sample: 2057707
+blobs:
+  description: Content-store blobs deleted after the prune (in check mode, that would be), with their C(reason).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+content_space_reclaimed:
+  description: Sum of the sizes of RV(blobs), in bytes (ctr rounds sizes to four significant digits).
+  returned: always
+  type: int
+  sample: 1048576
+failures:
+  description: Items whose removal failed (the others were still removed), each with its C(msg).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+phases:
+  description:
+    - One entry per phase, in the order they ran.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    phase:
+      description: V(containers), V(sandboxes), V(images) or V(content).
+      type: str
+      sample: images
+    status:
+      description: V(ok), V(failed) (the phase raised, or an item could not be removed) or V(skipped).
+      type: str
+      sample: ok
+    changed:
+      description: Whether the phase removed (in check mode, would remove) anything.
+      type: bool
+    removed:
+      description: Number of objects removed (in check mode, that would be removed).
+      type: int
+      sample: 3
+    bytes:
+      description: Bytes reclaimed by the phase (images and content only).
+      type: int
+    error:
+      description: Why the phase failed as a whole (it names the cause and the fix).
+      type: str
+      returned: when the phase failed as a whole
+    skip_reason:
+      description: Why the phase did not run.
+      type: str
+      returned: when the phase was skipped
+    duration:
+      description: Seconds the phase took.
+      type: float
+  sample:
+    - {phase: containers, status: ok, changed: true, removed: 2, bytes: 0, duration: 0.05}
+failed_phases:
+  description: Names of the phases whose status is V(failed).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+skip_reason:
+  description: Why no phase ran (the image filesystem is below O(disk_usage_threshold)).
+  returned: when the run was skipped
+  type: str
+disk_before:
+  description:
+    - The disk state before the run, as RV(nodemaint.image_gc.imagefs_info#module:imagefs) returns it
+      (C(error) instead when it could not be read).
+  returned: always
+  type: dict
+disk_after:
+  description:
+    - The disk state after the run. The image filesystem is read again; the object counts are those of
+      the run's listings less what it removed. In check mode the same as RV(disk_before).
+  returned: always
+  type: dict
+sandbox_image:
+  description: The sandbox (pause) image that was protected, if known.
+  returned: when O(images=true)
+  type: str
+  sample: registry.k8s.io/pause:3.9
+commands:
+  description: The command lines that were run.
+  returned: always
+  type: list
+  elements: list
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
+    LOCK_ARGUMENT_SPEC, argument_spec, ids_diff, options, run_engine)
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import ENGINE_SETTINGS
+
+# What each phase's removed items are called in the return value.
+ITEMS = (('containers', 'containers'), ('sandboxes', 'sandboxes'), ('images', 'images'), ('content', 'blobs'))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            options(*ENGINE_SETTINGS), LOCK_ARGUMENT_SPEC,
+            fail_on_phase_error=dict(type='bool', default=False),
+        ),
+        supports_check_mode=True,
+    )
+    run = run_engine(module, ('containers', 'sandboxes', 'images', 'content', 'disk'),
+                     fail_on_error=module.params['fail_on_phase_error'])
+    by_phase = dict((r['phase'], r) for r in run['phases'])
+    out = dict(changed=run['changed'], failures=[], commands=[], failed_phases=run['failed_phases'],
+               disk_before=run['disk_before'], disk_after=run['disk_after'], phases=[])
+    for phase, name in ITEMS:
+        result = by_phase[phase]
+        out[name] = result['removed']
+        if phase != 'content':
+            out[name + '_kept'] = result['kept']
+        out['failures'] += [dict(item, phase=phase) for item in result['failed']]
+        out['commands'] += result['commands']
+        summary = dict((k, result[k]) for k in ('phase', 'status', 'changed', 'bytes', 'duration'))
+        summary['removed'] = len(result['removed'])
+        for key in ('error', 'skip_reason'):
+            if result.get(key):
+                summary[key] = result[key]
+        out['phases'].append(summary)
+    out['images_space_reclaimed'] = by_phase['images']['bytes']
+    out['content_space_reclaimed'] = by_phase['content']['bytes']
+    if 'sandbox_image' in by_phase['images']:
+        out['sandbox_image'] = by_phase['images']['sandbox_image']
+    if run['skip_reason']:
+        out['skip_reason'] = run['skip_reason']
+    if run['failed_phases']:
+        module.warn('phase(s) failed: %s' % '; '.join(
+            '%s: %s' % (r['phase'], r.get('error') or '%d item(s) could not be removed' % len(r['failed']))
+            for r in run['phases'] if r['status'] == 'failed'))
+    if module._diff:
+        diffs = [ids_diff(name, [by_phase[phase]]) for phase, name in ITEMS]
+        out['diff'] = {'before': dict((k, v) for d in diffs for k, v in d['before'].items()),
+                       'after': dict((k, v) for d in diffs for k, v in d['after'].items())}
+    module.exit_json(**out)
+
+
+if __name__ == '__main__':
+    main()
