@@ -71,12 +71,13 @@ class Engine(object):
         self.peer_mirror_root = peer_mirror_root
         s = self.settings
         enabled = set(p for p in self.phases if p == 'disk' or s[p])
-        need_crictl = bool(enabled & set(('containers', 'sandboxes', 'images', 'disk')))
-        need_ctr = 'content' in enabled or ('images' in enabled and s['image_min_age'] > 0)
+        # crictl serves every phase but the content prune: without it the run fails before it
+        # starts. ctr serves only phase 4 (and image_min_age): a missing ctr fails those alone,
+        # when they use it, with the error discovery found.
         self.runtime = (discovery or Discovery()).resolve(
             crictl_path=s['crictl_path'], ctr_path=s['ctr_path'], runtime_endpoint=s['runtime_endpoint'],
             image_endpoint=s['image_endpoint'], containerd_address=s['containerd_address'],
-            timeout=s['timeout'], need_crictl=need_crictl, need_ctr=need_ctr)
+            timeout=s['timeout'], need_crictl=bool(enabled - set(('content',))), need_ctr=False)
         self.crictl = Crictl(self.runtime, self.runner, s['batch_size'])
         self.ctr = Ctr(self.runtime, self.runner, s['content_namespace'])
         # What earlier phases of this run removed (in check mode: planned to remove), so that a

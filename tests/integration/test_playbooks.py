@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -141,9 +142,9 @@ def test_prune_failing_phase_is_reported_and_the_others_run(lab, scenario):
     assert summary['hosts_failed'] == []
     assert summary['containers'] == 2 and summary['sandboxes'] == 4 and summary['images'] == 5, summary
     assert summary['blobs'] == 0
-    assert 'FAILED phases: content' in task_output(out, 'Report this node')['msg']
-    phase4 = out[out.index('TASK [Phase 4'):out.index('TASK [Read the disk state after]')]
-    assert missing in phase4 and 'containerd_address' in phase4, phase4
+    node = task_output(out, 'Report this node')['msg']
+    assert 'FAILED phases: content' in node
+    assert missing in node and 'containerd_address' in node, node
     assert recap(out)['failed'] == 0
     after = state(lab)
     assert not set(exp['exited_container_ids']) & set(after['containers'])
@@ -247,3 +248,104 @@ def test_demo_runs_clean_and_shows_less_after(lab):
     left = [p for p in _demo_pids() - pids_before if os.path.exists('/proc/%d' % p)]
     assert left == [], ['%d: %s' % (p, open('/proc/%d/cmdline' % p).read().replace('\0', ' ')) for p in left]
     assert _demo_dirs() - dirs_before == set()
+
+
+# --------------------------------------------------------------------------------------------
+# one module per node, the lock held for the whole run, the report file
+
+def test_prune_playbook_runs_one_module_task_per_node():
+    """Statically: the only task of the collection's modules in the playbook is one prune task,
+    and it relays nothing between tasks."""
+    import yaml
+    with open(os.path.join(ROOT, 'playbooks', 'prune.yml')) as handle:
+        plays = yaml.safe_load(handle)
+
+    def tasks(items):
+        for task in items:
+            yield task
+            yield from tasks(task.get('block', []))
+    modules = [key for play in plays for task in tasks(play.get('tasks', [])) for key in task
+               if key.startswith('nodemaint.image_gc.')]
+    assert modules == ['nodemaint.image_gc.prune']
+    with open(os.path.join(ROOT, 'playbooks', 'prune.yml')) as handle:
+        assert 'assume_removed' not in handle.read()
+
+
+HOLDER = r'''
+import json, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import RunLock
+lock = RunLock(sys.argv[2], 5)
+assert lock.acquire()
+print('held', flush=True)
+time.sleep(float(sys.argv[3]))
+# what the runtime holds at the very end of the hold, right before the release
+ps = subprocess.run(sys.argv[4:] + ['ps', '-a', '-q'], capture_output=True, text=True, check=True).stdout.split()
+with open(sys.argv[2] + '.seen', 'w') as handle:
+    json.dump({'containers': ps, 'released': time.time()}, handle)
+lock.release()
+'''
+
+
+def _hold_lock(lab, seconds):
+    from tests.integration.ansible_play import collections_path
+    lock = os.path.join(lab.base, 'run.lock')
+    crictl = [os.path.join(lab.bin_dir, 'crictl'), '--runtime-endpoint', lab.endpoint]
+    holder = subprocess.Popen([sys.executable, '-c', HOLDER, collections_path(), lock, str(seconds)] + crictl,
+                              stdout=subprocess.PIPE, text=True, env=lab.env())
+    assert holder.stdout.readline().strip() == 'held'
+    return holder, lock
+
+
+def test_prune_waits_for_a_run_that_holds_the_lock_and_never_interleaves(lab, scenario):
+    """A run holding the lock (as the timer's runner does, with the same RunLock) for 8 s: the
+    playbook's prune task waits; at the moment the holder lets go every exited container is still
+    there, so nothing was removed while it held the lock; then the prune removes them."""
+    exited = scenario['expected']['exited_container_ids']
+    holder, lock = _hold_lock(lab, 8)
+    started = time.time()
+    try:
+        proc = run_playbook(lab, PLAYBOOK, inventory_vars(lab, image_gc_lock_wait='2m'),
+                            extra_vars={'image_gc_image_exclude': EXCLUDE})
+    finally:
+        holder.wait(timeout=60)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    with open(lock + '.seen') as handle:
+        seen = json.load(handle)
+    assert set(exited) <= set(seen['containers']), 'the prune removed containers while the lock was held'
+    assert seen['released'] - started >= 7
+    assert task_output(proc.stdout, 'Report the fleet')['msg']['containers'] == len(exited)
+    assert not set(exited) & set(state(lab)['containers'])
+
+
+def test_prune_fails_naming_the_holder_when_the_lock_stays_held(lab, scenario):
+    before = state(lab)
+    holder, lock = _hold_lock(lab, 20)
+    try:
+        proc = run_playbook(lab, PLAYBOOK, inventory_vars(lab, image_gc_lock_wait='2s'),
+                            extra_vars={'image_gc_image_exclude': EXCLUDE})
+        during = state(lab)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode != 0 and recap(proc.stdout)['failed'] == 1, proc.stdout[-3000:]
+    assert 'another image GC run holds %s (pid %d)' % (lock, holder.pid) in proc.stdout
+    assert during == before
+
+
+def test_prune_writes_the_fleet_report_when_asked(lab, scenario, tmp_path):
+    out = tmp_path / 'report'
+    proc = run_playbook(lab, PLAYBOOK, inventory_vars(lab), check=True,
+                        extra_vars={'image_gc_image_exclude': EXCLUDE, 'image_gc_report_dir': str(out)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    fleet = task_output(proc.stdout, 'Report the fleet')['msg']
+    report = json.loads((out / 'report.json').read_text())
+    assert report['dry_run'] is True
+    assert report['fleet']['containers'] == fleet['containers'] == len(scenario['expected']['exited_container_ids'])
+    host = report['hosts']['localhost']
+    assert [p['phase'] for p in host['phases']] == ['containers', 'sandboxes', 'images', 'content']
+    assert int(host['images']) == fleet['images'] and host['failed_phases'] == []
+    markdown = (out / 'report.md').read_text()
+    assert markdown.startswith('# Image GC fleet report (dry run')
+    assert '| localhost | %s | %s | %s |' % (host['containers'], host['sandboxes'], host['images']) in markdown
+    assert '### localhost' in markdown and '| images | ok | %s |' % fleet['images'] in markdown

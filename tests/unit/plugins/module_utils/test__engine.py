@@ -190,13 +190,29 @@ def test_image_min_age_reads_the_content_store(peer_root):
     assert ids(result['removed']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1]
 
 
-def test_image_min_age_needs_ctr(peer_root):
+def test_a_missing_ctr_fails_only_what_uses_it(peer_root):
     from image_gc_testlib import fake_discovery, CRICTL, SOCKET
     discovery = fake_discovery(env={'PATH': '/usr/local/bin'}, executables={CRICTL}, sockets={SOCKET})
-    with pytest.raises(ImageGCError, match='ctr not found'):
-        make_engine(node_runner(V16), settings={'image_min_age': '1h'}, phases=('images',), discovery=discovery)
+    runner = node_runner(V16)
+    run = make_engine(runner, settings={'image_min_age': '1h'}, discovery=discovery, peer_root=peer_root).run()
+    status = dict((r['phase'], r['status']) for r in run['phases'])
+    assert status == {'containers': 'ok', 'sandboxes': 'ok', 'images': 'failed', 'content': 'failed'}
+    for result in run['phases'][2:]:
+        assert result['error'].startswith('ctr not found. Tried: ') and 'ctr_path' in result['error']
+    assert runner.ran('crictl', 'rmi') == []
     # without image_min_age the images phase does not need ctr
-    make_engine(node_runner(V16), phases=('images',), discovery=discovery)
+    run = make_engine(node_runner(V16), phases=('images',), discovery=discovery).run()
+    assert run['phases'][0]['status'] == 'ok'
+
+
+def test_a_missing_crictl_fails_before_anything_runs(peer_root):
+    from image_gc_testlib import fake_discovery, CTR, SOCKET
+    discovery = fake_discovery(env={'PATH': '/usr/bin'}, executables={CTR}, sockets={SOCKET})
+    with pytest.raises(ImageGCError, match='crictl not found'):
+        make_engine(node_runner(V16), discovery=discovery)
+    # the content prune alone needs no crictl
+    assert make_engine(node_runner(V16), phases=('content',), discovery=discovery, peer_root=peer_root).run()[
+        'status'] == 'ok'
 
 
 def test_batch_size_applies_to_the_engine(peer_root):
