@@ -1,0 +1,158 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One source for every default: the settings table (plugins/module_utils/_settings.py).
+
+The module docs, the role's defaults/main.yml and meta/argument_specs.yml, the prune playbook and
+the README's table of playbook variables must agree with it; the playbook writes no default of
+its own for a setting."""
+
+import ast
+import os
+import re
+
+import pytest
+import yaml
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings import SETTINGS, names
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODULES = ('crictl_prune', 'stale_sandbox', 'ctr_content_prune', 'imagefs_info', 'prune')
+# module option -> setting, where a module names a setting differently
+RENAMES = {'stale_sandbox': {'min_age': 'sandbox_min_age'},
+           'crictl_prune': {'namespace': 'content_namespace'},
+           'ctr_content_prune': {'namespace': 'content_namespace'}}
+# role variables that do not mirror the runner's default on purpose
+ROLE_OWN = {'textfile_path': 'written only with timer_metrics_enabled (the runner writes no metrics by default)'}
+
+
+def _string_constants(path):
+    with open(path) as handle:
+        tree = ast.parse(handle.read())
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    out[target.id] = node.value.value
+    return out
+
+
+def _fragment_options():
+    consts = _string_constants(os.path.join(ROOT, 'plugins', 'doc_fragments', 'runtime.py'))
+    options = {}
+    for name in ('DOCUMENTATION', 'LOCK'):
+        options.update(yaml.safe_load(consts[name])['options'])
+    return options
+
+
+def _documented(module):
+    doc = yaml.safe_load(_string_constants(os.path.join(ROOT, 'plugins', 'modules', module + '.py'))['DOCUMENTATION'])
+    options = dict(doc['options'])
+    for fragment in doc.get('extends_documentation_fragment', []):
+        if fragment in ('nodemaint.image_gc.runtime', 'nodemaint.image_gc.runtime.lock'):
+            part = 'LOCK' if fragment.endswith('.lock') else 'DOCUMENTATION'
+            consts = _string_constants(os.path.join(ROOT, 'plugins', 'doc_fragments', 'runtime.py'))
+            options.update(yaml.safe_load(consts[part])['options'])
+    return options
+
+
+def _same(value, setting):
+    """A documented/role value equals the table's default (durations as written, None as absent)."""
+    return value == setting.default
+
+
+CASES = [(m, opt, RENAMES.get(m, {}).get(opt, opt)) for m in MODULES for opt in _documented(m)
+         if RENAMES.get(m, {}).get(opt, opt) in SETTINGS]
+
+
+@pytest.mark.parametrize('module, option, setting', CASES, ids=['%s.%s' % c[:2] for c in CASES])
+def test_module_doc_default_is_the_table_default(module, option, setting):
+    documented = _documented(module)[option].get('default')
+    assert _same(documented, SETTINGS[setting]), '%s: %s documents %r, the table says %r' % (
+        module, option, documented, SETTINGS[setting].default)
+
+
+def test_the_prune_module_offers_every_engine_and_lock_setting_by_its_name():
+    documented = set(_documented('prune'))
+    assert set(names('runtime', 'containers', 'sandboxes', 'images', 'content', 'run', 'lock')) <= documented
+
+
+def test_the_doc_fragment_covers_the_runtime_and_lock_settings():
+    assert set(_fragment_options()) == set(names('runtime', 'lock'))
+
+
+def _role():
+    with open(os.path.join(ROOT, 'roles', 'timer', 'defaults', 'main.yml')) as handle:
+        defaults = yaml.safe_load(handle)
+    with open(os.path.join(ROOT, 'roles', 'timer', 'meta', 'argument_specs.yml')) as handle:
+        specs = yaml.safe_load(handle)['argument_specs']['main']['options']
+    return defaults, specs
+
+
+def _render(value, defaults):
+    """``{{ var }}/x`` with the role's own defaults (the only templating the defaults use)."""
+    if isinstance(value, str):
+        return re.sub(r'\{\{\s*(\w+)\s*\}\}', lambda m: str(defaults[m.group(1)]), value)
+    return value
+
+
+@pytest.mark.parametrize('setting', [s for s in SETTINGS if s not in ROLE_OWN])
+def test_role_default_is_the_table_default(setting):
+    defaults, specs = _role()
+    var = 'timer_' + setting
+    assert var in defaults, '%s: the role has no %s' % (setting, var)
+    assert _same(_render(defaults[var], defaults), SETTINGS[setting]), '%s: %r' % (var, defaults[var])
+    assert specs[var].get('default') == defaults[var], '%s: argument_specs and defaults/main.yml disagree' % var
+
+
+def test_every_role_default_is_in_the_argument_specs():
+    defaults, specs = _role()
+    for var, value in defaults.items():
+        assert var in specs, var
+        assert specs[var].get('default') == value, var
+
+
+def test_the_role_writes_every_setting_into_the_runner_config():
+    with open(os.path.join(ROOT, 'roles', 'timer', 'vars', 'main.yml')) as handle:
+        config = yaml.safe_load(handle)['_timer_config_base']
+    assert set(config) == set(SETTINGS)
+
+
+def test_the_prune_playbook_passes_every_setting_and_defaults_none():
+    with open(os.path.join(ROOT, 'playbooks', 'prune.yml')) as handle:
+        text = handle.read()
+    plays = yaml.safe_load(text)
+    task = [t for t in plays[0]['tasks'] if 'nodemaint.image_gc.prune' in t][0]['nodemaint.image_gc.prune']
+    assert set(task) == set(_documented('prune'))
+    for option, value in task.items():
+        assert value == '{{ image_gc_%s | default(omit) }}' % option, option
+    # the only defaults the playbook writes are its own variables'
+    assert sorted(set(re.findall(r'(image_gc_\w+) \| default\((?!omit)', text))) == ['image_gc_hosts', 'image_gc_serial']
+
+
+def _readme_rows():
+    with open(os.path.join(ROOT, 'README.md')) as handle:
+        text = handle.read()
+    table = text[text.index('### Playbook variables'):]
+    table = table[:table.index('\n\n', table.index('| variable'))]
+    for line in table.splitlines()[3:]:
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        yield re.findall(r'`image_gc_(\w+)`', cells[0]), cells[1]
+
+
+def test_readme_playbook_variables_state_the_table_defaults():
+    seen = set()
+    for variables, stated in _readme_rows():
+        values = re.findall(r'`([^`]*)`', stated) if stated.startswith('`') else None
+        for index, name in enumerate(variables):
+            seen.add(name)
+            if name not in SETTINGS:
+                continue
+            setting = SETTINGS[name]
+            if setting.default is None:
+                assert values is None, '%s: the README states %s, the table has no default' % (name, stated)
+                continue
+            assert values, '%s: no default stated' % name
+            value = values[index] if len(values) > 1 else values[0]
+            assert yaml.safe_load(value) == setting.default or value == setting.default, (name, value)
+    assert set(names('runtime', 'containers', 'sandboxes', 'images', 'content', 'run', 'lock')) <= seen
