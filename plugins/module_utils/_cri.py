@@ -11,7 +11,6 @@ import re
 from ._common import CommandError, ImageGCError, parse_human_age, parse_human_size
 
 
-
 class Container(object):
     def __init__(self, raw):
         meta = raw.get('metadata') or {}

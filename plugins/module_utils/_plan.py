@@ -19,6 +19,10 @@ NOTREADY = 'SANDBOX_NOTREADY'
 LAYER_LABEL_PREFIX = 'containerd.io/gc.ref.content.l.'
 CONTENT_REF_PREFIX = 'containerd.io/gc.ref.content.'
 CONFIG_LABEL = 'containerd.io/gc.ref.content.config'
+# What a sandbox (pause) image is called by kubeadm (registry.k8s.io/pause), k3s and RKE2
+# (rancher/mirrored-pause) and most mirrors of them, matched on fully qualified references.
+SANDBOX_IMAGE_LOOKALIKES = ('*/pause:*', '*/pause@*', '*/mirrored-pause:*', '*/mirrored-pause@*',
+                            '*/*-pause:*', '*/*-pause@*')
 
 
 class Plan(object):
@@ -202,6 +206,9 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
     users = image_users(images, [c for c in containers if c.id not in removed])
     freed_by = image_users(images, [c for c in containers if c.id in removed])
     sandbox_norm = normalize_ref(sandbox_image) if sandbox_image else None
+    # Fail safe: a runtime that neither names nor pins its sandbox image keeps every image that
+    # looks like one (removing it breaks the next pod start on a node that cannot pull).
+    unknown_sandbox = not sandbox_image and not any(i.pinned for i in images)
     patterns = exclude_patterns(exclude)
     for image in sorted(images, key=lambda i: i.id):
         item = image.to_dict()
@@ -227,6 +234,10 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
         elif sandbox_norm and (sandbox_image in image.refs or sandbox_norm in norm_refs or sandbox_image == image.id):
             item['reason'] = 'sandbox (pause) image of the runtime (%s)' % sandbox_image
             plan.keep.append(item)
+        elif unknown_sandbox and any(_matches_any(r, SANDBOX_IMAGE_LOOKALIKES) for r in norm_refs):
+            item['reason'] = ('looks like a sandbox (pause) image, and the runtime neither reports nor pins '
+                              'its own; set sandbox_image to name it')
+            plan.keep.append(item)
         elif pattern:
             item['reason'] = 'excluded by pattern %r' % pattern
             plan.keep.append(item)
@@ -247,9 +258,10 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
                 reason = 'unused'
             item['reason'] = reason
             plan.remove.append(item)
-    if not sandbox_image and not any(i.pinned for i in images):
-        plan.warnings.append('the runtime did not report its sandbox (pause) image and pins no image; '
-                             'set sandbox_image or add it to image_exclude so it is never removed')
+    if unknown_sandbox:
+        plan.warnings.append('the runtime did not report its sandbox (pause) image and pins no image: images '
+                             'that look like one (%s) are kept; set sandbox_image to name it'
+                             % ', '.join(SANDBOX_IMAGE_LOOKALIKES))
     return plan
 
 

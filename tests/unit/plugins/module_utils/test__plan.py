@@ -229,10 +229,28 @@ def test_sandbox_image_matches_short_and_id_forms(configured):
     assert IMG_PAUSE in reasons(plan.keep)
 
 
-def test_no_sandbox_image_and_nothing_pinned_warns_and_pause_goes():
+def test_no_sandbox_image_and_nothing_pinned_keeps_what_looks_like_one_and_warns():
+    """Fail safe (the first release removed the pause image here, and the next pod start failed)."""
     plan = _plan.plan_images(images(V16), containers(V16), None)
-    assert IMG_PAUSE in plan.ids
-    assert len(plan.warnings) == 1 and 'sandbox_image' in plan.warnings[0]
+    assert IMG_PAUSE not in plan.ids
+    assert reasons(plan.keep)[IMG_PAUSE].startswith('looks like a sandbox (pause) image')
+    assert IMG_UNUSED3 in plan.ids
+    assert len(plan.warnings) == 1 and 'set sandbox_image' in plan.warnings[0]
+
+
+@pytest.mark.parametrize('tag, kept', [
+    ('registry.k8s.io/pause:3.10', True), ('docker.io/rancher/mirrored-pause:3.6', True),
+    ('rancher/mirrored-pause@sha256:' + 'a' * 64, True), ('k8s.gcr.io/pause:3.2', True),
+    ('registry.example.net/mirror/eks-pause:3.9', True),
+    ('docker.io/library/pause-detector:1', False), ('docker.io/feas/unused:3', False),
+])
+def test_sandbox_lookalikes_by_name(tag, kept):
+    image = Image({'id': 'sha256:' + 'c' * 64, 'repoTags': [tag] if '@' not in tag else [],
+                   'repoDigests': [tag] if '@' in tag else [], 'size': '9'})
+    unknown = _plan.plan_images([image], [], None)
+    assert (image.id not in unknown.ids) is kept
+    # a runtime that names its sandbox image: a look-alike that is not it is removable
+    assert image.id in _plan.plan_images([image], [], 'registry.k8s.io/pause:3.9').ids
 
 
 @pytest.mark.parametrize('pattern, image', [

@@ -1,0 +1,82 @@
+"""Guards on the real containerd of the lab, with the engine run in-process so that a test hook
+can act between the plan and the removal (issue 12):
+
+- a container created from an image after the plan was made keeps that image (containerd's CRI
+  would remove it: rmi of an image in use succeeds);
+- a runtime that neither reports nor pins its sandbox image: the pause image survives.
+"""
+
+import json
+import sys
+
+from tests.integration.ansible_play import EXCLUDE, collections_path, runtime_args, runtime_state
+from tests.lab.scenario import run_container, run_pod
+
+if collections_path() not in sys.path:            # the collection as ansible_collections.nodemaint.image_gc
+    sys.path.insert(0, collections_path())
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandResult, CommandRunner  # noqa: E402
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import Engine  # noqa: E402
+
+
+class HookRunner(CommandRunner):
+    """The real CommandRunner, with ``after(argv, result) -> result or None`` called after each command."""
+
+    def __init__(self, after):
+        super(HookRunner, self).__init__()
+        self.after = after
+
+    def run(self, argv, timeout=None):
+        result = super(HookRunner, self).run(argv, timeout)
+        return self.after(argv, result) or result
+
+
+def _verb(argv):
+    return argv[argv.index('--timeout') + 2] if '--timeout' in argv else None
+
+
+def test_a_container_created_after_the_plan_keeps_its_image(lab, scenario):
+    unused = scenario['images']['unused3']
+    created = []
+
+    def after(argv, result):
+        # the plan has its image listing; before any rmi, the kubelet creates a container from unused:3
+        if _verb(argv) == 'images' and not created:
+            pod, cfg = run_pod(lab, 'feas-late')
+            created.append(run_container(lab, pod, cfg, 'late', unused['name'],
+                                         ['/bin/busybox', 'sleep', '3600']))
+    runner = HookRunner(after)
+    settings = dict(runtime_args(lab), image_exclude=EXCLUDE, containers=False)
+    result = Engine(settings, ('images',), runner=runner).run()['phases'][0]
+    assert created, ('the hook did not run', result.get('error'))
+    assert result['status'] == 'ok', result
+    kept = dict((i['id'], i['reason']) for i in result['kept'])
+    assert kept[unused['id']] == 'in use by container late (%s), created after the plan was made' % created[0][:13]
+    rmi = [r.argv for r in runner.history if _verb(r.argv) == "rmi"]
+    assert rmi and all(unused['id'] not in argv for argv in rmi)
+    after_state = runtime_state(lab)
+    assert unused['id'] in after_state['images']
+    assert scenario['images']['busybox1']['id'] not in after_state['images']      # the plan still ran
+
+
+def test_pause_image_survives_when_the_runtime_does_not_name_it(lab, scenario):
+    pause = scenario['images']['pause']
+
+    def after(argv, result):
+        if _verb(argv) == 'info':              # a runtime that does not report its sandbox image
+            data = json.loads(result.stdout)
+            (data.get('config') or {}).pop('sandboxImage', None)
+            return CommandResult(result.argv, result.rc, json.dumps(data), result.stderr)
+        return None
+    settings = dict(runtime_args(lab), image_exclude=EXCLUDE, sandbox_min_age='0s')
+    run = Engine(settings, ('containers', 'sandboxes', 'images'), runner=HookRunner(after)).run()
+    images = run['phases'][2]
+    assert images['status'] == 'ok' and images['sandbox_image'] is None
+    kept = dict((i['id'], i['reason']) for i in images['kept'])
+    if pause['pinned']:
+        assert kept[pause['id']] == 'pinned by the runtime'          # containerd 2.x pins it
+    else:
+        assert kept[pause['id']].startswith('looks like a sandbox (pause) image')
+        assert any('set sandbox_image' in w for w in images['warnings'])
+    assert pause['id'] in runtime_state(lab)['images']
+    assert scenario['images']['unused3']['id'] not in runtime_state(lab)['images']
