@@ -78,6 +78,7 @@ image_gc_crictl_path=$REPO_ROOT/tests/lab/bin/crictl
 image_gc_ctr_path=$(command -v ctr)
 image_gc_runtime_endpoint=unix://$SOCKET
 image_gc_lock_path=$LAB_DIR/run.lock
+image_gc_image_record_path=$LAB_DIR/images.json
 EOF
 
 run_prune() {

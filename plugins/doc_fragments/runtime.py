@@ -76,6 +76,43 @@ options:
     default: 10m
 '''
 
+    # The last-use record (image_record_path of plugins/module_utils/_settings.py)
+    RECORD = r'''
+options:
+  image_record_path:
+    description:
+      - The last-use record on the node - when each image was first seen and last seen in use (a container of
+        it exists - running counts as now, any other state as its creation time). Every real run that lists
+        containers updates it (written atomically), so it survives restarts of the node, of containerd and of
+        the kubelet, which keeps this in memory only. It is shared with the C(node-image-gc) timer runner.
+      - A missing or corrupt record is a warning; every image it does not know counts as used now.
+    type: path
+    default: /var/lib/node-image-gc/images.json
+'''
+
+    # Retention of unused images (a warm cache), plugins/module_utils/_plan.py Retention
+    RETENTION = r'''
+options:
+  image_unused_for:
+    description:
+      - Keep a warm cache - an unused image is removed only when it was last used (never used - first seen)
+        longer ago than this, per O(image_record_path). Seconds or a duration such as V(12h) or V(7d).
+      - V(0s) removes every unused image (the semantics of C(crictl rmi --prune)).
+    type: str
+    default: 0s
+  disk_high:
+    description:
+      - While the image filesystem is fuller than this percentage (1-99), unused images are removed least
+        recently used first until the projected usage is at or below O(disk_low), even if they were used within
+        O(image_unused_for). What is in use, pinned, the sandbox image, excluded or younger than O(image_min_age)
+        still stays. Set together with O(disk_low); unset, no disk target applies.
+    type: int
+  disk_low:
+    description:
+      - The usage percentage (1-99, below O(disk_high)) that removals for the disk target stop at.
+    type: int
+'''
+
     ATTRIBUTES = r'''
 attributes:
   check_mode:

@@ -10,7 +10,7 @@ from ._common import CommandError, ImageGCError, RunLock, parse_duration
 from ._settings import SETTINGS, default, names
 
 _TYPES = {'str': 'str', 'path': 'path', 'duration': 'str', 'bool': 'bool', 'count': 'int', 'percent': 'int',
-          'list': 'list'}
+          'level': 'int', 'list': 'list'}
 
 
 def option(name, **extra):
@@ -97,9 +97,8 @@ def run_engine(module, phases, renames=None, fail_on_error=True):
             run = engine.run(check_mode=module.check_mode)
     except ImageGCError as exc:
         fail(module, exc)
-    for result in run['phases']:
-        for warning in result['warnings']:
-            module.warn(warning)
+    for warning in run['warnings'] + [w for result in run['phases'] for w in result['warnings']]:
+        module.warn(warning)
     errors = [r for r in run['phases'] if r.get('error')]
     if errors and fail_on_error:
         first = errors[0]

@@ -11,6 +11,7 @@ import fcntl
 import os
 import re
 import subprocess
+import tempfile
 import time
 
 
@@ -33,13 +34,13 @@ class CommandError(ImageGCError):
 # --------------------------------------------------------------------------------------------
 # Durations, sizes, ages
 
-_DURATION_RE = re.compile(r'^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$')
+_DURATION_RE = re.compile(r'^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$')
 
 
 def parse_duration(value, name='duration'):
-    """Seconds from ``600``, ``'600'``, ``'90s'``, ``'10m'``, ``'1h30m'``; ImageGCError otherwise."""
-    hint = ("%s: invalid duration %r; use whole seconds (600) or hours/minutes/seconds "
-            "such as 90s, 10m or 1h30m" % (name, value))
+    """Seconds from ``600``, ``'600'``, ``'90s'``, ``'10m'``, ``'1h30m'``, ``'7d'``; ImageGCError otherwise."""
+    hint = ("%s: invalid duration %r; use whole seconds (600) or days/hours/minutes/seconds "
+            "such as 90s, 10m, 1h30m or 7d" % (name, value))
     if isinstance(value, bool):
         raise ImageGCError(hint)
     if isinstance(value, int):
@@ -54,17 +55,19 @@ def parse_duration(value, name='duration'):
     match = _DURATION_RE.match(text)
     if not text or not match or not any(match.groups()):
         raise ImageGCError(hint)
-    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 def format_duration(seconds):
-    """``'1h30m'``-style text of a number of seconds (the inverse of parse_duration)."""
+    """``'1h30m'``-style text of a number of seconds (the inverse of parse_duration); whole days
+    from two days on (``'3d'``, ``'2d4h'``), so ``'36h'`` stays ``'36h'``."""
     seconds = int(seconds)
     if seconds == 0:
         return '0s'
     out = ''
-    for unit, size in (('h', 3600), ('m', 60), ('s', 1)):
+    units = (('d', 86400),) if seconds >= 2 * 86400 else ()
+    for unit, size in units + (('h', 3600), ('m', 60), ('s', 1)):
         if seconds >= size:
             out += '%d%s' % (seconds // size, unit)
             seconds %= size
@@ -217,3 +220,22 @@ class RunLock(object):
 
     def __exit__(self, *exc):
         self.release()
+
+
+# --------------------------------------------------------------------------------------------
+# Files the runs keep: written whole or not at all
+
+def write_atomic(path, text, mode=0o644):
+    directory = os.path.dirname(path) or '.'
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
+    try:
+        with os.fdopen(fd, 'w') as handle:
+            handle.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

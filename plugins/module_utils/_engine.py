@@ -18,7 +18,7 @@ from ._cri import Crictl, Ctr
 from ._discovery import Discovery
 from ._host import detect_peer_mirror, filesystem_usage
 from ._settings import ENGINE_GROUPS, PHASES, names, validate
-from . import _plan
+from . import _plan, _record
 
 ENGINE_SETTINGS = names(*ENGINE_GROUPS)
 
@@ -88,12 +88,22 @@ class Engine(object):
         # What this run knows is on the node: the latest listing of each kind (containers,
         # sandboxes, images: id -> object), less what the run removed since.
         self._known = {}
+        # Every container any listing of this run showed (evidence of use for the last-use
+        # record, removed ones included), the record as read, and the disk report before.
+        self._seen = {}
+        self._record = None
+        self._disk_before = None
+        self.warnings = []
 
     # -- listings -----------------------------------------------------------------------------
     def _list(self, kind):
         """A fresh listing of ``kind``, remembered as what is known."""
         items = getattr(self.crictl, kind)()
         self._known[kind] = dict((i.id, i) for i in items)
+        if kind == 'containers':
+            now = self.clock() // 10 ** 9
+            for c in items:
+                self._seen[c.id] = (c, now)
         return items
 
     def _current(self, kind):
@@ -151,7 +161,7 @@ class Engine(object):
         """
         emit = on_event or (lambda kind, data: None)
         out = {'check_mode': check_mode, 'phases': [], 'disk_before': None, 'disk_after': None,
-               'skip_reason': None}
+               'skip_reason': None, 'warnings': self.warnings}
         if 'disk' in self.phases:
             out['disk_before'] = self._disk_report('before', emit)
             out['skip_reason'] = self._below_threshold(out['disk_before'])
@@ -180,6 +190,8 @@ class Engine(object):
                 emit('disk', out['disk_after'])
             else:
                 out['disk_after'] = self._disk_report('after', emit)
+        if not check_mode and self._seen:
+            self._save_record()
         out['failed_phases'] = [r['phase'] for r in out['phases'] if r['status'] == 'failed']
         out['changed'] = any(r['changed'] for r in out['phases'])
         out['removed'] = sum(len(r['removed']) for r in out['phases'])
@@ -203,6 +215,48 @@ class Engine(object):
             return 'image filesystem %.1f%% used, below disk_usage_threshold %s%%: report only' % (
                 max(values), threshold)
         return None
+
+    # -- the last-use record -------------------------------------------------------------------
+    def _evidence(self, images=None):
+        """{image id: seconds}: the latest use each container seen in this run is evidence of."""
+        containers = [c for c, dummy in self._seen.values()]
+        ids = None
+        if images is not None:
+            ids = dict((c.id, image_id) for image_id, users in _plan.image_users(images, containers).items()
+                       for c in users)
+        out = {}
+        for c, listed_at in self._seen.values():
+            for image_id, when in _record.uses([c], listed_at, ids).items():
+                out[image_id] = max(when, out.get(image_id, -1))
+        return out
+
+    def last_use(self, images=None):
+        """The last-use record as this run sees it: as read, with this run's evidence merged in."""
+        if self._record is None:
+            self._record, warning = _record.load(self.settings['image_record_path'])
+            if warning:
+                self.warnings.append(warning)
+        return _record.merge(self._record, self.clock() // 10 ** 9, self._evidence(images), images)
+
+    def _save_record(self):
+        # What the run knows is there now (what it removed is forgotten): entries of other images go.
+        images = list(self._known['images'].values()) if 'images' in self._known else None
+        entries = self.last_use(images)
+        try:
+            _record.save(self.settings['image_record_path'], entries, self.clock() // 10 ** 9)
+        except OSError as exc:
+            self.warnings.append('could not write the last-use record %s: %s' % (
+                self.settings['image_record_path'], exc.strerror or exc))
+
+    def _image_fs(self):
+        """The fullest image filesystem (``used_bytes``/``size_bytes`` of the filesystem holding
+        it), from the disk report before the run or, without one, read now; None if unknown."""
+        disk = self._disk_before if self._disk_before is not None else self.disk_state(fresh=False)
+        known = [fs for fs in disk.get('image_filesystems', []) if fs.get('fs_size_bytes')]
+        if not known:
+            return None
+        fs = max(known, key=lambda f: f['fs_used_percent'])
+        return {'used_bytes': fs['fs_used_bytes'], 'size_bytes': fs['fs_size_bytes'], 'path': fs['fs_path']}
 
     # -- phase 1 ------------------------------------------------------------------------------
     def containers_phase(self, check_mode=False):
@@ -259,11 +313,22 @@ class Engine(object):
         ages = None
         if s['image_min_age']:
             ages = _plan.image_manifest_ages(self.ctr.content())
+        disk = None
+        if s['disk_high']:
+            disk = self._image_fs()
+            if disk is None:
+                result['warnings'].append('the image filesystem\'s usage is unknown here: disk_high/disk_low do '
+                                          'not apply, only image_unused_for')
+            else:
+                disk.update(high=s['disk_high'], low=s['disk_low'])
+        retention = _plan.Retention(self.clock() // 10 ** 9, s['image_unused_for'], self.last_use(images), disk)
         plan = _plan.plan_images(images, containers, sandbox_image, s['image_exclude'], s['image_min_age'],
-                                 ages, removed_containers=self.removed_containers)
+                                 ages, removed_containers=self.removed_containers, retention=retention)
         result['kept'] = plan.keep
         result['warnings'].extend(plan.warnings)
         result['sandbox_image'] = sandbox_image
+        if plan.disk:
+            result['disk_target'] = plan.disk
         if check_mode:
             result['removed'] = plan.remove
             result['changed'] = bool(plan.remove)
@@ -346,6 +411,8 @@ class Engine(object):
             entry.update(filesystem_usage(mount))
             filesystems.append(entry)
         listing = self._list if fresh else self._current
+        if fresh:
+            self._disk_before = {'image_filesystems': filesystems}
         containers = listing('containers')
         sandboxes = listing('sandboxes')
         images = listing('images')

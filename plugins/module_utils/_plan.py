@@ -33,6 +33,7 @@ class Plan(object):
         self.remove = []
         self.keep = []
         self.warnings = []
+        self.disk = None           # images: the disk target's figures, when one applies
 
     @property
     def ids(self):
@@ -193,13 +194,14 @@ def image_users(images, containers):
 
 
 def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, manifest_ages=None,
-                removed_containers=()):
+                removed_containers=(), retention=None):
     """Unused images with the semantics of ``crictl rmi --prune``, plus the collection's guards.
 
     An image is in use when any container (exited ones included) refers to it, unless that
     container is in ``removed_containers`` (removed earlier in the same run). Pinned images, the
     runtime's sandbox image, images matching an ``exclude`` glob (on tags, digests or id) and
     images younger than ``min_age`` (age of the image's manifest in the content store) are kept.
+    ``retention`` (a Retention) then keeps a warm cache of recently used images.
     """
     plan = Plan('images')
     removed = set(removed_containers or ())
@@ -258,11 +260,93 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
                 reason = 'unused'
             item['reason'] = reason
             plan.remove.append(item)
+    if retention is not None:
+        retention.apply(plan)
     if unknown_sandbox:
         plan.warnings.append('the runtime did not report its sandbox (pause) image and pins no image: images '
                              'that look like one (%s) are kept; set sandbox_image to name it'
                              % ', '.join(SANDBOX_IMAGE_LOOKALIKES))
     return plan
+
+
+class Retention(object):
+    """The warm cache: of the unused images a plan would remove, keep those used (or, never used,
+    first seen) less than ``unused_for`` seconds ago; but while the image filesystem is above
+    ``disk['high']`` percent, remove kept ones too, least recently used first, until the projected
+    usage is at or below ``disk['low']``.
+
+    ``last_use``: ``{image id: {'first_seen': s, 'last_used': s or None}}`` (the last-use record);
+    an image it does not know counts as used ``now``. ``disk``: None, or ``{'high', 'low',
+    'used_bytes', 'size_bytes'}`` of the image filesystem.
+    """
+
+    def __init__(self, now, unused_for=0, last_use=None, disk=None):
+        self.now = now
+        self.unused_for = unused_for
+        self.last_use = last_use or {}
+        self.disk = disk
+
+    def last(self, image_id):
+        """(seconds ago, what): the image's last use, or its first sighting, or now if unknown.
+        A time in the future (clock skew) counts as now."""
+        entry = self.last_use.get(image_id)
+        if not entry:
+            return 0, 'last use unknown, counted as now'
+        if entry.get('last_used') is not None:
+            stamp, what = entry['last_used'], 'last used'
+        else:
+            stamp, what = entry['first_seen'], 'never used, first seen'
+        return max(0, self.now - stamp), what
+
+    def _said(self, image_id):
+        ago, what = self.last(image_id)
+        return what if what.endswith('now') else '%s %s ago' % (what, format_duration(ago))
+
+    def apply(self, plan):
+        warm = []
+        if self.unused_for:
+            removable = []
+            for item in plan.remove:
+                if self.last(item['id'])[0] < self.unused_for:
+                    warm.append(item)
+                else:
+                    item['reason'] += '; %s (image_unused_for %s)' % (
+                        self._said(item['id']), format_duration(self.unused_for))
+                    removable.append(item)
+            plan.remove[:] = removable
+        if self.disk and self.disk.get('size_bytes'):
+            warm = self._free_to_target(plan, warm)
+        for item in warm:
+            item['reason'] = 'unused, %s (image_unused_for %s)' % (self._said(item['id']),
+                                                                  format_duration(self.unused_for))
+        plan.keep.extend(warm)
+
+    def _percent(self, used):
+        return 100.0 * used / self.disk['size_bytes']
+
+    def _free_to_target(self, plan, warm):
+        """Moves warm images into ``plan.remove``, least recently used first (ties: the larger
+        first, then by id), while the projected usage is above ``low``; returns the rest."""
+        high, low = self.disk['high'], self.disk['low']
+        used = self.disk['used_bytes']
+        before = self._percent(used)
+        plan.disk = {'used_percent': round(before, 1), 'high': high, 'low': low}
+        if before <= high:
+            plan.disk['projected_percent'] = round(self._percent(used - sum(i['size'] for i in plan.remove)), 1)
+            return warm
+        projected = used - sum(i['size'] for i in plan.remove)
+        order = sorted(warm, key=lambda i: (-self.last(i['id'])[0], -i['size'], i['id']))
+        while order and self._percent(projected) > low:
+            item = order.pop(0)
+            item['reason'] = ('removed to bring the image filesystem from %d%% to %d%% (disk_low), least recently '
+                              'used first; %s' % (round(before), low, self._said(item['id'])))
+            plan.remove.append(item)
+            projected -= item['size']
+        plan.disk['projected_percent'] = round(self._percent(projected), 1)
+        if self._percent(projected) > low:
+            plan.warnings.append('the image filesystem stays at %.0f%% after every unused image that may go is '
+                                 'removed: disk_low %d%% is not reached' % (self._percent(projected), low))
+        return order
 
 
 # --------------------------------------------------------------------------------------------

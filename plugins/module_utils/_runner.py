@@ -16,10 +16,9 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
 
-from ._common import ImageGCError, RunLock
+from ._common import ImageGCError, RunLock, write_atomic
 from ._engine import ENGINE_SETTINGS, Engine, describe
 from ._settings import PHASES, SETTINGS, names, validate
 
@@ -58,22 +57,6 @@ def emit(stream, event, **fields):
     stream.write(json.dumps(record, sort_keys=True) + '\n')
     stream.flush()
     return record
-
-
-def write_atomic(path, text, mode=0o644):
-    directory = os.path.dirname(path) or '.'
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
-    try:
-        with os.fdopen(fd, 'w') as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def phase_event(result):

@@ -15,7 +15,8 @@ import collections
 from ._common import ImageGCError, parse_duration
 
 # kind: 'str', 'path', 'duration' (converted to seconds), 'bool', 'count' (an int >= 1),
-# 'percent' (an int 0-100), 'list' (of non-empty strings), or a tuple of choices.
+# 'percent' (an int 0-100), 'level' (an int 1-99, or None: off), 'list' (of non-empty strings),
+# or a tuple of choices.
 # group: which part of the run reads it ('runtime', a phase, 'run', 'lock', 'runner').
 Setting = collections.namedtuple('Setting', 'kind default group')
 
@@ -42,12 +43,16 @@ SETTINGS = collections.OrderedDict([
     ('image_exclude', Setting('list', [], 'images')),
     ('image_min_age', Setting('duration', '0s', 'images')),
     ('sandbox_image', Setting('str', None, 'images')),
+    ('image_unused_for', Setting('duration', '0s', 'images')),
+    ('disk_high', Setting('level', None, 'images')),
+    ('disk_low', Setting('level', None, 'images')),
     # phase 4
     ('content', Setting('bool', True, 'content')),
     ('content_namespace', Setting('str', 'k8s.io', 'content')),
     ('peer_mirror_action', Setting(('warn', 'skip'), 'warn', 'content')),
     # the whole run
     ('disk_usage_threshold', Setting('percent', 0, 'run')),
+    ('image_record_path', Setting('path', '/var/lib/node-image-gc/images.json', 'run')),
     # the lock shared by the modules and the runner
     ('lock_path', Setting('path', '/run/node-image-gc/lock', 'lock')),
     ('lock_wait', Setting('duration', '10m', 'lock')),
@@ -76,9 +81,12 @@ def _check(kind, value, name):
     if kind == 'bool':
         if not isinstance(value, bool):
             raise ImageGCError('%s: expected true or false, got %r' % (name, value))
-    elif kind in ('count', 'percent'):
-        low, high, text = (1, None, 'a whole number of 1 or more') if kind == 'count' else \
-            (0, 100, 'a whole percentage from 0 to 100')
+    elif kind == 'level' and value is None:
+        pass
+    elif kind in ('count', 'percent', 'level'):
+        low, high, text = {'count': (1, None, 'a whole number of 1 or more'),
+                           'percent': (0, 100, 'a whole percentage from 0 to 100'),
+                           'level': (1, 99, 'a whole percentage from 1 to 99')}[kind]
         if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
             raise ImageGCError('%s: expected %s, got %r' % (name, text, value))
     elif kind == 'list':
@@ -108,4 +116,12 @@ def validate(values, keys, labels=None):
         value = values.get(key)
         out[key] = _check(SETTINGS[key].kind, default(key) if value is None else value,
                           (labels or {}).get(key, key))
+    if 'disk_high' in out and 'disk_low' in out:
+        label = dict((k, (labels or {}).get(k, k)) for k in ('disk_high', 'disk_low'))
+        high, low = out['disk_high'], out['disk_low']
+        if (high is None) != (low is None):
+            raise ImageGCError('%s and %s go together: set both (for example 85 and 80) or neither'
+                               % (label['disk_high'], label['disk_low']))
+        if high is not None and low >= high:
+            raise ImageGCError('%s (%d) must be below %s (%d)' % (label['disk_low'], low, label['disk_high'], high))
     return out

@@ -20,6 +20,8 @@ author:
 extends_documentation_fragment:
   - nodemaint.image_gc.runtime
   - nodemaint.image_gc.runtime.lock
+  - nodemaint.image_gc.runtime.record
+  - nodemaint.image_gc.runtime.retention
   - nodemaint.image_gc.runtime.attributes
 options:
   containers:
@@ -228,7 +230,7 @@ def main():
         argument_spec=argument_spec(
             RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
             options('containers', 'created_min_age', 'keep_last_per_pod', 'images', 'image_exclude', 'image_min_age',
-                    'sandbox_image'),
+                    'sandbox_image', 'image_unused_for', 'disk_high', 'disk_low', 'image_record_path'),
             namespace=option('content_namespace'),
         ),
         supports_check_mode=True,

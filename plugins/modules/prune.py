@@ -24,6 +24,8 @@ author:
 extends_documentation_fragment:
   - nodemaint.image_gc.runtime
   - nodemaint.image_gc.runtime.lock
+  - nodemaint.image_gc.runtime.record
+  - nodemaint.image_gc.runtime.retention
   - nodemaint.image_gc.runtime.attributes
 options:
   containers:

@@ -17,6 +17,7 @@ author:
 extends_documentation_fragment:
   - nodemaint.image_gc.runtime
   - nodemaint.image_gc.runtime.lock
+  - nodemaint.image_gc.runtime.record
   - nodemaint.image_gc.runtime.attributes
 options:
   min_age:
@@ -115,7 +116,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, options('namespaces', 'exclude_namespaces'),
+            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, options('namespaces', 'exclude_namespaces', 'image_record_path'),
             min_age=option('sandbox_min_age'),
         ),
         supports_check_mode=True,

@@ -75,7 +75,9 @@ def runtime_args(lab, **extra):
 
 
 def lock_args(lab):
-    return {'lock_path': os.path.join(lab.base, 'run.lock'), 'lock_wait': '30s'}
+    """The run lock and the last-use record, private to the lab (never the machine's /run, /var/lib)."""
+    return {'lock_path': os.path.join(lab.base, 'run.lock'), 'lock_wait': '30s',
+            'image_record_path': os.path.join(lab.base, 'images.json')}
 
 
 def ansible_env(lab, extra=None):

@@ -66,3 +66,17 @@ def peer_root(tmp_path):
     (tmp_path / 'etc' / 'rancher' / 'k3s').mkdir(parents=True)
     (tmp_path / 'etc' / 'rancher' / 'rke2').mkdir(parents=True)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def private_image_record(request, tmp_path, monkeypatch):
+    """Every engine of a unit test keeps its last-use record under tmp_path, never in the
+    machine's /var/lib/node-image-gc (tests that test the record pass their own path; the
+    test of the settings table itself sees the table as it is)."""
+    if request.module.__name__.endswith('test_defaults'):
+        return None
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _settings
+    path = str(tmp_path / 'node-image-gc' / 'images.json')
+    monkeypatch.setitem(_settings.SETTINGS, 'image_record_path',
+                        _settings.SETTINGS['image_record_path']._replace(default=path))
+    return path

@@ -48,11 +48,11 @@ def _fragment_options():
 def _documented(module):
     doc = yaml.safe_load(_string_constants(os.path.join(ROOT, 'plugins', 'modules', module + '.py'))['DOCUMENTATION'])
     options = dict(doc['options'])
+    consts = _string_constants(os.path.join(ROOT, 'plugins', 'doc_fragments', 'runtime.py'))
     for fragment in doc.get('extends_documentation_fragment', []):
-        if fragment in ('nodemaint.image_gc.runtime', 'nodemaint.image_gc.runtime.lock'):
-            part = 'LOCK' if fragment.endswith('.lock') else 'DOCUMENTATION'
-            consts = _string_constants(os.path.join(ROOT, 'plugins', 'doc_fragments', 'runtime.py'))
-            options.update(yaml.safe_load(consts[part])['options'])
+        if fragment.startswith('nodemaint.image_gc.runtime'):
+            part = fragment.split('.')[3].upper() if fragment.count('.') == 3 else 'DOCUMENTATION'
+            options.update(yaml.safe_load(consts[part]).get('options') or {})
     return options
 
 

@@ -23,6 +23,8 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import 
     ('1h', 3600),
     ('2h0m5s', 7205),
     ('0s', 0),
+    ('7d', 7 * 86400),
+    ('1d12h', 129600),
     (' 10m ', 600),
     (600, 600),
     (0, 0),
@@ -32,7 +34,7 @@ def test_parse_duration_accepts(value, seconds):
 
 
 @pytest.mark.parametrize('value', ['10x', '-1', '', '1.5h', True, False, -1, None, 1.5, [], '10 m', 'm', 'h',
-                                   '1m1h', '10mm'])
+                                   '1m1h', '10mm', '1h1d', '-7d', '7 d'])
 def test_parse_duration_rejects_naming_the_option(value):
     with pytest.raises(ImageGCError) as exc:
         parse_duration(value, 'created_min_age')
@@ -43,7 +45,8 @@ def test_parse_duration_rejects_naming_the_option(value):
 
 
 @pytest.mark.parametrize('seconds, text', [(0, '0s'), (59, '59s'), (600, '10m'), (5400, '1h30m'), (3661, '1h1m1s'),
-                                           (7200, '2h')])
+                                           (7200, '2h'), (86400, '24h'), (129600, '36h'), (172800, '2d'),
+                                           (7 * 86400 + 3600, '7d1h')])
 def test_format_duration_roundtrip(seconds, text):
     assert format_duration(seconds) == text
     assert parse_duration(text) == seconds

@@ -1,0 +1,250 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""_record (the last-use record) and the retention of unused images in _plan (warm cache, disk
+target): format, corrupt records, evidence of use, ordering, ties, clock skew, the engine's updates."""
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _plan, _record
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import validate_settings
+
+from image_gc_testlib import (
+    IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, NOW_NS, V16, V21, ids, make_engine,
+    node_runner)
+
+NOW = 1764600000
+DAY = 86400
+
+
+def image(letter, size=1000, tag=None):
+    return Image({'id': 'sha256:' + letter * 64, 'repoTags': [tag or 'docker.io/x/%s:1' % letter], 'size': str(size)})
+
+
+def container(letter, state, created):
+    return Container({'id': letter * 64, 'state': state, 'createdAt': str(created * 10 ** 9),
+                      'imageRef': 'sha256:' + letter * 64, 'image': {'image': 'docker.io/x/%s:1' % letter},
+                      'metadata': {'name': 'c-' + letter}})
+
+
+# -- the file ----------------------------------------------------------------------------------
+
+def test_record_round_trip_and_format(tmp_path):
+    path = str(tmp_path / 'state' / 'images.json')
+    entries = _record.merge({}, NOW, {'sha256:' + 'a' * 64: NOW - 60}, [image('a'), image('b')])
+    _record.save(path, entries, NOW)
+    data = json.loads(open(path).read())
+    assert data == {'version': 1, 'updated': NOW, 'images': {
+        'sha256:' + 'a' * 64: {'first_seen': NOW - 60, 'last_used': NOW - 60, 'refs': ['docker.io/x/a:1']},
+        'sha256:' + 'b' * 64: {'first_seen': NOW, 'last_used': None, 'refs': ['docker.io/x/b:1']}}}
+    assert _record.load(path) == (entries, None)
+    assert os.listdir(str(tmp_path / 'state')) == ['images.json']          # no temp file left
+
+
+def test_missing_record_is_empty_without_warning(tmp_path):
+    assert _record.load(str(tmp_path / 'none.json')) == ({}, None)
+
+
+@pytest.mark.parametrize('text, why', [
+    ('{not json', 'cannot be read'), ('[]', 'is not a version 1 record'), ('{"version": 2, "images": {}}', 'version 1'),
+    ('{"version": 1, "images": []}', 'is not a version 1 record'),
+])
+def test_corrupt_record_is_a_warning_and_empty(tmp_path, text, why):
+    path = tmp_path / 'images.json'
+    path.write_text(text)
+    entries, warning = _record.load(str(path))
+    assert entries == {} and why in warning and 'first seen now' in warning
+
+
+def test_malformed_entries_are_dropped_with_a_warning(tmp_path):
+    path = tmp_path / 'images.json'
+    path.write_text(json.dumps({'version': 1, 'images': {
+        'sha256:good': {'first_seen': 5, 'last_used': 7}, 'sha256:bad': {'first_seen': 'yesterday'},
+        'sha256:neg': {'first_seen': -1}}}))
+    entries, warning = _record.load(str(path))
+    assert entries == {'sha256:good': {'first_seen': 5, 'last_used': 7, 'refs': []}}
+    assert '2 malformed entries' in warning
+
+
+# -- evidence and merging ------------------------------------------------------------------------
+
+def test_a_running_container_is_use_now_any_other_its_creation():
+    found = _record.uses([container('a', 'CONTAINER_RUNNING', NOW - DAY), container('b', 'CONTAINER_EXITED', NOW - 50),
+                          container('c', 'CONTAINER_CREATED', NOW - 70)], NOW)
+    assert found == {'sha256:' + 'a' * 64: NOW, 'sha256:' + 'b' * 64: NOW - 50, 'sha256:' + 'c' * 64: NOW - 70}
+
+
+def test_merge_keeps_the_latest_use_drops_gone_images_and_clamps_future_times():
+    a, b = 'sha256:' + 'a' * 64, 'sha256:' + 'b' * 64
+    old = {a: {'first_seen': NOW - 9 * DAY, 'last_used': NOW - 2 * DAY, 'refs': []},
+           'sha256:gone': {'first_seen': 1, 'last_used': 2, 'refs': []}}
+    merged = _record.merge(old, NOW, {a: NOW - 3 * DAY, b: NOW + 3600}, [image('a'), image('b')])
+    assert merged[a]['last_used'] == NOW - 2 * DAY            # an older use does not move it back
+    assert merged[b] == {'first_seen': NOW, 'last_used': NOW, 'refs': ['docker.io/x/b:1']}   # future: now
+    assert 'sha256:gone' not in merged
+    # without a listing nothing is dropped, and a container's imageRef names the image
+    assert 'sha256:gone' in _record.merge(old, NOW, {}, None)
+
+
+# -- retention -------------------------------------------------------------------------------------
+
+def plan_with(images, last_use, unused_for=0, disk=None):
+    return _plan.plan_images(images, [], 'docker.io/x/pause:1', retention=_plan.Retention(NOW, unused_for, last_use, disk))
+
+
+def test_unused_for_keeps_recently_used_and_says_why():
+    a, b, c = image('a'), image('b'), image('c')
+    record = {a.id: {'first_seen': NOW - 30 * DAY, 'last_used': NOW - 3 * DAY},
+              b.id: {'first_seen': NOW - 30 * DAY, 'last_used': NOW - 9 * DAY},
+              c.id: {'first_seen': NOW - 2 * 3600, 'last_used': None}}
+    plan = plan_with([a, b, c], record, unused_for=7 * DAY)
+    assert plan.ids == [b.id]
+    assert plan.remove[0]['reason'] == 'unused; last used 9d ago (image_unused_for 7d)'
+    kept = dict((i['id'], i['reason']) for i in plan.keep)
+    assert kept[a.id] == 'unused, last used 3d ago (image_unused_for 7d)'
+    assert kept[c.id] == 'unused, never used, first seen 2h ago (image_unused_for 7d)'
+
+
+def test_unknown_last_use_and_clock_skew_count_as_now():
+    a, b = image('a'), image('b')
+    plan = plan_with([a, b], {b.id: {'first_seen': NOW - DAY, 'last_used': NOW + 5 * DAY}}, unused_for=60)
+    assert plan.ids == []
+    kept = dict((i['id'], i['reason']) for i in plan.keep)
+    assert kept[a.id] == 'unused, last use unknown, counted as now (image_unused_for 1m)'
+    assert kept[b.id] == 'unused, last used 0s ago (image_unused_for 1m)'
+
+
+def test_zero_unused_for_is_todays_behaviour():
+    a = image('a')
+    assert plan_with([a], {a.id: {'first_seen': NOW, 'last_used': NOW}}).ids == [a.id]
+
+
+def disk(used_percent, high=85, low=80, size=100000):
+    return {'used_bytes': used_percent * size // 100, 'size_bytes': size, 'high': high, 'low': low}
+
+
+def test_above_disk_high_the_least_recently_used_go_first_until_disk_low():
+    # 90% of 100000 used; each image 4000 bytes (4%): three must go to reach 80% (78%)
+    imgs = [image(x, 4000) for x in 'abcde']
+    record = dict((i.id, {'first_seen': 0, 'last_used': NOW - age}) for i, age in zip(imgs, (50, 40, 30, 20, 10)))
+    plan = plan_with(imgs, record, unused_for=7 * DAY, disk=disk(90))
+    assert plan.ids == [imgs[0].id, imgs[1].id, imgs[2].id]          # the oldest use first, and no more
+    assert plan.remove[0]['reason'] == ('removed to bring the image filesystem from 90% to 80% (disk_low), '
+                                        'least recently used first; last used 50s ago')
+    assert plan.disk == {'used_percent': 90.0, 'high': 85, 'low': 80, 'projected_percent': 78.0}
+    assert ids(plan.keep) == [imgs[3].id, imgs[4].id]
+    assert plan.warnings == []
+
+
+def test_disk_target_ties_take_the_larger_image_then_the_id():
+    small, big, other = image('c', 1000), image('b', 9000), image('a', 1000)
+    record = dict((i.id, {'first_seen': 0, 'last_used': NOW - 100}) for i in (small, big, other))
+    plan = plan_with([small, big, other], record, unused_for=DAY, disk=disk(90, size=100000))
+    assert plan.ids == [big.id, other.id]                             # 9% + 1%: 90 -> 80
+
+
+def test_below_disk_high_only_unused_for_applies():
+    a = image('a', 50000)
+    plan = plan_with([a], {a.id: {'first_seen': 0, 'last_used': NOW - 100}}, unused_for=DAY, disk=disk(84))
+    assert plan.ids == [] and plan.disk['used_percent'] == 84.0
+
+
+def test_disk_target_never_removes_what_other_guards_keep_and_warns_when_unmet():
+    used_image = image('a', 40000)
+    pinned = Image({'id': 'sha256:' + 'p' * 64, 'repoTags': ['docker.io/x/p:1'], 'size': '40000', 'pinned': True})
+    free = image('f', 1000)
+    record = dict((i.id, {'first_seen': 0, 'last_used': NOW - 100}) for i in (used_image, pinned, free))
+    plan = _plan.plan_images([used_image, pinned, free], [container('a', 'CONTAINER_EXITED', NOW - 100)], None,
+                             retention=_plan.Retention(NOW, DAY, record, disk(95)))
+    assert plan.ids == [free.id]
+    assert any('disk_low 80% is not reached' in w for w in plan.warnings)
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('values, message', [
+    ({'disk_high': 85}, 'disk_high and disk_low go together'),
+    ({'disk_low': 80}, 'disk_high and disk_low go together'),
+    ({'disk_high': 80, 'disk_low': 80}, 'disk_low (80) must be below disk_high (80)'),
+    ({'disk_high': 100, 'disk_low': 80}, 'disk_high: expected a whole percentage from 1 to 99'),
+    ({'disk_high': 85, 'disk_low': 0}, 'disk_low: expected a whole percentage from 1 to 99'),
+    ({'image_unused_for': '-7d'}, 'image_unused_for: invalid duration'),
+    ({'image_unused_for': '7 days'}, 'image_unused_for: invalid duration'),
+])
+def test_bad_retention_settings_name_the_option(values, message):
+    with pytest.raises(ImageGCError) as exc:
+        validate_settings(values)
+    assert str(exc.value).startswith(message)
+
+
+# -- the engine keeps the record ---------------------------------------------------------------------
+
+def test_a_run_records_use_and_a_later_run_keeps_the_recently_used(tmp_path, peer_root):
+    path = str(tmp_path / 'images.json')
+    settings = {'image_record_path': path, 'image_unused_for': '3h'}
+    first = make_engine(node_runner(V16), settings, peer_root=peer_root, clock_ns=NOW_NS).run()
+    images = first['phases'][2]
+    # the old busybox:1 was last used by exit0/exit1, created 2h9m before the clock: kept warm
+    kept = dict((i['id'], i['reason']) for i in images['kept'])
+    assert kept[IMG_OLD_BUSYBOX1] == 'unused, last used 2h9m31s ago (image_unused_for 3h)'
+    assert kept[IMG_UNUSED3] == 'unused, never used, first seen 0s ago (image_unused_for 3h)'
+    assert images['removed'] == []
+    record = json.loads(open(path).read())['images']
+    assert record[IMG_BUSYBOX2]['last_used'] == NOW_NS // 10 ** 9              # sleeper runs: used now
+    assert record[IMG_OLD_BUSYBOX1]['last_used'] == 1795824050                 # exit1's creation
+    assert set(record) == {IMG_PAUSE, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_UNUSED3}
+    # four hours later (the stub replays the same listings): the record kept the first sightings
+    later = make_engine(node_runner(V16), settings, peer_root=peer_root,
+                        clock_ns=NOW_NS + 4 * 3600 * 10 ** 9).run()
+    reasons = dict((i['id'], i['reason']) for i in later['phases'][2]['removed'])
+    assert reasons[IMG_OLD_BUSYBOX1].endswith('last used 6h9m31s ago (image_unused_for 3h)')
+    assert reasons[IMG_UNUSED3].endswith('never used, first seen 4h ago (image_unused_for 3h)')
+
+
+def test_check_mode_reads_but_never_writes_the_record(tmp_path, peer_root):
+    path = tmp_path / 'images.json'
+    make_engine(node_runner(V21), {'image_record_path': str(path)}, peer_root=peer_root).run(check_mode=True)
+    assert not path.exists()
+
+
+def test_a_corrupt_record_keeps_every_unknown_image_and_warns(tmp_path, peer_root):
+    path = tmp_path / 'images.json'
+    path.write_text('{"version": 1, "images": ')
+    run = make_engine(node_runner(V21), {'image_record_path': str(path), 'image_unused_for': '1m'},
+                      peer_root=peer_root).run()
+    # no image is known: the ones no container was ever seen with count as first seen now
+    removed = ids(run['phases'][2]['removed'])
+    assert IMG_UNUSED3 not in removed and IMG_BUSYBOX1 not in removed
+    assert removed == [IMG_OLD_BUSYBOX1]       # its containers (created 2 h ago) are evidence of older use
+    assert any('cannot be read' in w for w in run['warnings'])
+    assert json.loads(path.read_text())['version'] == 1          # rewritten whole
+
+
+def test_an_unwritable_record_is_a_warning(tmp_path, peer_root):
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    run = make_engine(node_runner(V21), {'image_record_path': str(blocker / 'images.json')}, peer_root=peer_root).run()
+    assert run['status'] == 'ok'
+    assert any(w.startswith('could not write the last-use record') for w in run['warnings'])
+
+
+def test_disk_target_reads_the_disk_report_of_the_run(tmp_path, peer_root, monkeypatch):
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine
+    monkeypatch.setattr(_engine, 'filesystem_usage', lambda path: {
+        'fs_path': '/var/lib/containerd', 'fs_size_bytes': 10 ** 7, 'fs_free_bytes': 10 ** 6,
+        'fs_used_bytes': 9 * 10 ** 6, 'fs_used_percent': 90.0})
+    settings = {'image_record_path': str(tmp_path / 'r.json'), 'image_unused_for': '7d', 'disk_high': 85,
+                'disk_low': 70}
+    runner = node_runner(V21)
+    run = make_engine(runner, settings, peer_root=peer_root).run()
+    images = run['phases'][2]
+    # 90% of 10 MB; each image ~1 MB (10%): two of the warm ones go, least recently used first
+    assert len(images['removed']) == 2, images['removed']
+    assert all(i['reason'].startswith('removed to bring the image filesystem from 90% to 70% (disk_low)')
+               for i in images['removed'])
+    assert images['disk_target'] == {'used_percent': 90.0, 'high': 85, 'low': 70, 'projected_percent': 69.4}
+    assert sum(1 for argv in runner.calls if 'imagefsinfo' in argv) == 2      # before and after, no more
