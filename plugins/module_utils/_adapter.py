@@ -103,7 +103,7 @@ def run_engine(module, phases, renames=None, fail_on_error=True):
     if errors and fail_on_error:
         first = errors[0]
         details = dict(first.get('error_details') or {}, msg=first['error'])
-        module.fail_json(partial=[r for r in run['phases'] if r is not first], **details)
+        module.fail_json(partial=[r for r in run['phases'] if not r.get('error')], **details)
     return run
 
 

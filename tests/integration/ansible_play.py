@@ -75,9 +75,18 @@ def runtime_args(lab, **extra):
 
 
 def lock_args(lab):
-    """The run lock and the last-use record, private to the lab (never the machine's /run, /var/lib)."""
-    return {'lock_path': os.path.join(lab.base, 'run.lock'), 'lock_wait': '30s',
-            'image_record_path': os.path.join(lab.base, 'images.json')}
+    """The run lock, private to the lab (never the machine's /run)."""
+    return {'lock_path': os.path.join(lab.base, 'run.lock'), 'lock_wait': '30s'}
+
+
+def state_args(lab):
+    """The lock and the last-use record (modules that list containers), private to the lab."""
+    return dict(lock_args(lab), image_record_path=os.path.join(lab.base, 'images.json'))
+
+
+def without_record(args):
+    """``args`` for a module that keeps no last-use record (ctr_content_prune)."""
+    return dict((k, v) for k, v in args.items() if k != 'image_record_path')
 
 
 def ansible_env(lab, extra=None):

@@ -9,7 +9,7 @@ can act between the plan and the removal (issue 12):
 import json
 import sys
 
-from tests.integration.ansible_play import EXCLUDE, collections_path, runtime_args, runtime_state
+from tests.integration.ansible_play import EXCLUDE, collections_path, runtime_args, runtime_state, state_args
 from tests.lab.scenario import run_container, run_pod
 
 if collections_path() not in sys.path:            # the collection as ansible_collections.nodemaint.image_gc
@@ -46,7 +46,8 @@ def test_a_container_created_after_the_plan_keeps_its_image(lab, scenario):
             created.append(run_container(lab, pod, cfg, 'late', unused['name'],
                                          ['/bin/busybox', 'sleep', '3600']))
     runner = HookRunner(after)
-    settings = dict(runtime_args(lab), image_exclude=EXCLUDE, containers=False)
+    settings = dict(runtime_args(lab), image_exclude=EXCLUDE, containers=False,
+                    image_record_path=state_args(lab)['image_record_path'])
     result = Engine(settings, ('images',), runner=runner).run()['phases'][0]
     assert created, ('the hook did not run', result.get('error'))
     assert result['status'] == 'ok', result
@@ -68,7 +69,8 @@ def test_pause_image_survives_when_the_runtime_does_not_name_it(lab, scenario):
             (data.get('config') or {}).pop('sandboxImage', None)
             return CommandResult(result.argv, result.rc, json.dumps(data), result.stderr)
         return None
-    settings = dict(runtime_args(lab), image_exclude=EXCLUDE, sandbox_min_age='0s')
+    settings = dict(runtime_args(lab), image_exclude=EXCLUDE, sandbox_min_age='0s',
+                    image_record_path=state_args(lab)['image_record_path'])
     run = Engine(settings, ('containers', 'sandboxes', 'images'), runner=HookRunner(after)).run()
     images = run['phases'][2]
     assert images['status'] == 'ok' and images['sandbox_image'] is None

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.integration.ansible_play import EXCLUDE, lock_args, run_tasks, runtime_args, runtime_state, settled_content
+from tests.integration.ansible_play import (
+    EXCLUDE, lock_args, run_tasks, runtime_args, runtime_state, settled_content, state_args)
 import tests.lab as labpkg
 
 
@@ -37,7 +38,7 @@ def ids(items):
 def test_crictl_prune_check_then_real_then_idempotent(lab, scenario):
     exp = scenario['expected']
     imgs = scenario['images']
-    args = dict(runtime_args(lab), **lock_args(lab))
+    args = dict(runtime_args(lab), **state_args(lab))
     args['image_exclude'] = EXCLUDE
     before = state(lab)
 
@@ -89,7 +90,7 @@ def test_crictl_prune_check_then_real_then_idempotent(lab, scenario):
 
 def test_image_used_only_by_exited_container_is_kept_without_container_phase(lab, scenario):
     imgs = scenario['images']
-    args = dict(runtime_args(lab), **lock_args(lab))
+    args = dict(runtime_args(lab), **state_args(lab))
     args.update(containers=False, image_exclude=EXCLUDE)
     res = run_tasks(lab, [('images', 'nodemaint.image_gc.crictl_prune', args)])
     assert res.rc == 0, res
@@ -116,7 +117,7 @@ def gapped_scenario(lab):
 
 def test_stale_sandbox_check_then_real_then_idempotent(lab, gapped_scenario):
     exp = gapped_scenario['expected']
-    args = dict(runtime_args(lab), **lock_args(lab))
+    args = dict(runtime_args(lab), **state_args(lab))
     before = state(lab)
 
     args['min_age'] = _min_age_keeping_young(gapped_scenario)
@@ -178,7 +179,7 @@ def test_ctr_content_prune_check_then_real_then_idempotent(lab, scenario):
 
 def test_imagefs_info_before_and_after_shows_freed_images(lab, scenario):
     rt = runtime_args(lab)
-    prune = dict(rt, **lock_args(lab))
+    prune = dict(rt, **state_args(lab))
     prune['image_exclude'] = EXCLUDE
     res = run_tasks(lab, [
         ('before', 'nodemaint.image_gc.imagefs_info', dict(rt, image_exclude=EXCLUDE)),
@@ -201,7 +202,7 @@ def test_imagefs_info_before_and_after_shows_freed_images(lab, scenario):
 
 def test_bad_option_fails_naming_it_and_removes_nothing(lab, scenario):
     before = state(lab)
-    args = dict(runtime_args(lab), **lock_args(lab))
+    args = dict(runtime_args(lab), **state_args(lab))
     res = run_tasks(lab, [
         ('sandbox', 'nodemaint.image_gc.stale_sandbox', dict(args, min_age='10x')),
         ('prune', 'nodemaint.image_gc.crictl_prune', dict(args, image_min_age='soon')),

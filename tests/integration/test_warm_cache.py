@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from tests.integration.ansible_play import (
-    EXCLUDE, collections_path, lock_args, run_tasks, runtime_args, runtime_state)
+    EXCLUDE, collections_path, run_tasks, runtime_args, runtime_state, state_args)
 
 if collections_path() not in sys.path:
     sys.path.insert(0, collections_path())
@@ -28,7 +28,7 @@ PRUNE = 'nodemaint.image_gc.prune'
 
 
 def _args(lab, **extra):
-    args = dict(runtime_args(lab), **lock_args(lab))
+    args = dict(runtime_args(lab), **state_args(lab))
     args.update(image_exclude=EXCLUDE, sandbox_min_age='0s')
     args.update(extra)
     return args
@@ -46,14 +46,14 @@ def test_a_just_used_image_stays_with_unused_for_and_goes_without(lab, scenario)
         '(image_unused_for 1h)'), kept[exitonly['id']]
     assert kept[unused['id']].startswith('unused, never used, first seen')
     assert exitonly['id'] in runtime_state(lab)['images']
-    record = json.load(open(lock_args(lab)['image_record_path']))['images']
+    record = json.load(open(state_args(lab)['image_record_path']))['images']
     assert record[exitonly['id']]['last_used'] == scenario['containers']['exit1']['created_at'] // 10 ** 9
 
     res = run_tasks(lab, [('cold', PRUNE, _args(lab, image_unused_for='0s'))])
     removed = dict((i['id'], i['reason']) for i in res['cold']['images'])
     assert exitonly['id'] in removed and unused['id'] in removed
     assert exitonly['id'] not in runtime_state(lab)['images']
-    assert exitonly['id'] not in json.load(open(lock_args(lab)['image_record_path']))['images']
+    assert exitonly['id'] not in json.load(open(state_args(lab)['image_record_path']))['images']
 
 
 RUNNER = ('import sys; sys.path.insert(0, sys.argv[1]); '
@@ -63,7 +63,7 @@ RUNNER = ('import sys; sys.path.insert(0, sys.argv[1]); '
 
 def _runner(lab, **values):
     path = os.path.join(lab.base, 'runner-config.json')
-    cfg = dict(runtime_args(lab), **lock_args(lab))
+    cfg = dict(runtime_args(lab), **state_args(lab))
     cfg.update(image_exclude=EXCLUDE, report_path=os.path.join(lab.base, 'last-run.json'))
     cfg.update(values)
     with open(path, 'w') as handle:
@@ -89,7 +89,7 @@ def test_the_record_survives_a_restart_of_containerd_and_of_the_runner(lab, scen
 
 
 def test_a_corrupt_record_keeps_every_image_whose_last_use_is_unknown(lab, scenario):
-    path = lock_args(lab)['image_record_path']
+    path = state_args(lab)['image_record_path']
     with open(path, 'w') as handle:
         handle.write('{"version": 1, "images": {"sha256:')
     res = run_tasks(lab, [('run', PRUNE, _args(lab, image_unused_for='1m', containers=False))])
@@ -109,7 +109,7 @@ def test_the_disk_target_frees_least_recently_used_first_and_stops_when_met(lab,
     record = {'version': 1, 'updated': now, 'images': dict(
         (imgs[k]['id'], {'first_seen': now - 30 * 86400, 'last_used': now - (10 - i) * 3600, 'refs': []})
         for i, k in enumerate(order))}
-    path = lock_args(lab)['image_record_path']
+    path = state_args(lab)['image_record_path']
     with open(path, 'w') as handle:
         json.dump(record, handle)
     sizes = dict((k, imgs[k]['size']) for k in order)
