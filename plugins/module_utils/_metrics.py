@@ -116,6 +116,12 @@ def _by_label(label, values):
     return [(((label, name),), values[name]) for name in sorted(values)]
 
 
+def _usage_ratio(disk):
+    ratios = [round(float(fs['fs_used_bytes']) / fs['fs_size_bytes'], 4) for fs in disk.get('image_filesystems', [])
+              if fs.get('fs_size_bytes') and 'fs_used_bytes' in fs]
+    return max(ratios) if ratios else None
+
+
 def metrics_text(report, counters, version=COLLECTION_VERSION):
     """The textfile collector file for a real run's ``report`` (with ``last_success``) and the
     counters after it (``accumulate``)."""
@@ -142,6 +148,11 @@ def metrics_text(report, counters, version=COLLECTION_VERSION):
     if used:
         out.metric('node_image_gc_image_fs_used_bytes', 'Image filesystem bytes used before and after the last '
                    'run, as the runtime reports them.', 'gauge', used)
+    ratios = [(when, _usage_ratio(report.get('disk_' + when) or {})) for when in ('before', 'after')]
+    ratios = [((('when', when),), value) for when, value in ratios if value is not None]
+    if ratios:
+        out.metric('node_image_gc_image_fs_usage_ratio', 'Fraction of the filesystem holding the image store '
+                   'that was used before and after the last run (the fullest, if several).', 'gauge', ratios)
     reclaimable = (report.get('disk_after') or {}).get('reclaimable_bytes')
     if reclaimable is not None:
         out.metric('node_image_gc_reclaimable_bytes', 'Bytes of images the last run left that the images phase '

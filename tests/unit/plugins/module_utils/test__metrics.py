@@ -35,8 +35,10 @@ def a_report(status='ok', removed=(2, 1, 3, 0), nbytes=(0, 0, 3086563, 1200), fa
               for name, r, b in zip(PHASES, removed, nbytes)]
     return {'status': status, 'phases': phases, 'dry_run': dry_run, 'finished': 1795831821.5, 'duration': 2.25,
             'last_success': 1795831821.5 if status != 'failed' else None,
-            'disk_before': {'image_fs_used_bytes': 10182656},
-            'disk_after': {'image_fs_used_bytes': 7000000, 'reclaimable_bytes': 4096}}
+            'disk_before': {'image_fs_used_bytes': 10182656, 'image_filesystems': [
+                {'fs_size_bytes': 1000, 'fs_used_bytes': 910}, {'fs_size_bytes': 1000, 'fs_used_bytes': 100}]},
+            'disk_after': {'image_fs_used_bytes': 7000000, 'reclaimable_bytes': 4096, 'image_filesystems': [
+                {'fs_size_bytes': 1000, 'fs_used_bytes': 805}, {}]}}
 
 
 # -- the version -------------------------------------------------------------------------------
@@ -127,6 +129,8 @@ def test_metrics_text_names_types_and_labels():
     assert got['node_image_gc_image_fs_used_bytes{when="before"}'] == 10182656
     assert got['node_image_gc_image_fs_used_bytes{when="after"}'] == 7000000
     assert got['node_image_gc_reclaimable_bytes'] == 4096
+    assert got['node_image_gc_image_fs_usage_ratio{when="before"}'] == 0.91       # the fullest filesystem
+    assert got['node_image_gc_image_fs_usage_ratio{when="after"}'] == 0.805
     assert got['node_image_gc_runs_total{status="ok"}'] == 1
     assert got['node_image_gc_runs_total{status="failed"}'] == 0
     assert got['node_image_gc_reclaimed_bytes_total{phase="images"}'] == 3086563
@@ -144,7 +148,7 @@ def test_metrics_text_without_disk_facts_leaves_those_metrics_out():
     report = a_report('failed', failed=('containers',))
     report['disk_before'] = report['disk_after'] = {'error': 'crictl imagefsinfo failed'}
     text = _metrics.metrics_text(report, _metrics.accumulate(_metrics.empty_counters(), report))
-    assert 'image_fs_used_bytes' not in text and 'reclaimable_bytes' not in text
+    assert 'image_fs_used_bytes' not in text and 'reclaimable_bytes' not in text and 'usage_ratio' not in text
     got = samples(text)
     assert got['node_image_gc_last_success_timestamp_seconds'] == 0
     assert got['node_image_gc_run_success'] == 0
