@@ -10,14 +10,12 @@ that was not recorded, it is derived from a recording and the derivation is said
 import copy
 import json
 import os
-import shutil
-import subprocess
-
-import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _common, _engine
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandResult
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import Discovery
+
+from promtool_lib import promtool, promtool_path  # noqa: F401  (re-exported for the unit tests)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(os.path.dirname(HERE), 'fixtures')
@@ -424,26 +422,6 @@ def run_module(monkeypatch, module, args, runner, discovery=None, now_ns=NOW_NS,
 def documented_returns(module):
     import yaml
     return yaml.safe_load(module.RETURN)
-
-
-# --------------------------------------------------------------------------------------------
-# promtool (Debian's prometheus package, unpacked by scripts/lib/setup.sh)
-
-def promtool_path():
-    """promtool: $PROMTOOL, then PATH, then where scripts/test.sh unpacks it. Missing is a test
-    FAILURE, not a skip: the metrics and rules checks must run wherever the tests run."""
-    cache = os.environ.get('NODEMAINT_CACHE_DIR', '/var/cache/nodemaint-image-gc')
-    for candidate in (os.environ.get('PROMTOOL'), shutil.which('promtool'),
-                      os.path.join(cache, 'promtool', 'usr', 'bin', 'promtool')):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.fail('promtool not found ($PROMTOOL, PATH, %s/promtool/usr/bin): ./scripts/test.sh unpacks it from '
-                "Debian's prometheus package (scripts/lib/setup.sh: setup_promtool)" % cache, pytrace=False)
-
-
-def promtool(*args, stdin=None, cwd=None):
-    return subprocess.run([promtool_path()] + list(args), input=stdin, capture_output=True, text=True,
-                          cwd=cwd, timeout=120, check=False)
 
 
 def runner_textfile(tmp_path, peer_root, runs=1, version=V21):
