@@ -15,8 +15,6 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils import _common,
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandResult
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import Discovery
 
-from promtool_lib import promtool, promtool_path  # noqa: F401  (re-exported for the unit tests)
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(os.path.dirname(HERE), 'fixtures')
 V16 = 'crictl-1.36.0_containerd-1.6.20'
