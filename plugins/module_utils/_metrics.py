@@ -33,9 +33,9 @@ def empty_counters():
 
 
 def _valid(counters):
-    if not isinstance(counters, dict) or set(counters) != set(COUNTER_KEYS):
+    if not isinstance(counters, dict) or not set(COUNTER_KEYS) <= set(counters):
         return False
-    for values in counters.values():
+    for values in (counters[key] for key in COUNTER_KEYS):
         if not isinstance(values, dict):
             return False
         for name, value in values.items():
@@ -65,8 +65,8 @@ def load_previous(report_path):
         return previous, empty_counters(), 'previous report %s has malformed counters: counters start from zero' % (
             report_path)
     merged = empty_counters()
-    for key, values in counters.items():
-        merged[key].update(values)
+    for key in COUNTER_KEYS:            # keys a newer version may have added are left behind
+        merged[key].update(counters[key])
     return previous, merged, None
 
 

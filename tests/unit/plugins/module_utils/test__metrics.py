@@ -93,9 +93,12 @@ def test_load_previous_returns_the_stored_counters(tmp_path):
 def test_load_previous_keeps_counters_of_unknown_label_values(tmp_path):
     stored = _metrics.empty_counters()
     stored['removed_objects']['volumes'] = 7       # a phase a later version may add: not dropped
+    stored['pulled_images'] = {'x': 1}             # a counter a later version may add: ignored
     path = tmp_path / 'last-run.json'
     path.write_text(json.dumps({'counters': stored}))
-    assert _metrics.load_previous(str(path))[1]['removed_objects']['volumes'] == 7
+    previous, counters, warning = _metrics.load_previous(str(path))
+    assert warning is None
+    assert counters['removed_objects']['volumes'] == 7 and 'pulled_images' not in counters
 
 
 @pytest.mark.parametrize('content, says', [
