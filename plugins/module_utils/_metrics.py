@@ -22,7 +22,7 @@ from ._engine import PHASES
 COLLECTION_VERSION = '0.1.0'
 
 RUN_STATUSES = ('ok', 'failed', 'skipped')
-# counters key -> what it counts, by label value
+# The counters, each a {label value: count} dict (runs by status, the others by phase).
 COUNTER_KEYS = ('runs', 'removed_objects', 'reclaimed_bytes', 'phase_failures')
 
 
