@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the nodemaint.image_gc collection:   ./scripts/test.sh
 #
-# Installs what it needs (Debian packages, a tools venv, containers.podman), copies the
+# Installs what it needs (Debian packages, a tools venv, containers.podman, promtool), copies the
 # working tree to <cache>/build/run.XXXXXX/ansible_collections/nodemaint/image_gc (one per
 # run, removed at exit), points ANSIBLE_COLLECTIONS_PATH at it, then runs, in this order:
 #   doc       ansible-doc renders every module in plugins/modules
@@ -222,7 +222,7 @@ main() {
     mkdir -p "$CACHE_DIR"
     exec 9>"$CACHE_DIR/setup.lock"
     flock -w 900 9 || log "setup lock not acquired after 15 min (continuing)"
-    setup_venv && setup_collections || setup_ok=0
+    setup_venv && setup_collections && setup_promtool || setup_ok=0
     flock -u 9; exec 9>&-
     [[ $setup_ok == 1 ]] && { setup_build_tree || setup_ok=0; }
   fi

@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 
+from . import _metrics
 from ._common import ImageGCError, RunLock, write_atomic
 from ._engine import ENGINE_SETTINGS, Engine, describe
 from ._settings import PHASES, SETTINGS, names, validate
@@ -73,37 +74,6 @@ def phase_event(result):
     return event
 
 
-def metrics_text(report, last_success):
-    lines = []
-
-    def metric(name, help_text, kind, samples):
-        lines.append('# HELP %s %s' % (name, help_text))
-        lines.append('# TYPE %s %s' % (name, kind))
-        for labels, value in samples:
-            label_text = ','.join('%s="%s"' % kv for kv in labels)
-            lines.append('%s%s %s' % (name, '{%s}' % label_text if label_text else '', value))
-
-    phases = report.get('phases', [])
-    metric('node_image_gc_last_run_timestamp_seconds', 'End of the last image GC run.', 'gauge',
-           [((), report['finished'])])
-    metric('node_image_gc_last_success_timestamp_seconds', 'End of the last image GC run in which no phase failed.',
-           'gauge', [((), last_success or 0)])
-    metric('node_image_gc_run_duration_seconds', 'Duration of the last image GC run.', 'gauge',
-           [((), report['duration'])])
-    metric('node_image_gc_run_success', '1 if no phase of the last run failed.', 'gauge',
-           [((), 1 if report['status'] != 'failed' else 0)])
-    metric('node_image_gc_removed_objects', 'Objects removed by the last run, per phase.', 'gauge',
-           [((('phase', p['phase']),), p['removed']) for p in phases])
-    metric('node_image_gc_reclaimed_bytes', 'Bytes reclaimed by the last run, per phase (images: image '
-           'sizes; content: blob sizes).', 'gauge', [((('phase', p['phase']),), p['bytes']) for p in phases])
-    metric('node_image_gc_phase_success', '1 if the phase succeeded (or was skipped) in the last run.', 'gauge',
-           [((('phase', p['phase']),), 0 if p['status'] == 'failed' else 1) for p in phases])
-    for when in ('before', 'after'):
-        disk = report.get('disk_' + when) or {}
-        if 'image_fs_used_bytes' in disk:
-            metric('node_image_gc_image_fs_used_bytes_%s' % when, 'Image filesystem bytes used %s the last '
-                   'run, as the runtime reports it.' % when, 'gauge', [((), disk['image_fs_used_bytes'])])
-    return '\n'.join(lines) + '\n'
 
 
 def run(config_path, dry_run=False, stream=None, engine_factory=Engine):
@@ -151,7 +121,10 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
                                'check_mode': dry_run})
         status = 'failed'
     else:
-        status = engine.run(check_mode=dry_run, on_event=on_event)['status']
+        run = engine.run(check_mode=dry_run, on_event=on_event)
+        status = run['status']
+        if run['warnings']:
+            report['warnings'] = run['warnings']
     failed = status == 'failed'
     report['status'] = status
     report['finished'] = round(time.time(), 3)
@@ -159,13 +132,16 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
     report['removed'] = sum(p['removed'] for p in report['phases'])
     report['bytes'] = sum(p['bytes'] for p in report['phases'])
     emit(stream, 'end', status=report['status'], removed=report['removed'], bytes=report['bytes'],
-         duration=report['duration'], dry_run=dry_run)
+         duration=report['duration'], dry_run=dry_run, **({'warnings': report['warnings']} if 'warnings' in report else {}))
     if not dry_run:
-        previous = read_report(opts['report_path']) or {}
+        previous, counters, warning = _metrics.load_previous(opts['report_path'])
+        if warning:
+            sys.stderr.write('node-image-gc: warning: %s\n' % warning)
         report['last_success'] = report['finished'] if not failed else previous.get('last_success')
+        report['counters'] = _metrics.accumulate(counters, report)
         write_atomic(opts['report_path'], json.dumps(report, indent=2, sort_keys=True) + '\n')
         if opts['textfile_path']:
-            write_atomic(opts['textfile_path'], metrics_text(report, report['last_success']))
+            write_atomic(opts['textfile_path'], _metrics.metrics_text(report, report['counters']))
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -36,6 +36,32 @@ setup_apt() {
     || { log "apt-get install failed"; return 1; }
 }
 
+# promtool (checks the metrics file, runs the alert-rule unit tests) from Debian's `prometheus`
+# package, unpacked into the cache rather than installed: installing the package would also
+# enable and start a Prometheus server (and pull in its web UI's JavaScript), and the test
+# command must leave nothing running. The tests find it as $PROMTOOL (exported here).
+setup_promtool() {
+  local dir="$CACHE_DIR/promtool" deb
+  if [[ -x "$dir/usr/bin/promtool" ]]; then
+    log "promtool: reusing $dir/usr/bin/promtool"
+  else
+    log "promtool: unpacking Debian's prometheus package into $dir"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" || return 1
+    if ! (cd "$dir.tmp" && apt-get -q download prometheus >/dev/null 2>&1); then
+      as_root apt-get -o DPkg::Lock::Timeout=600 -q update >/dev/null 2>&1 \
+        || log "apt-get update reported errors (continuing)"
+      (cd "$dir.tmp" && apt-get -q download prometheus >/dev/null) \
+        || { log "promtool: apt-get download prometheus failed"; return 1; }
+    fi
+    deb="$(find "$dir.tmp" -maxdepth 1 -name 'prometheus_*.deb' -print -quit)"
+    mkdir -p "$dir.tmp/root" && dpkg-deb -x "$deb" "$dir.tmp/root" || return 1
+    rm -rf "$dir" && mkdir -p "$dir/usr/bin" \
+      && mv "$dir.tmp/root/usr/bin/promtool" "$dir/usr/bin/promtool" && rm -rf "$dir.tmp" || return 1
+  fi
+  "$dir/usr/bin/promtool" --version >/dev/null 2>&1 || { log "promtool: $dir/usr/bin/promtool does not run"; return 1; }
+  export PROMTOOL="$dir/usr/bin/promtool"
+}
+
 # A Python >= 3.11 that can create venvs with pip.
 find_python() {
   local c

@@ -420,3 +420,27 @@ def run_module(monkeypatch, module, args, runner, discovery=None, now_ns=NOW_NS,
 def documented_returns(module):
     import yaml
     return yaml.safe_load(module.RETURN)
+
+
+def runner_textfile(tmp_path, peer_root, runs=1, version=V21):
+    """The textfile the node runner writes after ``runs`` real runs over the recorded scenario
+    (stub engine): real _runner/_metrics output, for tests that must not use a hand list of names."""
+    import io
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _runner
+    base = tmp_path / 'runner-textfile'
+    base.mkdir()
+    prom = base / 'node_image_gc.prom'
+    config = base / 'config.json'
+    config.write_text(json.dumps({'report_path': str(base / 'last-run.json'), 'textfile_path': str(prom),
+                                  'lock_path': str(base / 'lock'), 'lock_wait': '1s'}))
+
+    def factory(settings, phases):
+        return make_engine(node_runner(version), settings, phases=phases, peer_root=peer_root)
+    for dummy in range(runs):
+        assert _runner.run(str(config), stream=io.StringIO(), engine_factory=factory) == 0
+    return prom.read_text()
+
+
+def metric_names(textfile):
+    """The metric names a textfile declares (its # TYPE lines)."""
+    return set(line.split()[2] for line in textfile.splitlines() if line.startswith('# TYPE '))
