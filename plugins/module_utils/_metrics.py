@@ -137,9 +137,9 @@ def metrics_text(report, counters, version=COLLECTION_VERSION):
                [((), report['duration'])])
     out.metric('node_image_gc_run_success', '1 if no phase of the last run failed.', 'gauge',
                [((), 1 if report['status'] != 'failed' else 0)])
-    out.metric('node_image_gc_removed_objects', 'Objects removed by the last run, per phase.', 'gauge',
+    out.metric('node_image_gc_last_run_removed_objects', 'Objects removed by the last run, per phase.', 'gauge',
                [((('phase', p['phase']),), p['removed']) for p in phases])
-    out.metric('node_image_gc_reclaimed_bytes', 'Bytes reclaimed by the last run, per phase (images: image '
+    out.metric('node_image_gc_last_run_reclaimed_bytes', 'Bytes reclaimed by the last run, per phase (images: image '
                'sizes; content: blob sizes).', 'gauge', [((('phase', p['phase']),), p['bytes']) for p in phases])
     out.metric('node_image_gc_phase_success', '1 if the phase succeeded (or was skipped) in the last run.', 'gauge',
                [((('phase', p['phase']),), 0 if p['status'] == 'failed' else 1) for p in phases])

@@ -80,12 +80,12 @@ def test_counters_add_up_across_runs_on_the_lab(lab, scenario, tmp_path):
     first = samples(first_text)
     phases = dict((e['phase'], e) for e in events if e['event'] == 'phase')
     for phase in PHASES:
-        assert first['node_image_gc_removed_objects{phase="%s"}' % phase] == phases[phase]['removed']
+        assert first['node_image_gc_last_run_removed_objects{phase="%s"}' % phase] == phases[phase]['removed']
         assert first['node_image_gc_removed_objects_total{phase="%s"}' % phase] == phases[phase]['removed']
         assert first['node_image_gc_reclaimed_bytes_total{phase="%s"}' % phase] == phases[phase]['bytes']
-    assert first['node_image_gc_removed_objects{phase="containers"}'] == len(scenario['expected']['exited_container_ids'])
-    assert first['node_image_gc_removed_objects{phase="images"}'] > 0
-    assert first['node_image_gc_reclaimed_bytes{phase="images"}'] > 0
+    assert first['node_image_gc_last_run_removed_objects{phase="containers"}'] == len(scenario['expected']['exited_container_ids'])
+    assert first['node_image_gc_last_run_removed_objects{phase="images"}'] > 0
+    assert first['node_image_gc_last_run_reclaimed_bytes{phase="images"}'] > 0
     assert first['node_image_gc_runs_total{status="ok"}'] == 1
     # containerd's own image fs figure (snapshotter usage, refreshed on its schedule) may not have
     # moved yet: only that both are reported
@@ -111,7 +111,7 @@ def test_counters_add_up_across_runs_on_the_lab(lab, scenario, tmp_path):
     assert second['node_image_gc_runs_total{status="ok"}'] == 2
     for phase in PHASES:
         for name in ('removed_objects', 'reclaimed_bytes'):
-            key = 'node_image_gc_%s{phase="%s"}' % (name, phase)
+            key = 'node_image_gc_last_run_%s{phase="%s"}' % (name, phase)
             total = 'node_image_gc_%s_total{phase="%s"}' % (name, phase)
             assert second[total] == first[key] + second[key], total
     assert second['node_image_gc_removed_objects_total{phase="images"}'] > first[

@@ -200,7 +200,7 @@ def test_counters_add_up_across_runs_and_survive_in_the_report(node, capsys):
     for phase in PHASES:
         for name in ('removed_objects', 'reclaimed_bytes'):
             assert second['node_image_gc_%s_total{phase="%s"}' % (name, phase)] == \
-                2 * first['node_image_gc_%s{phase="%s"}' % (name, phase)]
+                2 * first['node_image_gc_last_run_%s{phase="%s"}' % (name, phase)]
     assert second['node_image_gc_removed_objects_total{phase="images"}'] == 6
     assert json.loads(node.report.read_text())['counters']['runs'] == {'ok': 2, 'failed': 0, 'skipped': 0}
 

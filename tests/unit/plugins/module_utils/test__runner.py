@@ -145,10 +145,10 @@ def test_report_and_metrics_written_atomically(node):
     assert samples['node_image_gc_run_success'] == '1'
     assert float(samples['node_image_gc_last_success_timestamp_seconds']) == report['finished']
     assert float(samples['node_image_gc_last_run_timestamp_seconds']) == report['finished']
-    assert samples['node_image_gc_removed_objects{phase="containers"}'] == '2'
-    assert samples['node_image_gc_removed_objects{phase="sandboxes"}'] == '1'
-    assert samples['node_image_gc_removed_objects{phase="images"}'] == '3'
-    assert samples['node_image_gc_reclaimed_bytes{phase="images"}'] == str(1028854 + 1028853 + 1028856)
+    assert samples['node_image_gc_last_run_removed_objects{phase="containers"}'] == '2'
+    assert samples['node_image_gc_last_run_removed_objects{phase="sandboxes"}'] == '1'
+    assert samples['node_image_gc_last_run_removed_objects{phase="images"}'] == '3'
+    assert samples['node_image_gc_last_run_reclaimed_bytes{phase="images"}'] == str(1028854 + 1028853 + 1028856)
     assert samples['node_image_gc_phase_success{phase="content"}'] == '1'
     assert samples['node_image_gc_image_fs_used_bytes{when="before"}'] == '10182656'
     assert '# TYPE node_image_gc_run_success gauge' in metrics
