@@ -154,12 +154,13 @@ class Engine(object):
         when ``disk`` is one of ``phases``.
 
         Returns ``{check_mode, changed, status, phases: [phase result...], disk_before,
-        disk_after, removed, bytes, failed_phases, skip_reason}``; each phase result has a
+        disk_after, removed, bytes, failed_phases, skip_reason, warnings, commands}``; each phase result has a
         ``status`` (ok, failed, skipped) and, when the phase raised, its ``error``.
         ``on_event(kind, data)`` is called with ``('disk', {'when': ..., ...})`` and
         ``('phase', result)`` as the run goes.
         """
         emit = on_event or (lambda kind, data: None)
+        first_command = len(self.runner.history)
         out = {'check_mode': check_mode, 'phases': [], 'disk_before': None, 'disk_after': None,
                'skip_reason': None, 'warnings': self.warnings}
         if 'disk' in self.phases:
@@ -192,6 +193,7 @@ class Engine(object):
                 out['disk_after'] = self._disk_report('after', emit)
         if not check_mode and self._seen:
             self._save_record()
+        out['commands'] = [r.argv for r in self.runner.history[first_command:]]
         out['failed_phases'] = [r['phase'] for r in out['phases'] if r['status'] == 'failed']
         out['changed'] = any(r['changed'] for r in out['phases'])
         out['removed'] = sum(len(r['removed']) for r in out['phases'])

@@ -285,7 +285,7 @@ sandbox_image:
   type: str
   sample: registry.k8s.io/pause:3.9
 commands:
-  description: The command lines that were run.
+  description: The command lines that were run, the disk reports' included, in order.
   returned: always
   type: list
   elements: list
@@ -312,7 +312,7 @@ def main():
     run = run_engine(module, ('containers', 'sandboxes', 'images', 'content', 'disk'),
                      fail_on_error=module.params['fail_on_phase_error'])
     by_phase = dict((r['phase'], r) for r in run['phases'])
-    out = dict(changed=run['changed'], failures=[], commands=[], failed_phases=run['failed_phases'],
+    out = dict(changed=run['changed'], failures=[], commands=run['commands'], failed_phases=run['failed_phases'],
                disk_before=run['disk_before'], disk_after=run['disk_after'], phases=[])
     for phase, name in ITEMS:
         result = by_phase[phase]
@@ -320,7 +320,6 @@ def main():
         if phase != 'content':
             out[name + '_kept'] = result['kept']
         out['failures'] += [dict(item, phase=phase) for item in result['failed']]
-        out['commands'] += result['commands']
         summary = dict((k, result[k]) for k in ('phase', 'status', 'changed', 'bytes', 'duration'))
         summary['removed'] = len(result['removed'])
         for key in ('error', 'skip_reason'):

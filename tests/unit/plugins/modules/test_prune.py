@@ -1,0 +1,138 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""prune: one whole run in one module invocation, with the recorded crictl outputs behind a stub runner."""
+
+import fcntl
+import os
+
+import pytest
+
+from ansible_collections.nodemaint.image_gc.plugins.modules import prune
+
+from image_gc_testlib import (
+    IDS, IMG_BUSYBOX1, IMG_OLD_BUSYBOX1, IMG_UNUSED3, V16, V21, VERSIONS, Reply, documented_returns, ids,
+    node_runner, run_module)
+
+PHASES = ['containers', 'sandboxes', 'images', 'content']
+
+
+@pytest.fixture
+def args(tmp_path):
+    return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s', 'sandbox_min_age': '0s'}
+
+
+def check_against_return_doc(result):
+    doc = documented_returns(prune)
+    keys = set(result) - {'changed', 'diff', 'warnings'}
+    assert keys <= set(doc), 'undocumented return keys: %s' % (keys - set(doc))
+    always = set(k for k, v in doc.items() if v['returned'] == 'always')
+    assert always <= keys, 'missing return keys: %s' % (always - keys)
+    contains = set(doc['phases']['contains'])
+    for phase in result['phases']:
+        assert set(phase) <= contains, set(phase) - contains
+    for key, spec in doc.items():
+        if key in result and spec['type'] in ('list', 'dict', 'int'):
+            assert isinstance(result[key], {'list': list, 'dict': dict, 'int': int}[spec['type']]), key
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_check_mode_reports_what_the_real_run_removes(version, args, monkeypatch):
+    check_runner = node_runner(version)
+    check = run_module(monkeypatch, prune, args, check_runner, check_mode=True).result
+    assert check_runner.removals() == []
+    real_runner = node_runner(version)
+    real = run_module(monkeypatch, prune, args, real_runner).result
+    for key in ('containers', 'sandboxes', 'images'):
+        assert ids(check[key]) == ids(real[key]), key
+        assert [i['reason'] for i in check[key]] == [i['reason'] for i in real[key]], key
+    assert ids(real['containers']) == [IDS[version]['exit0'], IDS[version]['exit1']]
+    assert ids(real['sandboxes']) == [IDS[version]['feas-a']]
+    assert ids(real['images']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1]
+    assert check['images_space_reclaimed'] == real['images_space_reclaimed'] > 0
+    assert check['changed'] is real['changed'] is True
+    assert [p['phase'] for p in real['phases']] == PHASES
+    assert all(p['status'] == 'ok' for p in real['phases']) and real['failed_phases'] == []
+    assert real['disk_before']['images'] == 5 and real['disk_after']['images'] == 2
+    assert check['disk_after']['images'] == 5                    # check mode: nothing was removed
+    assert real['commands'] == real_runner.calls
+    check_against_return_doc(check)
+    check_against_return_doc(real)
+
+
+def test_second_run_changes_nothing(args, monkeypatch):
+    result = run_module(monkeypatch, prune, args, node_runner(V21, state='after')).result
+    assert result['changed'] is False
+    assert all(result[k] == [] for k in ('containers', 'sandboxes', 'images', 'blobs', 'failures'))
+    assert result['images_space_reclaimed'] == result['content_space_reclaimed'] == 0
+
+
+def test_a_failed_phase_is_reported_and_fails_the_task_only_when_asked(args, monkeypatch):
+    def failing_pods():
+        runner = node_runner(V16)
+        runner.on('crictl pods --output json', Reply(1, '', 'time="x" level=fatal msg="boom"\n'))
+        return runner
+    out = run_module(monkeypatch, prune, args, failing_pods())
+    assert not out.failed
+    assert out.result['failed_phases'] == ['sandboxes']
+    phases = dict((p['phase'], p) for p in out.result['phases'])
+    assert phases['sandboxes']['error'] == 'crictl pods --output json failed (rc=1): boom'
+    assert phases['images']['status'] == 'ok' and out.result['images']
+    assert out.result['changed'] is True
+    strict = run_module(monkeypatch, prune, dict(args, fail_on_phase_error=True), failing_pods())
+    assert strict.failed and strict.result['msg'] == 'crictl pods --output json failed (rc=1): boom'
+    assert strict.result['rc'] == 1
+    assert [p['phase'] for p in strict.result['partial']] == ['containers', 'images', 'content']
+
+
+def test_the_lock_is_held_for_the_whole_run_and_a_held_lock_fails_before_anything_runs(args, monkeypatch):
+    seen = []
+    runner = node_runner(V21)
+    original = runner.run
+
+    def run(argv, timeout=None):
+        fd = os.open(args['lock_path'], os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            seen.append('free')
+        except OSError:
+            seen.append('held')
+        finally:
+            os.close(fd)
+        return original(argv, timeout)
+    runner.run = run
+    assert not run_module(monkeypatch, prune, args, runner).failed
+    assert seen and set(seen) == {'held'}                        # every command ran under the lock
+    fd = os.open(args['lock_path'], os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        idle = node_runner(V21)
+        out = run_module(monkeypatch, prune, args, idle)
+    finally:
+        os.close(fd)
+    assert out.failed and 'another image GC run holds %s' % args['lock_path'] in out.result['msg']
+    assert idle.calls == []
+
+
+def test_bad_option_fails_naming_it_before_any_command(args, monkeypatch):
+    runner = node_runner(V21)
+    out = run_module(monkeypatch, prune, dict(args, disk_high=85), runner)
+    assert out.failed and out.result['msg'].startswith('disk_high and disk_low go together')
+    assert runner.calls == []
+
+
+def test_diff_lists_every_kind_before_and_after(args, monkeypatch):
+    result = run_module(monkeypatch, prune, args, node_runner(V21), check_mode=True, diff=True).result
+    diff = result['diff']
+    assert set(diff['before']) == set(diff['after']) == {'containers', 'sandboxes', 'images', 'blobs'}
+    assert IMG_UNUSED3 in diff['before']['images'] and IMG_UNUSED3 not in diff['after']['images']
+    assert diff['after']['containers'] == [] and IDS[V21]['feas-a'] not in diff['after']['sandboxes']
+
+
+def test_below_the_disk_usage_threshold_nothing_runs(args, monkeypatch):
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine
+    monkeypatch.setattr(_engine, 'filesystem_usage', lambda path: {'fs_used_percent': 10.0})
+    runner = node_runner(V21)
+    result = run_module(monkeypatch, prune, dict(args, disk_usage_threshold=80), runner).result
+    assert result['changed'] is False and runner.removals() == []
+    assert result['skip_reason'].startswith('image filesystem 10.0% used, below disk_usage_threshold 80%')
+    assert [p['status'] for p in result['phases']] == ['skipped'] * 4
