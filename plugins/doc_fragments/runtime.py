@@ -17,7 +17,11 @@ options:
   ctr_path:
     description:
       - Path of containerd's C(ctr) binary.
-      - When not set, C(ctr) is searched like O(crictl_path), then C(k3s ctr) and C(microk8s ctr) are tried.
+      - When not set, C(ctr) is searched like O(crictl_path), then the MicroK8s snap's own
+        C(/snap/microk8s/current/bin/ctr) (with the snap's socket
+        C(/var/snap/microk8s/common/run/containerd.sock) unless O(containerd_address) is set),
+        then C(k3s ctr) and, last, C(microk8s ctr), which goes through snap confinement and
+        therefore fails inside the timer's sandboxed service.
       - A path whose file name is C(k3s) or C(microk8s) runs its C(ctr) subcommand.
     type: path
   runtime_endpoint:

@@ -34,6 +34,19 @@ BINARY_DIRS = ('/usr/local/bin', '/usr/bin', '/usr/local/sbin', '/usr/sbin',
 # Multi-call binaries that carry crictl/ctr as subcommands.
 WRAPPERS = {'crictl': ('k3s',), 'ctr': ('k3s', 'microk8s')}
 
+# MicroK8s: the snap's own ctr and the socket of the snap's containerd. `microk8s ctr` runs that
+# same binary, but through snap-confine, which needs privileges that node-image-gc.service takes
+# away (NoNewPrivileges=, RestrictNamespaces=, no capabilities): called directly, the binary
+# works there. It is tried after a ctr in the usual directories and before the wrappers.
+MICROK8S_CTR = '/snap/microk8s/current/bin/ctr'
+MICROK8S_SOCKET = '/var/snap/microk8s/common/run/containerd.sock'
+SNAP_BINARIES = {'ctr': (MICROK8S_CTR,)}
+# Why a wrapper found as a last resort may not work everywhere.
+WRAPPER_NOTES = {
+    'microk8s': 'through snap confinement, which fails inside node-image-gc.service (NoNewPrivileges=, '
+                'RestrictNamespaces=); %s was not found' % MICROK8S_CTR,
+}
+
 
 def _unix_path(endpoint):
     """Filesystem path of a ``unix://`` endpoint (or of a bare absolute path), else None."""
@@ -134,10 +147,17 @@ class Discovery(object):
         found = self._search_path(name, tried) or self._search_dirs(name, tried)
         if found:
             return [found], 'found at %s' % found
+        for candidate in SNAP_BINARIES.get(name, ()):
+            tried.append(candidate)
+            if self.is_executable(candidate):
+                return [candidate], 'the MicroK8s snap\'s own %s at %s' % (name, candidate)
         for wrapper in WRAPPERS.get(name, ()):
             found = self._search_path(wrapper, tried) or self._search_dirs(wrapper, tried)
             if found:
-                return [found, name], '%s %s' % (found, name)
+                source = '%s %s' % (found, name)
+                if wrapper in WRAPPER_NOTES:
+                    source += ' (%s)' % WRAPPER_NOTES[wrapper]
+                return [found, name], source
         return None, None
 
     def _search_path(self, name, tried):
@@ -218,7 +238,7 @@ class Discovery(object):
                  'to its absolute path (for k3s: /usr/local/bin/k3s; MicroK8s ships no crictl).'),
                 ('ctr', ctr_path, 'ctr_path', ctr_tried, need_ctr,
                  'ctr not found. Tried: %s, "k3s ctr" and "microk8s ctr". Install containerd\'s ctr or set '
-                 'ctr_path to its absolute path.')):
+                 'ctr_path to its absolute path (for MicroK8s: ' + MICROK8S_CTR + ').')):
             # A binary this run does not need may be missing (or wrongly set): its error is kept
             # and raised only if it is used.
             try:
@@ -244,6 +264,10 @@ class Discovery(object):
             runtime.containerd_address, runtime.sources['containerd_address'] = containerd_address, 'option containerd_address'
         elif self.env.get('CONTAINERD_ADDRESS'):
             runtime.containerd_address, runtime.sources['containerd_address'] = self.env['CONTAINERD_ADDRESS'], 'CONTAINERD_ADDRESS'
+        elif runtime.ctr == [MICROK8S_CTR] and self.is_socket(MICROK8S_SOCKET):
+            # the snap's ctr defaults to /run/containerd/containerd.sock, not to its own containerd
+            runtime.containerd_address = MICROK8S_SOCKET
+            runtime.sources['containerd_address'] = 'the MicroK8s snap socket (for the snap\'s ctr)'
         elif _unix_path(runtime.runtime_endpoint):
             runtime.containerd_address = _unix_path(runtime.runtime_endpoint)
             runtime.sources['containerd_address'] = 'the runtime endpoint'

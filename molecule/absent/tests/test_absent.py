@@ -18,11 +18,23 @@ UNIT = "node-image-gc"
     "/etc/node-image-gc",
     "/var/lib/node-image-gc",
     "/var/lib/node_exporter/textfile_collector/node_image_gc.prom",
-    "/run/node-image-gc/lock",
-    "/run/node-image-gc",
 ])
 def test_nothing_left(host, path):
     assert not host.file(path).exists
+
+
+def test_held_lock_is_left_in_place(host):
+    """prepare started a holder of /run/node-image-gc/lock before the uninstall: the file the holder
+    has locked must still be the one at that path (else the next run would lock a new file while
+    the holder still runs: two runs at once)."""
+    holder = "node-image-gc-lock-holder.service"
+    pid = host.check_output("systemctl show -p MainPID --value %s", holder).strip()
+    assert pid not in ("", "0"), host.run("systemctl status %s", holder).stdout
+    fds = host.check_output("ls /proc/%s/fd", pid).split()
+    targets = [host.run("readlink /proc/%s/fd/%s", pid, fd).stdout.strip() for fd in fds]
+    assert "/run/node-image-gc/lock" in targets, targets       # "... (deleted)" if it had been removed
+    # the same inode: a second locker conflicts with the holder (a new file would lock at once)
+    assert host.run("flock --nonblock /run/node-image-gc/lock true").rc == 1
 
 
 def test_units_unknown_to_systemd(host):

@@ -8,6 +8,7 @@ the crictl stand-in DIR/bin/crictl work from inside the instance too.
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -123,6 +124,46 @@ def test_service_hardening(host):
     assert props["RuntimeDirectory"] == "node-image-gc"
     assert props["RuntimeDirectoryPreserve"] == "yes"
     assert props["TimeoutStartUSec"] == "1h"
+
+
+def test_service_sandbox_is_tight(host):
+    """What the runner needs is only unix sockets and its own files: no capability, no network,
+    no devices, the system-service system calls (the real run below shows it works)."""
+    props = show(host, UNIT + ".service", "CapabilityBoundingSet", "PrivateNetwork", "RestrictAddressFamilies",
+                 "PrivateDevices", "DevicePolicy", "MemoryDenyWriteExecute", "SystemCallFilter",
+                 "SystemCallErrorNumber", "IPAddressDeny", "ProtectClock", "ProtectHostname", "PrivateMounts",
+                 "RestrictNamespaces", "RemoveIPC", "UMask", "ReadWritePaths", "CPUQuotaPerSecUSec",
+                 "MemoryMax", "ProtectProc")
+    assert props["CapabilityBoundingSet"] == "", props["CapabilityBoundingSet"]
+    for name in ("PrivateNetwork", "PrivateDevices", "MemoryDenyWriteExecute", "ProtectClock", "ProtectHostname",
+                 "PrivateMounts", "RemoveIPC"):
+        assert props[name] == "yes", (name, props[name])
+    assert props["RestrictAddressFamilies"] == "AF_UNIX"
+    assert props["DevicePolicy"] == "closed"
+    assert props["IPAddressDeny"]  # any: "0.0.0.0/0 ::/0"
+    assert props["RestrictNamespaces"] == "yes"
+    assert props["UMask"] == "0077"
+    # an allow list (no leading "~"), without the privileged calls
+    assert props["SystemCallFilter"] and not props["SystemCallFilter"].startswith("~")
+    for call in ("reboot", "mount", "init_module", "settimeofday", "setuid"):
+        assert call not in props["SystemCallFilter"].split(), call
+    # /proc stays visible: the content phase looks for a running Spegel there
+    assert props["ProtectProc"] == "default"
+    # k3s crictl/ctr unpack k3s's tools under /var/lib/rancher/k3s/data after an upgrade
+    assert "-/var/lib/rancher/k3s/data" in props["ReadWritePaths"].split(), props["ReadWritePaths"]
+    assert "/var/lib/rancher" not in props["ReadWritePaths"].split()
+    # no resource limits unless timer_cpu_quota / timer_memory_max are set
+    assert props["CPUQuotaPerSecUSec"] == "infinity"
+    assert props["MemoryMax"] == "infinity"
+
+
+def test_service_exposure_score(host):
+    """systemd's own rating of the rendered unit: 3.0 or lower (the first release rated 6.3)."""
+    out = host.run("systemd-analyze security --offline=yes --no-pager /etc/systemd/system/%s.service", UNIT)
+    text = out.stdout + out.stderr
+    match = re.search(r"Overall exposure level for \S+: ([0-9]+\.[0-9]+) (\w+)", text)
+    assert match, text
+    assert float(match.group(1)) <= 3.0, text
 
 
 # --------------------------------------------------------------------------- a real run

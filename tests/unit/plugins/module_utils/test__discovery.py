@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import (
-    CRICTL_CONFIG_FILES, WELL_KNOWN_SOCKETS, Runtime, read_crictl_config)
+    CRICTL_CONFIG_FILES, MICROK8S_CTR, WELL_KNOWN_SOCKETS, Runtime, read_crictl_config)
 
 from image_gc_testlib import fake_discovery
 
@@ -226,6 +226,66 @@ def test_microk8s_ctr():
         '/snap/bin/microk8s', 'ctr', '--address', MICROK8S_SOCK, '--namespace', 'k8s.io', 'content', 'ls']
 
 
+def test_microk8s_ctr_wrapper_is_a_last_resort_and_says_why():
+    discovery = fake_discovery(env={'PATH': '/usr/bin:/snap/bin'},
+                               executables={'/usr/local/bin/crictl', '/snap/bin/microk8s'}, sockets={MICROK8S_SOCK})
+    runtime = resolve(discovery, need_ctr=True)
+    assert runtime.ctr == ['/snap/bin/microk8s', 'ctr']
+    source = runtime.sources['ctr']
+    assert 'snap confinement' in source and 'NoNewPrivileges=' in source and MICROK8S_CTR in source
+
+
+def test_microk8s_snap_ctr_is_preferred_over_microk8s_ctr():
+    assert MICROK8S_CTR == '/snap/microk8s/current/bin/ctr'
+    discovery = fake_discovery(env={'PATH': '/usr/bin:/snap/bin'},
+                               executables={'/usr/local/bin/crictl', '/snap/bin/microk8s', MICROK8S_CTR},
+                               sockets={MICROK8S_SOCK})
+    runtime = resolve(discovery, need_ctr=True)
+    assert runtime.ctr == [MICROK8S_CTR]
+    assert runtime.sources['ctr'] == "the MicroK8s snap's own ctr at %s" % MICROK8S_CTR
+    assert runtime.ctr_argv('k8s.io', 'content', 'prune', 'references') == [
+        MICROK8S_CTR, '--address', MICROK8S_SOCK, '--namespace', 'k8s.io', 'content', 'prune', 'references']
+    # the wrapper was never looked at
+    assert '/snap/bin/microk8s' not in discovery.seen['is_executable']
+
+
+def test_microk8s_snap_ctr_gets_the_snap_socket_whatever_the_cri_endpoint():
+    # crictl through another endpoint (e.g. a crictl.yaml of the node's own) must not send the
+    # snap's ctr, whose built-in default is /run/containerd/containerd.sock, elsewhere.
+    discovery = fake_discovery(env={'PATH': '/usr/bin'},
+                               configs={'/etc/crictl.yaml': {'runtime-endpoint': 'unix:///srv/cri/cri.sock'}},
+                               executables={'/usr/local/bin/crictl', MICROK8S_CTR},
+                               sockets={'/srv/cri/cri.sock', MICROK8S_SOCK})
+    runtime = resolve(discovery, need_ctr=True)
+    assert runtime.runtime_endpoint == 'unix:///srv/cri/cri.sock'
+    assert runtime.containerd_address == MICROK8S_SOCK
+    assert runtime.sources['containerd_address'] == "the MicroK8s snap socket (for the snap's ctr)"
+
+
+def test_explicit_containerd_address_wins_over_the_snap_socket():
+    discovery = fake_discovery(executables={'/usr/local/bin/crictl', MICROK8S_CTR}, sockets={MICROK8S_SOCK})
+    runtime = resolve(discovery, need_ctr=True, containerd_address='/srv/containerd.sock')
+    assert runtime.ctr == [MICROK8S_CTR]
+    assert runtime.containerd_address == '/srv/containerd.sock'
+
+
+def test_a_ctr_in_the_usual_directories_wins_over_the_snap_ctr():
+    discovery = fake_discovery(env={'PATH': '/bin'},
+                               executables={'/usr/local/bin/crictl', '/usr/bin/ctr', MICROK8S_CTR},
+                               sockets={K8S_SOCK, MICROK8S_SOCK})
+    runtime = resolve(discovery, need_ctr=True)
+    assert runtime.ctr == ['/usr/bin/ctr']
+    assert runtime.containerd_address == K8S_SOCK
+
+
+def test_snap_ctr_without_the_snap_socket_falls_back_to_the_runtime_endpoint():
+    discovery = fake_discovery(executables={'/usr/local/bin/crictl', MICROK8S_CTR}, sockets={K8S_SOCK})
+    runtime = resolve(discovery, need_ctr=True)
+    assert runtime.ctr == [MICROK8S_CTR]
+    assert runtime.containerd_address == K8S_SOCK
+    assert runtime.sources['containerd_address'] == 'the runtime endpoint'
+
+
 def test_crictl_path_with_basename_k3s_runs_k3s_crictl():
     discovery = fake_discovery(executables={'/opt/k3s/k3s', '/usr/bin/ctr'}, sockets={K3S_SOCK})
     runtime = resolve(discovery, crictl_path='/opt/k3s/k3s', ctr_path='/opt/k3s/k3s')
@@ -282,7 +342,7 @@ def test_ctr_not_found_lists_places_and_wrappers():
     message = str(exc.value)
     assert message.startswith('ctr not found')
     for place in ('/opt/a/ctr', '/usr/local/bin/ctr', '/var/lib/rancher/rke2/bin/ctr', '/snap/bin/microk8s',
-                  'k3s ctr', 'microk8s ctr'):
+                  MICROK8S_CTR, 'k3s ctr', 'microk8s ctr'):
         assert place in message
     assert 'set ctr_path' in message
 
