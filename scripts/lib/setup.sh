@@ -119,7 +119,7 @@ setup_containerd2() {
       || { log "containerd 2.x: apt-get update (sid, private lists) failed:"; tail -n 20 "$top/apt-update.log" >&2; return 1; }
     (cd "$top/deb" && apt-get "${opts[@]}" download "containerd=$CONTAINERD2_DEB_VERSION") >"$top/apt-download.log" 2>&1 \
       || { log "containerd 2.x: apt-get download containerd=$CONTAINERD2_DEB_VERSION failed:"; tail -n 20 "$top/apt-download.log" >&2; return 1; }
-    deb="$(ls "$top"/deb/containerd_*.deb 2>/dev/null | head -n1)"
+    deb="$(find "$top/deb" -maxdepth 1 -name 'containerd_*.deb' -print -quit)"
     [[ -n "$deb" ]] || { log "containerd 2.x: no .deb downloaded"; return 1; }
     dpkg-deb -x "$deb" "$top/root" || { log "containerd 2.x: dpkg-deb -x $deb failed"; return 1; }
     rm -rf "$apt"  # the sid package lists are big and not needed again
