@@ -449,8 +449,8 @@ def render(results, info, args):
         lines += ['', '| ratio | measured | difference s |', '|---|---|---|']
         for a, b in (('runner', 'floor'), ('runner', 'shell'), ('playbook', 'runner')):
             if a in res and b in res:
-                lines.append('| %s/%s | %.2f | %+.2f |' % (a, b, res[a]['wall'] / res[b]['wall'],
-                                                         res[a]['wall'] - res[b]['wall']))
+                ratio, diff = res[a]['wall'] / res[b]['wall'], res[a]['wall'] - res[b]['wall']
+                lines.append('| %s/%s | %.2f | %+.2f |' % (a, b, ratio, diff))
         lines.append('')
     if len([s for s in results['by_size'] if results['by_size'][s]]) >= 2:
         small, large = results['sizes'][0], results['sizes'][-1]
