@@ -34,7 +34,6 @@ S = importlib.import_module("tests.lab.scenario")       # the package re-exports
 from tests.integration import ansible_play as AP         # noqa: E402
 
 NODE_PYTHON = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
-REAL_CRICTL_COST = 0.035      # lab-facts: upstream (Go) crictl, process start + connect
 SANDBOX_MIN_AGE = 1           # s; the big() sandboxes are older than this when a run starts
 CRICTL_TIMEOUT = '2m'         # the library's default timeout; floor and shell get the same
 VARIANTS = ('floor', 'shell', 'runner', 'playbook')
@@ -224,7 +223,7 @@ class Bench(object):
         self.tmp = tempfile.mkdtemp(prefix='image-gc-bench-')
         self.lab = None
         self.deadline = time.monotonic() + args.budget
-        self.crictl = os.path.realpath(args.crictl or os.path.join(ROOT, 'tests/lab/bin/crictl'))
+        self.crictl = os.path.realpath(args.crictl) if args.crictl else L.find_crictl()
         self.ctr = shutil.which('ctr') or '/usr/bin/ctr'
         self.log = os.path.join(self.tmp, 'calls.log')
         self.wrap = os.path.join(self.tmp, 'bin')
@@ -237,7 +236,7 @@ class Bench(object):
 
     # -- lab --------------------------------------------------------------------------------
     def start(self):
-        self.lab = L.Lab(os.path.join(self.tmp, 'lab'))
+        self.lab = L.Lab(os.path.join(self.tmp, 'lab'), crictl=self.crictl)
         self.lab.start()
 
     def stop(self):
@@ -298,6 +297,7 @@ class Bench(object):
                         'image_gc_ctr_path': os.path.join(self.wrap, 'ctr'),
                         'image_gc_runtime_endpoint': self.lab.endpoint,
                         'image_gc_lock_path': os.path.join(self.tmp, 'run.lock'),
+                        'image_gc_image_record_path': os.path.join(self.tmp, 'images.json'),
                         'image_gc_sandbox_min_age': '%ds' % SANDBOX_MIN_AGE,
                         'image_gc_created_min_age': '0s'}
             if not shutil.which('sudo'):
@@ -319,7 +319,8 @@ class Bench(object):
                'runtime_endpoint': self.lab.endpoint, 'created_min_age': '0s',
                'sandbox_min_age': '%ds' % SANDBOX_MIN_AGE,
                'report_path': os.path.join(self.tmp, 'last-run-%s.json' % ('wrapped' if wrapped else 'plain')),
-               'lock_path': os.path.join(self.tmp, 'run.lock'), 'lock_wait': '30s'}
+               'lock_path': os.path.join(self.tmp, 'run.lock'), 'lock_wait': '30s',
+               'image_record_path': os.path.join(self.tmp, 'images.json')}
         with open(path, 'w') as handle:
             json.dump(cfg, handle)
         return path
@@ -380,6 +381,7 @@ def machine(lab, crictl, cost):
         mem_kb = int(handle.readline().split()[1])
     return {'nproc': os.cpu_count(), 'memory_gib': round(mem_kb / 1024 ** 2, 1), 'cpu': cpu,
             'kernel': platform.release(), 'containerd': lab.version_string, 'crictl': crictl,
+            'crictl_version': L.crictl_version(crictl),
             'crictl_process_s': round(cost['crictl'], 3), 'ctr_process_s': round(cost['ctr'], 3),
             'loadavg_start': os.getloadavg()}
 
@@ -411,8 +413,9 @@ def render(results, info, args):
              '- %s cores (nproc), %s GiB memory, CPU: %s, kernel %s' % (
                  info['nproc'], info['memory_gib'], info['cpu'], info['kernel']),
              '- containerd %s (Debian package), ctr from the same package' % info['containerd'],
-             '- crictl used: `%s` -- measured cost of one process (`crictl version`: start + connect + one RPC, '
-             'median of 5): **%.3f s**; ctr: %.3f s' % (info['crictl'], cost, info['ctr_process_s']),
+             '- crictl used: `%s` (upstream cri-tools %s) -- measured cost of one process (`crictl version`: '
+             'start + connect + one RPC, median of 5): **%.3f s**; ctr: %.3f s' % (
+                 info['crictl'], info.get('crictl_version') or '?', cost, info['ctr_process_s']),
              '- load average at start: %s. %s' % (
                  ', '.join('%.2f' % x for x in info['loadavg_start']),
                  'SHARED machine: other engineers ran tests concurrently, so wall times carry noise; '
@@ -426,48 +429,41 @@ def render(results, info, args):
         lines += ['## %s: %d exited containers, %d NotReady sandboxes, %d unused images' % (
             size_name, size[0], size[1], size[2]), '',
             'Median wall time of N runs, each on a freshly rebuilt identical state (%s).' % n_note, '',
-            '| variant | wall s (median) | runs | client CPU s | crictl procs | ctr procs | projected s with real crictl* '
+            '| variant | wall s (median) | runs | client CPU s | crictl procs | ctr procs '
             '| peak tree RSS MiB | max proc RSS MiB | removed (ctr/sbx/img) | content bytes freed '
             '| image bytes removed | reclaimable left (objects / bytes) | exit |',
-            '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+            '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
         for v in VARIANTS:
             if v not in res:
                 continue
             r = res[v]
-            proj = r['wall'] - r['crictl'] * (cost - REAL_CRICTL_COST)
             rem = r['removed']
-            lines.append('| %s | %.2f | %s | %s | %d | %d | %.2f | %s | %s | %d/%d/%d | %d | %d | %d / %d | %s |' % (
+            lines.append('| %s | %.2f | %s | %s | %d | %d | %s | %s | %d/%d/%d | %d | %d | %d / %d | %s |' % (
                 v, r['wall'], ' '.join('%.1f' % w for w in r['walls']),
-                '%.1f' % r['cpu'] if r.get('cpu') else 'n/a', r['crictl'], r['ctr'], proj,
+                '%.1f' % r['cpu'] if r.get('cpu') else 'n/a', r['crictl'], r['ctr'],
                 mib(r['peak_tree_rss']), mib(r['maxrss_proc']), rem['exited'], rem['notready'], rem['images'],
                 r['content_bytes_freed'], r['image_bytes_removed'], r['left_objects'], r['left_bytes'],
                 ','.join(str(x) for x in r['rc'])))
-        lines += ['', '\\* projection, not a measurement: wall - crictl processes x (%.3f s stand-in cost - %.3f s '
-                  'real crictl cost from lab-facts).' % (cost, REAL_CRICTL_COST), '',
-                  'crictl/ctr processes by verb:', '']
+        lines += ['', 'crictl/ctr processes by verb:', '']
         for v in VARIANTS:
             if v in res:
                 lines.append('- %s: %s' % (v, ', '.join('`%s` x%d' % kv for kv in sorted(res[v]['by_argv'].items()))))
-        lines += ['', '| ratio | measured | projected with real crictl* |', '|---|---|---|']
-
-        def proj(v):
-            return res[v]['wall'] - res[v]['crictl'] * (cost - REAL_CRICTL_COST)
+        lines += ['', '| ratio | measured | difference s |', '|---|---|---|']
         for a, b in (('runner', 'floor'), ('runner', 'shell'), ('playbook', 'runner')):
             if a in res and b in res:
-                lines.append('| %s/%s | %.2f | %.2f |' % (a, b, res[a]['wall'] / res[b]['wall'], proj(a) / proj(b)))
+                ratio, diff = res[a]['wall'] / res[b]['wall'], res[a]['wall'] - res[b]['wall']
+                lines.append('| %s/%s | %.2f | %+.2f |' % (a, b, ratio, diff))
         lines.append('')
     if len([s for s in results['by_size'] if results['by_size'][s]]) >= 2:
         small, large = results['sizes'][0], results['sizes'][-1]
         objs = float(sum(large[1])) / sum(small[1])
         lines += ['## Growth %s -> %s (objects x%.1f)' % (small[0], large[0], objs), '',
-                  '| variant | wall growth | crictl process growth | projected growth* |', '|---|---|---|---|']
+                  '| variant | wall growth | crictl process growth |', '|---|---|---|']
         rs, rl = results['by_size'][small[0]], results['by_size'][large[0]]
         for v in VARIANTS:
             if v in rs and v in rl:
-                ps = rs[v]['wall'] - rs[v]['crictl'] * (cost - REAL_CRICTL_COST)
-                pl = rl[v]['wall'] - rl[v]['crictl'] * (cost - REAL_CRICTL_COST)
-                lines.append('| %s | x%.1f | x%.1f | x%.1f |' % (
-                    v, rl[v]['wall'] / rs[v]['wall'], float(rl[v]['crictl']) / max(1, rs[v]['crictl']), pl / ps))
+                lines.append('| %s | x%.1f | x%.1f |' % (
+                    v, rl[v]['wall'] / rs[v]['wall'], float(rl[v]['crictl']) / max(1, rs[v]['crictl'])))
         lines.append('')
     return '\n'.join(lines)
 
@@ -489,7 +485,9 @@ def main(argv=None):
     p.add_argument('-n', type=int, default=3, help='runs per variant (median); default 3')
     p.add_argument('--n-large', type=int, default=None, help='runs per variant for the large size (default -n)')
     p.add_argument('--variants', default=','.join(VARIANTS))
-    p.add_argument('--crictl', default=None, help='crictl binary (default: the lab stand-in tests/lab/bin/crictl)')
+    p.add_argument('--crictl', default=None,
+                   help='crictl binary (default: the real crictl as the tests find it: $NODEMAINT_CRICTL, a crictl '
+                        '>= 1.36 on PATH, or the set-up\'s go-install build in the cache)')
     p.add_argument('--budget', type=float, default=2400, help='seconds; stop measuring when exceeded (default 2400)')
     p.add_argument('--doc', default=None, help='write the Markdown table here (e.g. docs/performance.md)')
     p.add_argument('--json', default=None, help='write raw results here')

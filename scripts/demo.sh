@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The demo of nodemaint.image_gc:   ./scripts/demo.sh
+# The demo of nodemaint.image_gc:   ./scripts/demo.sh [--containerd 1.6|2.1]
 #
-# On a Debian 12 machine, as root: installs what it needs (Debian's containerd and runc, a tools
-# venv), starts a local lab node -- a real containerd in a private directory, with real garbage:
+# On a Debian 12 machine, as root: installs what it needs (Debian's containerd and runc, the real
+# crictl -- from PATH if >= 1.36, else built once with `go install` into the cache --, for
+# --containerd 2.1 Debian sid's containerd 2.1.9 unpacked into the cache, a tools venv), starts a local lab node -- a real containerd in a private directory, with real garbage:
 # exited containers, NotReady pod sandboxes old and young, unused, dangling and excluded images,
 # a running container, the sandbox image -- then runs the on-demand playbook against it, first
 # with --check, then for real, and shows the state before and after. It leaves nothing running.
 #
-# The lab node has no real crictl (no package exists here): it uses the test-only stand-in
-# tests/lab/bin/crictl, which talks to the real containerd over the CRI API like crictl does.
+# --containerd 1.6 (default): Debian 12's containerd 1.6.20; 2.1: Debian sid's 2.1.9 (with its ctr
+# and shim, and Debian 12's runc).
 #
 # Environment: NODEMAINT_CACHE_DIR (default /var/cache/nodemaint-image-gc), NO_SETUP_APT=1,
 # DEMO_KEEP_LAB=1 (leave the lab running for a look; stop it with `python -m tests.lab down --dir DIR`).
@@ -23,8 +24,34 @@ source "$REPO_ROOT/scripts/lib/setup.sh"
 
 banner() { printf '\n=== %s ===\n' "$*"; }
 
+CONTAINERD_CHOICE=1.6
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --containerd) CONTAINERD_CHOICE="${2:-}"; shift 2 || { log "--containerd needs 1.6 or 2.1"; exit 2; } ;;
+    --containerd=*) CONTAINERD_CHOICE="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    *) log "unknown argument: $1 (usage: $0 [--containerd 1.6|2.1])"; exit 2 ;;
+  esac
+done
+case "$CONTAINERD_CHOICE" in
+  1.6|2.1) ;;
+  *) log "--containerd: '$CONTAINERD_CHOICE' is not one of 1.6, 2.1"; exit 2 ;;
+esac
+
 if [[ "${NO_SETUP_APT:-0}" != 1 ]]; then setup_apt; fi
+mkdir -p "$CACHE_DIR"
+exec 9>"$CACHE_DIR/setup.lock"     # the same set-up lock as scripts/test.sh (builds, downloads)
+flock -w 900 9 || log "setup lock not acquired after 15 min (continuing)"
+setup_crictl
+LAB_ARGS=()
+CTR=(ctr)
+if [[ "$CONTAINERD_CHOICE" == 2.1 ]]; then
+  setup_containerd2
+  LAB_ARGS=(--containerd-dir "$NODEMAINT_CONTAINERD2_DIR")
+  CTR=("$NODEMAINT_CONTAINERD2_DIR/ctr")
+fi
 setup_venv
+flock -u 9; exec 9>&-
 COLLECTIONS_DEPS="${COLLECTIONS_DEPS:-}"
 setup_build_tree
 export ANSIBLE_COLLECTIONS_PATH="$BUILD_ROOT"
@@ -39,10 +66,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-banner "Starting a lab node: containerd $(containerd --version | awk '{print $3}') with garbage"
-(cd "$REPO_ROOT" && python -m tests.lab up --dir "$LAB_DIR" --scenario standard --gap 40 >/dev/null)
+CONTAINERD_BIN=containerd
+[[ "$CONTAINERD_CHOICE" == 2.1 ]] && CONTAINERD_BIN="$NODEMAINT_CONTAINERD2_DIR/containerd"
+banner "Starting a lab node: containerd $("$CONTAINERD_BIN" --version | awk '{print $3}') with garbage, crictl $NODEMAINT_CRICTL_VERSION"
+(cd "$REPO_ROOT" && python -m tests.lab up --dir "$LAB_DIR" --scenario standard --gap 40 "${LAB_ARGS[@]}" >/dev/null)
 SOCKET="$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["socket"])' "$LAB_DIR/lab.json")"
-CRICTL=("$REPO_ROOT/tests/lab/bin/crictl" --runtime-endpoint "unix://$SOCKET")
+CRICTL=("$NODEMAINT_CRICTL" --runtime-endpoint "unix://$SOCKET")
 
 show_state() {
   "${CRICTL[@]}" pods 2>/dev/null
@@ -51,7 +80,7 @@ show_state() {
   echo
   "${CRICTL[@]}" images 2>/dev/null
   echo
-  echo "content store: $(ctr --address "$SOCKET" -n k8s.io content ls -q | wc -l) blobs"
+  echo "content store: $("${CTR[@]}" --address "$SOCKET" -n k8s.io content ls -q | wc -l) blobs"
 }
 
 banner "Before"
@@ -74,8 +103,8 @@ cat >"$LAB_DIR/inventory.ini" <<EOF
 lab-node ansible_connection=local ansible_python_interpreter=$(command -v python)
 
 [lab:vars]
-image_gc_crictl_path=$REPO_ROOT/tests/lab/bin/crictl
-image_gc_ctr_path=$(command -v ctr)
+image_gc_crictl_path=$NODEMAINT_CRICTL
+image_gc_ctr_path=$(command -v "${CTR[0]}")
 image_gc_runtime_endpoint=unix://$SOCKET
 image_gc_lock_path=$LAB_DIR/run.lock
 image_gc_image_record_path=$LAB_DIR/images.json

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The test command of the nodemaint.image_gc collection:   ./scripts/test.sh
 #
-# Installs what it needs (Debian packages, a tools venv, containers.podman, promtool), copies the
+# Installs what it needs (Debian packages, the real crictl -- from PATH if >= 1.36, else built
+# once with `go install` into the cache --, Debian sid's containerd 2.1.9 unpacked into the
+# cache, a tools venv, containers.podman, promtool), copies the
 # working tree to <cache>/build/run.XXXXXX/ansible_collections/nodemaint/image_gc (one per
 # run, removed at exit), points ANSIBLE_COLLECTIONS_PATH at it, then runs, in this order:
 #   doc       ansible-doc renders every module in plugins/modules
 #   sanity    ansible-test sanity --python 3.11 (all tests, nothing excluded)
 #   lint      ansible-lint --profile production
 #   molecule  molecule test for every molecule/<scenario>/molecule.yml (podman + systemd image)
-#   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests
+#   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests;
+#             the integration tests run twice, on containerd 1.6.20 (Debian 12) and 2.1.9 (sid)
 # Every step runs even if an earlier one failed; a step whose inputs do not exist yet is
 # SKIPped with a reason. Exit status is non-zero if any step FAILed (or setup failed).
 #
@@ -18,8 +21,8 @@
 #   PYTEST_ARGS="-k foo"   extra pytest arguments (e.g. "-x -q")
 #   SANITY_ARGS="--test pep8"  extra ansible-test sanity arguments
 #   MOLECULE_SCENARIO=name run only this Molecule scenario (default: all)
-#   NODEMAINT_CACHE_DIR    cache for venv, collections, build tree, image rootfs
-#                          (default /var/cache/nodemaint-image-gc)
+#   NODEMAINT_CACHE_DIR    cache for venv, collections, build tree, image rootfs, crictl build,
+#                          containerd 2.x (default /var/cache/nodemaint-image-gc)
 #   NO_SETUP_APT=1         do not check/install Debian packages
 #   STEP_TIMEOUT=1800      time limit in seconds for each step's main command
 #   KEEP_BUILD=1           keep the per-run build tree (path printed at setup) for debugging
@@ -222,10 +225,11 @@ main() {
     mkdir -p "$CACHE_DIR"
     exec 9>"$CACHE_DIR/setup.lock"
     flock -w 900 9 || log "setup lock not acquired after 15 min (continuing)"
-    setup_venv && setup_collections && setup_promtool || setup_ok=0
+    setup_crictl && setup_containerd2 && setup_venv && setup_collections && setup_promtool || setup_ok=0
     flock -u 9; exec 9>&-
     [[ $setup_ok == 1 ]] && { setup_build_tree || setup_ok=0; }
   fi
+  [[ $setup_ok == 1 ]] && log "crictl $NODEMAINT_CRICTL_VERSION ($NODEMAINT_CRICTL); containerd 1.6: $(command -v containerd), 2.x: $NODEMAINT_CONTAINERD2_DIR"
   printf '===== [setup] %s in %ss\n' "$([[ $setup_ok == 1 ]] && echo 'done' || echo 'FAILED')" "$((SECONDS - total_start))"
   if [[ $setup_ok != 1 ]]; then
     log "setup failed; no step can run"

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Environment setup for scripts/test.sh: system packages, the tools venv, offline
-# collections and the ansible_collections/ build tree. Sourced, not executed.
+# Environment setup for scripts/test.sh and scripts/demo.sh: system packages, the real crictl,
+# containerd 2.x (unpacked, not installed), the tools venv, offline collections and the
+# ansible_collections/ build tree. Sourced, not executed.
 # Every function is idempotent and quick when its result already exists.
 # Expects: REPO_ROOT, CACHE_DIR, log().
 
@@ -10,6 +11,9 @@ APT_PACKAGES=(containerd runc busybox-static podman debootstrap python3-venv uid
 # Version of the PyPI `ansible` bundle that containers.podman is taken from
 # (Galaxy is unreachable here; 12.x goes with ansible-core 2.19).
 ANSIBLE_BUNDLE_VERSION=12.3.0
+
+# shellcheck source=scripts/lib/debian-mirror.sh
+source "$REPO_ROOT/scripts/lib/debian-mirror.sh"
 
 as_root() {
   if [[ $EUID -eq 0 ]]; then "$@"
@@ -60,6 +64,106 @@ setup_promtool() {
   fi
   "$dir/usr/bin/promtool" --version >/dev/null 2>&1 || { log "promtool: $dir/usr/bin/promtool does not run"; return 1; }
   export PROMTOOL="$dir/usr/bin/promtool"
+}
+
+# The real crictl (cri-tools). Pinned version, built with `go install` when no new-enough crictl
+# is on PATH. The build (and Go's module and build caches) stay under $CACHE_DIR: done once.
+CRICTL_VERSION=v1.37.0
+CRICTL_MIN_VERSION=1.36.0
+
+# containerd 2.x for the lab: Debian sid's package, downloaded with apt through a private
+# sources list / state / cache (the machine's apt sources stay untouched) and unpacked with
+# dpkg-deb -x under $CACHE_DIR (never installed). Debian 12's /usr/bin/runc is used with it.
+CONTAINERD2_DEB_VERSION=2.1.9+ds1-5
+
+# The module version of a crictl binary (a go-install build has no release string: ask
+# `go version -m`; a release binary answers `crictl --version`). Prints e.g. 1.37.0.
+crictl_version_of() {
+  local bin="$1" v=""
+  if command -v go >/dev/null; then
+    v="$(go version -m "$bin" 2>/dev/null | awk '$1 == "mod" && $2 == "sigs.k8s.io/cri-tools" {print $3}')"
+  fi
+  if [[ -z "$v" || "$v" == "(devel)" ]]; then
+    v="$("$bin" --version 2>/dev/null | awk '{print $3}')"
+  fi
+  v="${v#v}"
+  [[ "$v" =~ ^[0-9]+\.[0-9]+\.[0-9]+ ]] || return 1
+  echo "$v"
+}
+
+version_at_least() {  # version_at_least HAVE WANT
+  [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]
+}
+
+# Exports NODEMAINT_CRICTL (absolute path) and NODEMAINT_CRICTL_VERSION.
+setup_crictl() {
+  local found v dir
+  found="$(command -v crictl 2>/dev/null || true)"
+  if [[ -n "$found" ]] && v="$(crictl_version_of "$found")" && version_at_least "$v" "$CRICTL_MIN_VERSION"; then
+    NODEMAINT_CRICTL="$(readlink -f "$found")"
+    log "crictl: using $NODEMAINT_CRICTL from PATH (cri-tools $v)"
+  else
+    [[ -n "$found" ]] && log "crictl: $found is older than $CRICTL_MIN_VERSION or of unknown version; not used"
+    dir="$CACHE_DIR/crictl-$CRICTL_VERSION"
+    if [[ ! -x "$dir/crictl" ]] || ! v="$(crictl_version_of "$dir/crictl")" || [[ "v$v" != "$CRICTL_VERSION" ]]; then
+      if ! command -v go >/dev/null; then
+        log "crictl: no crictl >= $CRICTL_MIN_VERSION on PATH and no 'go' to build it."
+        log "  Install cri-tools (https://github.com/kubernetes-sigs/cri-tools/releases) so that crictl is on PATH,"
+        log "  or install Go and rerun (it runs: go install sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION)"
+        return 1
+      fi
+      log "crictl: building sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION with $(go version | awk '{print $3}') into $dir (first run: about 3 min)"
+      mkdir -p "$dir" "$CACHE_DIR/go"
+      if ! GOBIN="$dir" GOPATH="$CACHE_DIR/go/path" GOMODCACHE="$CACHE_DIR/go/mod" \
+           GOCACHE="$CACHE_DIR/go/build" GOFLAGS="${GOFLAGS:-} -modcacherw" CGO_ENABLED=0 \
+           go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION" >"$CACHE_DIR/go/crictl-build.log" 2>&1; then
+        log "crictl: go install failed (log: $CACHE_DIR/go/crictl-build.log):"
+        tail -n 20 "$CACHE_DIR/go/crictl-build.log" >&2
+        log "  Install cri-tools (https://github.com/kubernetes-sigs/cri-tools/releases) so that crictl is on PATH, and rerun"
+        return 1
+      fi
+      v="$(crictl_version_of "$dir/crictl")" || { log "crictl: cannot tell the version of $dir/crictl"; return 1; }
+    fi
+    NODEMAINT_CRICTL="$dir/crictl"
+    log "crictl: using $NODEMAINT_CRICTL (cri-tools $v, go install, cached)"
+  fi
+  NODEMAINT_CRICTL_VERSION="$v"
+  export NODEMAINT_CRICTL NODEMAINT_CRICTL_VERSION
+}
+
+# Exports NODEMAINT_CONTAINERD2_DIR: a directory with containerd, containerd-shim-runc-v2, ctr 2.x.
+setup_containerd2() {
+  local top="$CACHE_DIR/containerd-$CONTAINERD2_DEB_VERSION" apt tmp deb v
+  local dir="$top/root/usr/bin"
+  if [[ ! -f "$top/.complete" ]]; then
+    log "containerd 2.x: downloading Debian sid's containerd $CONTAINERD2_DEB_VERSION (private apt dirs, not installed)"
+    rm -rf "$top"
+    apt="$top/apt"
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/sources.list.d" "$top/deb"
+    # the machine's own Debian mirror, suite sid
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(debian_mirror) sid main" \
+      >"$apt/sources.list"
+    local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/sources.list.d"
+                -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -q)
+    apt-get "${opts[@]}" update >"$top/apt-update.log" 2>&1 \
+      || { log "containerd 2.x: apt-get update (sid, private lists) failed:"; tail -n 20 "$top/apt-update.log" >&2; return 1; }
+    (cd "$top/deb" && apt-get "${opts[@]}" download "containerd=$CONTAINERD2_DEB_VERSION") >"$top/apt-download.log" 2>&1 \
+      || { log "containerd 2.x: apt-get download containerd=$CONTAINERD2_DEB_VERSION failed:"; tail -n 20 "$top/apt-download.log" >&2; return 1; }
+    deb="$(find "$top/deb" -maxdepth 1 -name 'containerd_*.deb' -print -quit)"
+    [[ -n "$deb" ]] || { log "containerd 2.x: no .deb downloaded"; return 1; }
+    dpkg-deb -x "$deb" "$top/root" || { log "containerd 2.x: dpkg-deb -x $deb failed"; return 1; }
+    rm -rf "$apt"  # the sid package lists are big and not needed again
+    local b
+    for b in containerd containerd-shim-runc-v2 ctr; do
+      [[ -x "$dir/$b" ]] || { log "containerd 2.x: $dir/$b missing from $deb"; return 1; }
+    done
+    touch "$top/.complete"
+  fi
+  v="$("$dir/containerd" --version 2>/dev/null | awk '{print $3}')"
+  [[ "$v" == 2.* ]] || { log "containerd 2.x: $dir/containerd does not run or is not 2.x ('$v')"; return 1; }
+  NODEMAINT_CONTAINERD2_DIR="$dir"
+  export NODEMAINT_CONTAINERD2_DIR
+  log "containerd 2.x: using $dir (containerd $v)"
 }
 
 # A Python >= 3.11 that can create venvs with pip.

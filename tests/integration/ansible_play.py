@@ -34,7 +34,7 @@ def settled_content(lab, quiet=2.0, timeout=20.0):
 
 
 def runtime_state(lab, with_content=False):
-    """What the runtime holds now, listed through CRI (the crictl stand-in) and ctr:
+    """What the runtime holds now, listed through CRI (the real crictl) and ctr:
     ``containers`` and ``pods`` (id -> state), ``images`` (ids) and, if asked, ``content`` (digests)."""
     def listing(*args):
         proc = lab.crictl(*args)
@@ -64,10 +64,10 @@ def collections_path():
 
 
 def runtime_args(lab, **extra):
-    """Module options that point at the lab (the crictl stand-in, the lab's socket, a private lock)."""
+    """Module options that point at the lab (the real crictl, the lab's ctr and socket)."""
     args = {
-        'crictl_path': os.path.join(lab.bin_dir, 'crictl'),
-        'ctr_path': '/usr/bin/ctr',
+        'crictl_path': lab.crictl_bin,
+        'ctr_path': lab.ctr_bin,
         'runtime_endpoint': lab.endpoint,
     }
     args.update(extra)

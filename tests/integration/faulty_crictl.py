@@ -1,6 +1,7 @@
-"""TEST-ONLY fault-injection wrapper around the lab's crictl stand-in (tests/lab/bin/crictl).
+"""TEST-ONLY fault-injection wrapper around the real crictl (the lab's, named by the environment
+variable ``NODEMAINT_CRICTL``, which ``Lab.env()`` sets).
 
-Passed to the modules as ``crictl_path``. Without a fault it just executes the stand-in with
+Passed to the modules as ``crictl_path``. Without a fault it just executes the real crictl with
 the same arguments. The fault is selected by a small JSON control file named by the
 environment variable ``FAULTY_CRICTL_CONTROL`` (set through the task's ``environment:``):
 
@@ -27,8 +28,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-STAND_IN = os.path.join(ROOT, 'tests', 'lab', 'bin', 'crictl')
 CONTROL_ENV = 'FAULTY_CRICTL_CONTROL'
+CRICTL_ENV = 'NODEMAINT_CRICTL'
 
 # crictl global options that take a value (the verb is the first other argument)
 _VALUE_FLAGS = {'-r', '--runtime-endpoint', '-i', '--image-endpoint', '-t', '--timeout', '-c', '--config'}
@@ -72,14 +73,32 @@ def _ts():
     return time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime()) + '.000000000Z'
 
 
+def real_crictl():
+    path = os.environ.get(CRICTL_ENV)
+    if not path or not os.access(path, os.X_OK):
+        sys.stderr.write('faulty-crictl: %s does not name the real crictl (%r)\n' % (CRICTL_ENV, path))
+        sys.exit(127)
+    return path
+
+
 def delegate(argv):
-    return subprocess.run([STAND_IN] + argv, check=False).returncode
+    return subprocess.run([real_crictl()] + argv, check=False).returncode
+
+
+def _images_module():
+    """tests/lab/images.py (standard library only), without importing the tests.lab package (grpc)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('lab_images', os.path.join(ROOT, 'tests', 'lab', 'images.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(argv):
     control_path = os.environ.get(CONTROL_ENV)
     if not control_path:
-        os.execv(STAND_IN, [STAND_IN] + argv)
+        crictl = real_crictl()
+        os.execv(crictl, [crictl] + argv)
     with open(control_path) as handle:
         control = json.load(handle)
     fault = control.get('fault')
@@ -126,8 +145,7 @@ def main(argv):
             return 1 if rc == 0 else rc
 
     if fault == 'import-on-rmi' and verb == 'rmi' and _first(control_path, 'import'):
-        sys.path.insert(0, ROOT)
-        from tests.lab import images as img
+        img = _images_module()
         image = img.build(control['image'])
         img.import_images(control['ctr_argv'], [image], control['work'])
         _log(control, 'import-on-rmi %s %s' % (control['image'], image.image_id))

@@ -211,7 +211,7 @@ def test_crictl_or_ctr_missing_names_what_was_tried(lab, scenario):
     args = dict(runtime_args(lab, crictl_path=missing), **state_args(lab))
     auto = dict(runtime_args(lab), **state_args(lab))
     del auto['crictl_path']
-    # a PATH without the stand-in (and without the venv): auto-discovery must come up empty
+    # a PATH without the real crictl's dir (and without the venv): auto-discovery must come up empty
     path = os.pathsep.join([os.path.join(lab.base, 'empty-bin'), '/usr/sbin', '/usr/bin', '/sbin', '/bin'])
     os.makedirs(os.path.join(lab.base, 'empty-bin'), exist_ok=True)
     for directory in BINARY_DIRS:
@@ -248,7 +248,7 @@ def test_crictl_or_ctr_missing_names_what_was_tried(lab, scenario):
         for directory in path.split(os.pathsep) + list(BINARY_DIRS):
             assert os.path.join(directory, 'crictl') in msg, (name, directory, msg)
         assert '/usr/local/bin/k3s' in msg, (name, msg)
-        assert lab.bin_dir not in msg, 'the stand-in dir was on the PATH after all'
+        assert lab.bin_dir not in msg, "the real crictl's dir was on the PATH after all"
     assert state(lab) == before
 
 

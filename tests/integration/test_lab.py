@@ -1,10 +1,9 @@
 """The test lab itself: teardown leaves nothing behind, scenarios hold what they promise,
-images are deterministic, the CLI and the vendored stand-in work."""
+images are deterministic, the CLI works, and the lab is driven by the real crictl."""
 
 import json
 import base64
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -50,18 +49,6 @@ def test_api_desc_matches_proto(tmp_path):
     del grpc_tools
 
 
-def test_protojson_encoding():
-    from tests.lab import cri
-    c = cri.pb.Container(id="x", created_at=5, state=cri.CONTAINER_EXITED)
-    c.labels["b"] = "2"
-    c.labels["a"] = "1"
-    d = cri.to_dict(c)
-    assert list(d) == ["id", "podSandboxId", "imageRef", "state", "createdAt", "labels",
-                       "annotations", "imageId"]  # unset messages omitted
-    assert d["createdAt"] == "5" and d["state"] == "CONTAINER_EXITED"
-    assert list(d["labels"]) == ["a", "b"]
-
-
 # --------------------------------------------------------------------------- real containerd
 
 def test_scenario_has_promised_objects(lab, scenario):
@@ -100,13 +87,14 @@ def test_scenario_has_promised_objects(lab, scenario):
     assert list(ims[si["busybox1"]["id"]].repo_tags) == ["docker.io/feas/busybox:1"]
     assert list(ims[si["keep"]["id"]].repo_tags) == [s["excluded_image"]]
     assert list(ims[si["pause"]["id"]].repo_tags) == ["docker.io/feas/pause:1"]
-    if lab.version[0] < 2:
-        assert not ims[si["pause"]["id"]].pinned
+    # containerd 1.6 does not pin the sandbox image, 2.x does (lab-facts, fixture READMEs)
+    assert ims[si["pause"]["id"]].pinned is (lab.version[0] >= 2)
+    assert s["expected"]["pinned_image_ids"] == ([si["pause"]["id"]] if lab.version[0] >= 2 else [])
     used = {x.image_ref for x in ctrs.values()}
     assert si["exitonly"]["id"] in used and si["notready"]["id"] in used
     assert si["unused3"]["id"] not in used and si["keep"]["id"] not in used
-    assert set(s["expected"]["prune_image_ids"]) == \
-        {si[k]["id"] for k in ("pause", "busybox1_old", "busybox1", "unused3", "keep")}
+    prunable = ("busybox1_old", "busybox1", "unused3", "keep") + (("pause",) if lab.version[0] < 2 else ())
+    assert set(s["expected"]["prune_image_ids"]) == {si[k]["id"] for k in prunable}
     json.dumps(s)  # plain data
 
 
@@ -114,6 +102,27 @@ def test_reset_empties_everything(lab, scenario):
     labpkg.reset(lab)
     c = lab.client
     assert c.list_pod_sandbox() == [] and c.list_containers() == [] and c.list_images() == []
+
+
+def test_lab_uses_the_real_crictl(lab):
+    assert lab.crictl_bin == labpkg.find_crictl()
+    assert labpkg.crictl_version(lab.crictl_bin), "not a cri-tools build: " + lab.crictl_bin
+    with open(lab.crictl_bin, "rb") as f:
+        assert f.read(4) == b"\x7fELF", "crictl is not a compiled binary: " + lab.crictl_bin
+
+
+def test_lab_runs_the_requested_containerd(lab, feas_scenario):
+    r = subprocess.run([lab.ctr_bin, "--address", lab.socket, "version"], capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    server = r.stdout.split("Server:", 1)[1]
+    assert "Version:  " + lab.version_string in server
+    if lab.containerd_dir:
+        assert lab.version[0] >= 2
+        # the shim of the same build, found through containerd's PATH
+        assert labmod.shim_pids(lab.socket)
+        assert all(labmod._cmdline(p)[0].decode().startswith(lab.containerd_dir)
+                   for p in labmod.shim_pids(lab.socket))
 
 
 def test_env_for_subprocesses(lab):
@@ -128,15 +137,16 @@ def test_env_for_subprocesses(lab):
     assert r.returncode == 0, r.stderr
 
 
-def _private_lab():
+def _private_lab(lab):
+    """A second lab on the same containerd build as the session's (started after it)."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    return labpkg.Lab().start()
+    return labpkg.Lab(containerd_dir=lab.containerd_dir).start()
 
 
 def test_teardown_leaves_nothing(lab):
     # lab: only to get the prerequisite checks of the session fixture
-    l2 = _private_lab()
+    l2 = _private_lab(lab)
     try:
         labpkg.feas(l2)
         shims = labmod.shim_pids(l2.socket)
@@ -154,7 +164,7 @@ def test_teardown_leaves_nothing(lab):
 
 
 def test_kill_restart_then_teardown(lab):
-    l2 = _private_lab()
+    l2 = _private_lab(lab)
     try:
         s = labpkg.feas(l2)
         shims = labmod.shim_pids(l2.socket)
@@ -174,11 +184,12 @@ def test_kill_restart_then_teardown(lab):
     assert l2.leftovers() == {"containerd": [], "shims": [], "mounts": []}
 
 
-def test_cli_up_status_down_and_vendor(lab, tmp_path):
+def test_cli_up_status_down(lab, tmp_path):
     d = str(tmp_path / "clilab")
     py = sys.executable
     env = dict(os.environ, PYTHONPATH=ROOT)
-    up = subprocess.run([py, "-m", "tests.lab", "up", "--dir", d, "--scenario", "feas"],
+    extra = ["--containerd-dir", lab.containerd_dir] if lab.containerd_dir else []
+    up = subprocess.run([py, "-m", "tests.lab", "up", "--dir", d, "--scenario", "feas"] + extra,
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     try:
         assert up.returncode == 0, up.stderr
@@ -191,19 +202,16 @@ def test_cli_up_status_down_and_vendor(lab, tmp_path):
         st = subprocess.run([py, "-m", "tests.lab", "status", "--dir", d], cwd=ROOT, env=env,
                             capture_output=True, text=True, check=False)
         assert st.returncode == 0 and json.loads(st.stdout)["answers"] is True
-        # vendored stand-in, run from a copy outside the repo
-        ve = subprocess.run([py, "-m", "tests.lab", "vendor", "--dir", d, "--no-pip"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-        assert ve.returncode == 0, ve.stderr
-        for n in ("crictl", "crictl.py", "cri.py", "api.desc.b64"):
-            assert os.path.exists(os.path.join(d, "bin", n))
-        copy = str(tmp_path / "elsewhere")
-        shutil.copytree(os.path.join(d, "bin"), copy)
-        r = subprocess.run([py, os.path.join(copy, "crictl.py"), "-r", info["endpoint"],
-                            "pods", "-q"], capture_output=True, text=True, cwd="/", check=False)
+        assert info["containerd_version"] == lab.version_string
+        assert info["crictl"] == lab.crictl_bin
+        # the real crictl, against the CLI's lab
+        r = subprocess.run([lab.crictl_bin, "-r", info["endpoint"], "pods", "-q"],
+                           capture_output=True, text=True, cwd="/", check=False)
         assert r.returncode == 0, r.stderr
         assert sorted(r.stdout.split()) == sorted(
             p["id"] for p in info["scenario"]["pods"].values())
+        # status of an attached lab knows its binaries
+        assert labmod.Lab.attach(d).containerd_bin == lab.containerd_bin
     finally:
         dn = subprocess.run([py, "-m", "tests.lab", "down", "--dir", d], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120, check=False)

@@ -44,8 +44,8 @@ def recap(stdout, host='localhost'):
 
 def inventory_vars(lab, **extra):
     values = {
-        'image_gc_crictl_path': os.path.join(lab.bin_dir, 'crictl'),
-        'image_gc_ctr_path': '/usr/bin/ctr',
+        'image_gc_crictl_path': lab.crictl_bin,
+        'image_gc_ctr_path': lab.ctr_bin,
         'image_gc_runtime_endpoint': lab.endpoint,
         'image_gc_lock_path': os.path.join(lab.base, 'run.lock'),
         'image_gc_image_record_path': os.path.join(lab.base, 'images.json'),
@@ -223,10 +223,12 @@ def test_demo_runs_clean_and_shows_less_after(lab):
     env['PATH'] = os.pathsep.join(d for d in env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin').split(os.pathsep)
                                   if d and not os.path.exists(os.path.join(d, 'activate')))
     pids_before, dirs_before = _demo_pids(), _demo_dirs()
-    proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'demo.sh')], cwd=ROOT, env=env,
+    choice = '%d.%d' % lab.version[:2]  # the session lab's containerd: the demo runs on the same one
+    proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'demo.sh'), '--containerd', choice], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1200, check=False)
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-3000:]
+    assert 'Starting a lab node: containerd %s' % lab.version_string in out, out[:2000]
 
     before, after = _section(out, 'Before'), _section(out, 'After')
     assert len(_images(before)) > len(_images(after)) > 0, (before, after)
@@ -291,7 +293,7 @@ lock.release()
 def _hold_lock(lab, seconds):
     from tests.integration.ansible_play import collections_path
     lock = os.path.join(lab.base, 'run.lock')
-    crictl = [os.path.join(lab.bin_dir, 'crictl'), '--runtime-endpoint', lab.endpoint]
+    crictl = [lab.crictl_bin, '--runtime-endpoint', lab.endpoint]
     holder = subprocess.Popen([sys.executable, '-c', HOLDER, collections_path(), lock, str(seconds)] + crictl,
                               stdout=subprocess.PIPE, text=True, env=lab.env())
     assert holder.stdout.readline().strip() == 'held'

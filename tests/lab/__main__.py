@@ -1,17 +1,15 @@
-"""CLI: python -m tests.lab {up,down,status,vendor,regen-proto} --dir DIR
+"""CLI: python -m tests.lab {up,down,status,regen-proto} --dir DIR
 
   up      start containerd detached in DIR, optionally build a scenario, write DIR/lab.json
+          (--containerd-dir D: containerd, shim and ctr from D, e.g. $NODEMAINT_CONTAINERD2_DIR)
   down    full teardown of the lab in DIR (sandboxes, containerd, shims, mounts)
   status  print DIR/lab.json plus whether containerd answers
-  vendor  pip install --target DIR/pydeps grpcio protobuf; copy the crictl stand-in,
-          cri.py and api.desc.b64 into DIR/bin (for use from a container with DIR mounted)
   regen-proto  recompile api.desc.b64 from api.proto with grpc_tools.protoc
 """
 
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -28,7 +26,7 @@ def cmd_up(a):
     lab_m, sc = _lab_mod()
     d = os.path.abspath(a.dir)
     os.makedirs(d, exist_ok=True)
-    lab = lab_m.Lab(d, remove_base=False)
+    lab = lab_m.Lab(d, remove_base=False, containerd_dir=a.containerd_dir)
     if lab.running() or (os.path.exists(lab.pid_path) and lab_m.Lab.attach(d).running()):
         print("lab already running in %s" % d, file=sys.stderr)
         return 1
@@ -82,34 +80,6 @@ def cmd_status(a):
     return 0 if info["running"] else 3
 
 
-def cmd_vendor(a):
-    d = os.path.abspath(a.dir)
-    bindir = os.path.join(d, "bin")
-    os.makedirs(bindir, exist_ok=True)
-    pyd = os.path.join(d, "pydeps")
-    if not a.no_pip:
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--upgrade", "--target", pyd]
-        if a.wheel_dir:
-            cmd += ["--no-index", "--find-links", a.wheel_dir]
-        pins = []
-        for mod in ("grpc", "google.protobuf"):
-            try:
-                m = __import__(mod, fromlist=["__version__"])
-                pins.append(("grpcio" if mod == "grpc" else "protobuf") + "==" + m.__version__)
-            except Exception:
-                pins.append("grpcio" if mod == "grpc" else "protobuf")
-        subprocess.run(cmd + pins, check=True)
-    for src, dst in ((os.path.join(HERE, "bin", "crictl"), os.path.join(bindir, "crictl")),
-                     (os.path.join(HERE, "bin", "crictl.py"), os.path.join(bindir, "crictl.py")),
-                     (os.path.join(HERE, "cri.py"), os.path.join(bindir, "cri.py")),
-                     (os.path.join(HERE, "api.desc.b64"), os.path.join(bindir, "api.desc.b64")),
-                     (os.path.join(HERE, "api.proto"), os.path.join(bindir, "api.proto"))):
-        shutil.copy2(src, dst)
-    os.chmod(os.path.join(bindir, "crictl"), 0o755)
-    print(json.dumps({"bin": bindir, "pydeps": pyd}))
-    return 0
-
-
 def cmd_regen(a):
     import base64
     import tempfile
@@ -135,19 +105,18 @@ def main(argv=None):
     up.add_argument("--gap", type=float, default=3.0, metavar="SECONDS",
                     help="seconds between the old and the young NotReady sandboxes "
                          "(standard scenario)")
+    up.add_argument("--containerd-dir", default=None, metavar="DIR",
+                    help="take containerd, containerd-shim-runc-v2 and ctr from DIR "
+                         "(default: Debian's, on PATH)")
     dn = sub.add_parser("down")
     dn.add_argument("--dir", required=True)
     dn.add_argument("--remove", action="store_true", help="also delete DIR")
     st = sub.add_parser("status")
     st.add_argument("--dir", required=True)
     st.add_argument("--full", action="store_true", help="include the scenario dict")
-    ve = sub.add_parser("vendor")
-    ve.add_argument("--dir", required=True)
-    ve.add_argument("--wheel-dir", default=None)
-    ve.add_argument("--no-pip", action="store_true")
     sub.add_parser("regen-proto")
     a = p.parse_args(argv)
-    return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "vendor": cmd_vendor,
+    return {"up": cmd_up, "down": cmd_down, "status": cmd_status,
             "regen-proto": cmd_regen}[a.cmd](a)
 
 

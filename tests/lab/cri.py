@@ -1,15 +1,11 @@
-"""Minimal CRI (runtime.v1) client over gRPC, for the test lab and the crictl stand-in.
-
-Standalone module (no package-relative imports): the stand-in ``bin/crictl`` imports it
-from ``tests/lab`` or from a vendored lab directory. Needs only ``grpcio`` and
-``protobuf``; the message classes are built at import time from ``api.desc.b64``, a base64
+"""Minimal CRI (runtime.v1) client over gRPC, for the test lab: it builds the scenarios
+(pods, containers) that crictl cannot create. The tests observe and remove through the
+real crictl. Needs only ``grpcio`` and ``protobuf``; the message classes are built at import time from ``api.desc.b64``, a base64
 FileDescriptorSet compiled from the hand-written ``api.proto`` next to it (so neither
 protoc nor generated ``*_pb2.py`` code is needed at run time).
 """
 
-import json
 import os
-import socket as _socket
 
 import grpc
 import base64
@@ -72,70 +68,6 @@ def enum_name(enum, value):
     return FILE.enum_types_by_name[enum].values_by_number[value].name
 
 
-# --------------------------------------------------------------------------- protojson
-
-_INT64 = {
-    descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
-    descriptor_pb2.FieldDescriptorProto.TYPE_UINT64,
-    descriptor_pb2.FieldDescriptorProto.TYPE_SINT64,
-    descriptor_pb2.FieldDescriptorProto.TYPE_FIXED64,
-    descriptor_pb2.FieldDescriptorProto.TYPE_SFIXED64,
-}
-_T = descriptor_pb2.FieldDescriptorProto
-
-
-def _scalar(fd, v):
-    if fd.type in _INT64:
-        return str(v)
-    if fd.type == _T.TYPE_ENUM:
-        ev = fd.enum_type.values_by_number.get(v)
-        return ev.name if ev is not None else v
-    if fd.type == _T.TYPE_MESSAGE:
-        return to_dict(v)
-    if fd.type == _T.TYPE_BYTES:
-        import base64
-        return base64.b64encode(v).decode()
-    return v
-
-
-def _is_map(fd):
-    return fd.type == _T.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry
-
-
-def _is_repeated(fd):
-    # protobuf >= 5 has is_repeated; older ones only label
-    r = getattr(fd, "is_repeated", None)
-    if r is not None:
-        return r
-    return fd.label == _T.LABEL_REPEATED
-
-
-def to_dict(msg):
-    """Go protojson with EmitDefaultValues: declaration order, lowerCamelCase names,
-    int64 as decimal strings, enums by name, unset message fields omitted, map keys
-    sorted."""
-    out = {}
-    for fd in msg.DESCRIPTOR.fields:
-        v = getattr(msg, fd.name)
-        if _is_map(fd):
-            vfd = fd.message_type.fields_by_name["value"]
-            out[fd.json_name] = {k: _scalar(vfd, v[k]) for k in sorted(v)}
-        elif _is_repeated(fd):
-            out[fd.json_name] = [_scalar(fd, x) for x in v]
-        elif fd.type == _T.TYPE_MESSAGE:
-            if msg.HasField(fd.name):
-                out[fd.json_name] = to_dict(v)
-        else:
-            out[fd.json_name] = _scalar(fd, v)
-    return out
-
-
-def go_json(obj, indent=2):
-    """json.MarshalIndent-like output (Go escapes <, > and & in strings)."""
-    s = json.dumps(obj, indent=indent, ensure_ascii=False)
-    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
 # --------------------------------------------------------------------------- errors
 
 def go_code(code):
@@ -178,27 +110,6 @@ def endpoint_of(path_or_endpoint):
     if "://" in path_or_endpoint:
         return path_or_endpoint
     return "unix://" + path_or_endpoint
-
-
-def dial_error(path):
-    """Try a raw connect like Go's dialer; return a Go-style dial error string or None."""
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        s.settimeout(2)
-        s.connect(path)
-        return None
-    except FileNotFoundError:
-        reason = "no such file or directory"
-    except ConnectionRefusedError:
-        reason = "connection refused"
-    except PermissionError:
-        reason = "permission denied"
-    except OSError as e:
-        reason = (e.strerror or str(e)).lower()
-    finally:
-        s.close()
-    return ('connection error: desc = "transport: Error while dialing: dial unix %s: connect: %s"'
-            % (path, reason))
 
 
 # --------------------------------------------------------------------------- client

@@ -1,4 +1,8 @@
-"""A private containerd (Debian's package) with the CRI plugin, for tests.
+"""A private containerd with the CRI plugin, for tests, driven by the real crictl.
+
+containerd is Debian 12's package (1.6.20, on PATH) or, with ``containerd_dir``, the
+binaries of another build (scripts/lib/setup.sh unpacks Debian sid's 2.1.9 and exports
+the directory as NODEMAINT_CONTAINERD2_DIR). crictl is the upstream one (see ``find_crictl``).
 
 Everything containerd writes goes below one base directory: root, state, the gRPC
 socket and the opt path. Teardown order (lab-facts): sandboxes first, containerd by
@@ -11,15 +15,58 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
 from . import cri
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BIN_DIR = os.path.join(HERE, "bin")
 SANDBOX_IMAGE = "docker.io/feas/pause:1"
+CRICTL_ENV = "NODEMAINT_CRICTL"
+CONTAINERD2_ENV = "NODEMAINT_CONTAINERD2_DIR"
+CACHE_DIR = os.environ.get("NODEMAINT_CACHE_DIR", "/var/cache/nodemaint-image-gc")
+# scripts/lib/setup.sh: CRICTL_VERSION (go install into the cache) and the minimum on PATH
+CRICTL_CACHED = os.path.join(CACHE_DIR, "crictl-v1.37.0", "crictl")
+CRICTL_MIN = (1, 36)
+CRICTL_HOWTO = ("run ./scripts/test.sh (or ./scripts/demo.sh) once: its set-up builds it with "
+                "`go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0` into %s, or install "
+                "cri-tools >= 1.36 so that crictl is on PATH, or set %s" % (
+                    os.path.dirname(CRICTL_CACHED), CRICTL_ENV))
+
+
+def find_crictl():
+    """The real crictl, found like scripts/lib/setup.sh finds it: $NODEMAINT_CRICTL (set by the
+    set-up), else a ``crictl`` on PATH of cri-tools >= 1.36, else the set-up's cached go-install
+    build. Absolute path; FileNotFoundError otherwise."""
+    env = os.environ.get(CRICTL_ENV)
+    if env:
+        if not os.access(env, os.X_OK):
+            raise FileNotFoundError("%s=%s is not an executable" % (CRICTL_ENV, env))
+        return os.path.realpath(env)
+    on_path = shutil.which("crictl")
+    if on_path:
+        v = crictl_version(on_path)
+        if v and tuple(int(x) for x in v.split(".")[:2]) >= CRICTL_MIN:
+            return os.path.realpath(on_path)
+    if os.access(CRICTL_CACHED, os.X_OK):
+        return os.path.realpath(CRICTL_CACHED)
+    raise FileNotFoundError("the real crictl was not found: " + CRICTL_HOWTO)
+
+
+def crictl_version(binary):
+    """cri-tools module version of a crictl binary ('1.37.0'), from ``go version -m`` (a
+    go-install build has no release string) or else ``crictl --version``; '' if unknown."""
+    go = shutil.which("go")
+    if go:
+        out = subprocess.run([go, "version", "-m", binary], capture_output=True, text=True,
+                             check=False).stdout
+        m = re.search(r"^\s*mod\s+sigs\.k8s\.io/cri-tools\s+v(\S+)", out, re.M)
+        if m:
+            return m.group(1)
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                         check=False).stdout
+    m = re.search(r"version v?(\d+\.\d+\.\d+)", out)
+    return m.group(1) if m else ""
 
 
 def containerd_version(binary="containerd"):
@@ -154,20 +201,28 @@ class Lab:
     """A private containerd. ``Lab(base).start()`` ... ``stop()``.
 
     Attributes: ``base``, ``socket``, ``endpoint`` (unix://...), ``ctr_argv``,
-    ``pid`` (containerd), ``bin_dir`` (the crictl stand-in), ``config_path``,
-    ``log_path``, ``version`` (tuple), ``version_string``.
+    ``pid`` (containerd), ``crictl_bin`` (the real crictl), ``bin_dir`` (its directory),
+    ``containerd_dir`` (None: containerd, shim and ctr from PATH), ``containerd_bin``,
+    ``ctr_bin``, ``config_path``, ``log_path``, ``version`` (tuple), ``version_string``.
     """
 
-    def __init__(self, base=None, sandbox_image=SANDBOX_IMAGE, containerd="containerd",
-                 ctr="ctr", remove_base=None):
+    def __init__(self, base=None, sandbox_image=SANDBOX_IMAGE, containerd_dir=None,
+                 remove_base=None, crictl=None):
         if base is None:
             base = tempfile.mkdtemp(prefix="feas-lab-")
             remove_base = True if remove_base is None else remove_base
         self.base = os.path.realpath(base)
         self.remove_base = bool(remove_base)
         self.sandbox_image = sandbox_image
-        self.containerd_bin = shutil.which(containerd) or containerd
-        self.ctr_bin = shutil.which(ctr) or ctr
+        self.containerd_dir = os.path.realpath(containerd_dir) if containerd_dir else None
+        if self.containerd_dir:
+            self.containerd_bin = os.path.join(self.containerd_dir, "containerd")
+            self.ctr_bin = os.path.join(self.containerd_dir, "ctr")
+        else:
+            self.containerd_bin = shutil.which("containerd") or "containerd"
+            self.ctr_bin = shutil.which("ctr") or "ctr"
+        self.crictl_bin = os.path.realpath(crictl) if crictl else find_crictl()
+        self.bin_dir = os.path.dirname(self.crictl_bin)
         self.socket = os.path.join(self.base, "containerd.sock")
         self.endpoint = "unix://" + self.socket
         self.ctr_argv = [self.ctr_bin, "--address", self.socket]
@@ -175,7 +230,6 @@ class Lab:
         self.log_path = os.path.join(self.base, "containerd.log")
         self.pid_path = os.path.join(self.base, "containerd.pid")
         self.work = os.path.join(self.base, "work")
-        self.bin_dir = BIN_DIR
         self.pid = None
         self._proc = None
         self._client = None
@@ -184,8 +238,16 @@ class Lab:
     # ------------------------------------------------------------------ state
     @classmethod
     def attach(cls, base):
-        """A Lab object for an already running lab (from ``python -m tests.lab up``)."""
-        lab = cls(base, remove_base=False)
+        """A Lab object for an already running lab (from ``python -m tests.lab up``):
+        the same containerd binaries and crictl as recorded in DIR/lab.json."""
+        kw = {}
+        try:
+            with open(os.path.join(base, "lab.json")) as f:
+                d = json.load(f)
+            kw = {"containerd_dir": d.get("containerd_dir"), "crictl": d.get("crictl")}
+        except (OSError, ValueError):
+            pass
+        lab = cls(base, remove_base=False, **kw)
         if os.path.exists(lab.pid_path):
             with open(lab.pid_path) as f:
                 lab.pid = int(f.read().strip() or 0) or None
@@ -195,7 +257,9 @@ class Lab:
     def to_dict(self):
         return {"base": self.base, "pid": self.pid, "socket": self.socket,
                 "endpoint": self.endpoint, "ctr_argv": self.ctr_argv,
-                "bin_dir": self.bin_dir, "config": self.config_path, "log": self.log_path,
+                "bin_dir": self.bin_dir, "crictl": self.crictl_bin,
+                "containerd_dir": self.containerd_dir, "containerd": self.containerd_bin,
+                "ctr": self.ctr_bin, "config": self.config_path, "log": self.log_path,
                 "containerd_version": self.version_string,
                 "sandbox_image": self.sandbox_image}
 
@@ -214,15 +278,16 @@ class Lab:
             self._client = None
 
     def env(self, base_env=None):
-        """Environment for subprocesses: the crictl stand-in first on PATH, the CRI
-        endpoints set, and CONTAINERD_ADDRESS for ctr."""
+        """Environment for subprocesses: the real crictl's directory first on PATH (then
+        the lab's containerd/ctr directory, if not Debian's), the CRI endpoints set, and
+        CONTAINERD_ADDRESS for ctr."""
         e = dict(os.environ if base_env is None else base_env)
-        e["PATH"] = self.bin_dir + os.pathsep + e.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        path = [self.bin_dir] + ([self.containerd_dir] if self.containerd_dir else [])
+        e["PATH"] = os.pathsep.join(path + [e.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
         e["CONTAINER_RUNTIME_ENDPOINT"] = self.endpoint
         e["IMAGE_SERVICE_ENDPOINT"] = self.endpoint
         e["CONTAINERD_ADDRESS"] = self.socket
-        # the stand-in re-executes itself with this interpreter if its python3 lacks grpc
-        e["FEAS_LAB_PYTHON"] = sys.executable
+        e[CRICTL_ENV] = self.crictl_bin  # for wrappers (tests/integration/faulty_crictl.py)
         return e
 
     def running(self):
@@ -231,6 +296,8 @@ class Lab:
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout=30):
         if not os.path.exists(self.containerd_bin) and not shutil.which(self.containerd_bin):
+            if self.containerd_dir:
+                raise FileNotFoundError("containerd not found in %s" % self.containerd_dir)
             raise FileNotFoundError(
                 "containerd not found: apt-get install containerd runc busybox-static")
         for d in ("root", "state", "opt", "cni/net.d", "work"):
@@ -247,9 +314,13 @@ class Lab:
         if os.path.exists(self.socket):
             os.unlink(self.socket)
         log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        if self.containerd_dir:
+            # containerd finds containerd-shim-runc-v2 on its PATH: this build's shim first
+            env["PATH"] = self.containerd_dir + os.pathsep + env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         self._proc = subprocess.Popen(
             [self.containerd_bin, "--config", self.config_path],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
             start_new_session=True, close_fds=True)
         log.close()
         self.pid = self._proc.pid
@@ -405,8 +476,9 @@ class Lab:
         return r
 
     def crictl(self, *args, env=None, timeout=120):
-        """Run the crictl stand-in against this lab; returns CompletedProcess (text)."""
-        return subprocess.run([os.path.join(self.bin_dir, "crictl")] + list(args),
+        """Run the real crictl against this lab (endpoints from ``env``, default
+        ``self.env()``); returns CompletedProcess (text)."""
+        return subprocess.run([self.crictl_bin] + list(args),
                               capture_output=True, text=True,
                               env=env if env is not None else self.env(), timeout=timeout, check=False)
 

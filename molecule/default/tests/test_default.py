@@ -2,8 +2,8 @@
 
 The instance is reached directly with testinfra's podman backend (a few seconds, instead of
 about a minute through Ansible). The containerd lab on the Molecule host (tests/lab) is
-described by DIR/lab.json; the instance bind-mounts DIR at the same path, so its socket and
-the crictl stand-in DIR/bin/crictl work from inside the instance too.
+described by DIR/lab.json; the instance bind-mounts DIR at the same path, so its socket works
+from inside the instance too, and the real crictl at /usr/local/bin/crictl (molecule.yml).
 """
 
 import json
@@ -19,6 +19,7 @@ testinfra_hosts = ["podman://" + INSTANCE]
 UNIT = "node-image-gc"
 LAB_DIR = os.environ.get("NODEMAINT_MOLECULE_LAB_DIR", "/var/lib/nodemaint-molecule/default")
 PHASES = ("containers", "sandboxes", "images", "content")
+CRICTL = "/usr/local/bin/crictl"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def show(host, unit, *props):
 
 
 def crictl_json(host, lab, *args):
-    cmd = "%s/bin/crictl -r %s " % (LAB_DIR, lab["endpoint"]) + " ".join(args) + " -o json"
+    cmd = "%s -r %s " % (CRICTL, lab["endpoint"]) + " ".join(args) + " -o json"
     return json.loads(host.check_output(cmd))
 
 
@@ -61,7 +62,7 @@ def test_files(host):
 
 def test_config(host, lab):
     config = json.loads(host.file("/etc/node-image-gc/config.json").content_string)
-    assert config["crictl_path"] == LAB_DIR + "/bin/crictl"
+    assert config["crictl_path"] == CRICTL
     assert config["runtime_endpoint"] == lab["endpoint"]
     assert config["containerd_address"] == lab["socket"]
     assert config["textfile_path"] == "/var/lib/node_exporter/textfile_collector/node_image_gc.prom"
