@@ -298,6 +298,7 @@ class Bench(object):
                         'image_gc_runtime_endpoint': self.lab.endpoint,
                         'image_gc_lock_path': os.path.join(self.tmp, 'run.lock'),
                         'image_gc_image_record_path': os.path.join(self.tmp, 'images.json'),
+                        'image_gc_image_min_age': '0s',
                         'image_gc_sandbox_min_age': '%ds' % SANDBOX_MIN_AGE,
                         'image_gc_created_min_age': '0s'}
             if not shutil.which('sudo'):
@@ -320,7 +321,7 @@ class Bench(object):
                'sandbox_min_age': '%ds' % SANDBOX_MIN_AGE,
                'report_path': os.path.join(self.tmp, 'last-run-%s.json' % ('wrapped' if wrapped else 'plain')),
                'lock_path': os.path.join(self.tmp, 'run.lock'), 'lock_wait': '30s',
-               'image_record_path': os.path.join(self.tmp, 'images.json')}
+               'image_record_path': os.path.join(self.tmp, 'images.json'), 'image_min_age': '0s'}
         with open(path, 'w') as handle:
             json.dump(cfg, handle)
         return path

@@ -108,6 +108,8 @@ image_gc_ctr_path=$(command -v "${CTR[0]}")
 image_gc_runtime_endpoint=unix://$SOCKET
 image_gc_lock_path=$LAB_DIR/run.lock
 image_gc_image_record_path=$LAB_DIR/images.json
+# the lab's images were imported moments ago; image_min_age (default 10m) would keep them all
+image_gc_image_min_age=0s
 EOF
 
 run_prune() {

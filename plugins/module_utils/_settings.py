@@ -41,7 +41,7 @@ SETTINGS = collections.OrderedDict([
     # phase 3
     ('images', Setting('bool', True, 'images')),
     ('image_exclude', Setting('list', [], 'images')),
-    ('image_min_age', Setting('duration', '0s', 'images')),
+    ('image_min_age', Setting('duration', '10m', 'images')),
     ('sandbox_image', Setting('str', None, 'images')),
     ('image_unused_for', Setting('duration', '0s', 'images')),
     ('disk_high', Setting('level', None, 'images')),

@@ -57,10 +57,13 @@ options:
   image_min_age:
     description:
       - Keep images whose manifest entered the content store less recently than this (seconds or a duration
-        such as V(30m)), so a just-pulled image is not raced. V(0s) disables the check.
+        such as V(30m)), so that an image the kubelet has just pulled, and whose container it is about to
+        create, is not removed. V(0s) disables the check.
+      - The default, 10 minutes, is above the kubelet's own guard (C(--minimum-image-ttl-duration), 2 minutes)
+        and its longest back-off (5 minutes) between tries to create a container that failed to start.
       - Needs C(ctr) (see O(ctr_path)); ctr reports ages coarsely (V(About an hour), V(2 days)).
     type: str
-    default: 0s
+    default: 10m
   sandbox_image:
     description:
       - The runtime's sandbox (pause) image, which is never removed.

@@ -14,7 +14,7 @@ import tempfile
 import pytest
 
 from tests.integration.ansible_play import (
-    EXCLUDE, lock_args, run_tasks, runtime_args, runtime_state, state_args, without_record)
+    EXCLUDE, FRESH_IMAGES, lock_args, run_tasks, runtime_args, runtime_state, state_args, without_record)
 from tests.integration.faulty_crictl import CONTROL_ENV
 import tests.lab as labpkg
 from tests.lab import images as labimages
@@ -88,7 +88,7 @@ def test_containerd_stopped_before_the_run_fails_naming_the_socket(lab, scenario
     lab.kill()
     try:
         res = run_tasks(lab, [
-            ('prune', CRICTL_PRUNE, dict(args, image_exclude=EXCLUDE)),
+            ('prune', CRICTL_PRUNE, dict(args, image_exclude=EXCLUDE, **FRESH_IMAGES)),
             ('sandboxes', STALE_SANDBOX, args),
             ('content', CONTENT_PRUNE, without_record(args)),
             ('info', IMAGEFS_INFO, runtime_args(lab)),
@@ -112,7 +112,7 @@ def test_containerd_killed_before_container_removal(lab, scenario):
     before = state(lab)
     extras, log = fault(lab, 'kill-on-remove', containerd_pid=lab.pid)
     try:
-        res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE), extras)])
+        res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE, **FRESH_IMAGES), extras)])
     finally:
         lab.restart()
     assert [entry[:2] for entry in injected(log)] == [['kill-on-remove', 'rm']], injected(log)
@@ -140,7 +140,7 @@ def killed_before_image_removal(lab):
     before = state(lab)
     extras, log = fault(lab, 'kill-on-remove', containerd_pid=lab.pid)
     try:
-        res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE, containers=False),
+        res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE, containers=False, **FRESH_IMAGES),
                                extras)])
     finally:
         lab.restart()
@@ -185,7 +185,7 @@ def test_wrong_socket_names_it_and_the_option(lab, scenario):
     # ctr talks to containerd_address: a wrong one fails the content phase the same way
     ctr_args = dict(runtime_args(lab, containerd_address=missing[len('unix://'):]), **lock_args(lab))
     res = run_tasks(lab, [
-        ('prune', CRICTL_PRUNE, dict(args, image_exclude=EXCLUDE)),
+        ('prune', CRICTL_PRUNE, dict(args, image_exclude=EXCLUDE, **FRESH_IMAGES)),
         ('sandboxes', STALE_SANDBOX, args),
         ('content', CONTENT_PRUNE, without_record(args)),
         ('info', IMAGEFS_INFO, runtime_args(lab, runtime_endpoint=missing)),
@@ -225,7 +225,7 @@ def test_crictl_or_ctr_missing_names_what_was_tried(lab, scenario):
         ('info', IMAGEFS_INFO, runtime_args(lab, crictl_path=missing)),
         ('ctr', CONTENT_PRUNE, dict(runtime_args(lab, ctr_path=os.path.join(lab.base, 'no-such-dir', 'ctr')),
                                     **lock_args(lab))),
-        ('auto_prune', CRICTL_PRUNE, dict(auto, image_exclude=EXCLUDE), no_path),
+        ('auto_prune', CRICTL_PRUNE, dict(auto, image_exclude=EXCLUDE, **FRESH_IMAGES), no_path),
         ('auto_sandboxes', STALE_SANDBOX, auto, no_path),
         ('auto_info', IMAGEFS_INFO, dict((k, v) for k, v in runtime_args(lab).items() if k != 'crictl_path'),
          no_path),
@@ -261,7 +261,7 @@ def one_item_fails(lab):
     labpkg.reset(lab)
     sc = labpkg.scenario(lab)
     extras, log = fault(lab, 'drop-first-id')
-    res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE), extras)])
+    res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE, **FRESH_IMAGES), extras)])
     return {'scenario': sc, 'result': res['prune'], 'rc': res.rc,
             'dropped': dict((entry[1], entry[2]) for entry in injected(log)), 'after': state(lab)}
 
@@ -306,14 +306,14 @@ def test_image_imported_during_the_run_is_kept(lab, scenario):
     late = labimages.build('docker.io/feas/late:1')
     extras, log = fault(lab, 'import-on-rmi', image=late.name, ctr_argv=lab.ctr_argv,
                         work=os.path.join(lab.base, 'work'))
-    args = faulty_args(lab, image_exclude=EXCLUDE)
+    args = faulty_args(lab, image_exclude=EXCLUDE, **FRESH_IMAGES)
     plain = dict(runtime_args(lab), **state_args(lab))
     res = run_tasks(lab, [
         ('prune', CRICTL_PRUNE, args, extras),
         # the late image is unused: image_min_age keeps it only because it is young ...
         ('young', CRICTL_PRUNE, dict(plain, containers=False, image_exclude=EXCLUDE, image_min_age='1h')),
         # ... without image_min_age it would go (check mode: planned, not removed)
-        ('plan', CRICTL_PRUNE, dict(plain, containers=False, image_exclude=EXCLUDE), {'check_mode': True}),
+        ('plan', CRICTL_PRUNE, dict(plain, containers=False, image_exclude=EXCLUDE, **FRESH_IMAGES), {'check_mode': True}),
     ])
     assert res.rc == 0, res
     assert injected(log) == [['import-on-rmi', late.name, late.image_id]]
@@ -335,7 +335,7 @@ def test_malformed_crictl_output_fails_and_removes_nothing(lab, scenario):
     extras, log = fault(lab, 'garbage-ps')
     args = faulty_args(lab)
     res = run_tasks(lab, [
-        ('prune', CRICTL_PRUNE, dict(args, image_exclude=EXCLUDE), extras),
+        ('prune', CRICTL_PRUNE, dict(args, image_exclude=EXCLUDE, **FRESH_IMAGES), extras),
         ('sandboxes', STALE_SANDBOX, args, extras),
         ('info', IMAGEFS_INFO, runtime_args(lab, crictl_path=WRAPPER), extras),
     ])

@@ -3,13 +3,15 @@ can act between the plan and the removal (issue 12):
 
 - a container created from an image after the plan was made keeps that image (containerd's CRI
   would remove it: rmi of an image in use succeeds);
-- a runtime that neither reports nor pins its sandbox image: the pause image survives.
+- a runtime that neither reports nor pins its sandbox image: the pause image survives;
+- with the defaults, an image imported seconds before the run survives (image_min_age 10m).
 """
 
 import json
 import sys
 
-from tests.integration.ansible_play import EXCLUDE, collections_path, runtime_args, runtime_state, state_args
+from tests.integration.ansible_play import (
+    EXCLUDE, FRESH_IMAGES, collections_path, run_tasks, runtime_args, runtime_state, state_args)
 from tests.lab.scenario import run_container, run_pod
 
 if collections_path() not in sys.path:            # the collection as ansible_collections.nodemaint.image_gc
@@ -47,7 +49,7 @@ def test_a_container_created_after_the_plan_keeps_its_image(lab, scenario):
                                          ['/bin/busybox', 'sleep', '3600']))
     runner = HookRunner(after)
     settings = dict(runtime_args(lab), image_exclude=EXCLUDE, containers=False,
-                    image_record_path=state_args(lab)['image_record_path'])
+                    image_record_path=state_args(lab)['image_record_path'], **FRESH_IMAGES)
     result = Engine(settings, ('images',), runner=runner).run()['phases'][0]
     assert created, ('the hook did not run', result.get('error'))
     assert result['status'] == 'ok', result
@@ -70,7 +72,7 @@ def test_pause_image_survives_when_the_runtime_does_not_name_it(lab, scenario):
             return CommandResult(result.argv, result.rc, json.dumps(data), result.stderr)
         return None
     settings = dict(runtime_args(lab), image_exclude=EXCLUDE, sandbox_min_age='0s',
-                    image_record_path=state_args(lab)['image_record_path'])
+                    image_record_path=state_args(lab)['image_record_path'], **FRESH_IMAGES)
     run = Engine(settings, ('containers', 'sandboxes', 'images'), runner=HookRunner(after)).run()
     images = run['phases'][2]
     assert images['status'] == 'ok' and images['sandbox_image'] is None
@@ -82,3 +84,20 @@ def test_pause_image_survives_when_the_runtime_does_not_name_it(lab, scenario):
         assert any('set sandbox_image' in w for w in images['warnings'])
     assert pause['id'] in runtime_state(lab)['images']
     assert scenario['images']['unused3']['id'] not in runtime_state(lab)['images']
+
+
+def test_an_image_imported_seconds_ago_survives_the_defaults(lab, scenario):
+    """No image_min_age given: the module's default (10m) keeps every image the lab imported
+    moments ago, though the exited containers, stale sandboxes and their blobs still go."""
+    args = dict(runtime_args(lab), **state_args(lab))
+    args.update(image_exclude=EXCLUDE, sandbox_min_age='0s')
+    before = runtime_state(lab)
+    res = run_tasks(lab, [('defaults', 'nodemaint.image_gc.prune', args)])
+    result = res['defaults']
+    assert not result.get('failed'), result
+    assert result['images'] == []
+    kept = dict((i['id'], i['reason']) for i in result['images_kept'])
+    unused = scenario['images']['unused3']['id']
+    assert kept[unused].startswith('younger than image_min_age 10m (content store age '), kept[unused]
+    assert result['containers'] and result['sandboxes']
+    assert runtime_state(lab)['images'] == before['images']

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.integration.ansible_play import (
-    EXCLUDE, lock_args, run_tasks, runtime_args, runtime_state, settled_content, state_args)
+    EXCLUDE, FRESH_IMAGES, lock_args, run_tasks, runtime_args, runtime_state, settled_content, state_args)
 import tests.lab as labpkg
 
 
@@ -39,7 +39,7 @@ def test_crictl_prune_check_then_real_then_idempotent(lab, scenario):
     exp = scenario['expected']
     imgs = scenario['images']
     args = dict(runtime_args(lab), **state_args(lab))
-    args['image_exclude'] = EXCLUDE
+    args.update(image_exclude=EXCLUDE, **FRESH_IMAGES)
     before = state(lab)
 
     check = run_tasks(lab, [('prune', 'nodemaint.image_gc.crictl_prune', args)], check=True)
@@ -97,7 +97,7 @@ def test_crictl_prune_check_then_real_then_idempotent(lab, scenario):
 def test_image_used_only_by_exited_container_is_kept_without_container_phase(lab, scenario):
     imgs = scenario['images']
     args = dict(runtime_args(lab), **state_args(lab))
-    args.update(containers=False, image_exclude=EXCLUDE)
+    args.update(containers=False, image_exclude=EXCLUDE, **FRESH_IMAGES)
     res = run_tasks(lab, [('images', 'nodemaint.image_gc.crictl_prune', args)])
     assert res.rc == 0, res
     after = state(lab)
@@ -186,7 +186,7 @@ def test_ctr_content_prune_check_then_real_then_idempotent(lab, scenario):
 def test_imagefs_info_before_and_after_shows_freed_images(lab, scenario):
     rt = runtime_args(lab)
     prune = dict(rt, **state_args(lab))
-    prune['image_exclude'] = EXCLUDE
+    prune.update(image_exclude=EXCLUDE, **FRESH_IMAGES)
     res = run_tasks(lab, [
         ('before', 'nodemaint.image_gc.imagefs_info', dict(rt, image_exclude=EXCLUDE)),
         ('prune', 'nodemaint.image_gc.crictl_prune', prune),

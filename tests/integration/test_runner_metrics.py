@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import tests.lab as labpkg
-from tests.integration.ansible_play import EXCLUDE, ROOT, lock_args, runtime_args
+from tests.integration.ansible_play import EXCLUDE, FRESH_IMAGES, ROOT, runtime_args, state_args
 from tests.unit.promtool_lib import promtool
 
 NODE_PYTHON = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
@@ -40,7 +40,8 @@ class Node(object):
         self.report = os.path.join(base, 'state', 'last-run.json')
         self.prom = os.path.join(base, 'textfile', 'node_image_gc.prom')
         self.config = os.path.join(base, 'config.json')
-        config = dict(runtime_args(lab), **lock_args(lab))
+        config = dict(runtime_args(lab), **state_args(lab))
+        config.update(FRESH_IMAGES)
         config.update(report_path=self.report, textfile_path=self.prom, image_exclude=EXCLUDE,
                       sandbox_min_age='1s')
         with open(self.config, 'w') as handle:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from tests.integration.ansible_play import (
-    EXCLUDE, collections_path, run_tasks, runtime_args, runtime_state, state_args)
+    EXCLUDE, FRESH_IMAGES, collections_path, run_tasks, runtime_args, runtime_state, state_args)
 
 if collections_path() not in sys.path:
     sys.path.insert(0, collections_path())
@@ -29,7 +29,7 @@ PRUNE = 'nodemaint.image_gc.prune'
 
 def _args(lab, **extra):
     args = dict(runtime_args(lab), **state_args(lab))
-    args.update(image_exclude=EXCLUDE, sandbox_min_age='0s')
+    args.update(image_exclude=EXCLUDE, sandbox_min_age='0s', **FRESH_IMAGES)
     args.update(extra)
     return args
 
@@ -64,7 +64,7 @@ RUNNER = ('import sys; sys.path.insert(0, sys.argv[1]); '
 def _runner(lab, **values):
     path = os.path.join(lab.base, 'runner-config.json')
     cfg = dict(runtime_args(lab), **state_args(lab))
-    cfg.update(image_exclude=EXCLUDE, report_path=os.path.join(lab.base, 'last-run.json'))
+    cfg.update(image_exclude=EXCLUDE, report_path=os.path.join(lab.base, 'last-run.json'), **FRESH_IMAGES)
     cfg.update(values)
     with open(path, 'w') as handle:
         json.dump(cfg, handle)

@@ -322,10 +322,15 @@ def node_discovery():
 
 def make_engine(runner, settings=None, phases=None, clock_ns=NOW_NS, peer_root='/nonexistent-peer-root',
                 discovery=None):
-    """An Engine over ``runner``; ``phases`` defaults to all four and the disk report."""
+    """An Engine over ``runner``; ``phases`` defaults to all four and the disk report.
+
+    ``image_min_age`` is 0s unless ``settings`` say otherwise: the recorded content stores say
+    their manifests are seconds old (``ctr content ls`` AGE), so the default (10m) keeps every
+    image (test_default_image_min_age_keeps_the_recorded_fresh_images shows it)."""
     if phases is None:
         phases = ('containers', 'sandboxes', 'images', 'content', 'disk')
-    return _engine.Engine(dict(settings or {}), phases, runner=runner, discovery=discovery or node_discovery(),
+    settings = dict({'image_min_age': '0s'}, **(settings or {}))
+    return _engine.Engine(settings, phases, runner=runner, discovery=discovery or node_discovery(),
                           clock=lambda: clock_ns, peer_mirror_root=str(peer_root))
 
 
@@ -432,7 +437,7 @@ def runner_textfile(tmp_path, peer_root, runs=1, version=V21):
     prom = base / 'node_image_gc.prom'
     config = base / 'config.json'
     config.write_text(json.dumps({'report_path': str(base / 'last-run.json'), 'textfile_path': str(prom),
-                                  'lock_path': str(base / 'lock'), 'lock_wait': '1s'}))
+                                  'lock_path': str(base / 'lock'), 'lock_wait': '1s', 'image_min_age': '0s'}))
 
     def factory(settings, phases):
         return make_engine(node_runner(version), settings, phases=phases, peer_root=peer_root)

@@ -41,7 +41,7 @@ def test_validate_settings_defaults():
     assert settings['timeout'] == 120
     assert settings['created_min_age'] == 3600
     assert settings['sandbox_min_age'] == 600
-    assert settings['image_min_age'] == 0
+    assert settings['image_min_age'] == 600
     assert settings['batch_size'] == 100
     assert settings['content_namespace'] == 'k8s.io'
 
@@ -188,6 +188,20 @@ def test_image_min_age_reads_the_content_store(peer_root):
     kept = dict((i['id'], i['reason']) for i in result['kept'])
     assert kept[IMG_BUSYBOX1] == 'younger than image_min_age 8s (content store age 7s)'
     assert ids(result['removed']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1]
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_default_image_min_age_keeps_the_recorded_fresh_images(version, peer_root):
+    """The recorded manifests are 7-13 seconds old: with the default image_min_age (10m) every
+    unused image stays, with its reason, and the content store is read for the ages."""
+    runner = node_runner(version)
+    engine = make_engine(runner, settings={'image_min_age': None}, peer_root=peer_root)
+    assert engine.settings['image_min_age'] == 600
+    images = engine.run()['phases'][2]
+    assert images['removed'] == [] and runner.ran('crictl', 'rmi') == []
+    kept = dict((i['id'], i['reason']) for i in images['kept'])
+    for image_id in (IMG_UNUSED3, IMG_BUSYBOX1):
+        assert kept[image_id].startswith('younger than image_min_age 10m (content store age '), kept[image_id]
 
 
 def test_a_missing_ctr_fails_only_what_uses_it(peer_root):

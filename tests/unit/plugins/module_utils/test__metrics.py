@@ -176,7 +176,8 @@ def node(tmp_path, peer_root):
         config = tmp_path / 'config.json'
     n = Node()
     n.config.write_text(json.dumps({'report_path': str(n.report), 'textfile_path': str(n.prom),
-                                    'lock_path': str(tmp_path / 'lock'), 'lock_wait': '1s'}))
+                                    'lock_path': str(tmp_path / 'lock'), 'lock_wait': '1s',
+                                    'image_min_age': '0s'}))  # the recorded images are seconds old
 
     def factory(settings, phases):
         return make_engine(node_runner(V21), settings, phases=phases, peer_root=peer_root)

@@ -16,7 +16,8 @@ from image_gc_testlib import (
 
 @pytest.fixture
 def args(tmp_path):
-    return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s'}
+    # the recorded images are seconds old: image_min_age's default would keep them all
+    return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s', 'image_min_age': '0s'}
 
 
 def check_against_return_doc(result, images_enabled=True):

@@ -18,7 +18,8 @@ PHASES = ['containers', 'sandboxes', 'images', 'content']
 
 @pytest.fixture
 def args(tmp_path):
-    return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s', 'sandbox_min_age': '0s'}
+    # the recorded images are seconds old: image_min_age's default would keep them all
+    return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s', 'sandbox_min_age': '0s', 'image_min_age': '0s'}
 
 
 def check_against_return_doc(result):
