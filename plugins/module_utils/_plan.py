@@ -317,8 +317,8 @@ class Retention(object):
         if self.disk and self.disk.get('size_bytes'):
             warm = self._free_to_target(plan, warm)
         for item in warm:
-            item['reason'] = 'unused, %s (image_unused_for %s)' % (self._said(item['id']),
-                                                                  format_duration(self.unused_for))
+            item['reason'] = 'unused, %s (image_unused_for %s)' % (
+                self._said(item['id']), format_duration(self.unused_for))
         plan.keep.extend(warm)
 
     def _percent(self, used):

@@ -74,8 +74,6 @@ def phase_event(result):
     return event
 
 
-
-
 def run(config_path, dry_run=False, stream=None, engine_factory=Engine):
     stream = stream or sys.stdout
     started = time.time()
