@@ -117,6 +117,69 @@ options:
     type: int
 '''
 
+    # Options of phase 1 beyond its switch (the containers settings of _settings.py)
+    CONTAINERS = r'''
+options:
+  created_min_age:
+    description:
+      - Minimum age of a container that was created but never started before it is removed, as seconds or
+        a duration such as V(90s), V(10m), V(1h30m).
+    type: str
+    default: 1h
+  keep_last_per_pod:
+    description:
+      - Keep the newest exited instance of each container of each pod, so that C(kubectl logs --previous)
+        still works.
+    type: bool
+    default: false
+'''
+
+    # Options of phase 2 beyond its switch and minimum age
+    SANDBOXES = r'''
+options:
+  namespaces:
+    description:
+      - Only sandboxes of these Kubernetes namespaces (shell-style patterns). Empty means all.
+    type: list
+    elements: str
+    default: []
+  exclude_namespaces:
+    description:
+      - Never sandboxes of these Kubernetes namespaces (shell-style patterns), for example V(kube-system).
+    type: list
+    elements: str
+    default: []
+'''
+
+    # Options of phase 3 beyond its switch
+    IMAGES = r'''
+options:
+  image_exclude:
+    description:
+      - Shell-style patterns (C(fnmatch)) matched against each image's tags, digests and ID, both as
+        listed and fully qualified (V(busybox) is V(docker.io/library/busybox:latest)). A matching image
+        is kept.
+    type: list
+    elements: str
+    default: []
+  image_min_age:
+    description:
+      - Keep images whose manifest entered the content store less recently than this (seconds or a duration
+        such as V(30m)), so that an image the kubelet has just pulled, and whose container it is about to
+        create, is not removed. V(0s) disables the check.
+      - The default, 10 minutes, is above the kubelet's own guard (C(--minimum-image-ttl-duration), 2 minutes)
+        and its longest back-off (5 minutes) between tries to create a container that failed to start.
+      - Needs C(ctr) (see O(ctr_path)); ctr reports ages coarsely (V(About an hour), V(2 days)).
+    type: str
+    default: 10m
+  sandbox_image:
+    description:
+      - The runtime's sandbox (pause) image, which is never removed.
+      - When not set, it is read from C(crictl info) (C(config.sandboxImage), containerd 1.6 and 1.7);
+        containerd 2.x pins it instead.
+    type: str
+'''
+
     ATTRIBUTES = r'''
 attributes:
   check_mode:

@@ -22,6 +22,8 @@ extends_documentation_fragment:
   - nodemaint.image_gc.runtime.lock
   - nodemaint.image_gc.runtime.record
   - nodemaint.image_gc.runtime.retention
+  - nodemaint.image_gc.runtime.containers
+  - nodemaint.image_gc.runtime.images
   - nodemaint.image_gc.runtime.attributes
 options:
   containers:
@@ -29,47 +31,11 @@ options:
       - Remove exited containers (and created-never-started ones older than O(created_min_age)).
     type: bool
     default: true
-  created_min_age:
-    description:
-      - Minimum age of a container that was created but never started before it is removed, as seconds or
-        a duration such as V(90s), V(10m), V(1h30m).
-    type: str
-    default: 1h
-  keep_last_per_pod:
-    description:
-      - Keep the newest exited instance of each container of each pod, so that C(kubectl logs --previous)
-        still works.
-    type: bool
-    default: false
   images:
     description:
       - Remove images no container uses.
     type: bool
     default: true
-  image_exclude:
-    description:
-      - Shell-style patterns (C(fnmatch)) matched against each image's tags, digests and ID, both as
-        listed and fully qualified (V(busybox) is V(docker.io/library/busybox:latest)). A matching image
-        is kept.
-    type: list
-    elements: str
-    default: []
-  image_min_age:
-    description:
-      - Keep images whose manifest entered the content store less recently than this (seconds or a duration
-        such as V(30m)), so that an image the kubelet has just pulled, and whose container it is about to
-        create, is not removed. V(0s) disables the check.
-      - The default, 10 minutes, is above the kubelet's own guard (C(--minimum-image-ttl-duration), 2 minutes)
-        and its longest back-off (5 minutes) between tries to create a container that failed to start.
-      - Needs C(ctr) (see O(ctr_path)); ctr reports ages coarsely (V(About an hour), V(2 days)).
-    type: str
-    default: 10m
-  sandbox_image:
-    description:
-      - The runtime's sandbox (pause) image, which is never removed.
-      - When not set, it is read from C(crictl info) (C(config.sandboxImage), containerd 1.6 and 1.7);
-        containerd 2.x pins it instead.
-    type: str
   namespace:
     description:
       - containerd namespace of the CRI plugin, used to read image ages when O(image_min_age) is set.

@@ -26,6 +26,9 @@ extends_documentation_fragment:
   - nodemaint.image_gc.runtime.lock
   - nodemaint.image_gc.runtime.record
   - nodemaint.image_gc.runtime.retention
+  - nodemaint.image_gc.runtime.containers
+  - nodemaint.image_gc.runtime.sandboxes
+  - nodemaint.image_gc.runtime.images
   - nodemaint.image_gc.runtime.attributes
 options:
   containers:
@@ -33,18 +36,6 @@ options:
       - Phase 1 - remove exited containers, and created-never-started ones older than O(created_min_age).
     type: bool
     default: true
-  created_min_age:
-    description:
-      - Minimum age of a container that was created but never started before it is removed, as seconds or
-        a duration such as V(90s), V(10m), V(1h30m).
-    type: str
-    default: 1h
-  keep_last_per_pod:
-    description:
-      - Keep the newest exited instance of each container of each pod, so that C(kubectl logs --previous)
-        still works.
-    type: bool
-    default: false
   sandboxes:
     description:
       - Phase 2 - remove NotReady pod sandboxes older than O(sandbox_min_age) that have no live container.
@@ -56,48 +47,12 @@ options:
         still setting up or tearing down is not raced. Seconds or a duration such as V(10m).
     type: str
     default: 10m
-  namespaces:
-    description:
-      - Only sandboxes of Kubernetes namespaces matching one of these shell-style patterns. Empty means all.
-    type: list
-    elements: str
-    default: []
-  exclude_namespaces:
-    description:
-      - Sandboxes of Kubernetes namespaces matching one of these shell-style patterns stay.
-    type: list
-    elements: str
-    default: []
   images:
     description:
       - Phase 3 - remove images no container uses. An image used only by containers removed in the same run
         is removed too.
     type: bool
     default: true
-  image_exclude:
-    description:
-      - Shell-style patterns (C(fnmatch)) matched against each image's tags, digests and ID, both as
-        listed and fully qualified (V(busybox) is V(docker.io/library/busybox:latest)). A matching image
-        is kept.
-    type: list
-    elements: str
-    default: []
-  image_min_age:
-    description:
-      - Keep images whose manifest entered the content store less recently than this (seconds or a duration
-        such as V(30m)), so that an image the kubelet has just pulled, and whose container it is about to
-        create, is not removed. V(0s) disables the check.
-      - The default, 10 minutes, is above the kubelet's own guard (C(--minimum-image-ttl-duration), 2 minutes)
-        and its longest back-off (5 minutes) between tries to create a container that failed to start.
-      - Needs C(ctr) (see O(ctr_path)); ctr reports ages coarsely (V(About an hour), V(2 days)).
-    type: str
-    default: 10m
-  sandbox_image:
-    description:
-      - The runtime's sandbox (pause) image, which is never removed.
-      - When not set, it is read from C(crictl info) (C(config.sandboxImage), containerd 1.6 and 1.7) unless
-        the runtime pins images (containerd 1.7 and 2.x pin their sandbox image).
-    type: str
   content:
     description:
       - Phase 4 - C(ctr content prune references), so containerd deletes the compressed layer blobs only

@@ -18,6 +18,7 @@ extends_documentation_fragment:
   - nodemaint.image_gc.runtime
   - nodemaint.image_gc.runtime.lock
   - nodemaint.image_gc.runtime.record
+  - nodemaint.image_gc.runtime.sandboxes
   - nodemaint.image_gc.runtime.attributes
 options:
   min_age:
@@ -26,18 +27,6 @@ options:
         V(90s), V(10m), V(1h30m).
     type: str
     default: 10m
-  namespaces:
-    description:
-      - Only sandboxes of these Kubernetes namespaces (shell-style patterns). Empty means all.
-    type: list
-    elements: str
-    default: []
-  exclude_namespaces:
-    description:
-      - Never sandboxes of these Kubernetes namespaces (shell-style patterns), for example V(kube-system).
-    type: list
-    elements: str
-    default: []
 seealso:
   - module: nodemaint.image_gc.crictl_prune
 '''
