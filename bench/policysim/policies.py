@@ -51,6 +51,7 @@ class CollectionPolicy(object):
         self.record = {}
         self.runs = 0
         self.empty_runs = 0
+        self.blind = 0           # images removed as never used though a pod ran with them since the pull
 
     def run(self, node, now):
         containers = node.listed_containers()
@@ -60,6 +61,8 @@ class CollectionPolicy(object):
                 'ages': dict((i.id, now - node.pulled_at[i.id]) for i in images)}
         plan, record = collection_plan(now, images, containers, exited, self.record, self.settings, disk)
         node.remove_containers(exited)
+        self.blind += sum(1 for i in plan.ids if record[i]['last_used'] is None
+                          and node.last_end.get(i, -1) >= node.pulled_at[i])
         for image_id in plan.ids:
             node.remove_image(image_id)
         self.record = _record.merge(record, now, {}, node.listed_images())

@@ -8,9 +8,9 @@ from .trace import GB
 BOUND_MEAN_PERCENT = 80     # the bound's own row: any policy whose mean use is at most this
 
 HEADER = ('| policy | re-pulls | re-pulled GB | starts that waited for a re-pull | disk mean / p95 / peak % '
-          '| hours at >= 85% | collection runs that removed nothing | kubelet GC passes that removed '
+          '| hours at >= 85% | images removed as never used that a pod had used | collection runs that removed nothing | kubelet GC passes that removed '
           '| bound at the same mean disk | re-pulls / bound |\n'
-          '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
+          '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
 
 
 def _ratio(repulls, bound):
@@ -43,12 +43,13 @@ def table(trace, rows, bound):
              'after a gap (the re-pulls a node with unlimited disk would avoid).' % (
                  len(trace.starts), len(trace.sizes), cold, bound.gaps), '', HEADER]
     for name, dummy, f in rows:
-        lines.append('| %s | %d | %.1f | %d | %.0f / %.0f / %.0f | %.1f | %s | %d | %d | %s |' % (
+        lines.append('| %s | %d | %.1f | %d | %.0f / %.0f / %.0f | %.1f | %s | %s | %d | %d | %s |' % (
             name, f['repulls'], f['repull_bytes'] / float(GB), f['waited_repull'], f['mean'], f['p95'], f['peak'],
-            f['hours_over_85'], '-' if f['runs'] is None else '%d of %d' % (f['empty_runs'], f['runs']),
+            f['hours_over_85'], '-' if f['blind'] is None else '%d' % f['blind'], '-' if f['runs'] is None else '%d of %d' % (f['empty_runs'], f['runs']),
             f['kubelet_passes'], f['bound'], _ratio(f['repulls'], f['bound'])))
-    lines.append('| lower bound, mean disk %d%% | %d | | | %d / | | | | | |' % (
-        BOUND_MEAN_PERCENT, bound.repulls(budget), BOUND_MEAN_PERCENT))
+    fewest = bound.repulls(budget) if budget >= bound.in_use else 'none (the images in use alone need more)'
+    lines.append('| lower bound, mean disk %d%% | %s | | | %d / | | | | | | |' % (
+        BOUND_MEAN_PERCENT, fewest, BOUND_MEAN_PERCENT))
     return '\n'.join(lines)
 
 

@@ -31,6 +31,8 @@ class Node(object):
         self.disk_bytes, self.used = disk_bytes, base_bytes
         self.images, self.pulled_at, self.containers, self.users = {}, {}, {}, {}
         self.metrics = metrics
+        self.now = 0
+        self.last_end = {}          # image id -> when a pod last stopped running with it
 
     def listed_containers(self):
         return list(self.containers.values())
@@ -86,10 +88,11 @@ class Node(object):
         return pulled
 
     def end(self, number, start):
-        for k in range(len(start.images)):
+        for k, (ref, dummy) in enumerate(start.images):
             c = self.containers.get('%060x%04x' % (number, k))
             if c is not None:
                 c.state = _plan.EXITED
+            self.last_end[image_id(ref)] = self.now
 
 
 class Metrics(object):
@@ -154,6 +157,7 @@ def replay(trace, policies):
         if now >= trace.horizon:
             break
         metrics.advance(now)
+        node.now = now
         if kind == START:
             s = trace.starts[n]
             metrics.pod_start(node.start(n, s, now))
@@ -171,5 +175,6 @@ def replay(trace, policies):
     collection = [p for p in policies if p.kind == 'collection']
     out['runs'] = collection[0].runs if collection else None
     out['empty_runs'] = collection[0].empty_runs if collection else None
+    out['blind'] = collection[0].blind if collection else None
     out['kubelet_passes'] = sum(p.passes for p in policies if p.kind == 'kubelet')
     return out

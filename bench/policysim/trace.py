@@ -17,6 +17,7 @@ replay (default: the end of the last pod). ``--disk``/``--base`` on the command 
 """
 
 import json
+import os
 
 GB = 10 ** 9
 
@@ -100,4 +101,5 @@ def read(path, disk_bytes=None, base_bytes=None):
         raise ValueError('%s: the image filesystem size is unknown: give --disk GB or a first line '
                          '{"node": ..., "disk_bytes": ...}' % path)
     base = base_bytes if base_bytes is not None else node.get('base_bytes', 0)
-    return Trace(node.get('node', path), starts, disk_bytes, base, node.get('horizon'), 'from %s' % path)
+    name = os.path.basename(path)
+    return Trace(node.get('node', name), starts, disk_bytes, base, node.get('horizon'), 'from %s' % name)
