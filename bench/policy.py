@@ -26,7 +26,7 @@ END = '<!-- policy: end of generated part -->'
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     p.add_argument('--workload', default=','.join(n for n, dummy in W.WORKLOADS),
                    help='comma-separated, of: %s' % ', '.join(n for n, dummy in W.WORKLOADS))
     p.add_argument('--policies', default='', help='comma-separated names (default: all)')
@@ -40,8 +40,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     started, load = time.time(), os.getloadavg()
     if args.trace:
-        gb = lambda v: None if v is None else int(v * T.GB)      # noqa: E731
-        traces = [T.read(args.trace, gb(args.disk), gb(args.base))]
+        traces = [T.read(args.trace, _bytes(args.disk), _bytes(args.base))]
     else:
         known = dict(W.WORKLOADS)
         wanted = [w for w in args.workload.split(',') if w]
@@ -65,6 +64,10 @@ def main(argv=None):
     if args.doc:
         write_doc(args.doc, '\n\n'.join(parts) + '\n\n' + report.legend() + '\n\n' + footer)
     return 0
+
+
+def _bytes(gigabytes):
+    return None if gigabytes is None else int(gigabytes * T.GB)
 
 
 def write_doc(path, text):

@@ -18,13 +18,14 @@ SANDBOX_IMAGE = 'registry.k8s.io/pause:3.10'   # counted in the node's base, nev
 MINUTE, HOUR, DAY = 60, 3600, 86400
 
 
-def collection_plan(now, images, containers, removed_containers, record, settings, disk):
+def collection_plan(now, images, containers, removed_containers, record, settings, disk, ages):
     """(plan, record): the image plan of one run at ``now`` (seconds) and the last-use record with
     this run's evidence merged in, as the engine computes them.
 
     ``images``/``containers``: _cri.Image/_cri.Container as listed; ``removed_containers``: ids
     phase 1 removed in this run; ``record``: the last-use record as read; ``settings``: validated
-    (``_settings.validate``); ``disk``: ``{'used_bytes', 'size_bytes'}`` of the image filesystem.
+    (``_settings.validate``); ``disk``: ``{'used_bytes', 'size_bytes'}`` of the image filesystem;
+    ``ages``: ``{image id: seconds since it was pulled}`` (the manifest ages of the content store).
     """
     ids = dict((c.id, image_id) for image_id, users in _plan.image_users(images, containers).items()
                for c in users)
@@ -33,7 +34,6 @@ def collection_plan(now, images, containers, removed_containers, record, setting
     if settings['disk_high']:
         target = dict(disk, high=settings['disk_high'], low=settings['disk_low'])
     retention = _plan.Retention(now, settings['image_unused_for'], record, target)
-    ages = disk.get('ages')
     plan = _plan.plan_images(images, containers, SANDBOX_IMAGE, settings['image_exclude'], settings['image_min_age'],
                              ages, removed_containers=removed_containers, retention=retention)
     return plan, record
@@ -57,9 +57,9 @@ class CollectionPolicy(object):
         containers = node.listed_containers()
         exited = [c.id for c in containers if c.state == _plan.EXITED]
         images = node.listed_images()
-        disk = {'used_bytes': node.used, 'size_bytes': node.disk_bytes,
-                'ages': dict((i.id, now - node.pulled_at[i.id]) for i in images)}
-        plan, record = collection_plan(now, images, containers, exited, self.record, self.settings, disk)
+        disk = {'used_bytes': node.used, 'size_bytes': node.disk_bytes}
+        ages = dict((i.id, now - node.pulled_at[i.id]) for i in images)
+        plan, record = collection_plan(now, images, containers, exited, self.record, self.settings, disk, ages)
         node.remove_containers(exited)
         self.blind += sum(1 for i in plan.ids if record[i]['last_used'] is None
                           and node.last_end.get(i, -1) >= node.pulled_at[i])
@@ -125,7 +125,7 @@ class KubeletGC(object):
 
 # name -> (description, settings of the collection's run or None, kubelet settings or None)
 POLICIES = [
-    ('seed', 'every unused image each run (0.1.0: image_min_age 0), kubelet GC behind it',
+    ('seed', 'every unused image each run (0.1.0: image_min_age 0)',
      dict(image_min_age='0s'), {}),
     ('kubelet', 'kubelet only: 85/80, imageMinimumGCAge 2m', None, {}),
     ('kubelet+maxage7d', 'kubelet only, imageMaximumGCAge 7d', None, dict(max_age=7 * DAY)),
