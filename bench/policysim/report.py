@@ -55,5 +55,6 @@ def table(trace, rows, bound):
 
 def legend():
     rows = ['- **%s**: %s' % (name, description) for name, description, dummy, dummy2 in POLICIES]
-    return '\n'.join(rows + ['', 'Every row but the kubelet-only ones is the collection every 6 hours with the '
-                                  "kubelet's GC (85/80, 2m, every 5 minutes) behind it, as on a real node."])
+    rows += ['', "Every row but the kubelet-only ones is the collection every 6 hours with the kubelet's GC "
+             '(85/80, 2m, every 5 minutes) behind it, as on a real node.']
+    return '\n'.join(rows)
