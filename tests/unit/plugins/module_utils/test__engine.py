@@ -23,6 +23,11 @@ INFO = CRICTL_PREFIX + ['info', '--output', 'json']
 CONTENT_LS = CTR_PREFIX + ['content', 'ls']
 
 
+def inspect(*names, version=V16):
+    """``crictl inspect`` of the containers that stay, for their image volumes (one per run)."""
+    return CRICTL_PREFIX + ['inspect', '--output', 'json'] + sorted(IDS[version][n] for n in names)
+
+
 def run_all(engine, check_mode):
     """The four phases through Engine.run (no disk report): {phase: result}."""
     run = engine.run(check_mode=check_mode)
@@ -80,13 +85,14 @@ def test_bad_setting_runs_no_command_and_no_discovery():
 # -- the whole recorded sequence -------------------------------------------------------------
 
 def expected_real_commands(version):
-    """Phase 2 plans with phase 1's listing, phase 3 with both and the images; containers are
-    listed again right before the rmi batch; crictl info only on 1.6, which pins no image."""
+    """Phase 2 plans with phase 1's listing, phase 3 with both and the images; one crictl inspect
+    of the containers that stay (image volumes); containers are listed again right before the rmi
+    batch; crictl info only on 1.6, which pins no image that looks like a sandbox image."""
     ids_ = IDS[version]
     return [
         PS, CRICTL_PREFIX + ['rm', ids_['exit0'], ids_['exit1']],
         PODS, CRICTL_PREFIX + ['rmp', ids_['feas-a']],
-        IMAGES] + ([INFO] if version == V16 else []) + [
+        IMAGES] + ([INFO] if version == V16 else []) + [inspect('sleeper', version=version),
         PS, CRICTL_PREFIX + ['rmi', IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1],
         CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references'], CONTENT_LS,
     ]
@@ -130,7 +136,7 @@ def test_check_mode_runs_no_removal_and_reports_what_the_real_run_removes(versio
     check = run_all(four(check_runner, peer_root=peer_root), check_mode=True)
     assert check_runner.removals() == []
     assert check_runner.calls == [PS, PODS, IMAGES] + ([INFO] if version == V16 else []) + [
-        CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
+        inspect('sleeper', version=version), CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
     real = run_all(four(node_runner(version), peer_root=peer_root), check_mode=False)
     for phase in ('containers', 'sandboxes', 'images'):
         assert ids(check[phase]['removed']) == ids(real[phase]['removed']), phase
@@ -174,7 +180,7 @@ def test_sandbox_phase_frees_the_images_of_its_containers(peer_root):
     runner = node_runner(V16)
     engine = make_engine(runner, peer_root=peer_root)
     engine.sandboxes_phase(check_mode=True)
-    assert sorted(engine.removed_containers) == [IDS[V16]['exit0']]
+    assert sorted(engine.node.removed['containers']) == [IDS[V16]['exit0']]
     result = engine.images_phase(check_mode=True)
     assert IMG_OLD_BUSYBOX1 not in ids(result['removed'])
 
@@ -428,6 +434,7 @@ def test_a_run_lists_each_kind_once_and_containers_again_before_each_rmi_batch(p
     assert order == ['imagefsinfo', 'ps', 'pods', 'images', 'info',   # the disk report before
                      'rm',                                            # phase 1: the report's ps
                      'rmp',                                           # phase 2: the report's pods, ps less phase 1
+                     'inspect',                                       # phase 3: image volumes of what stays
                      'ps', 'rmi',                                     # phase 3: containers afresh before the batch
                      'imagefsinfo']                                   # the report after: counts from the run
 

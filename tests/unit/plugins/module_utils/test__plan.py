@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _plan
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _node, _plan
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image, Sandbox, parse_content_ls
 
 from image_gc_testlib import (
@@ -98,7 +98,14 @@ def test_created_never_started_younger_than_created_min_age_is_kept():
     assert plan.ids == [IDS[V16]['exit0']]
 
 
-def test_keep_last_per_pod_keeps_newest_exited_instance():
+def pods_of(version, data=None, pods_data=None, tracked=None):
+    return _node.build_pods(sandboxes(version, pods_data), containers(version, data), tracked)
+
+
+def test_pod_aware_keeps_the_newest_exited_instance_in_a_live_pod():
+    """keep_last_per_pod is folded into pod_aware (the default): the newest exited instance of each
+    container name stays - in a LIVE pod. exit0's pod feas-a is not live (NotReady, untracked): it goes
+    now, where keep_last_per_pod kept it."""
     # DERIVED: a second, newer exited instance (attempt 1) of exit1 in pod feas-c.
     data = fixture_json(V16, 'ps-a.json')
     retry = copy.deepcopy([c for c in data['containers'] if c['metadata']['name'] == 'exit1'][0])
@@ -107,12 +114,16 @@ def test_keep_last_per_pod_keeps_newest_exited_instance():
     retry['createdAt'] = str(int(retry['createdAt']) + 30 * SEC)
     data['containers'].append(retry)
     now = newest_ns(V16) + 3600 * SEC
-    plan = _plan.plan_containers(containers(V16, data), now, keep_last_per_pod=True)
-    assert plan.ids == [IDS[V16]['exit1']]                       # the older attempt of exit1
-    assert reasons(plan.keep) == {
-        IDS[V16]['exit0']: 'newest exited instance of exit0 in its pod (keep_last_per_pod)',
-        'f' * 64: 'newest exited instance of exit1 in its pod (keep_last_per_pod)'}
-    # without the option everything exited goes
+    plan = _plan.plan_containers(containers(V16, data), now, pods=pods_of(V16, data))
+    assert plan.ids == [IDS[V16]['exit0'], IDS[V16]['exit1']]
+    assert reasons(plan.remove)[IDS[V16]['exit1']] == (
+        'older exited instance of exit1 (attempt 0; attempt 1, fffffffffffff, is kept) in live pod feas/feas-c')
+    assert reasons(plan.remove)[IDS[V16]['exit0']].startswith('exited, and pod feas/feas-a is not live: its newest '
+                                                              'sandbox 84a5f9a622d31 is NotReady')
+    assert list(reasons(plan.keep)) == ['f' * 64]
+    assert reasons(plan.keep)['f' * 64].startswith('newest exited instance of exit1 (attempt 1) in live pod '
+                                                   'feas/feas-c (its newest sandbox fa9989b9e08be is Ready)')
+    # pod_aware: false (no pods): everything exited goes
     assert len(_plan.plan_containers(containers(V16, data), now).ids) == 3
 
 
