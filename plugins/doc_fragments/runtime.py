@@ -204,7 +204,7 @@ options:
       - A sandbox (pause) image, which is never removed, in addition to the one the runtime reports.
       - The runtime's is read from C(crictl info) (C(config.sandboxImage), containerd 1.6 and 1.7), unless the
         runtime pins an image that looks like a sandbox image (containerd 2.x pins its own and does not report
-        it). Another pinned image says nothing about the sandbox image. When no sandbox image is known, every
+        it). Another pinned image says nothing about the sandbox image. When no sandbox image is named, every
         image that looks like one (C(*/pause:*), C(*/mirrored-pause:*), C(*/*-pause:*)) is kept.
     type: str
 '''

@@ -105,7 +105,7 @@ class Engine(object):
         sandbox image, and 2.x does not report it); any other pinned image says nothing about it."""
         names = [self.settings['sandbox_image']] if self.settings['sandbox_image'] else []
         if self._sandbox_image is None:
-            if any(i.pinned and _plan.looks_like_sandbox_image(i) for i in images):
+            if _plan.pins_a_sandbox_image(images):
                 return names
             self._sandbox_image = self.crictl.sandbox_image() or ''
         if self._sandbox_image and self._sandbox_image not in names:

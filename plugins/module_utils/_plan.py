@@ -282,10 +282,10 @@ def looks_like_sandbox_image(image):
     return any(_matches_any(normalize_ref(r), SANDBOX_IMAGE_LOOKALIKES) for r in image.refs)
 
 
-def sandbox_image_known(images, sandbox_image=None):
-    """Whether the sandbox image is known: named (by the setting or the runtime), or pinned by the
-    runtime as an image that looks like one. Another pinned image says nothing about it."""
-    return bool(_sandbox_images(sandbox_image)) or any(i.pinned and looks_like_sandbox_image(i) for i in images)
+def pins_a_sandbox_image(images):
+    """Whether the runtime pins an image that looks like a sandbox image (containerd 1.7 and 2.x pin
+    their own, and 2.x does not report it). Another pinned image says nothing about the sandbox image."""
+    return any(i.pinned and looks_like_sandbox_image(i) for i in images)
 
 
 def _describe_user(c, more):
@@ -304,7 +304,8 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
     (``sandbox_image``: a reference or a list of them - the setting and what the runtime reports),
     images matching an ``exclude`` pattern (on tags, digests or id) and images younger than
     ``min_age`` (age of the image's manifest in the content store) are kept. When no sandbox image
-    is known, images that look like one are kept. ``retention`` (a Retention) then keeps a warm
+    is named, images that look like one are kept (a runtime that pins one may have used others
+    before: a changed sandbox image). ``retention`` (a Retention) then keeps a warm
     cache of recently used images.
     """
     plan = Plan('images')
@@ -315,9 +316,10 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
     mounted = volume_users(images, staying, image_volumes)
     sandbox_refs = _sandbox_images(sandbox_image)
     sandbox_norm = dict((normalize_ref(r), r) for r in sandbox_refs)
-    # Fail safe: a runtime that neither names nor pins its sandbox image keeps every image that
-    # looks like one (removing it breaks the next pod start on a node that cannot pull).
-    unknown_sandbox = not sandbox_image_known(images, sandbox_refs)
+    # Fail safe: when no sandbox image is named, every image that looks like one stays (removing
+    # it breaks the next pod start on a node that cannot pull). Some pinned image does not stand
+    # for the sandbox image; a pinned look-alike only makes the warning unnecessary.
+    unknown_sandbox = not sandbox_refs
     patterns = exclude_patterns(exclude)
     matched = set()
     for image in sorted(images, key=lambda i: i.id):
@@ -348,8 +350,8 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
             item['reason'] = 'sandbox (pause) image of the runtime (%s)' % sandbox[0]
             plan.keep.append(item)
         elif unknown_sandbox and looks_like_sandbox_image(image):
-            item['reason'] = ('looks like a sandbox (pause) image, and the runtime neither reports nor pins '
-                              'its own; set sandbox_image to name it')
+            item['reason'] = ('looks like a sandbox (pause) image, and the runtime does not report its own; set '
+                              'sandbox_image to name it')
             plan.keep.append(item)
         elif pattern:
             item['reason'] = 'excluded by pattern %r' % pattern
@@ -373,7 +375,7 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
             plan.remove.append(item)
     if retention is not None:
         retention.apply(plan)
-    if unknown_sandbox:
+    if unknown_sandbox and not pins_a_sandbox_image(images):
         plan.warnings.append('the runtime did not report its sandbox (pause) image and pins none that looks like '
                              'one: images that look like one (%s) are kept; set sandbox_image to name it'
                              % ', '.join(SANDBOX_IMAGE_LOOKALIKES))
