@@ -356,13 +356,17 @@ class ContainersPhase(Phase):
     @staticmethod
     def plan_over(engine, containers, sandboxes):
         s = engine.settings
-        pods = build_pods(sandboxes, containers, engine.node.tracked) if s['pod_aware'] else None
+        pods = build_pods(sandboxes, containers, engine.node.tracked)
         return _plan.plan_containers(containers, engine.clock(), s['created_min_age'], pods,
-                                     s['namespaces'], s['exclude_namespaces'])
+                                     s['namespaces'], s['exclude_namespaces'], pod_aware=s['pod_aware'])
 
     def plan(self):
+        s = self.settings
         containers = self.node.current('containers')
-        sandboxes = self.node.current('sandboxes') if self.settings['pod_aware'] else []
+        # the pods' namespaces and states; without the kubelet's rules and namespace filters
+        # (pod_aware: false) phase 1 needs no sandbox listing
+        needed = s['pod_aware'] or s['namespaces'] or s['exclude_namespaces']
+        sandboxes = self.node.current('sandboxes') if needed else []
         return self.plan_over(self.engine, containers, sandboxes)
 
     def act(self, plan):

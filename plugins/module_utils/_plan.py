@@ -66,16 +66,19 @@ def _namespace_of(c, pods):
     return pod.namespace if pod is not None and pod.namespace else c.pod_namespace
 
 
-def plan_containers(containers, now_ns, created_min_age=3600, pods=None, namespaces=None, exclude_namespaces=None):
+def plan_containers(containers, now_ns, created_min_age=3600, pods=None, namespaces=None, exclude_namespaces=None,
+                    pod_aware=True):
     """Exited containers, and created-never-started ones older than ``created_min_age``.
 
     ``pods`` ({sandbox id: _node.Pod}) applies the kubelet's rules (``pod_aware``): in a live pod
     the newest exited instance of each container name (init containers included) stays, older
-    ones go; in a pod that is not live every exited container goes. Without ``pods`` (``pod_aware:
-    false``) every exited container goes. ``namespaces``/``exclude_namespaces`` leave the
-    containers of other namespaces alone either way.
+    ones go; in a pod that is not live every exited container goes. Without ``pods``, or with
+    ``pod_aware`` false, every exited container goes. ``namespaces``/``exclude_namespaces`` leave
+    the containers of other namespaces (the pod's, else the container's kubelet label) alone
+    either way.
     """
     plan = Plan('containers')
+    blunt = pods is None or not pod_aware
     newest = {}
     for pod in set((pods or {}).values()):
         for name, c in pod.newest_exited(EXITED).items():
@@ -100,7 +103,7 @@ def plan_containers(containers, now_ns, created_min_age=3600, pods=None, namespa
                 item['reason'] = 'created %s ago, younger than created_min_age %s' % (
                     format_duration(item['age']), format_duration(created_min_age))
                 plan.keep.append(item)
-        elif pods is None:
+        elif blunt:
             item['reason'] = 'exited'
             plan.remove.append(item)
         elif pod is None:
