@@ -449,8 +449,6 @@ def test_pod_aware_sandboxes_newest_of_a_live_pod_stays_older_ones_go():
 
 def test_pod_aware_sandbox_holding_a_container_that_stays_is_kept():
     s = _sb('s1', 'u1')
-    c = _ct('c1', 's1')
-    pods = _node.build_pods([s], [c], lambda uid: (True, '/k/pods/' + uid))
     old = _sb('s0', 'u1', created=-10)
     pods = _node.build_pods([old, s], [_ct('c0', 's0')], lambda uid: (True, '/k/pods/' + uid))
     plan = _plan.plan_sandboxes([old, s], [_ct('c0', 's0')], 3600 * SEC, 600, pods=pods)
