@@ -61,7 +61,7 @@ options:
       - The kubelet's root directory (its C(--root-dir)). A pod the kubelet still tracks has a directory
         C(<kubelet_root>/pods/<uid>); such a pod is live even when its sandbox is NotReady (a completed Job,
         a pod being restarted), so its newest sandbox and the newest exited instance of each of its
-        containers stay (see O(pod_aware)).
+        containers stay (see the C(pod_aware) option).
       - When not set, the first of C(/var/lib/kubelet) (kubeadm, k3s, RKE2) and
         C(/var/snap/microk8s/common/var/lib/kubelet) (MicroK8s) that has a C(pods) directory. When none is
         found, pods are judged by the state of their sandboxes alone, and the run says so in a warning.

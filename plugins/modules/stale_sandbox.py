@@ -83,7 +83,7 @@ sandboxes:
     reason:
       description: Why it is removed.
       type: str
-      sample: NotReady, pod default/web-1 is not live (its newest sandbox 84a5f9a622d31 is NotReady, the kubelet does not track it (no /var/lib/kubelet/pods/5d0c...)), created 1h ago (min_age 10m)
+      sample: NotReady, pod default/web-1 is not live (its newest sandbox 84a5f9a622d31 is NotReady, ...), created 1h ago (min_age 10m)
   sample: []
 sandboxes_kept:
   description: NotReady sandboxes kept, with the reason (newest sandbox of a live pod, too young, namespace filters, holds a container that stays).

@@ -92,7 +92,8 @@ def expected_real_commands(version):
     return [
         PS, CRICTL_PREFIX + ['rm', ids_['exit0'], ids_['exit1']],
         PODS, CRICTL_PREFIX + ['rmp', ids_['feas-a']],
-        IMAGES] + ([INFO] if version == V16 else []) + [inspect('sleeper', version=version),
+        IMAGES] + ([INFO] if version == V16 else []) + [
+        inspect('sleeper', version=version),
         PS, CRICTL_PREFIX + ['rmi', IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1],
         CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references'], CONTENT_LS,
     ]
