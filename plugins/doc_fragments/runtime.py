@@ -56,6 +56,17 @@ options:
       - crictl sends one request per ID at once; bounding the batch keeps containerd responsive.
     type: int
     default: 100
+  kubelet_root:
+    description:
+      - The kubelet's root directory (its C(--root-dir)). A pod the kubelet still tracks has a directory
+        C(<kubelet_root>/pods/<uid>); such a pod is live even when its sandbox is NotReady (a completed Job,
+        a pod being restarted), so its newest sandbox and the newest exited instance of each of its
+        containers stay (see the C(pod_aware) option).
+      - When not set, the first of C(/var/lib/kubelet) (kubeadm, k3s, RKE2) and
+        C(/var/snap/microk8s/common/var/lib/kubelet) (MicroK8s) that has a C(pods) directory. When none is
+        found, pods are judged by the state of their sandboxes alone, and the run says so in a warning.
+      - An explicit value must name an existing directory.
+    type: path
 notes:
   - Commands are run as argument lists, never through a shell, with E(LC_ALL=C).
   - crictl warnings on stderr (such as a missing C(/etc/crictl.yaml)) are not failures.
@@ -126,26 +137,40 @@ options:
         a duration such as V(90s), V(10m), V(1h30m).
     type: str
     default: 1h
-  keep_last_per_pod:
-    description:
-      - Keep the newest exited instance of each container of each pod, so that C(kubectl logs --previous)
-        still works.
-    type: bool
-    default: false
 '''
 
-    # Options of phase 2 beyond its switch and minimum age
-    SANDBOXES = r'''
+    # Which pods are live, and which namespaces phases 1 and 2 touch (the pods settings of _settings.py)
+    PODS = r'''
 options:
+  pod_aware:
+    description:
+      - Apply the kubelet's own garbage-collection rules, so that nothing a pod still needs is removed. A pod
+        (all sandboxes with the same uid) is live when its newest sandbox is Ready or the kubelet still tracks
+        it (see O(kubelet_root)).
+      - Phase 1 keeps, in a live pod, the newest exited instance of each container name (init containers
+        included) and removes older ones; in a pod that is not live, every exited container goes.
+      - Phase 2 keeps the newest sandbox of a live pod even when NotReady; older sandboxes of a live pod and
+        NotReady sandboxes of pods that are not live go once older than the sandbox minimum age, and never a
+        sandbox that still holds a container that stays.
+      - V(false) is the blunt mode - every exited container and every NotReady sandbox older than the minimum
+        age with no container that is not exited goes. It breaks what the kubelet relies on - the exited init
+        container of a running pod goes and the kubelet runs it again (a second init container that is still
+        running is then restarted from the first), a finished container of a C(restartPolicy=Never) or
+        C(OnFailure) pod is run a second time, C(kubectl logs --previous) and the restart count of a
+        crash-looping container are lost, and the images of those containers are pulled again after every run.
+    type: bool
+    default: true
   namespaces:
     description:
-      - Only sandboxes of these Kubernetes namespaces (shell-style patterns). Empty means all.
+      - Only the containers and sandboxes of pods of these Kubernetes namespaces (shell-style patterns), in
+        phases 1 and 2. Empty means all.
     type: list
     elements: str
     default: []
   exclude_namespaces:
     description:
-      - Never sandboxes of these Kubernetes namespaces (shell-style patterns), for example V(kube-system).
+      - Never the containers and sandboxes of pods of these Kubernetes namespaces (shell-style patterns), in
+        phases 1 and 2, for example V(kube-system).
     type: list
     elements: str
     default: []
@@ -157,8 +182,10 @@ options:
   image_exclude:
     description:
       - Shell-style patterns (C(fnmatch)) matched against each image's tags, digests and ID, both as
-        listed and fully qualified (V(busybox) is V(docker.io/library/busybox:latest)). A matching image
-        is kept.
+        listed and fully qualified. A matching image is kept.
+      - A pattern without tag or digest matches every tag and digest of that repository (V(busybox) keeps
+        every C(docker.io/library/busybox:*) and C(docker.io/library/busybox@sha256:*)); V(repo:*) also
+        matches the digest-only form C(repo@sha256:...). A pattern that matches no image is a warning.
     type: list
     elements: str
     default: []
@@ -174,9 +201,11 @@ options:
     default: 10m
   sandbox_image:
     description:
-      - The runtime's sandbox (pause) image, which is never removed.
-      - When not set, it is read from C(crictl info) (C(config.sandboxImage), containerd 1.6 and 1.7);
-        containerd 2.x pins it instead.
+      - A sandbox (pause) image, which is never removed, in addition to the one the runtime reports.
+      - The runtime's is read from C(crictl info) (C(config.sandboxImage), containerd 1.6 and 1.7), unless the
+        runtime pins an image that looks like a sandbox image (containerd 2.x pins its own and does not report
+        it). Another pinned image says nothing about the sandbox image. When no sandbox image is named, every
+        image that looks like one (C(*/pause:*), C(*/mirrored-pause:*), C(*/*-pause:*)) is kept.
     type: str
 '''
 

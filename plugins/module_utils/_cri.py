@@ -27,7 +27,8 @@ class Container(object):
         self.pod_namespace = labels.get('io.kubernetes.pod.namespace', '')
 
     def to_dict(self):
-        return {'id': self.id, 'name': self.name, 'pod_sandbox_id': self.pod_id, 'state': self.state,
+        return {'id': self.id, 'name': self.name, 'attempt': self.attempt, 'pod_sandbox_id': self.pod_id,
+                'state': self.state,
                 'image': self.image, 'image_ref': self.image_ref, 'created_at': self.created_ns // 10 ** 9,
                 'pod_name': self.pod_name, 'pod_namespace': self.pod_namespace}
 
@@ -39,12 +40,13 @@ class Sandbox(object):
         self.name = meta.get('name', '')
         self.namespace = meta.get('namespace', '')
         self.uid = meta.get('uid', '')
+        self.attempt = int(meta.get('attempt') or 0)
         self.state = raw.get('state', '')
         self.created_ns = int(raw.get('createdAt') or 0)
 
     def to_dict(self):
-        return {'id': self.id, 'name': self.name, 'namespace': self.namespace, 'state': self.state,
-                'created_at': self.created_ns // 10 ** 9}
+        return {'id': self.id, 'name': self.name, 'namespace': self.namespace, 'uid': self.uid,
+                'attempt': self.attempt, 'state': self.state, 'created_at': self.created_ns // 10 ** 9}
 
 
 class Image(object):
@@ -167,6 +169,20 @@ class Crictl(object):
             return config.get('sandboxImage') or config.get('sandbox_image') or None
         return None
 
+    def image_volumes(self, ids):
+        """{container id: [image reference...]}: the images each of ``ids`` mounts as an image
+        volume (``status.mounts[].image``, KEP-4639), from ONE ``crictl inspect ID...``."""
+        result = self._run('inspect', '--output', 'json', *ids)
+        what = 'crictl inspect (%d containers, for their image volumes)' % len(ids)
+        if result.rc != 0:
+            raise CommandError(describe_failure(result, what) + '; no image is removed while the image volumes '
+                               'of the containers are unknown', result)
+        try:
+            data = json.loads(result.stdout)
+        except ValueError as exc:
+            raise CommandError('%s printed malformed JSON (%s): %r' % (what, exc, result.stdout[:200]), result)
+        return parse_image_volumes(data if isinstance(data, list) else [data], what)
+
     # -- removals -----------------------------------------------------------------------------
     def _remove(self, verb, ids, listing, before_batch=None):
         """Batched ``crictl VERB id...``; on a failed batch one re-listing classifies each item.
@@ -216,6 +232,26 @@ class Crictl(object):
 
     def remove_images(self, ids, before_batch=None):
         return self._remove('rmi', ids, lambda: [i.id for i in self.images()], before_batch)
+
+
+def parse_image_volumes(entries, what='crictl inspect'):
+    """{container id: [image reference...]} from the entries ``crictl inspect -o json`` prints."""
+    out = {}
+    try:
+        for entry in entries:
+            status = entry.get('status') or {}
+            config = (entry.get('info') or {}).get('config') or {}
+            refs = []
+            for mount in (status.get('mounts') or []) + (config.get('mounts') or []):
+                image = (mount.get('image') or {}).get('image') if isinstance(mount.get('image'), dict) else None
+                if image and image not in refs:
+                    refs.append(image)
+            if status.get('id'):
+                out[status['id']] = refs
+    except (AttributeError, TypeError) as exc:
+        raise ImageGCError('%s: unexpected JSON shape (%s: %s); this crictl may be too old' % (
+            what, type(exc).__name__, exc))
+    return out
 
 
 def _not_found(message):

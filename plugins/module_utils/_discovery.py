@@ -28,6 +28,13 @@ WELL_KNOWN_SOCKETS = (
     '/var/snap/microk8s/common/run/containerd.sock',    # MicroK8s
 )
 
+# The kubelet's root directory (--root-dir): kubeadm, k3s and RKE2 use the default; MicroK8s its
+# snap's. A pod the kubelet still tracks has a directory <root>/pods/<uid>.
+KUBELET_ROOTS = (
+    '/var/lib/kubelet',
+    '/var/snap/microk8s/common/var/lib/kubelet',    # MicroK8s
+)
+
 BINARY_DIRS = ('/usr/local/bin', '/usr/bin', '/usr/local/sbin', '/usr/sbin',
                '/var/lib/rancher/rke2/bin', '/snap/bin')
 
@@ -88,6 +95,7 @@ class Runtime(object):
         self.runtime_endpoint = None
         self.image_endpoint = None
         self.containerd_address = None
+        self.kubelet_root = None        # None: not found (pods are judged by their sandboxes alone)
         self.timeout = None             # seconds, set by resolve()
         self.sources = {}
         self.tried = []
@@ -115,15 +123,16 @@ class Runtime(object):
     def to_dict(self):
         return {'crictl': self.crictl, 'ctr': self.ctr, 'runtime_endpoint': self.runtime_endpoint,
                 'image_endpoint': self.image_endpoint, 'containerd_address': self.containerd_address,
-                'sources': dict(self.sources)}
+                'kubelet_root': self.kubelet_root, 'sources': dict(self.sources)}
 
 
 class Discovery(object):
     """Resolves a Runtime. ``env``, ``exists`` and ``is_socket`` are injectable for tests."""
 
-    def __init__(self, env=None, exists=None, is_executable=None, is_socket=None, read_config=None):
+    def __init__(self, env=None, exists=None, is_executable=None, is_socket=None, read_config=None, is_dir=None):
         self.env = os.environ if env is None else env
         self.exists = exists or os.path.exists
+        self.is_dir = is_dir or os.path.isdir
         self.is_executable = is_executable or (lambda p: os.path.isfile(p) and os.access(p, os.X_OK))
         self.is_socket = is_socket or _is_socket
         self.read_config = read_config or read_crictl_config
@@ -225,9 +234,26 @@ class Discovery(object):
                 return endpoint, _as_endpoint(image), 'well-known socket'
         return None, None, None
 
+    # -- the kubelet's root directory ----------------------------------------------------------
+    def find_kubelet_root(self, explicit, tried):
+        """(root, source), or (None, None) when no candidate has a ``pods`` directory. An explicit
+        root must be a directory."""
+        if explicit:
+            tried.append('%s (option kubelet_root)' % explicit)
+            if not self.is_dir(explicit):
+                raise ImageGCError('kubelet_root=%r: no such directory. Set it to the kubelet\'s --root-dir '
+                                   '(default /var/lib/kubelet; MicroK8s: %s), or leave it unset to find it.'
+                                   % (explicit, KUBELET_ROOTS[1]))
+            return explicit, 'option kubelet_root'
+        for root in KUBELET_ROOTS:
+            tried.append('%s (well-known kubelet root)' % root)
+            if self.is_dir(os.path.join(root, 'pods')):
+                return root, 'well-known kubelet root'
+        return None, None
+
     # -- all together -------------------------------------------------------------------------
     def resolve(self, crictl_path=None, ctr_path=None, runtime_endpoint=None, image_endpoint=None,
-                containerd_address=None, *, timeout, need_crictl=True, need_ctr=False):
+                containerd_address=None, *, timeout, need_crictl=True, need_ctr=False, kubelet_root=None):
         runtime = Runtime()
         runtime.timeout = timeout
         crictl_tried, ctr_tried, endpoint_tried = [], [], []
@@ -271,7 +297,11 @@ class Discovery(object):
         elif _unix_path(runtime.runtime_endpoint):
             runtime.containerd_address = _unix_path(runtime.runtime_endpoint)
             runtime.sources['containerd_address'] = 'the runtime endpoint'
-        runtime.tried = crictl_tried + ctr_tried + endpoint_tried
+        kubelet_tried = []
+        runtime.kubelet_root, source = self.find_kubelet_root(kubelet_root, kubelet_tried)
+        if source:
+            runtime.sources['kubelet_root'] = source
+        runtime.tried = crictl_tried + ctr_tried + endpoint_tried + kubelet_tried
         return runtime
 
 

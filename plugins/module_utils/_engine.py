@@ -17,6 +17,7 @@ from ._common import CommandError, CommandRunner, ImageGCError
 from ._cri import Crictl, Ctr
 from ._discovery import Discovery
 from ._host import detect_peer_mirror, filesystem_usage
+from ._node import Node, build_pods
 from ._settings import ENGINE_GROUPS, PHASES, names, validate
 from . import _plan, _record
 
@@ -49,10 +50,14 @@ def phase_status(result):
 
 
 class Engine(object):
-    """Plans and runs phases for one node. ``runner``, ``discovery`` and ``clock`` are injectable.
+    """Runs phases for one node: the settings, what discovery found, the node as this run sees
+    it (``node``, a _node.Node) and the one loop over PHASE_TABLE. ``runner``, ``discovery`` and
+    ``clock`` are injectable.
 
     ``run`` is the one place that sequences the phases; the modules and the node runner are
-    faces over it that pick which phases they offer.
+    faces over it that pick which phases they offer. Each phase is a small unit (a Phase) that
+    plans over ``node`` and acts; the node forgets what a phase removed (in check mode: planned
+    to remove), so the next phase plans as it would after it.
     """
 
     def __init__(self, settings, phases, runner=None, discovery=None, clock=None, peer_mirror_root='/',
@@ -77,76 +82,35 @@ class Engine(object):
         self.runtime = (discovery or Discovery()).resolve(
             crictl_path=s['crictl_path'], ctr_path=s['ctr_path'], runtime_endpoint=s['runtime_endpoint'],
             image_endpoint=s['image_endpoint'], containerd_address=s['containerd_address'],
-            timeout=s['timeout'], need_crictl=bool(enabled - set(('content',))), need_ctr=False)
+            timeout=s['timeout'], need_crictl=bool(enabled - set(('content',))), need_ctr=False,
+            kubelet_root=s['kubelet_root'])
         self.crictl = Crictl(self.runtime, self.runner, s['batch_size'])
         self.ctr = Ctr(self.runtime, self.runner, s['content_namespace'])
-        # What earlier phases of this run removed (in check mode: planned to remove), so that a
-        # later phase plans as it would after them: containers by id, image ids.
-        self.removed_containers = {}
-        self.removed_images = set()
+        self.node = Node(self.crictl, self.clock, self.runtime.kubelet_root)
         self._sandbox_image = None
-        # What this run knows is on the node: the latest listing of each kind (containers,
-        # sandboxes, images: id -> object), less what the run removed since.
-        self._known = {}
-        # Every container any listing of this run showed (evidence of use for the last-use
-        # record, removed ones included), the record as read, and the disk report before.
-        self._seen = {}
         self._record = None
         self._disk_before = None
         self.warnings = []
+        if s['pod_aware'] and not self.runtime.kubelet_root and enabled & set(('containers', 'sandboxes')):
+            self.warnings.append(
+                'no kubelet root found (tried %s): pods are judged by the state of their sandboxes alone, so the '
+                'containers and sandbox of a pod the kubelet still tracks but whose sandbox is NotReady (a '
+                'completed Job, a pod being restarted) may go; set kubelet_root to the kubelet\'s --root-dir'
+                % ', '.join(t for t in self.runtime.tried if 'kubelet root' in t))
 
-    # -- listings -----------------------------------------------------------------------------
-    def _list(self, kind):
-        """A fresh listing of ``kind``, remembered as what is known."""
-        items = getattr(self.crictl, kind)()
-        self._known[kind] = dict((i.id, i) for i in items)
-        if kind == 'containers':
-            now = self.clock() // 10 ** 9
-            for c in items:
-                self._seen[c.id] = (c, now)
-        return items
-
-    def _current(self, kind):
-        """What this run knows of ``kind``: the latest listing less what was removed since, or a
-        fresh listing when there is none yet. Safe for containers and sandboxes in phases 1 and 2
-        (an exited container or a NotReady sandbox does not come back, and containerd creates no
-        container in a sandbox that is not ready) and for the images of phase 3 (an image that
-        appears later is simply not planned); phase 3 lists containers afresh before each
-        removal batch."""
-        if kind in self._known:
-            return list(self._known[kind].values())
-        return self._list(kind)
-
-    def _forget(self, kind, ids):
-        for i in ids:
-            self._known.get(kind, {}).pop(i, None)
-
-    def sandbox_image(self, images=()):
-        """The sandbox image: the ``sandbox_image`` setting, else what ``crictl info`` reports
-        (asked once per engine, and not at all when the runtime pins images: containerd 1.7 and
-        2.x pin their sandbox image, and 2.x does not report it)."""
-        if self.settings['sandbox_image']:
-            return self.settings['sandbox_image']
+    def sandbox_images(self, images=()):
+        """The sandbox images, a list: the ``sandbox_image`` setting added to
+        what ``crictl info`` reports. ``crictl info`` is asked once per engine, and not when the
+        runtime pins an image that looks like a sandbox image (containerd 1.7 and 2.x pin their
+        sandbox image, and 2.x does not report it); any other pinned image says nothing about it."""
+        names = [self.settings['sandbox_image']] if self.settings['sandbox_image'] else []
         if self._sandbox_image is None:
-            if any(i.pinned for i in images):
-                return None
+            if _plan.pins_a_sandbox_image(images):
+                return names
             self._sandbox_image = self.crictl.sandbox_image() or ''
-        return self._sandbox_image or None
-
-    def _finish(self, result, started, first_command):
-        result['duration'] = round(time.monotonic() - started, 3)
-        result['commands'] = [r.argv for r in self.runner.history[first_command:]]
-        return result
-
-    def _apply(self, result, plan, outcome):
-        by_id = dict((item['id'], item) for item in plan.remove)
-        result['removed'] = [by_id[i] for i in outcome.removed]
-        result['gone'] = [by_id[i] for i in outcome.gone]
-        result['failed'] = [dict(by_id[i], msg=msg) for i, msg in sorted(outcome.failed.items())]
-        for item in result['failed']:
-            result['warnings'].append('could not remove %s %s: %s' % (plan.phase[:-1], item['id'], item['msg']))
-        result['changed'] = bool(result['removed'])
-        self._forget(plan.phase, outcome.removed + outcome.gone)
+        if self._sandbox_image and self._sandbox_image not in names:
+            names.append(self._sandbox_image)
+        return names
 
     # -- the run ------------------------------------------------------------------------------
     def run(self, check_mode=False, on_event=None):
@@ -162,7 +126,7 @@ class Engine(object):
         emit = on_event or (lambda kind, data: None)
         first_command = len(self.runner.history)
         out = {'check_mode': check_mode, 'phases': [], 'disk_before': None, 'disk_after': None,
-               'skip_reason': None, 'warnings': self.warnings}
+               'skip_reason': None, 'warnings': self.warnings, 'runtime': self.runtime.to_dict()}
         if 'disk' in self.phases:
             out['disk_before'] = self._disk_report('before', emit)
             out['skip_reason'] = self._below_threshold(out['disk_before'])
@@ -178,7 +142,7 @@ class Engine(object):
                 try:
                     result = method(self, check_mode)
                 except Exception as exc:  # pylint: disable=broad-except  # a failed phase never stops the next
-                    result = self._finish(dict(_result(name, check_mode), error=describe(exc)), started, first)
+                    result = _finish(self, dict(_result(name, check_mode), error=describe(exc)), started, first)
                     if isinstance(exc, CommandError):
                         result['error_details'] = exc.to_dict()
             result['status'] = phase_status(result)
@@ -191,7 +155,7 @@ class Engine(object):
                 emit('disk', out['disk_after'])
             else:
                 out['disk_after'] = self._disk_report('after', emit)
-        if not check_mode and self._seen:
+        if not check_mode and self.node.seen:
             self._save_record()
         out['commands'] = [r.argv for r in self.runner.history[first_command:]]
         out['failed_phases'] = [r['phase'] for r in out['phases'] if r['status'] == 'failed']
@@ -221,13 +185,13 @@ class Engine(object):
     # -- the last-use record -------------------------------------------------------------------
     def _evidence(self, images=None):
         """{image id: seconds}: the latest use each container seen in this run is evidence of."""
-        containers = [c for c, dummy in self._seen.values()]
+        containers = [c for c, dummy in self.node.seen.values()]
         ids = None
         if images is not None:
             ids = dict((c.id, image_id) for image_id, users in _plan.image_users(images, containers).items()
                        for c in users)
         out = {}
-        for c, listed_at in self._seen.values():
+        for c, listed_at in self.node.seen.values():
             for image_id, when in _record.uses([c], listed_at, ids).items():
                 out[image_id] = max(when, out.get(image_id, -1))
         return out
@@ -242,7 +206,7 @@ class Engine(object):
 
     def _save_record(self):
         # What the run knows is there now (what it removed is forgotten): entries of other images go.
-        images = list(self._known['images'].values()) if 'images' in self._known else None
+        images = self.node.current('images') if self.node.listed('images') else None
         entries = self.last_use(images)
         try:
             _record.save(self.settings['image_record_path'], entries, self.clock() // 10 ** 9)
@@ -260,142 +224,22 @@ class Engine(object):
         fs = max(known, key=lambda f: f['fs_used_percent'])
         return {'used_bytes': fs['fs_used_bytes'], 'size_bytes': fs['fs_size_bytes'], 'path': fs['fs_path']}
 
-    # -- phase 1 ------------------------------------------------------------------------------
+    # -- single phases (for tests and callers that want one) ---------------------------------
+    def run_phase(self, name, check_mode=False):
+        """One phase, outside the loop (no skip rules, exceptions raise)."""
+        return dict(PHASE_TABLE)[name](self, check_mode)
+
     def containers_phase(self, check_mode=False):
-        started, first = time.monotonic(), len(self.runner.history)
-        result = _result('containers', check_mode)
-        containers = self._current('containers')
-        plan = _plan.plan_containers(containers, self.clock(), self.settings['created_min_age'],
-                                     self.settings['keep_last_per_pod'])
-        result['kept'] = plan.keep
-        by_id = dict((c.id, c) for c in containers)
-        if check_mode:
-            result['removed'] = plan.remove
-            result['changed'] = bool(plan.remove)
-            done = plan.ids
-        else:
-            self._apply(result, plan, self.crictl.remove_containers(plan.ids))
-            done = [item['id'] for item in result['removed'] + result['gone']]
-        self.removed_containers.update((i, by_id[i]) for i in done)
-        return self._finish(result, started, first)
+        return self.run_phase('containers', check_mode)
 
-    # -- phase 2 ------------------------------------------------------------------------------
     def sandboxes_phase(self, check_mode=False):
-        started, first = time.monotonic(), len(self.runner.history)
-        result = _result('sandboxes', check_mode)
-        containers = [c for c in self._current('containers') if c.id not in self.removed_containers]
-        sandboxes = self._current('sandboxes')
-        plan = _plan.plan_sandboxes(sandboxes, containers, self.clock(), self.settings['sandbox_min_age'],
-                                    self.settings['namespaces'], self.settings['exclude_namespaces'])
-        result['kept'] = plan.keep
-        if check_mode:
-            result['removed'] = plan.remove
-            result['changed'] = bool(plan.remove)
-            done = set(plan.ids)
-        else:
-            self._apply(result, plan, self.crictl.remove_sandboxes(plan.ids))
-            done = set(item['id'] for item in result['removed'] + result['gone'])
-        # Removing a sandbox removes its containers too.
-        gone = [c for c in containers if c.pod_id in done]
-        self.removed_containers.update((c.id, c) for c in gone)
-        if not check_mode:
-            self._forget('containers', [c.id for c in gone])
-        return self._finish(result, started, first)
+        return self.run_phase('sandboxes', check_mode)
 
-    # -- phase 3 ------------------------------------------------------------------------------
     def images_phase(self, check_mode=False):
-        started, first = time.monotonic(), len(self.runner.history)
-        result = _result('images', check_mode)
-        s = self.settings
-        listed = self._current('containers')
-        known = set(c.id for c in listed)
-        containers = listed + [c for i, c in self.removed_containers.items() if i not in known]
-        images = self._current('images')
-        sandbox_image = self.sandbox_image(images)
-        ages = None
-        if s['image_min_age']:
-            ages = _plan.image_manifest_ages(self.ctr.content())
-        disk = None
-        if s['disk_high']:
-            disk = self._image_fs()
-            if disk is None:
-                result['warnings'].append('the image filesystem\'s usage is unknown here: disk_high/disk_low do '
-                                          'not apply, only image_unused_for')
-            else:
-                disk.update(high=s['disk_high'], low=s['disk_low'])
-        retention = _plan.Retention(self.clock() // 10 ** 9, s['image_unused_for'], self.last_use(images), disk)
-        plan = _plan.plan_images(images, containers, sandbox_image, s['image_exclude'], s['image_min_age'],
-                                 ages, removed_containers=self.removed_containers, retention=retention)
-        result['kept'] = plan.keep
-        result['warnings'].extend(plan.warnings)
-        result['sandbox_image'] = sandbox_image
-        if plan.disk:
-            result['disk_target'] = plan.disk
-        if check_mode:
-            result['removed'] = plan.remove
-            result['changed'] = bool(plan.remove)
-        else:
-            outcome = self.crictl.remove_images(plan.ids, before_batch=lambda batch: self._new_users(images, batch))
-            by_id = dict((item['id'], item) for item in plan.remove)
-            for image_id, reason in sorted(outcome.skipped.items()):
-                result['kept'].append(dict(by_id[image_id], reason=reason))
-            self._apply(result, plan, outcome)
-        self.removed_images.update(item['id'] for item in result['removed'] + result['gone'])
-        result['bytes'] = sum(item['size'] for item in result['removed'])
-        return self._finish(result, started, first)
+        return self.run_phase('images', check_mode)
 
-    def _new_users(self, images, batch):
-        """{image id: reason} for the images of ``batch`` that a container uses now: containers
-        are listed afresh right before each removal batch, because containerd's CRI removes an
-        image even while a container uses it."""
-        users = _plan.image_users(images, self._list('containers'))    # all images: a tag may have moved
-        return dict((image_id, 'in use by container %s (%s), created after the plan was made' % (
-            users[image_id][0].name, users[image_id][0].id[:13])) for image_id in batch if image_id in users)
-
-    # -- phase 4 ------------------------------------------------------------------------------
-    def content_phase(self, check_mode=False, settle=5.0):
-        started, first = time.monotonic(), len(self.runner.history)
-        result = _result('content', check_mode)
-        mirror = detect_peer_mirror(self.peer_mirror_root)
-        if mirror:
-            message = ('%s: pruning content references removes the compressed layers this node serves to '
-                       'its peers, and images can no longer be exported' % mirror)
-            if self.settings['peer_mirror_action'] == 'skip':
-                result['skipped'] = True
-                result['skip_reason'] = message + ' (peer_mirror_action=skip)'
-                return self._finish(result, started, first)
-            result['warnings'].append(message + '; set peer_mirror_action=skip to leave the content store alone')
-        before = self.ctr.content()
-        if check_mode:
-            # As the store will be once the images planned for removal are gone.
-            before = _plan.without_images(before, self.removed_images)
-        plan = _plan.plan_content(before)
-        labels = sum(1 for b in before for k in b.labels if k.startswith(_plan.LAYER_LABEL_PREFIX))
-        result['labels_removed'] = labels
-        if not labels:
-            pass                         # no layer label left: the prune would change nothing
-        elif check_mode:
-            self.ctr.prune_references(dry_run=True)
-            result['removed'] = plan.remove
-        else:
-            self.ctr.prune_references()
-            planned = set(plan.ids)
-            deadline = time.monotonic() + settle
-            while True:
-                after = self.ctr.content()
-                left = planned & set(b.digest for b in after)
-                if not left or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.2)          # containerd collects garbage asynchronously
-            after_digests = set(b.digest for b in after)
-            result['removed'] = [dict(b.to_dict(), id=b.digest, reason='collected after the prune')
-                                 for b in sorted(before, key=lambda x: x.digest) if b.digest not in after_digests]
-            reasons = dict((item['id'], item['reason']) for item in plan.remove)
-            for item in result['removed']:
-                item['reason'] = reasons.get(item['id'], item['reason'])
-        result['bytes'] = sum(item['size'] for item in result['removed'])
-        result['changed'] = bool(result['removed']) or labels > 0
-        return self._finish(result, started, first)
+    def content_phase(self, check_mode=False):
+        return self.run_phase('content', check_mode)
 
     # -- disk state ---------------------------------------------------------------------------
     def disk_state(self, largest=5, fresh=True):
@@ -412,16 +256,17 @@ class Engine(object):
                      'inodes_used': int((fs.get('inodesUsed') or {}).get('value') or 0)}
             entry.update(filesystem_usage(mount))
             filesystems.append(entry)
-        listing = self._list if fresh else self._current
+        listing = self.node.list if fresh else self.node.current
         if fresh:
             self._disk_before = {'image_filesystems': filesystems}
         containers = listing('containers')
         sandboxes = listing('sandboxes')
         images = listing('images')
-        exited = [c.id for c in containers if c.state == _plan.EXITED]
-        sandbox_image = self.sandbox_image(images)
-        plan = _plan.plan_images(images, containers, sandbox_image, self.settings['image_exclude'],
-                                 removed_containers=exited)
+        # reclaimable: what phase 3 would remove once phase 1's rules removed their containers
+        leaving = ContainersPhase.plan_over(self, containers, sandboxes).ids
+        sandbox_images = self.sandbox_images(images)
+        plan = _plan.plan_images(images, containers, sandbox_images, self.settings['image_exclude'],
+                                 removed_containers=leaving, image_volumes=self.node.known_image_volumes())
         counts = {}
         for c in containers:
             key = c.state.replace('CONTAINER_', '').lower()
@@ -441,15 +286,240 @@ class Engine(object):
             'reclaimable_images': len(plan.remove),
             'reclaimable_bytes': sum(item['size'] for item in plan.remove),
             'largest_images': [i.to_dict() for i in biggest],
-            'sandbox_image': sandbox_image,
+            'sandbox_image': ', '.join(sandbox_images) or None,
         }
 
 
+def _finish(engine, result, started, first_command):
+    result['duration'] = round(time.monotonic() - started, 3)
+    result['commands'] = [r.argv for r in engine.runner.history[first_command:]]
+    return result
+
+
+class Phase(object):
+    """One phase of one run: ``plan()`` over the engine's node, then, unless in check mode,
+    ``act(plan)``; the node then forgets what went (in check mode: what would go)."""
+
+    name = None
+
+    def __init__(self, engine, check_mode):
+        self.engine = engine
+        self.settings = engine.settings
+        self.node = engine.node
+        self.check_mode = check_mode
+        self.started, self.first = time.monotonic(), len(engine.runner.history)
+        self.result = _result(self.name, check_mode)
+
+    @classmethod
+    def entry(cls, engine, check_mode=False):
+        """The PHASE_TABLE entry: ``(engine, check_mode) -> result``."""
+        return cls(engine, check_mode).run()
+
+    def finish(self):
+        return _finish(self.engine, self.result, self.started, self.first)
+
+    def run(self):
+        plan = self.plan()
+        result = self.result
+        result['kept'] = plan.keep
+        result['warnings'].extend(plan.warnings)
+        if self.check_mode:
+            result['removed'] = plan.remove
+            result['changed'] = bool(plan.remove)
+            done = plan.ids
+        else:
+            self.apply(plan, self.act(plan))
+            done = [item['id'] for item in result['removed'] + result['gone']]
+        self.node.forget(self.name, done)
+        return self.finish()
+
+    def apply(self, plan, outcome):
+        result = self.result
+        by_id = dict((item['id'], item) for item in plan.remove)
+        result['removed'] = [by_id[i] for i in outcome.removed]
+        result['gone'] = [by_id[i] for i in outcome.gone]
+        result['failed'] = [dict(by_id[i], msg=msg) for i, msg in sorted(outcome.failed.items())]
+        for item in result['failed']:
+            result['warnings'].append('could not remove %s %s: %s' % (self.name[:-1], item['id'], item['msg']))
+        result['changed'] = bool(result['removed'])
+
+    def pods(self):
+        """{sandbox id: Pod} when the kubelet's rules apply (``pod_aware``), else None."""
+        return self.node.pods() if self.settings['pod_aware'] else None
+
+
+class ContainersPhase(Phase):
+    """Phase 1: exited containers (crictl rm), by the kubelet's rules per pod."""
+
+    name = 'containers'
+
+    @staticmethod
+    def plan_over(engine, containers, sandboxes):
+        s = engine.settings
+        pods = build_pods(sandboxes, containers, engine.node.tracked)
+        return _plan.plan_containers(containers, engine.clock(), s['created_min_age'], pods,
+                                     s['namespaces'], s['exclude_namespaces'], pod_aware=s['pod_aware'])
+
+    def plan(self):
+        s = self.settings
+        containers = self.node.current('containers')
+        # the pods' namespaces and states; without the kubelet's rules and namespace filters
+        # (pod_aware: false) phase 1 needs no sandbox listing
+        needed = s['pod_aware'] or s['namespaces'] or s['exclude_namespaces']
+        sandboxes = self.node.current('sandboxes') if needed else []
+        return self.plan_over(self.engine, containers, sandboxes)
+
+    def act(self, plan):
+        return self.engine.crictl.remove_containers(plan.ids)
+
+
+class SandboxesPhase(Phase):
+    """Phase 2: NotReady sandboxes (crictl rmp), never one that holds a container that stays."""
+
+    name = 'sandboxes'
+
+    def plan(self):
+        s = self.settings
+        containers = self.node.current('containers')
+        sandboxes = self.node.current('sandboxes')
+        leaving = ContainersPhase.plan_over(self.engine, containers, sandboxes).ids if s['pod_aware'] else ()
+        return _plan.plan_sandboxes(sandboxes, containers, self.engine.clock(), s['sandbox_min_age'],
+                                    s['namespaces'], s['exclude_namespaces'], pods=self.pods(), leaving=leaving)
+
+    def act(self, plan):
+        return self.engine.crictl.remove_sandboxes(plan.ids)
+
+
+class ImagesPhase(Phase):
+    """Phase 3: images no container that stays uses (crictl rmi)."""
+
+    name = 'images'
+
+    def _check_listing(self):
+        """An empty container listing while sandboxes are Ready is not trusted (a wrong endpoint
+        shows no container, and every unpinned image would look unused)."""
+        if self.node.first_listing.get('containers') != 0:
+            return
+        ready = self.node.ready_sandboxes()
+        if ready:
+            rt = self.engine.runtime
+            raise ImageGCError(
+                'crictl ps --all listed no container while %d sandbox(es) are Ready (%s): the container listing is '
+                'not trusted and no image is removed. Endpoints used: runtime %s, image %s; set runtime_endpoint '
+                'and image_endpoint to the runtime the kubelet uses' % (
+                    len(ready), ', '.join(sorted(x.name or x.id[:13] for x in ready))[:200],
+                    rt.runtime_endpoint, rt.image_endpoint))
+
+    def plan(self):
+        s, engine, result = self.settings, self.engine, self.result
+        staying = self.node.current('containers')
+        self._check_listing()
+        known = set(c.id for c in staying)
+        containers = staying + [c for i, c in self.node.removed['containers'].items() if i not in known]
+        images = self.node.current('images')
+        self.images = images
+        sandbox_images = engine.sandbox_images(images)
+        volumes = self.node.image_volumes(staying)
+        ages = None
+        if s['image_min_age']:
+            ages = _plan.image_manifest_ages(engine.ctr.content())
+        disk = None
+        if s['disk_high']:
+            disk = engine._image_fs()
+            if disk is None:
+                result['warnings'].append('the image filesystem\'s usage is unknown here: disk_high/disk_low do '
+                                          'not apply, only image_unused_for')
+            else:
+                disk.update(high=s['disk_high'], low=s['disk_low'])
+        retention = _plan.Retention(engine.clock() // 10 ** 9, s['image_unused_for'], engine.last_use(images), disk)
+        plan = _plan.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
+                                 ages, removed_containers=list(self.node.removed['containers']), retention=retention,
+                                 image_volumes=volumes)
+        result['sandbox_image'] = ', '.join(sandbox_images) or None
+        if plan.disk:
+            result['disk_target'] = plan.disk
+        return plan
+
+    def act(self, plan):
+        outcome = self.engine.crictl.remove_images(plan.ids, before_batch=self._new_users)
+        by_id = dict((item['id'], item) for item in plan.remove)
+        for image_id, reason in sorted(outcome.skipped.items()):
+            self.result['kept'].append(dict(by_id[image_id], reason=reason))
+        return outcome
+
+    def run(self):
+        super(ImagesPhase, self).run()
+        self.result['bytes'] = sum(item['size'] for item in self.result['removed'])
+        return self.result
+
+    def _new_users(self, batch):
+        """{image id: reason} for the images of ``batch`` that a container uses now: containers
+        are listed afresh right before each removal batch, because containerd's CRI removes an
+        image even while a container uses it."""
+        fresh = self.node.list('containers')
+        if not fresh and self.node.ready_sandboxes():
+            return dict((image_id, 'kept: the container listing right before the removal came back empty while '
+                         'sandboxes are Ready') for image_id in batch)
+        users = _plan.image_users(self.images, fresh)    # all images: a tag may have moved
+        return dict((image_id, 'in use by container %s (%s), created after the plan was made' % (
+            users[image_id][0].name, users[image_id][0].id[:13])) for image_id in batch if image_id in users)
+
+
+class ContentPhase(Phase):
+    """Phase 4: ctr content prune references, over the store as phase 3 left it."""
+
+    name = 'content'
+
+    def run(self, settle=5.0):
+        engine, result, check_mode = self.engine, self.result, self.check_mode
+        mirror = detect_peer_mirror(engine.peer_mirror_root)
+        if mirror:
+            message = ('%s: pruning content references removes the compressed layers this node serves to '
+                       'its peers, and images can no longer be exported' % mirror)
+            if self.settings['peer_mirror_action'] == 'skip':
+                result['skipped'] = True
+                result['skip_reason'] = message + ' (peer_mirror_action=skip)'
+                return self.finish()
+            result['warnings'].append(message + '; set peer_mirror_action=skip to leave the content store alone')
+        before = engine.ctr.content()
+        if check_mode:
+            # As the store will be once the images planned for removal are gone.
+            before = _plan.without_images(before, list(self.node.removed['images']))
+        plan = _plan.plan_content(before)
+        labels = sum(1 for b in before for k in b.labels if k.startswith(_plan.LAYER_LABEL_PREFIX))
+        result['labels_removed'] = labels
+        if not labels:
+            pass                         # no layer label left: the prune would change nothing
+        elif check_mode:
+            engine.ctr.prune_references(dry_run=True)
+            result['removed'] = plan.remove
+        else:
+            engine.ctr.prune_references()
+            planned = set(plan.ids)
+            deadline = time.monotonic() + settle
+            while True:
+                after = engine.ctr.content()
+                left = planned & set(b.digest for b in after)
+                if not left or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.2)          # containerd collects garbage asynchronously
+            after_digests = set(b.digest for b in after)
+            result['removed'] = [dict(b.to_dict(), id=b.digest, reason='collected after the prune')
+                                 for b in sorted(before, key=lambda x: x.digest) if b.digest not in after_digests]
+            reasons = dict((item['id'], item['reason']) for item in plan.remove)
+            for item in result['removed']:
+                item['reason'] = reasons.get(item['id'], item['reason'])
+        result['bytes'] = sum(item['size'] for item in result['removed'])
+        result['changed'] = bool(result['removed']) or labels > 0
+        return self.finish()
+
+
 # The phases in the order they run: each frees what the next one plans with (exited containers
-# pin images; a removed sandbox takes its containers; removed images leave layer blobs).
+# pin images; a removed sandbox takes its containers; removed images leave layer blobs). Each
+# entry is called as ``entry(engine, check_mode)`` and returns the phase's result.
 PHASE_TABLE = (
-    ('containers', Engine.containers_phase),
-    ('sandboxes', Engine.sandboxes_phase),
-    ('images', Engine.images_phase),
-    ('content', Engine.content_phase),
+    ('containers', ContainersPhase.entry),
+    ('sandboxes', SandboxesPhase.entry),
+    ('images', ImagesPhase.entry),
+    ('content', ContentPhase.entry),
 )

@@ -51,31 +51,49 @@ def _short(identifier):
 # --------------------------------------------------------------------------------------------
 # Phase 1: containers
 
-def plan_containers(containers, now_ns, created_min_age=3600, keep_last_per_pod=False):
+def namespace_filter(namespace, namespaces=None, exclude_namespaces=None):
+    """The reason a pod of ``namespace`` is left alone by phases 1 and 2, or None."""
+    if namespaces and not _matches_any(namespace, namespaces):
+        return 'namespace %r is not in namespaces' % namespace
+    pattern = _matches_any(namespace, exclude_namespaces)
+    if pattern:
+        return 'namespace %r excluded by pattern %r' % (namespace, pattern)
+    return None
+
+
+def _namespace_of(c, pods):
+    pod = (pods or {}).get(c.pod_id)
+    return pod.namespace if pod is not None and pod.namespace else c.pod_namespace
+
+
+def plan_containers(containers, now_ns, created_min_age=3600, pods=None, namespaces=None, exclude_namespaces=None,
+                    pod_aware=True):
     """Exited containers, and created-never-started ones older than ``created_min_age``.
 
-    ``keep_last_per_pod`` keeps the newest exited instance of each container of each pod, so
-    ``kubectl logs --previous`` still works.
+    ``pods`` ({sandbox id: _node.Pod}) applies the kubelet's rules (``pod_aware``): in a live pod
+    the newest exited instance of each container name (init containers included) stays, older
+    ones go; in a pod that is not live every exited container goes. Without ``pods``, or with
+    ``pod_aware`` false, every exited container goes. ``namespaces``/``exclude_namespaces`` leave
+    the containers of other namespaces (the pod's, else the container's kubelet label) alone
+    either way.
     """
     plan = Plan('containers')
+    blunt = pods is None or not pod_aware
     newest = {}
-    if keep_last_per_pod:
-        for c in containers:
-            if c.state == EXITED:
-                key = (c.pod_id, c.name)
-                if key not in newest or (c.created_ns, c.attempt) > (newest[key].created_ns, newest[key].attempt):
-                    newest[key] = c
-    kept_newest = set(id(c) for c in newest.values())
+    for pod in set((pods or {}).values()):
+        for name, c in pod.newest_exited(EXITED).items():
+            newest[(pod.key, name)] = c
     for c in sorted(containers, key=lambda x: (x.created_ns, x.id)):
+        if c.state not in (EXITED, CREATED):
+            continue
         item = c.to_dict()
         item['age'] = _age(now_ns, c.created_ns)
-        if c.state == EXITED:
-            if id(c) in kept_newest:
-                item['reason'] = 'newest exited instance of %s in its pod (keep_last_per_pod)' % c.name
-                plan.keep.append(item)
-            else:
-                item['reason'] = 'exited'
-                plan.remove.append(item)
+        pod = (pods or {}).get(c.pod_id)
+        item['pod'] = pod.label if pod is not None else ''
+        skip = namespace_filter(_namespace_of(c, pods), namespaces, exclude_namespaces)
+        if skip:
+            item['reason'] = skip
+            plan.keep.append(item)
         elif c.state == CREATED:
             if item['age'] >= created_min_age:
                 item['reason'] = 'created but never started, %s old (created_min_age %s)' % (
@@ -85,6 +103,26 @@ def plan_containers(containers, now_ns, created_min_age=3600, keep_last_per_pod=
                 item['reason'] = 'created %s ago, younger than created_min_age %s' % (
                     format_duration(item['age']), format_duration(created_min_age))
                 plan.keep.append(item)
+        elif blunt:
+            item['reason'] = 'exited'
+            plan.remove.append(item)
+        elif pod is None:
+            item['reason'] = 'exited, and its sandbox %s is not listed' % _short(c.pod_id)
+            plan.remove.append(item)
+        else:
+            live, why = pod.liveness()
+            kept = newest.get((pod.key, c.name))
+            if not live:
+                item['reason'] = 'exited, and pod %s is not live: %s' % (pod.label, why)
+                plan.remove.append(item)
+            elif kept is None or kept.id == c.id:
+                item['reason'] = ('newest exited instance of %s (attempt %d) in live pod %s (%s): the kubelet '
+                                  'keeps it for its status, restart count and logs' % (c.name, c.attempt, pod.label, why))
+                plan.keep.append(item)
+            else:
+                item['reason'] = 'older exited instance of %s (attempt %d; attempt %d, %s, is kept) in live pod %s' % (
+                    c.name, c.attempt, kept.attempt, _short(kept.id), pod.label)
+                plan.remove.append(item)
     return plan
 
 
@@ -98,35 +136,60 @@ def _matches_any(value, patterns):
     return None
 
 
-def plan_sandboxes(sandboxes, containers, now_ns, min_age=600, namespaces=None, exclude_namespaces=None):
-    """NotReady sandboxes older than ``min_age`` (from ``createdAt``) with no live container."""
+def plan_sandboxes(sandboxes, containers, now_ns, min_age=600, namespaces=None, exclude_namespaces=None,
+                   pods=None, leaving=()):
+    """NotReady sandboxes older than ``min_age`` (from ``createdAt``) that hold no container that stays.
+
+    With ``pods`` ({sandbox id: _node.Pod}, ``pod_aware``): the newest sandbox of a live pod stays
+    even when NotReady; older sandboxes of a live pod and the NotReady sandboxes of pods that are
+    not live go; a container stays unless its id is in ``leaving`` (those phase 1's rules remove,
+    which ``crictl rmp`` takes along). Without ``pods`` (``pod_aware: false``): every NotReady
+    sandbox goes unless a container in it is not exited.
+    """
     plan = Plan('sandboxes')
-    live = {}
+    leaving = set(leaving or ())
+    blockers = {}
     for c in containers:
-        if c.state not in (EXITED,):
-            live.setdefault(c.pod_id, []).append(c)
+        stays = c.id not in leaving if pods is not None else c.state != EXITED
+        if stays:
+            blockers.setdefault(c.pod_id, []).append(c)
     for s in sorted(sandboxes, key=lambda x: (x.created_ns, x.id)):
         if s.state != NOTREADY:
             continue
         item = s.to_dict()
         item['age'] = _age(now_ns, s.created_ns)
-        if namespaces and not _matches_any(s.namespace, namespaces):
-            item['reason'] = 'namespace %r is not in namespaces' % s.namespace
+        pod = (pods or {}).get(s.id)
+        live, why = pod.liveness() if pod is not None else (False, '')
+        skip = namespace_filter(s.namespace, namespaces, exclude_namespaces)
+        if skip:
+            item['reason'] = skip
             plan.keep.append(item)
-        elif _matches_any(s.namespace, exclude_namespaces):
-            item['reason'] = 'namespace %r excluded by pattern %r' % (
-                s.namespace, _matches_any(s.namespace, exclude_namespaces))
+        elif pod is not None and live and pod.newest.id == s.id:
+            item['reason'] = 'NotReady, but the newest sandbox of live pod %s (%s)' % (pod.label, why)
             plan.keep.append(item)
         elif item['age'] < min_age:
             item['reason'] = 'NotReady but only %s old, younger than min_age %s' % (
                 format_duration(item['age']), format_duration(min_age))
             plan.keep.append(item)
-        elif s.id in live:
-            item['reason'] = 'NotReady but container %s is %s' % (live[s.id][0].name, live[s.id][0].state)
+        elif s.id in blockers:
+            c = blockers[s.id][0]
+            if pods is None:
+                item['reason'] = 'NotReady but container %s is %s' % (c.name, c.state)
+            else:
+                item['reason'] = 'NotReady but holds container %s (%s, %s), which stays' % (
+                    c.name, _short(c.id), c.state.replace('CONTAINER_', '').lower())
             plan.keep.append(item)
-        else:
+        elif pods is None:
             item['reason'] = 'NotReady, created %s ago (min_age %s)' % (
                 format_duration(item['age']), format_duration(min_age))
+            plan.remove.append(item)
+        elif live:
+            item['reason'] = 'older sandbox of live pod %s (newest: %s), created %s ago (min_age %s)' % (
+                pod.label, _short(pod.newest.id), format_duration(item['age']), format_duration(min_age))
+            plan.remove.append(item)
+        else:
+            item['reason'] = 'NotReady, pod %s is not live (%s), created %s ago (min_age %s)' % (
+                pod.label, why, format_duration(item['age']), format_duration(min_age))
             plan.remove.append(item)
     return plan
 
@@ -149,21 +212,35 @@ def normalize_ref(ref):
     return name + at + digest
 
 
+def _qualified(pattern):
+    """The fully qualified form of a pattern whose repository part has no wildcard, else None."""
+    first, slash, dummy = pattern.partition('/')
+    if any(ch in (first if slash else first.split(':')[0].split('@')[0]) for ch in '*?['):
+        return None
+    if not slash:
+        return 'docker.io/library/' + pattern
+    if '.' not in first and ':' not in first and first != 'localhost':
+        return 'docker.io/' + pattern
+    return None
+
+
 def exclude_patterns(patterns):
-    """{pattern to match: the user's pattern}: each pattern, plus its fully qualified form when its
-    repository part has no wildcard (``busybox:*`` also matches ``docker.io/library/busybox:1.36``)."""
+    """{pattern to match: the user's pattern}. A pattern without tag or digest (``busybox``) matches
+    every tag and digest of that repository (``busybox:*``, ``busybox@*``); ``repo:*`` also matches
+    the digest form ``repo@...``; each form is matched as written and, when its repository part has
+    no wildcard, fully qualified (``busybox:*`` also matches ``docker.io/library/busybox:1.36``)."""
     out = {}
     for pattern in patterns or ():
-        out.setdefault(pattern, pattern)
-        if pattern.startswith('sha256:'):
-            continue
-        first, slash, dummy = pattern.partition('/')
-        if any(ch in (first if slash else first.split(':')[0]) for ch in '*?['):
-            continue
-        if not slash:
-            out.setdefault('docker.io/library/' + pattern, pattern)
-        elif '.' not in first and ':' not in first and first != 'localhost':
-            out.setdefault('docker.io/' + pattern, pattern)
+        forms = [pattern]
+        if not pattern.startswith('sha256:'):
+            last = pattern.rsplit('/', 1)[-1]
+            if '@' not in pattern and ':' not in last:
+                forms += [pattern + ':*', pattern + '@*']
+            elif pattern.endswith(':*') and '@' not in pattern:
+                forms.append(pattern[:-2] + '@*')
+            forms += [q for q in (_qualified(f) for f in list(forms)) if q]
+        for form in forms:
+            out.setdefault(form, pattern)
     return out
 
 
@@ -177,13 +254,18 @@ def image_manifest_ages(blobs):
     return ages
 
 
-def image_users(images, containers):
-    """Image id -> containers using it, by image id, repo digest or tag (as ``crictl rmi --prune``)."""
+def _refs_index(images):
     by_ref = {}
     for image in images:
         for ref in [image.id] + image.refs:
             by_ref[ref] = image.id
             by_ref[normalize_ref(ref)] = image.id
+    return by_ref
+
+
+def image_users(images, containers):
+    """Image id -> containers using it, by image id, repo digest or tag (as ``crictl rmi --prune``)."""
+    by_ref = _refs_index(images)
     users = {}
     for c in containers:
         for ref in (c.image_ref, c.image, normalize_ref(c.image)):
@@ -193,25 +275,56 @@ def image_users(images, containers):
     return users
 
 
+def _sandbox_images(sandbox_image):
+    if not sandbox_image:
+        return []
+    return [sandbox_image] if isinstance(sandbox_image, str) else [i for i in sandbox_image if i]
+
+
+def looks_like_sandbox_image(image):
+    return any(_matches_any(normalize_ref(r), SANDBOX_IMAGE_LOOKALIKES) for r in image.refs)
+
+
+def pins_a_sandbox_image(images):
+    """Whether the runtime pins an image that looks like a sandbox image (containerd 1.7 and 2.x pin
+    their own, and 2.x does not report it). Another pinned image says nothing about the sandbox image."""
+    return any(i.pinned and looks_like_sandbox_image(i) for i in images)
+
+
+def _describe_user(c, more):
+    return '%s (%s, %s)%s' % (c.name, _short(c.id), c.state.replace('CONTAINER_', '').lower(),
+                              ' and %d more' % more if more else '')
+
+
 def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, manifest_ages=None,
-                removed_containers=(), retention=None):
+                removed_containers=(), retention=None, image_volumes=None):
     """Unused images with the semantics of ``crictl rmi --prune``, plus the collection's guards.
 
-    An image is in use when any container (exited ones included) refers to it, unless that
-    container is in ``removed_containers`` (removed earlier in the same run). Pinned images, the
-    runtime's sandbox image, images matching an ``exclude`` glob (on tags, digests or id) and
-    images younger than ``min_age`` (age of the image's manifest in the content store) are kept.
-    ``retention`` (a Retention) then keeps a warm cache of recently used images.
+    ``images``, ``containers``: lists of _cri.Image / _cri.Container. An image is in use when any
+    container (exited ones included) refers to it, or mounts it as an image volume
+    (``image_volumes``: {container id: [image reference...]}), unless that container is in
+    ``removed_containers`` (removed earlier in the same run). Pinned images, the sandbox images
+    (``sandbox_image``: a reference or a list of them - the setting and what the runtime reports),
+    images matching an ``exclude`` pattern (on tags, digests or id) and images younger than
+    ``min_age`` (age of the image's manifest in the content store) are kept. When no sandbox image
+    is named, images that look like one are kept (a runtime that pins one may have used others
+    before: a changed sandbox image). ``retention`` (a Retention) then keeps a warm
+    cache of recently used images.
     """
     plan = Plan('images')
     removed = set(removed_containers or ())
-    users = image_users(images, [c for c in containers if c.id not in removed])
+    staying = [c for c in containers if c.id not in removed]
+    users = image_users(images, staying)
     freed_by = image_users(images, [c for c in containers if c.id in removed])
-    sandbox_norm = normalize_ref(sandbox_image) if sandbox_image else None
-    # Fail safe: a runtime that neither names nor pins its sandbox image keeps every image that
-    # looks like one (removing it breaks the next pod start on a node that cannot pull).
-    unknown_sandbox = not sandbox_image and not any(i.pinned for i in images)
+    mounted = volume_users(images, staying, image_volumes)
+    sandbox_refs = _sandbox_images(sandbox_image)
+    sandbox_norm = dict((normalize_ref(r), r) for r in sandbox_refs)
+    # Fail safe: when no sandbox image is named, every image that looks like one stays (removing
+    # it breaks the next pod start on a node that cannot pull). Some pinned image does not stand
+    # for the sandbox image; a pinned look-alike only makes the warning unnecessary.
+    unknown_sandbox = not sandbox_refs
     patterns = exclude_patterns(exclude)
+    matched = set()
     for image in sorted(images, key=lambda i: i.id):
         item = image.to_dict()
         norm_refs = [normalize_ref(r) for r in image.refs]
@@ -220,25 +333,28 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
             pattern = _matches_any(candidate, patterns)
             if pattern:
                 pattern = patterns[pattern]
+                matched.add(pattern)
                 break
+        sandbox = [sandbox_norm[r] for r in norm_refs if r in sandbox_norm] + [r for r in sandbox_refs if r == image.id]
         age = (manifest_ages or {}).get(image.id)
         if image.id in users:
-            first = users[image.id][0]
-            more = len(users[image.id]) - 1
-            item['reason'] = 'in use by container %s (%s, %s)%s' % (
-                first.name, _short(first.id), first.state.replace('CONTAINER_', '').lower(),
-                ' and %d more' % more if more else '')
+            item['reason'] = 'in use by container %s' % _describe_user(users[image.id][0], len(users[image.id]) - 1)
             item['used_by'] = [c.id for c in users[image.id]]
+            plan.keep.append(item)
+        elif image.id in mounted:
+            item['reason'] = 'mounted as an image volume by container %s' % _describe_user(
+                mounted[image.id][0], len(mounted[image.id]) - 1)
+            item['used_by'] = [c.id for c in mounted[image.id]]
             plan.keep.append(item)
         elif image.pinned:
             item['reason'] = 'pinned by the runtime'
             plan.keep.append(item)
-        elif sandbox_norm and (sandbox_image in image.refs or sandbox_norm in norm_refs or sandbox_image == image.id):
-            item['reason'] = 'sandbox (pause) image of the runtime (%s)' % sandbox_image
+        elif sandbox:
+            item['reason'] = 'sandbox (pause) image of the runtime (%s)' % sandbox[0]
             plan.keep.append(item)
-        elif unknown_sandbox and any(_matches_any(r, SANDBOX_IMAGE_LOOKALIKES) for r in norm_refs):
-            item['reason'] = ('looks like a sandbox (pause) image, and the runtime neither reports nor pins '
-                              'its own; set sandbox_image to name it')
+        elif unknown_sandbox and looks_like_sandbox_image(image):
+            item['reason'] = ('looks like a sandbox (pause) image, and the runtime does not report its own; set '
+                              'sandbox_image to name it')
             plan.keep.append(item)
         elif pattern:
             item['reason'] = 'excluded by pattern %r' % pattern
@@ -262,11 +378,30 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
             plan.remove.append(item)
     if retention is not None:
         retention.apply(plan)
-    if unknown_sandbox:
-        plan.warnings.append('the runtime did not report its sandbox (pause) image and pins no image: images '
-                             'that look like one (%s) are kept; set sandbox_image to name it'
+    if unknown_sandbox and not pins_a_sandbox_image(images):
+        plan.warnings.append('the runtime did not report its sandbox (pause) image and pins none that looks like '
+                             'one: images that look like one (%s) are kept; set sandbox_image to name it'
                              % ', '.join(SANDBOX_IMAGE_LOOKALIKES))
+    for pattern in exclude or ():
+        if pattern not in matched:
+            plan.warnings.append('image_exclude pattern %r matches no image on this node (a pattern is matched '
+                                 'against tags, digests and ids; one without tag or digest, such as busybox, '
+                                 'matches every tag and digest of its repository)' % pattern)
     return plan
+
+
+def volume_users(images, containers, image_volumes):
+    """Image id -> containers of ``containers`` that mount it as an image volume."""
+    if not image_volumes:
+        return {}
+    by_ref = _refs_index(images)
+    out = {}
+    for c in containers:
+        for ref in image_volumes.get(c.id, ()):
+            image_id = by_ref.get(ref) or by_ref.get(normalize_ref(ref))
+            if image_id and c not in out.get(image_id, []):
+                out.setdefault(image_id, []).append(c)
+    return out
 
 
 class Retention(object):

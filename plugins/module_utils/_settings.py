@@ -17,7 +17,7 @@ from ._common import ImageGCError, parse_duration
 # kind: 'str', 'path', 'duration' (converted to seconds), 'bool', 'count' (an int >= 1),
 # 'percent' (an int 0-100), 'level' (an int 1-99, or None: off), 'list' (of non-empty strings),
 # or a tuple of choices.
-# group: which part of the run reads it ('runtime', a phase, 'run', 'lock', 'runner').
+# group: which part of the run reads it ('runtime', 'pods' (phases 1 and 2), a phase, 'run', 'lock', 'runner').
 Setting = collections.namedtuple('Setting', 'kind default group')
 
 SETTINGS = collections.OrderedDict([
@@ -29,15 +29,17 @@ SETTINGS = collections.OrderedDict([
     ('containerd_address', Setting('str', None, 'runtime')),
     ('timeout', Setting('duration', '2m', 'runtime')),
     ('batch_size', Setting('count', 100, 'runtime')),
+    ('kubelet_root', Setting('path', None, 'runtime')),
+    # phases 1 and 2: which pods are live, and whose objects are touched at all
+    ('pod_aware', Setting('bool', True, 'pods')),
+    ('namespaces', Setting('list', [], 'pods')),
+    ('exclude_namespaces', Setting('list', [], 'pods')),
     # phase 1
     ('containers', Setting('bool', True, 'containers')),
     ('created_min_age', Setting('duration', '1h', 'containers')),
-    ('keep_last_per_pod', Setting('bool', False, 'containers')),
     # phase 2
     ('sandboxes', Setting('bool', True, 'sandboxes')),
     ('sandbox_min_age', Setting('duration', '10m', 'sandboxes')),
-    ('namespaces', Setting('list', [], 'sandboxes')),
-    ('exclude_namespaces', Setting('list', [], 'sandboxes')),
     # phase 3
     ('images', Setting('bool', True, 'images')),
     ('image_exclude', Setting('list', [], 'images')),
@@ -62,7 +64,7 @@ SETTINGS = collections.OrderedDict([
 ])
 
 PHASES = ('containers', 'sandboxes', 'images', 'content')
-ENGINE_GROUPS = ('runtime',) + PHASES + ('run',)
+ENGINE_GROUPS = ('runtime', 'pods') + PHASES + ('run',)
 
 
 def names(*groups):

@@ -7,10 +7,13 @@ module: crictl_prune
 short_description: Remove exited containers and unused images through crictl
 version_added: 0.1.0
 description:
-  - Phase 1 and 3 of the node image GC. Removes exited containers (C(crictl rm)), and created-never-started
-    containers older than O(created_min_age).
+  - Phase 1 and 3 of the node image GC. Removes exited containers (C(crictl rm)) by the kubelet's rules
+    (O(pod_aware)) - in a live pod the newest exited instance of each container stays - and
+    created-never-started containers older than O(created_min_age).
   - Then removes images that no container uses (C(crictl rmi)), with the semantics of C(crictl rmi --prune);
-    an image used by any container, exited ones included, is in use, and pinned images are kept.
+    an image used by any container that stays, exited ones included, or mounted by one as an image volume,
+    is in use, and pinned images are kept. An empty container listing while sandboxes are Ready removes no
+    image.
   - Beyond C(crictl rmi --prune), it never removes the runtime's sandbox (pause) image (containerd 1.6 does
     not pin it), images matching O(image_exclude), or images younger than O(image_min_age).
   - An image used only by containers removed in the same run is removed too.
@@ -23,6 +26,7 @@ extends_documentation_fragment:
   - nodemaint.image_gc.runtime.record
   - nodemaint.image_gc.runtime.retention
   - nodemaint.image_gc.runtime.containers
+  - nodemaint.image_gc.runtime.pods
   - nodemaint.image_gc.runtime.images
   - nodemaint.image_gc.runtime.attributes
 options:
@@ -62,7 +66,7 @@ EXAMPLES = r'''
 - name: See what would go, on a k3s node
   nodemaint.image_gc.crictl_prune:
     crictl_path: /usr/local/bin/k3s
-    keep_last_per_pod: true
+    exclude_namespaces: [kube-system]
   check_mode: true
   register: plan
 
@@ -86,6 +90,12 @@ containers:
       description: Container name.
       type: str
       sample: exit1
+    attempt:
+      description: The container's attempt (restart count) in its pod.
+      type: int
+    pod:
+      description: The pod, as C(namespace/name) of its sandbox, when O(pod_aware=true); empty otherwise.
+      type: str
     pod_sandbox_id:
       description: ID of the container's pod sandbox.
       type: str
@@ -114,7 +124,7 @@ containers:
     reason:
       description: Why it is removed.
       type: str
-      sample: exited
+      sample: exited, and pod feas/feas-a is not live
   sample: []
 containers_kept:
   description: Exited or created containers deliberately kept, with the reason (same keys as RV(containers)).
@@ -198,7 +208,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
             RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
-            options('containers', 'created_min_age', 'keep_last_per_pod', 'images', 'image_exclude', 'image_min_age',
+            options('containers', 'created_min_age', 'pod_aware', 'namespaces', 'exclude_namespaces', 'images', 'image_exclude', 'image_min_age',
                     'sandbox_image', 'image_unused_for', 'disk_high', 'disk_low', 'image_record_path'),
             namespace=option('content_namespace'),
         ),

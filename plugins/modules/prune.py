@@ -9,7 +9,7 @@ version_added: 0.2.0
 description:
   - Runs the four phases of the node image GC in one invocation, in order, under the run lock shared with
     the C(node-image-gc) timer - (1) exited containers (C(crictl rm)), (2) NotReady pod sandboxes older than
-    O(sandbox_min_age) (C(crictl rmp)), (3) images no container uses (C(crictl rmi), the semantics of
+    O(sandbox_min_age) (C(crictl rmp)), both by the kubelet's rules (O(pod_aware)), (3) images no container uses (C(crictl rmi), the semantics of
     C(crictl rmi --prune) plus guards), (4) the containerd content store (C(ctr content prune references)).
   - Each phase is failure-tolerant - a failing phase is reported in RV(phases) and RV(failed_phases) and the
     next one still runs. The task fails only with O(fail_on_phase_error=true).
@@ -27,7 +27,7 @@ extends_documentation_fragment:
   - nodemaint.image_gc.runtime.record
   - nodemaint.image_gc.runtime.retention
   - nodemaint.image_gc.runtime.containers
-  - nodemaint.image_gc.runtime.sandboxes
+  - nodemaint.image_gc.runtime.pods
   - nodemaint.image_gc.runtime.images
   - nodemaint.image_gc.runtime.attributes
 options:
@@ -38,7 +38,8 @@ options:
     default: true
   sandboxes:
     description:
-      - Phase 2 - remove NotReady pod sandboxes older than O(sandbox_min_age) that have no live container.
+      - Phase 2 - remove NotReady pod sandboxes older than O(sandbox_min_age) that hold no container that
+        stays; the newest sandbox of a live pod stays (O(pod_aware)).
     type: bool
     default: true
   sandbox_min_age:
@@ -107,7 +108,7 @@ EXAMPLES = r'''
   nodemaint.image_gc.prune:
     image_exclude:
       - "docker.io/calico/*"
-    keep_last_per_pod: true
+    exclude_namespaces: [kube-system]
     content: false
     fail_on_phase_error: true
 '''

@@ -9,7 +9,9 @@ version_added: 0.1.0
 description:
   - Phase 2 of the node image GC. Removes pod sandboxes in state C(SANDBOX_NOTREADY) created more than
     O(min_age) ago (C(crictl rmp)), which the kubelet's garbage collection leaves behind.
-  - A NotReady sandbox that still has a container that is not exited is kept.
+  - By the kubelet's rules (O(pod_aware)) - the newest sandbox of a live pod stays even when NotReady, and a
+    sandbox that still holds a container that stays (one that is not exited, or the newest exited instance
+    of a container of a live pod) is kept.
   - Removing a sandbox removes its exited containers too.
   - Plans first, then acts; check mode reports exactly the plan a real run executes.
 author:
@@ -18,7 +20,7 @@ extends_documentation_fragment:
   - nodemaint.image_gc.runtime
   - nodemaint.image_gc.runtime.lock
   - nodemaint.image_gc.runtime.record
-  - nodemaint.image_gc.runtime.sandboxes
+  - nodemaint.image_gc.runtime.pods
   - nodemaint.image_gc.runtime.attributes
 options:
   min_age:
@@ -61,6 +63,12 @@ sandboxes:
       description: Pod namespace.
       type: str
       sample: default
+    uid:
+      description: The pod's uid (sandbox metadata); sandboxes with the same uid are one pod.
+      type: str
+    attempt:
+      description: The sandbox's attempt (the kubelet creates a new sandbox, attempt + 1, when it recreates one).
+      type: int
     state:
       description: CRI state.
       type: str
@@ -75,10 +83,10 @@ sandboxes:
     reason:
       description: Why it is removed.
       type: str
-      sample: NotReady, created 1h ago (min_age 10m)
+      sample: NotReady, pod default/web-1 is not live (its newest sandbox 84a5f9a622d31 is NotReady, ...), created 1h ago (min_age 10m)
   sample: []
 sandboxes_kept:
-  description: NotReady sandboxes kept, with the reason (too young, namespace filters, live container).
+  description: NotReady sandboxes kept, with the reason (newest sandbox of a live pod, too young, namespace filters, holds a container that stays).
   returned: always
   type: list
   elements: dict
@@ -105,7 +113,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, options('namespaces', 'exclude_namespaces', 'image_record_path'),
+            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, options('pod_aware', 'namespaces', 'exclude_namespaces', 'image_record_path'),
             min_age=option('sandbox_min_age'),
         ),
         supports_check_mode=True,

@@ -112,7 +112,9 @@ def test_containerd_killed_before_container_removal(lab, scenario):
     before = state(lab)
     extras, log = fault(lab, 'kill-on-remove', containerd_pid=lab.pid)
     try:
-        res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE, **FRESH_IMAGES), extras)])
+        # pod_aware: false - every exited container of the scenario is removed (the blunt mode)
+        res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE, pod_aware=False,
+                                                                  **FRESH_IMAGES), extras)])
     finally:
         lab.restart()
     assert [entry[:2] for entry in injected(log)] == [['kill-on-remove', 'rm']], injected(log)
@@ -261,7 +263,9 @@ def one_item_fails(lab):
     labpkg.reset(lab)
     sc = labpkg.scenario(lab)
     extras, log = fault(lab, 'drop-first-id')
-    res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE, **FRESH_IMAGES), extras)])
+    # pod_aware: false - every exited container of the scenario is removed (the blunt mode)
+    res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE, pod_aware=False,
+                                                              **FRESH_IMAGES), extras)])
     return {'scenario': sc, 'result': res['prune'], 'rc': res.rc,
             'dropped': dict((entry[1], entry[2]) for entry in injected(log)), 'after': state(lab)}
 

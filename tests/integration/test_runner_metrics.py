@@ -42,8 +42,9 @@ class Node(object):
         self.config = os.path.join(base, 'config.json')
         config = dict(runtime_args(lab), **state_args(lab))
         config.update(FRESH_IMAGES)
+        # pod_aware: false - the counts below take exit1 (exited in the Ready pod) as garbage: the blunt mode
         config.update(report_path=self.report, textfile_path=self.prom, image_exclude=EXCLUDE,
-                      sandbox_min_age='1s')
+                      sandbox_min_age='1s', pod_aware=False)
         with open(self.config, 'w') as handle:
             json.dump(config, handle)
 

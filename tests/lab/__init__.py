@@ -9,3 +9,5 @@ from .lab import (Lab, SANDBOX_IMAGE, CRICTL_ENV, CONTAINERD2_ENV, containerd_ve
 from .cri import CRIClient, CRIError  # noqa: F401
 from .scenario import scenario, feas, reset, big, min_age_between  # noqa: F401
 from . import images  # noqa: F401
+from . import pods  # noqa: F401
+from .pods import Unsupported  # noqa: F401

@@ -264,6 +264,12 @@ class Lab:
                 "sandbox_image": self.sandbox_image}
 
     @property
+    def kubelet_root(self):
+        """``<base>/kubelet``: the lab's kubelet root (not created here; see
+        ``tests.lab.pods.track_pod``)."""
+        return os.path.join(self.base, "kubelet")
+
+    @property
     def client(self):
         if self._client is None:
             self._client = cri.CRIClient(self.endpoint, timeout=60)

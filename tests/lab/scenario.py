@@ -11,6 +11,7 @@
 All return plain JSON-serialisable dicts (see ``describe()``)."""
 
 import concurrent.futures as cf
+import shutil
 import time
 import uuid
 
@@ -115,7 +116,9 @@ def _by_role(d):
 # ---------------------------------------------------------------------------- reset
 
 def reset(lab):
-    """Remove all pods (and so their containers), leftover containers and all images."""
+    """Remove all pods (and so their containers), leftover containers, all images and the
+    lab's kubelet root (``lab.kubelet_root``, see tests.lab.pods)."""
+    shutil.rmtree(lab.kubelet_root, ignore_errors=True)
     c = _client(lab)
     for p in c.list_pod_sandbox():
         try:

@@ -218,6 +218,18 @@ class StubRunner(object):
         return out
 
 
+def inspect_reply(version, ids, volumes=None):
+    """``crictl inspect --output json ID...``: DERIVED from the recorded shape (crictl 1.37 against
+    a lab, by hand): one ID prints one object, several print a JSON array; each entry's
+    ``status.mounts[].image.image`` names an image volume. ``volumes``: {id: [image ref...]}."""
+    entries = []
+    for cid in ids:
+        mounts = [{'containerPath': '/volume%d' % n, 'hostPath': '', 'readonly': True, 'image': {'image': ref}}
+                  for n, ref in enumerate((volumes or {}).get(cid, ()))]
+        entries.append({'status': {'id': cid, 'mounts': mounts}, 'info': {}})
+    return Reply(0, json.dumps(entries[0] if len(entries) == 1 else entries), crictl_warning(version))
+
+
 def node_runner(version, state='before'):
     """A stub that plays the recorded sequence of ``version``.
 
@@ -267,6 +279,9 @@ def node_runner(version, state='before'):
     def rmi(argv, runner):
         return Reply(0, deleted_lines(version, command_key(argv)[2:]), crictl_warning(version))
 
+    def inspect(argv, runner):
+        return inspect_reply(version, command_key(argv)[4:])
+
     return StubRunner({
         'crictl ps --all --output json': ps,
         'crictl pods --output json': pods,
@@ -276,6 +291,7 @@ def node_runner(version, state='before'):
         'crictl rm': rm,
         'crictl rmp': rmp,
         'crictl rmi': rmi,
+        'crictl inspect': inspect,
         'ctr content ls': content,
         'ctr content prune references --dry': recorded(version, 'ctr-prune-dry'),
         'ctr content prune references': recorded(version, 'ctr-prune'),
@@ -285,13 +301,18 @@ def node_runner(version, state='before'):
 # --------------------------------------------------------------------------------------------
 # Fake discovery
 
-def fake_discovery(env=None, configs=None, executables=(), sockets=()):
+def fake_discovery(env=None, configs=None, executables=(), sockets=(), dirs=()):
     """A Discovery over an imaginary filesystem: ``configs`` maps crictl.yaml paths to their
     parsed values; ``executables`` and ``sockets`` are the paths that exist as such."""
     configs = dict(configs or {})
     executables = set(executables)
     sockets = set(sockets)
-    seen = {'exists': [], 'is_executable': [], 'is_socket': [], 'read_config': []}
+    dirs = set(dirs)
+    seen = {'exists': [], 'is_executable': [], 'is_socket': [], 'read_config': [], 'is_dir': []}
+
+    def is_dir(path):
+        seen['is_dir'].append(path)
+        return path in dirs
 
     def exists(path):
         seen['exists'].append(path)
@@ -310,14 +331,16 @@ def fake_discovery(env=None, configs=None, executables=(), sockets=()):
         return dict(configs[path])
 
     discovery = Discovery(env={'PATH': '/usr/bin:/bin'} if env is None else env, exists=exists,
-                          is_executable=is_executable, is_socket=is_socket, read_config=read_config)
+                          is_executable=is_executable, is_socket=is_socket, read_config=read_config, is_dir=is_dir)
     discovery.seen = seen
     return discovery
 
 
-def node_discovery():
-    """crictl in /usr/local/bin, ctr in /usr/bin, containerd on its kubeadm socket."""
-    return fake_discovery(env={'PATH': '/usr/local/bin:/usr/bin'}, executables={CRICTL, CTR}, sockets={SOCKET})
+def node_discovery(dirs=()):
+    """crictl in /usr/local/bin, ctr in /usr/bin, containerd on its kubeadm socket; ``dirs``: the
+    directories that exist (none by default: no kubelet root is found)."""
+    return fake_discovery(env={'PATH': '/usr/local/bin:/usr/bin'}, executables={CRICTL, CTR}, sockets={SOCKET},
+                          dirs=dirs)
 
 
 def make_engine(runner, settings=None, phases=None, clock_ns=NOW_NS, peer_root='/nonexistent-peer-root',
@@ -326,10 +349,15 @@ def make_engine(runner, settings=None, phases=None, clock_ns=NOW_NS, peer_root='
 
     ``image_min_age`` is 0s unless ``settings`` say otherwise: the recorded content stores say
     their manifests are seconds old (``ctr content ls`` AGE), so the default (10m) keeps every
-    image (test_default_image_min_age_keeps_the_recorded_fresh_images shows it)."""
+    image (test_default_image_min_age_keeps_the_recorded_fresh_images shows it).
+
+    ``pod_aware`` is false unless ``settings`` say otherwise: the recorded sequence (and the
+    "after" states derived from it) is upstream's blunt removal of every exited container, exit1
+    of the Ready pod feas-c included. The default rules are tested with ``pod_aware: True`` in
+    test__engine.py (``pod_engine``), test__plan.py and test__node.py."""
     if phases is None:
         phases = ('containers', 'sandboxes', 'images', 'content', 'disk')
-    settings = dict({'image_min_age': '0s'}, **(settings or {}))
+    settings = dict({'image_min_age': '0s', 'pod_aware': False}, **(settings or {}))
     return _engine.Engine(settings, phases, runner=runner, discovery=discovery or node_discovery(),
                           clock=lambda: clock_ns, peer_mirror_root=str(peer_root))
 
@@ -437,7 +465,8 @@ def runner_textfile(tmp_path, peer_root, runs=1, version=V21):
     prom = base / 'node_image_gc.prom'
     config = base / 'config.json'
     config.write_text(json.dumps({'report_path': str(base / 'last-run.json'), 'textfile_path': str(prom),
-                                  'lock_path': str(base / 'lock'), 'lock_wait': '1s', 'image_min_age': '0s'}))
+                                  'lock_path': str(base / 'lock'), 'lock_wait': '1s', 'image_min_age': '0s',
+                                  'pod_aware': False}))
 
     def factory(settings, phases):
         return make_engine(node_runner(version), settings, phases=phases, peer_root=peer_root)

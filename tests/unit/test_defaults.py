@@ -74,7 +74,7 @@ def test_module_doc_default_is_the_table_default(module, option, setting):
 
 def test_the_prune_module_offers_every_engine_and_lock_setting_by_its_name():
     documented = set(_documented('prune'))
-    assert set(names('runtime', 'containers', 'sandboxes', 'images', 'content', 'run', 'lock')) <= documented
+    assert set(names('runtime', 'pods', 'containers', 'sandboxes', 'images', 'content', 'run', 'lock')) <= documented
 
 
 def test_the_doc_fragment_covers_the_runtime_and_lock_settings():
@@ -155,4 +155,4 @@ def test_readme_playbook_variables_state_the_table_defaults():
             assert values, '%s: no default stated' % name
             value = values[index] if len(values) > 1 else values[0]
             assert yaml.safe_load(value) == setting.default or value == setting.default, (name, value)
-    assert set(names('runtime', 'containers', 'sandboxes', 'images', 'content', 'run', 'lock')) <= seen
+    assert set(names('runtime', 'pods', 'containers', 'sandboxes', 'images', 'content', 'run', 'lock')) <= seen

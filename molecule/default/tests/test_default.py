@@ -6,6 +6,7 @@ described by DIR/lab.json; the instance bind-mounts DIR at the same path, so its
 from inside the instance too, and the real crictl at /usr/local/bin/crictl (molecule.yml).
 """
 
+import base64
 import json
 import os
 import re
@@ -170,14 +171,16 @@ def test_service_exposure_score(host):
 # --------------------------------------------------------------------------- a real run
 
 def garbage_present(host, lab, scenario):
-    """The scenario's garbage that the lab still lists: {phase: set of ids}."""
+    """The scenario's garbage that the lab still lists: {phase: set of ids}. exit1 (exited in the
+    Ready pod feas-exit) is no garbage: the newest exited instance of a container of a live pod
+    stays (pod_aware, the kubelet's rules), and its image exitonly with it."""
     expected = scenario["expected"]
     containers = {c["id"] for c in crictl_json(host, lab, "ps", "-a")["containers"]}
     pods = {p["id"] for p in crictl_json(host, lab, "pods")["items"]}
     images = {i["id"] for i in crictl_json(host, lab, "images")["images"]}
-    keep = {scenario["images"][k]["id"] for k in ("busybox2", "pause", "keep")}
+    keep = {scenario["images"][k]["id"] for k in ("busybox2", "pause", "keep", "exitonly")}
     return {
-        "containers": containers & set(expected["exited_container_ids"]),
+        "containers": containers & (set(expected["exited_container_ids"]) - {scenario["containers"]["exit1"]["id"]}),
         "sandboxes": pods & set(expected["notready_old_pod_ids"]),
         "images": images & (set(expected["unused_after_gc_image_ids"]) - keep),
     }
@@ -248,7 +251,7 @@ def test_garbage_was_there(run):
     # Only meaningful on a fresh lab (as in `molecule test`); `molecule verify` again skips it.
     if not any(run["before"].values()):
         pytest.skip("the lab's garbage was already removed by an earlier verify")
-    assert len(run["before"]["containers"]) == 2
+    assert len(run["before"]["containers"]) == 1       # exit0; exit1 of the Ready pod is kept
     assert len(run["before"]["sandboxes"]) == 2
     assert len(run["before"]["images"]) >= 4
 
@@ -270,3 +273,51 @@ def test_running_workload_is_kept(host, lab, scenario, run):
     assert scenario["images"]["busybox2"]["id"] in images  # the running container's image
     assert scenario["images"]["pause"]["id"] in images  # the sandbox image
     assert scenario["images"]["keep"]["id"] in images  # timer_image_exclude
+    # the newest exited instance of a container of a live pod, and its image (pod_aware)
+    assert containers[scenario["containers"]["exit1"]["id"]]["state"] == "CONTAINER_EXITED"
+    assert scenario["images"]["exitonly"]["id"] in images
+
+
+# --------------------------------------------------------------------------- the kubelet root
+
+KUBELET_POD_UID = "5d0c6a9e-molecule-kubelet-root"
+PROBE = r"""
+import sys
+sys.path.insert(0, '/usr/local/lib/node-image-gc')
+from nodemaint_image_gc._discovery import Discovery
+from nodemaint_image_gc._node import Node
+root, source = Discovery().find_kubelet_root(None, [])
+print('kubelet-root-probe', root, source, Node(None, None, root).tracked(sys.argv[1]))
+"""
+
+
+def test_the_hardened_service_reads_the_kubelet_root(host):
+    """The service's sandbox (ProtectSystem=strict, ProtectHome=, no capabilities) must still let
+    the runner find the kubelet root and see a pod directory in it, as the kubelet creates them
+    (root-owned, 0750). The runner's own discovery and node code run as the unit's ExecStart,
+    through a drop-in that keeps every other setting of the unit."""
+    dropin = "/run/systemd/system/%s.service.d/50-kubelet-root-probe.conf" % UNIT
+    script = "/run/node-image-gc-kubelet-root-probe.py"     # not /tmp: PrivateTmp= hides it
+    host.check_output("install -d -m 0700 /var/lib/kubelet && install -d -m 0750 /var/lib/kubelet/pods/%s",
+                      KUBELET_POD_UID)
+    host.check_output("install -d %s", os.path.dirname(dropin))
+    for path, text in ((script, PROBE.lstrip()),
+                       (dropin, "[Service]\nExecStart=\nExecStart=/usr/bin/python3 %s %s\n" % (script, KUBELET_POD_UID))):
+        host.check_output("echo %s | base64 -d > %s", base64.b64encode(text.encode()).decode(), path)
+    try:
+        host.check_output("systemctl daemon-reload")
+        cursor = host.check_output("journalctl --show-cursor -n 0 -q --no-pager").split("cursor:", 1)[1].strip()
+        started = host.run("systemctl start %s.service", UNIT)
+        journal = ""
+        for _attempt in range(20):
+            journal = host.run("journalctl -u %s.service -o cat --no-pager --after-cursor %s", UNIT, cursor).stdout
+            if "kubelet-root-probe" in journal:
+                break
+            time.sleep(0.5)
+        assert started.rc == 0, started.stderr + journal
+        assert ("kubelet-root-probe /var/lib/kubelet well-known kubelet root (True, '/var/lib/kubelet/pods/%s')"
+                % KUBELET_POD_UID) in journal, journal
+    finally:
+        host.run("rm -f %s %s", dropin, script)
+        host.run("systemctl daemon-reload")
+        host.run("rm -rf /var/lib/kubelet")

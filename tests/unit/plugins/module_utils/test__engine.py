@@ -23,6 +23,11 @@ INFO = CRICTL_PREFIX + ['info', '--output', 'json']
 CONTENT_LS = CTR_PREFIX + ['content', 'ls']
 
 
+def inspect(*names, version=V16):
+    """``crictl inspect`` of the containers that stay, for their image volumes (one per run)."""
+    return CRICTL_PREFIX + ['inspect', '--output', 'json'] + sorted(IDS[version][n] for n in names)
+
+
 def run_all(engine, check_mode):
     """The four phases through Engine.run (no disk report): {phase: result}."""
     run = engine.run(check_mode=check_mode)
@@ -80,13 +85,15 @@ def test_bad_setting_runs_no_command_and_no_discovery():
 # -- the whole recorded sequence -------------------------------------------------------------
 
 def expected_real_commands(version):
-    """Phase 2 plans with phase 1's listing, phase 3 with both and the images; containers are
-    listed again right before the rmi batch; crictl info only on 1.6, which pins no image."""
+    """Phase 2 plans with phase 1's listing, phase 3 with both and the images; one crictl inspect
+    of the containers that stay (image volumes); containers are listed again right before the rmi
+    batch; crictl info only on 1.6, which pins no image that looks like a sandbox image."""
     ids_ = IDS[version]
     return [
         PS, CRICTL_PREFIX + ['rm', ids_['exit0'], ids_['exit1']],
         PODS, CRICTL_PREFIX + ['rmp', ids_['feas-a']],
         IMAGES] + ([INFO] if version == V16 else []) + [
+        inspect('sleeper', version=version),
         PS, CRICTL_PREFIX + ['rmi', IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1],
         CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references'], CONTENT_LS,
     ]
@@ -130,7 +137,7 @@ def test_check_mode_runs_no_removal_and_reports_what_the_real_run_removes(versio
     check = run_all(four(check_runner, peer_root=peer_root), check_mode=True)
     assert check_runner.removals() == []
     assert check_runner.calls == [PS, PODS, IMAGES] + ([INFO] if version == V16 else []) + [
-        CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
+        inspect('sleeper', version=version), CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
     real = run_all(four(node_runner(version), peer_root=peer_root), check_mode=False)
     for phase in ('containers', 'sandboxes', 'images'):
         assert ids(check[phase]['removed']) == ids(real[phase]['removed']), phase
@@ -174,7 +181,7 @@ def test_sandbox_phase_frees_the_images_of_its_containers(peer_root):
     runner = node_runner(V16)
     engine = make_engine(runner, peer_root=peer_root)
     engine.sandboxes_phase(check_mode=True)
-    assert sorted(engine.removed_containers) == [IDS[V16]['exit0']]
+    assert sorted(engine.node.removed['containers']) == [IDS[V16]['exit0']]
     result = engine.images_phase(check_mode=True)
     assert IMG_OLD_BUSYBOX1 not in ids(result['removed'])
 
@@ -428,6 +435,7 @@ def test_a_run_lists_each_kind_once_and_containers_again_before_each_rmi_batch(p
     assert order == ['imagefsinfo', 'ps', 'pods', 'images', 'info',   # the disk report before
                      'rm',                                            # phase 1: the report's ps
                      'rmp',                                           # phase 2: the report's pods, ps less phase 1
+                     'inspect',                                       # phase 3: image volumes of what stays
                      'ps', 'rmi',                                     # phase 3: containers afresh before the batch
                      'imagefsinfo']                                   # the report after: counts from the run
 
@@ -521,3 +529,79 @@ def test_no_crictl_info_when_the_runtime_pins_images(peer_root):
     runner = node_runner(V21)
     make_engine(runner, phases=('disk',), peer_root=peer_root).disk_state()
     assert not [argv for argv in runner.calls if 'info' in argv]
+
+
+# -- issue 16: the kubelet's rules are the default -------------------------------------------
+
+def pod_engine(runner, peer_root, dirs=(), **settings):
+    """An engine with the defaults of the kubelet's rules (pod_aware: true)."""
+    from image_gc_testlib import node_discovery
+    return make_engine(runner, settings=dict({'pod_aware': True}, **settings), peer_root=peer_root,
+                       discovery=node_discovery(dirs=dirs))
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_default_rules_check_mode_and_real_run_plan_the_same(version, peer_root):
+    """exit1 is the newest exited instance in the Ready pod feas-c: it stays, and its image; exit0's pod
+    feas-a is not live (NotReady, no kubelet root): exit0 and feas-a go. No kubelet root: a warning."""
+    ids_ = IDS[version]
+    check = run_all(pod_engine(node_runner(version), peer_root, sandbox_min_age='0s'), check_mode=True)
+    runner = node_runner(version)
+    engine = pod_engine(runner, peer_root, sandbox_min_age='0s')
+    run = engine.run()
+    real = dict((r['phase'], r) for r in run['phases'])
+    assert ids(real['containers']['removed']) == [ids_['exit0']]
+    assert dict((i['id'], i['reason']) for i in real['containers']['kept'])[ids_['exit1']].startswith(
+        'newest exited instance of exit1 (attempt 0) in live pod feas/feas-c (its newest sandbox ')
+    assert ids(real['sandboxes']['removed']) == [ids_['feas-a']]
+    assert ids(real['images']['removed']) == [IMG_UNUSED3, IMG_BUSYBOX1]
+    for phase in ('containers', 'sandboxes', 'images'):
+        assert [(i['id'], i['reason']) for i in check[phase]['removed']] == \
+            [(i['id'], i['reason']) for i in real[phase]['removed']], phase
+        assert [(i['id'], i['reason']) for i in check[phase]['kept']] == \
+            [(i['id'], i['reason']) for i in real[phase]['kept']], phase
+    assert runner.ran('crictl', 'rm') == [CRICTL_PREFIX + ['rm', ids_['exit0']]]
+    assert run['warnings'][0].startswith('no kubelet root found (tried /var/lib/kubelet (well-known kubelet root), '
+                                         '/var/snap/microk8s/common/var/lib/kubelet (well-known kubelet root))')
+    # one crictl inspect per run, of the containers that stay
+    assert runner.ran('crictl', 'inspect') == [inspect('sleeper', 'exit1', version=version)]
+    assert run['runtime']['kubelet_root'] is None
+
+
+def test_the_kubelet_root_is_found_and_a_tracked_pod_keeps_its_notready_sandbox(peer_root, tmp_path):
+    uid = fixture_json(V16, 'pods.json')['items']
+    feas_a = [p for p in uid if p['metadata']['name'] == 'feas-a'][0]['metadata']['uid']
+    (tmp_path / 'pods' / feas_a).mkdir(parents=True)
+    runner = node_runner(V16)
+    engine = pod_engine(runner, peer_root, dirs={str(tmp_path)}, kubelet_root=str(tmp_path), sandbox_min_age='0s')
+    run = engine.run(check_mode=True)
+    assert run['runtime']['kubelet_root'] == str(tmp_path)
+    assert run['runtime']['sources']['kubelet_root'] == 'option kubelet_root'
+    assert run['warnings'] == []
+    results = dict((r['phase'], r) for r in run['phases'])
+    assert results['containers']['removed'] == [] and results['sandboxes']['removed'] == []
+    assert dict((i['id'], i['reason']) for i in results['sandboxes']['kept'])[IDS[V16]['feas-a']] == (
+        'NotReady, but the newest sandbox of live pod feas/feas-a (the kubelet still tracks it (%s/pods/%s exists))'
+        % (tmp_path, feas_a))
+
+
+def test_a_missing_explicit_kubelet_root_fails_before_anything_runs(peer_root):
+    runner = node_runner(V16)
+    with pytest.raises(ImageGCError, match=r"kubelet_root='/nope': no such directory"):
+        pod_engine(runner, peer_root, kubelet_root='/nope')
+    assert runner.calls == []
+
+
+def test_an_empty_container_listing_with_ready_sandboxes_removes_no_image(peer_root):
+    runner = node_runner(V21)
+    empty = fixture_json(V21, 'ps-a.json')
+    empty['containers'] = []
+    runner.on('crictl ps --all --output json', json_reply(V21, empty))
+    run = pod_engine(runner, peer_root).run()
+    images = run['phases'][2]
+    assert images['status'] == 'failed' and images['removed'] == []
+    assert images['error'] == (
+        'crictl ps --all listed no container while 2 sandbox(es) are Ready (feas-b, feas-c): the container listing is '
+        'not trusted and no image is removed. Endpoints used: runtime unix:///run/containerd/containerd.sock, image '
+        'unix:///run/containerd/containerd.sock; set runtime_endpoint and image_endpoint to the runtime the kubelet uses')
+    assert runner.ran('crictl', 'rmi') == [] and runner.ran('crictl', 'inspect') == []

@@ -177,7 +177,8 @@ def node(tmp_path, peer_root):
     n = Node()
     n.config.write_text(json.dumps({'report_path': str(n.report), 'textfile_path': str(n.prom),
                                     'lock_path': str(tmp_path / 'lock'), 'lock_wait': '1s',
-                                    'image_min_age': '0s'}))  # the recorded images are seconds old
+                                    'image_min_age': '0s',  # the recorded images are seconds old
+                                    'pod_aware': False}))  # the recorded sequence: see make_engine
 
     def factory(settings, phases):
         return make_engine(node_runner(V21), settings, phases=phases, peer_root=peer_root)

@@ -7,8 +7,8 @@ import copy
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _plan
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image, Sandbox, parse_content_ls
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _node, _plan
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image, Sandbox, parse_content_ls  # noqa: F401
 
 from image_gc_testlib import (
     IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS, fixture_json,
@@ -98,7 +98,14 @@ def test_created_never_started_younger_than_created_min_age_is_kept():
     assert plan.ids == [IDS[V16]['exit0']]
 
 
-def test_keep_last_per_pod_keeps_newest_exited_instance():
+def pods_of(version, data=None, pods_data=None, tracked=None):
+    return _node.build_pods(sandboxes(version, pods_data), containers(version, data), tracked)
+
+
+def test_pod_aware_keeps_the_newest_exited_instance_in_a_live_pod():
+    """keep_last_per_pod is folded into pod_aware (the default): the newest exited instance of each
+    container name stays - in a LIVE pod. exit0's pod feas-a is not live (NotReady, untracked): it goes
+    now, where keep_last_per_pod kept it."""
     # DERIVED: a second, newer exited instance (attempt 1) of exit1 in pod feas-c.
     data = fixture_json(V16, 'ps-a.json')
     retry = copy.deepcopy([c for c in data['containers'] if c['metadata']['name'] == 'exit1'][0])
@@ -107,12 +114,16 @@ def test_keep_last_per_pod_keeps_newest_exited_instance():
     retry['createdAt'] = str(int(retry['createdAt']) + 30 * SEC)
     data['containers'].append(retry)
     now = newest_ns(V16) + 3600 * SEC
-    plan = _plan.plan_containers(containers(V16, data), now, keep_last_per_pod=True)
-    assert plan.ids == [IDS[V16]['exit1']]                       # the older attempt of exit1
-    assert reasons(plan.keep) == {
-        IDS[V16]['exit0']: 'newest exited instance of exit0 in its pod (keep_last_per_pod)',
-        'f' * 64: 'newest exited instance of exit1 in its pod (keep_last_per_pod)'}
-    # without the option everything exited goes
+    plan = _plan.plan_containers(containers(V16, data), now, pods=pods_of(V16, data))
+    assert plan.ids == [IDS[V16]['exit0'], IDS[V16]['exit1']]
+    assert reasons(plan.remove)[IDS[V16]['exit1']] == (
+        'older exited instance of exit1 (attempt 0; attempt 1, fffffffffffff, is kept) in live pod feas/feas-c')
+    assert reasons(plan.remove)[IDS[V16]['exit0']].startswith('exited, and pod feas/feas-a is not live: its newest '
+                                                              'sandbox 84a5f9a622d31 is NotReady')
+    assert list(reasons(plan.keep)) == ['f' * 64]
+    assert reasons(plan.keep)['f' * 64].startswith('newest exited instance of exit1 (attempt 1) in live pod '
+                                                   'feas/feas-c (its newest sandbox fa9989b9e08be is Ready)')
+    # pod_aware: false (no pods): everything exited goes
     assert len(_plan.plan_containers(containers(V16, data), now).ids) == 3
 
 
@@ -409,3 +420,111 @@ def test_exclude_pattern_without_registry_matches_the_qualified_name():
     kept = dict((i['id'], i['reason']) for i in plan.keep)
     assert kept == {'sha256:aa': "excluded by pattern 'busybox:*'", 'sha256:bb': "excluded by pattern 'calico/*'"}
     assert [i['id'] for i in plan.remove] == ['sha256:cc']
+
+
+# -- issue 16: the kubelet's rules, phase 2 and 3 --------------------------------------------
+
+def _sb(sid, uid, state='SANDBOX_NOTREADY', created=0, namespace='feas', name='web'):
+    return Sandbox({'id': sid, 'metadata': {'name': name, 'uid': uid, 'namespace': namespace},
+                    'state': state, 'createdAt': str(created * SEC)})
+
+
+def _ct(cid, pod_id, name='app', state='CONTAINER_EXITED', created=0, attempt=0, image='docker.io/feas/app:1'):
+    return Container({'id': cid, 'podSandboxId': pod_id, 'metadata': {'name': name, 'attempt': attempt},
+                      'state': state, 'createdAt': str(created * SEC), 'image': {'image': image}})
+
+
+def test_pod_aware_sandboxes_newest_of_a_live_pod_stays_older_ones_go():
+    old, new = _sb('s-old', 'u1', created=1), _sb('s-new', 'u1', created=2)
+    lone = _sb('s-lone', 'u2', created=3, name='lone')
+    tracked = {'u1': (True, '/k/pods/u1'), 'u2': (False, '/k/pods/u2')}
+    pods = _node.build_pods([old, new, lone], [], lambda uid: tracked[uid])
+    plan = _plan.plan_sandboxes([old, new, lone], [], 3600 * SEC, 600, pods=pods)
+    assert reasons(plan.keep) == {
+        's-new': 'NotReady, but the newest sandbox of live pod feas/web (the kubelet still tracks it (/k/pods/u1 exists))'}
+    assert reasons(plan.remove)['s-old'] == 'older sandbox of live pod feas/web (newest: s-new), created 59m59s ago (min_age 10m)'
+    assert reasons(plan.remove)['s-lone'].startswith('NotReady, pod feas/lone is not live (its newest sandbox s-lone is '
+                                                     'NotReady, the kubelet does not track it (no /k/pods/u2))')
+
+
+def test_pod_aware_sandbox_holding_a_container_that_stays_is_kept():
+    s = _sb('s1', 'u1')
+    old = _sb('s0', 'u1', created=-10)
+    pods = _node.build_pods([old, s], [_ct('c0', 's0')], lambda uid: (True, '/k/pods/' + uid))
+    plan = _plan.plan_sandboxes([old, s], [_ct('c0', 's0')], 3600 * SEC, 600, pods=pods)
+    assert reasons(plan.keep)['s0'] == 'NotReady but holds container app (c0, exited), which stays'
+    # a container phase 1 removes does not hold its sandbox: rmp takes it along
+    plan = _plan.plan_sandboxes([old, s], [_ct('c0', 's0')], 3600 * SEC, 600, pods=pods, leaving=['c0'])
+    assert plan.ids == ['s0']
+
+
+@pytest.mark.parametrize('namespaces, exclude, reason', [
+    (['feas'], [], "namespace 'kube-system' is not in namespaces"),
+    ([], ['kube-*'], "namespace 'kube-system' excluded by pattern 'kube-*'"),
+])
+def test_namespace_filters_apply_to_containers_in_both_modes(namespaces, exclude, reason):
+    s = _sb('s1', 'u1', namespace='kube-system')
+    c = _ct('c1', 's1')
+    pods = _node.build_pods([s], [c])
+    for pod_aware in (True, False):
+        plan = _plan.plan_containers([c], 3600 * SEC, pods=pods, namespaces=namespaces, exclude_namespaces=exclude,
+                                     pod_aware=pod_aware)
+        assert plan.ids == [] and reasons(plan.keep) == {'c1': reason}
+
+
+def _img(iid, tags=(), digests=(), pinned=False):
+    return Image({'id': iid, 'repoTags': list(tags), 'repoDigests': list(digests), 'size': '1', 'pinned': pinned})
+
+
+@pytest.mark.parametrize('pattern, ref, kept', [
+    ('busybox', 'docker.io/library/busybox:1.36', True),
+    ('busybox', 'docker.io/library/busybox@sha256:aa', True),
+    ('busybox', 'docker.io/library/busyboxx:1', False),
+    ('docker.io/feas/app:*', 'docker.io/feas/app@sha256:bb', True),
+    ('feas/app:*', 'docker.io/feas/app@sha256:bb', True),
+    ('feas/app:1', 'docker.io/feas/app@sha256:bb', False),
+    ('quay.io/x/y', 'quay.io/x/y:v2', True),
+    ('*/pause', 'registry.k8s.io/pause:3.9', True),
+])
+def test_image_exclude_repository_and_digest_forms(pattern, ref, kept):
+    key = 'repoDigests' if '@' in ref else 'repoTags'
+    image = _img('sha256:1', **{'digests' if key == 'repoDigests' else 'tags': [ref]})
+    plan = _plan.plan_images([image], [], 'docker.io/feas/pause:1', exclude=[pattern])
+    assert (plan.ids == []) == kept
+    if kept:
+        assert reasons(plan.keep) == {'sha256:1': 'excluded by pattern %r' % pattern}
+        assert plan.warnings == []
+    else:
+        assert plan.warnings == ["image_exclude pattern %r matches no image on this node (a pattern is matched against "
+                                 "tags, digests and ids; one without tag or digest, such as busybox, matches every tag "
+                                 "and digest of its repository)" % pattern]
+
+
+def test_an_image_volume_of_a_container_that_stays_is_in_use():
+    vol = _img('sha256:v', tags=['docker.io/feas/vol:1'])
+    own = _img('sha256:o', tags=['docker.io/feas/app:1'])
+    c = _ct('c1', 's1', state='CONTAINER_RUNNING')
+    plan = _plan.plan_images([vol, own], [c], 'docker.io/feas/pause:1', image_volumes={'c1': ['docker.io/feas/vol:1']})
+    assert plan.ids == []
+    assert reasons(plan.keep)['sha256:v'] == 'mounted as an image volume by container app (c1, running)'
+    # once the container is removed in the run, its image volume is free
+    plan = _plan.plan_images([vol, own], [c], 'docker.io/feas/pause:1', image_volumes={'c1': ['docker.io/feas/vol:1']},
+                             removed_containers=['c1'])
+    assert sorted(plan.ids) == ['sha256:o', 'sha256:v']
+
+
+def test_sandbox_images_are_a_list_and_another_pinned_image_is_not_the_sandbox_image():
+    old = _img('sha256:p1', tags=['registry.k8s.io/pause:3.9'])
+    new = _img('sha256:p2', tags=['registry.k8s.io/pause:3.10'])
+    other = _img('sha256:x', tags=['docker.io/feas/extra:1'], pinned=True)
+    plan = _plan.plan_images([old, new, other], [], ['registry.k8s.io/pause:3.9', 'registry.k8s.io/pause:3.10'])
+    assert plan.ids == []
+    assert reasons(plan.keep)['sha256:p1'] == 'sandbox (pause) image of the runtime (registry.k8s.io/pause:3.9)'
+    # nothing named, another image pinned: the look-alikes stay (the seed removed them), with the warning
+    plan = _plan.plan_images([old, new, other], [])
+    assert plan.ids == [] and reasons(plan.keep)['sha256:p1'].startswith('looks like a sandbox (pause) image')
+    assert plan.warnings and plan.warnings[0].startswith('the runtime did not report its sandbox (pause) image')
+    # a pinned look-alike (containerd 2.x pins its own): the other look-alikes still stay, silently
+    pinned_pause = _img('sha256:p3', tags=['registry.k8s.io/pause:3.11'], pinned=True)
+    plan = _plan.plan_images([old, pinned_pause], [])
+    assert plan.ids == [] and plan.warnings == []

@@ -17,7 +17,9 @@ from image_gc_testlib import (
 @pytest.fixture
 def args(tmp_path):
     # the recorded images are seconds old: image_min_age's default would keep them all
-    return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s', 'image_min_age': '0s'}
+    # pod_aware: false - the recorded sequence is upstream's blunt removal (crictl rm of every exited
+    # container, exit1 of the Ready pod feas-c included); the default rules have their own tests below.
+    return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s', 'image_min_age': '0s', 'pod_aware': False}
 
 
 def check_against_return_doc(result, images_enabled=True):
@@ -182,3 +184,26 @@ def test_lock_held_elsewhere_fails_naming_lock_wait(args, monkeypatch, tmp_path)
     assert 'lock_wait' in out.result['msg'] and args['lock_path'] in out.result['msg']
     assert runner.removals() == []
     assert not check.failed
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_default_rules_keep_the_newest_exited_instance_of_a_ready_pod_and_its_image(version, args, monkeypatch):
+    """pod_aware (the default): exit1 is the newest (only) exited instance of its name in feas-c, whose
+    sandbox is Ready: it stays, and the old busybox:1 it uses with it; exit0's pod feas-a is not live."""
+    args = dict(args)
+    del args['pod_aware']
+    runner = node_runner(version)
+    check = run_module(monkeypatch, crictl_prune, args, runner, check_mode=True).result
+    assert ids(check['containers']) == [IDS[version]['exit0']]
+    assert check['containers'][0]['reason'].startswith('exited, and pod feas/feas-a is not live')
+    kept = dict((i['id'], i['reason']) for i in check['containers_kept'])
+    assert kept[IDS[version]['exit1']].startswith('newest exited instance of exit1 (attempt 0) in live pod feas/feas-c '
+                                                  '(its newest sandbox ')
+    assert ids(check['images']) == [IMG_UNUSED3, IMG_BUSYBOX1]
+    images_kept = dict((i['id'], i['reason']) for i in check['images_kept'])
+    assert images_kept[IMG_OLD_BUSYBOX1].startswith('in use by container exit1')
+    check_against_return_doc(check)
+    real_runner = node_runner(version)
+    real = run_module(monkeypatch, crictl_prune, args, real_runner).result
+    assert real_runner.ran('crictl', 'rm') == [CRICTL_PREFIX + ['rm', IDS[version]['exit0']]]
+    assert [(i['id'], i['reason']) for i in real['containers']] == [(i['id'], i['reason']) for i in check['containers']]

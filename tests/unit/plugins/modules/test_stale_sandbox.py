@@ -30,7 +30,10 @@ def test_check_mode_and_real_run(version, args, monkeypatch):
     check = run_module(monkeypatch, stale_sandbox, args, check_runner, check_mode=True).result
     assert check['changed'] is True
     assert ids(check['sandboxes']) == [IDS[version]['feas-a']]
-    assert check['sandboxes'][0]['reason'].startswith('NotReady, created 2h')
+    # pod_aware (the default): feas-a's pod is not live - its only sandbox is NotReady, and no kubelet root
+    # is found here to say the kubelet still tracks it
+    assert check['sandboxes'][0]['reason'].startswith('NotReady, pod feas/feas-a is not live (its newest sandbox ')
+    assert 'no kubelet root is known to ask), created 2h' in check['sandboxes'][0]['reason']
     assert check_runner.removals() == []
     check_against_return_doc(check)
     runner = node_runner(version)

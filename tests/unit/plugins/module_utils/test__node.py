@@ -1,0 +1,111 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""_node: pods by sandbox uid, liveness (Ready newest sandbox, kubelet root), the newest exited
+instance per container name, what the run forgets, and the one batched crictl inspect."""
+
+import json
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _node
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Crictl, Sandbox
+
+from image_gc_testlib import CRICTL_PREFIX, IDS, V16, StubRunner, fixture_json, inspect_reply, json_reply, node_discovery
+
+SEC = 10 ** 9
+
+
+def sandbox(sid, uid, state='SANDBOX_READY', created=0, attempt=0, name='web', namespace='feas'):
+    return Sandbox({'id': sid, 'metadata': {'name': name, 'uid': uid, 'namespace': namespace, 'attempt': attempt},
+                    'state': state, 'createdAt': str(created * SEC)})
+
+
+def container(cid, pod_id, name='app', state='CONTAINER_EXITED', created=0, attempt=0):
+    return Container({'id': cid, 'podSandboxId': pod_id, 'metadata': {'name': name, 'attempt': attempt},
+                      'state': state, 'createdAt': str(created * SEC), 'image': {'image': 'docker.io/feas/app:1'}})
+
+
+def test_sandboxes_with_one_uid_are_one_pod_newest_first():
+    old = sandbox('s-old', 'u1', 'SANDBOX_NOTREADY', created=10, attempt=0)
+    new = sandbox('s-new', 'u1', 'SANDBOX_READY', created=20, attempt=1)
+    other = sandbox('s-other', 'u2', 'SANDBOX_NOTREADY', created=30)
+    c1 = container('c1', 's-old')
+    c2 = container('c2', 's-new', state='CONTAINER_RUNNING')
+    pods = _node.build_pods([old, other, new], [c1, c2])
+    assert pods['s-old'] is pods['s-new'] and pods['s-other'] is not pods['s-new']
+    pod = pods['s-old']
+    assert [s.id for s in pod.sandboxes] == ['s-new', 's-old'] and pod.newest.id == 's-new'
+    assert sorted(c.id for c in pod.containers) == ['c1', 'c2']
+    assert pod.label == 'feas/web'
+    assert pod.liveness() == (True, 'its newest sandbox s-new is Ready')
+    assert pods['s-other'].liveness() == (False, 'its newest sandbox s-other is NotReady, no kubelet root is known to ask')
+
+
+def test_a_sandbox_without_uid_is_a_pod_of_its_own_and_an_orphan_container_too():
+    a = sandbox('s-a', '', 'SANDBOX_NOTREADY')
+    b = sandbox('s-b', '', 'SANDBOX_NOTREADY')
+    orphan = container('c-orphan', 's-gone')
+    pods = _node.build_pods([a, b], [orphan])
+    assert pods['s-a'] is not pods['s-b']
+    assert pods['s-a'].liveness() == (False, 'its newest sandbox s-a is NotReady, it has no uid to ask the kubelet '
+                                             'root about')
+    assert pods['s-gone'].sandboxes == [] and pods['s-gone'].liveness()[1].startswith('its sandbox is gone')
+
+
+def test_the_kubelet_root_makes_a_notready_pod_live(tmp_path):
+    (tmp_path / 'pods' / 'u-tracked').mkdir(parents=True)
+    node = _node.Node(None, lambda: 0, kubelet_root=str(tmp_path))
+    pods = _node.build_pods([sandbox('s1', 'u-tracked', 'SANDBOX_NOTREADY'), sandbox('s2', 'u-gone', 'SANDBOX_NOTREADY')],
+                            [], node.tracked)
+    assert pods['s1'].liveness() == (True, 'the kubelet still tracks it (%s/pods/u-tracked exists)' % tmp_path)
+    assert pods['s2'].liveness() == (False, 'its newest sandbox s2 is NotReady, the kubelet does not track it '
+                                            '(no %s/pods/u-gone)' % tmp_path)
+    assert _node.Node(None, lambda: 0).tracked('u-tracked') == (None, None)
+
+
+def test_newest_exited_instance_per_name_init_containers_included():
+    s = sandbox('s1', 'u1')
+    cs = [container('a0', 's1', 'app', created=1, attempt=0), container('a1', 's1', 'app', created=2, attempt=1),
+          container('a2', 's1', 'app', 'CONTAINER_RUNNING', created=3, attempt=2),
+          container('i0', 's1', 'init', created=0)]
+    newest = _node.build_pods([s], cs)['s1'].newest_exited()
+    assert dict((k, v.id) for k, v in newest.items()) == {'app': 'a1', 'init': 'i0'}
+
+
+def _node_over(version=V16, volumes=None):
+    runner = StubRunner({
+        'crictl ps --all --output json': json_reply(version, fixture_json(version, 'ps-a.json')),
+        'crictl pods --output json': json_reply(version, fixture_json(version, 'pods.json')),
+        'crictl inspect': lambda argv, r: inspect_reply(version, argv[argv.index('json') + 1:], volumes),
+    })
+    runtime = node_discovery().resolve(timeout=120)
+    return _node.Node(Crictl(runtime, runner, 100), lambda: 1000 * SEC), runner
+
+
+def test_each_kind_is_listed_once_and_a_removed_sandbox_takes_its_containers():
+    node, runner = _node_over()
+    assert len(node.current('containers')) == 3 and len(node.current('sandboxes')) == 3
+    node.current('containers')
+    assert len(runner.calls) == 2
+    node.forget('sandboxes', [IDS[V16]['feas-a']])
+    assert sorted(node.removed['containers']) == [IDS[V16]['exit0']]
+    assert IDS[V16]['exit0'] not in [c.id for c in node.current('containers')]
+    assert node.first_listing == {'containers': 3, 'sandboxes': 3}
+    assert sorted(node.seen) == sorted(IDS[V16][n] for n in ('exit0', 'exit1', 'sleeper'))
+
+
+def test_image_volumes_come_from_one_batched_inspect_and_none_without_containers():
+    node, runner = _node_over(volumes={IDS[V16]['sleeper']: ['docker.io/feas/vol:1']})
+    containers = node.current('containers')
+    found = node.image_volumes(containers)
+    assert found[IDS[V16]['sleeper']] == ['docker.io/feas/vol:1'] and found[IDS[V16]['exit0']] == []
+    node.image_volumes(containers)
+    inspects = runner.ran('crictl', 'inspect')
+    assert inspects == [CRICTL_PREFIX + ['inspect', '--output', 'json'] + sorted(c.id for c in containers)]
+    empty, runner = _node_over()
+    assert empty.image_volumes([]) == {} and runner.calls == []
+
+
+def test_one_container_inspect_prints_an_object_not_a_list():
+    node, runner = _node_over(volumes={IDS[V16]['sleeper']: ['docker.io/feas/vol:1']})
+    sleeper = [c for c in node.current('containers') if c.name == 'sleeper']
+    assert node.image_volumes(sleeper) == {IDS[V16]['sleeper']: ['docker.io/feas/vol:1']}
+    assert isinstance(json.loads(runner.history[-1].stdout), dict)
