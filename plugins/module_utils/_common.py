@@ -93,20 +93,31 @@ def parse_human_size(text):
 
 _AGE_UNITS = {'second': 1, 'minute': 60, 'hour': 3600, 'day': 86400, 'week': 7 * 86400,
               'month': 30 * 86400, 'year': 365 * 86400}
-_AGE_RE = re.compile(r'^(\d+|an?|about an?)\s+(second|minute|hour|day|week|month|year)s?$')
+_AGE_RE = re.compile(r'^(\d+|an?|about an?)\s+(second|minute|hour|day|week|month|year)s?(?:\s+ago)?$')
+# go-units' HumanDuration (what ctr prints) truncates seconds and minutes, and rounds hours, days,
+# weeks, months and years to the nearest unit; each unit's form is only printed from a least
+# duration on (hours from 60 minutes, days from 47.5 hours (48 rounded hours), weeks from 14
+# days, months from 60 days, years from 730 days).
+_ROUNDED_FROM = {'hour': 3600, 'day': 47 * 3600 + 1800, 'week': 14 * 86400, 'month': 60 * 86400,
+                 'year': 730 * 86400}
 
 
 def parse_human_age(text):
-    """Seconds (a lower bound) from the ages ctr prints: ``10 seconds``, ``About an hour``, ``3 weeks``."""
+    """Seconds from the ages ctr prints (``10 seconds``, ``About an hour``, ``3 weeks``): the least
+    the age can be. go-units rounds ``2 hours`` from 90 minutes on, so that reads as 5400 s, never
+    as 7200 s (an age is a reason to remove: it must not be overstated)."""
     text = (text or '').strip().lower()
-    if text == 'less than a second':
+    if text in ('less than a second', 'less than a second ago'):
         return 0
     match = _AGE_RE.match(text)
     if not match:
         raise ValueError('not an age: %r' % (text,))
-    count = match.group(1)
+    count, unit = match.group(1), match.group(2)
     number = int(count) if count.isdigit() else 1
-    return number * _AGE_UNITS[match.group(2)]
+    size = _AGE_UNITS[unit]
+    if unit not in _ROUNDED_FROM:
+        return number * size                  # truncated: N minutes is at least N minutes
+    return max(_ROUNDED_FROM[unit], (2 * number - 1) * size // 2)
 
 
 # --------------------------------------------------------------------------------------------
