@@ -11,7 +11,6 @@ import fcntl
 import os
 import re
 import subprocess
-import tempfile
 import time
 
 
@@ -236,17 +235,68 @@ class RunLock(object):
 # --------------------------------------------------------------------------------------------
 # Files the runs keep: written whole or not at all
 
+# A temp file is named ``.<name>.<pid>.node-image-gc-tmp`` next to the file it replaces: the next
+# write removes those whose writer is gone (a run killed mid-write), and never one of a live run.
+TEMP_SUFFIX = '.node-image-gc-tmp'
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True                    # exists, owned by someone else
+    return True
+
+
+def _remove_stale_temps(directory, name):
+    prefix = '.%s.' % name
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for entry in names:
+        if not (entry.startswith(prefix) and entry.endswith(TEMP_SUFFIX)):
+            continue
+        pid = entry[len(prefix):-len(TEMP_SUFFIX)]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            try:
+                os.unlink(os.path.join(directory, entry))
+            except OSError:
+                pass
+
+
+def _fsync_directory(directory):
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path, text, mode=0o644):
-    directory = os.path.dirname(path) or '.'
+    """Replaces ``path`` with ``text``, whole or not at all, and durably: a temp file in the same
+    directory, fsync'ed, renamed over the file, then the directory fsync'ed. A ``path`` that is a
+    symlink is written through (its target is replaced, the link stays). On any error (a full
+    disk: ENOSPC) the previous file is left as it was, the temp file is removed and the OSError
+    raised. Temp files that a killed run left next to the file are removed first."""
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    directory = os.path.dirname(target) or '.'
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
+    name = os.path.basename(target)
+    _remove_stale_temps(directory, name)
+    tmp = os.path.join(directory, '.%s.%d%s' % (name, os.getpid(), TEMP_SUFFIX))
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, 'O_CLOEXEC', 0), mode)
         with os.fdopen(fd, 'w') as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        os.replace(tmp, target)
+        _fsync_directory(directory)
+    finally:
+        if os.path.lexists(tmp):
             os.unlink(tmp)
-        raise

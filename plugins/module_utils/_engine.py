@@ -94,6 +94,7 @@ class Engine(object):
         self._record = None
         self._disk_before = None
         self.warnings = []
+        self.write_failures = []         # files this run could not write: {'file', 'path', 'error'}
 
     # -- listings -----------------------------------------------------------------------------
     def _list(self, kind):
@@ -193,6 +194,7 @@ class Engine(object):
                 out['disk_after'] = self._disk_report('after', emit)
         if not check_mode and self._seen:
             self._save_record()
+        out['write_failures'] = self.write_failures
         out['commands'] = [r.argv for r in self.runner.history[first_command:]]
         out['failed_phases'] = [r['phase'] for r in out['phases'] if r['status'] == 'failed']
         out['changed'] = any(r['changed'] for r in out['phases'])
@@ -235,18 +237,22 @@ class Engine(object):
     def last_use(self, images=None):
         """The last-use record as this run sees it: as read, with this run's evidence merged in."""
         if self._record is None:
-            self._record, warning = _record.load(self.settings['image_record_path'])
-            if warning:
-                self.warnings.append(warning)
-        return _record.merge(self._record, self.clock() // 10 ** 9, self._evidence(images), images)
+            self._record = _record.read(self.settings['image_record_path'], self.clock() // 10 ** 9)
+            if self._record.warning:
+                self.warnings.append(self._record.warning)
+        return _record.merge(self._record.entries, self.clock() // 10 ** 9, self._evidence(images), images)
 
     def _save_record(self):
         # What the run knows is there now (what it removed is forgotten): entries of other images go.
         images = list(self._known['images'].values()) if 'images' in self._known else None
         entries = self.last_use(images)
+        if self._record.keep_file:
+            return                       # a newer format: left as it is (load warned)
         try:
             _record.save(self.settings['image_record_path'], entries, self.clock() // 10 ** 9)
         except OSError as exc:
+            self.write_failures.append({'file': 'record', 'path': self.settings['image_record_path'],
+                                        'error': exc.strerror or str(exc)})
             self.warnings.append('could not write the last-use record %s: %s' % (
                 self.settings['image_record_path'], exc.strerror or exc))
 
@@ -323,7 +329,8 @@ class Engine(object):
                                           'not apply, only image_unused_for')
             else:
                 disk.update(high=s['disk_high'], low=s['disk_low'])
-        retention = _plan.Retention(self.clock() // 10 ** 9, s['image_unused_for'], self.last_use(images), disk)
+        retention = _plan.Retention(self.clock() // 10 ** 9, s['image_unused_for'], self.last_use(images), disk,
+                                    trust_ages=not self._record.saved_in_future)
         plan = _plan.plan_images(images, containers, sandbox_image, s['image_exclude'], s['image_min_age'],
                                  ages, removed_containers=self.removed_containers, retention=retention)
         result['kept'] = plan.keep
