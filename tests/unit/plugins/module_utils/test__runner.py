@@ -356,7 +356,9 @@ class _HugeEngine(object):
 
     def run(self, check_mode=False, on_event=None):
         n = 5000
-        item = lambda i, why: {'id': 'sha256:%064x' % i, 'size': 1000, 'reason': why}  # noqa: E731
+
+        def item(i, why):
+            return {'id': 'sha256:%064x' % i, 'size': 1000, 'reason': why}
         result = {'phase': 'images', 'status': 'failed', 'check_mode': check_mode, 'bytes': n * 1000,
                   'removed': [item(i, 'unused') for i in range(n)],
                   'kept': [item(n + i, 'in use by container %s ' % ('x' * 300)) for i in range(n)],
