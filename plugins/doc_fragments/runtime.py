@@ -80,7 +80,8 @@ options:
   lock_path:
     description:
       - Lock file shared with the C(node-image-gc) timer runner and the other modules of this collection,
-        so that removals never overlap. Not taken in check mode.
+        so that removals never overlap. Taken in check mode too, so that a plan is never made while
+        another run removes things.
     type: path
     default: /run/node-image-gc/lock
   lock_wait:

@@ -66,13 +66,12 @@ def fail(module, exc, **extra):
 
 
 class ModuleLock(object):
-    """The runner's lock, taken by a real (not check mode) module run for all of it."""
+    """The runner's lock, taken by a module run for all of it, in check mode too: a plan made
+    while another run removes things would be of a node that changes under it."""
 
     def __init__(self, module):
-        self.lock = None
-        if not module.check_mode:
-            wait = parse_duration(module.params['lock_wait'], 'lock_wait')
-            self.lock = RunLock(module.params['lock_path'], wait)
+        wait = parse_duration(module.params['lock_wait'], 'lock_wait')
+        self.lock = RunLock(module.params['lock_path'], wait)
 
     def __enter__(self):
         if self.lock:

@@ -11,7 +11,6 @@ import fcntl
 import os
 import re
 import subprocess
-import tempfile
 import time
 
 
@@ -93,20 +92,31 @@ def parse_human_size(text):
 
 _AGE_UNITS = {'second': 1, 'minute': 60, 'hour': 3600, 'day': 86400, 'week': 7 * 86400,
               'month': 30 * 86400, 'year': 365 * 86400}
-_AGE_RE = re.compile(r'^(\d+|an?|about an?)\s+(second|minute|hour|day|week|month|year)s?$')
+_AGE_RE = re.compile(r'^(\d+|an?|about an?)\s+(second|minute|hour|day|week|month|year)s?(?:\s+ago)?$')
+# go-units' HumanDuration (what ctr prints) truncates seconds and minutes, and rounds hours, days,
+# weeks, months and years to the nearest unit; each unit's form is only printed from a least
+# duration on (hours from 60 minutes, days from 47.5 hours (48 rounded hours), weeks from 14
+# days, months from 60 days, years from 730 days).
+_ROUNDED_FROM = {'hour': 3600, 'day': 47 * 3600 + 1800, 'week': 14 * 86400, 'month': 60 * 86400,
+                 'year': 730 * 86400}
 
 
 def parse_human_age(text):
-    """Seconds (a lower bound) from the ages ctr prints: ``10 seconds``, ``About an hour``, ``3 weeks``."""
+    """Seconds from the ages ctr prints (``10 seconds``, ``About an hour``, ``3 weeks``): the least
+    the age can be. go-units rounds ``2 hours`` from 90 minutes on, so that reads as 5400 s, never
+    as 7200 s (an age is a reason to remove: it must not be overstated)."""
     text = (text or '').strip().lower()
-    if text == 'less than a second':
+    if text in ('less than a second', 'less than a second ago'):
         return 0
     match = _AGE_RE.match(text)
     if not match:
         raise ValueError('not an age: %r' % (text,))
-    count = match.group(1)
+    count, unit = match.group(1), match.group(2)
     number = int(count) if count.isdigit() else 1
-    return number * _AGE_UNITS[match.group(2)]
+    size = _AGE_UNITS[unit]
+    if unit not in _ROUNDED_FROM:
+        return number * size                  # truncated: N minutes is at least N minutes
+    return max(_ROUNDED_FROM[unit], (2 * number - 1) * size // 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,17 +235,68 @@ class RunLock(object):
 # --------------------------------------------------------------------------------------------
 # Files the runs keep: written whole or not at all
 
+# A temp file is named ``.<name>.<pid>.node-image-gc-tmp`` next to the file it replaces: the next
+# write removes those whose writer is gone (a run killed mid-write), and never one of a live run.
+TEMP_SUFFIX = '.node-image-gc-tmp'
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True                    # exists, owned by someone else
+    return True
+
+
+def _remove_stale_temps(directory, name):
+    prefix = '.%s.' % name
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for entry in names:
+        if not (entry.startswith(prefix) and entry.endswith(TEMP_SUFFIX)):
+            continue
+        pid = entry[len(prefix):-len(TEMP_SUFFIX)]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            try:
+                os.unlink(os.path.join(directory, entry))
+            except OSError:
+                pass
+
+
+def _fsync_directory(directory):
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path, text, mode=0o644):
-    directory = os.path.dirname(path) or '.'
+    """Replaces ``path`` with ``text``, whole or not at all, and durably: a temp file in the same
+    directory, fsync'ed, renamed over the file, then the directory fsync'ed. A ``path`` that is a
+    symlink is written through (its target is replaced, the link stays). On any error (a full
+    disk: ENOSPC) the previous file is left as it was, the temp file is removed and the OSError
+    raised. Temp files that a killed run left next to the file are removed first."""
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    directory = os.path.dirname(target) or '.'
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
+    name = os.path.basename(target)
+    _remove_stale_temps(directory, name)
+    tmp = os.path.join(directory, '.%s.%d%s' % (name, os.getpid(), TEMP_SUFFIX))
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, 'O_CLOEXEC', 0), mode)
         with os.fdopen(fd, 'w') as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        os.replace(tmp, target)
+        _fsync_directory(directory)
+    finally:
+        if os.path.lexists(tmp):
             os.unlink(tmp)
-        raise

@@ -147,8 +147,44 @@ class Crictl(object):
             raise ImageGCError('crictl %s: unexpected JSON shape (%s: %s); this crictl may be too old '
                                'or not crictl at all' % (what, type(exc).__name__, exc))
 
+    # Container states in the order a container goes through them: listed one state after the other,
+    # a container that changes state meanwhile is still seen (in its later state) at least once.
+    STATES = ('created', 'running', 'exited', 'unknown')
+
     def containers(self):
-        return self._parse(self._json('ps', '--all', '--output', 'json'), 'containers', Container, 'ps')
+        """Every container. A listing too big for one gRPC message (crictl's client takes 16 MiB,
+        containerd sends ``[grpc] max_send_message_size``, 16 MiB by default: about 19,000
+        containers as the kubelet makes them) is read in parts: per state, and a state still too
+        big per pod sandbox."""
+        try:
+            return self._containers()
+        except CommandError as exc:
+            if not too_big(exc.result):
+                raise
+        seen = {}
+        for state in self.STATES:
+            try:
+                parts = [self._containers('--state', state)]
+            except CommandError as exc:
+                if not too_big(exc.result):
+                    raise
+                parts = [self._containers('--state', state, '--pod', pod) for pod in self._sandbox_ids()]
+            for part in parts:
+                for c in part:
+                    seen[c.id] = c          # the latest state seen
+        return list(seen.values())
+
+    def _containers(self, *filters):
+        return self._parse(self._json('ps', '--all', *(filters + ('--output', 'json'))), 'containers', Container, 'ps')
+
+    def _sandbox_ids(self):
+        try:
+            return sorted(s.id for s in self.sandboxes())
+        except CommandError as exc:
+            if not too_big(exc.result):
+                raise
+        return sorted(s.id for state in ('ready', 'notready') for s in self._parse(
+            self._json('pods', '--state', state, '--output', 'json'), 'items', Sandbox, 'pods'))
 
     def sandboxes(self):
         return self._parse(self._json('pods', '--output', 'json'), 'items', Sandbox, 'pods')
@@ -252,6 +288,12 @@ def parse_image_volumes(entries, what='crictl inspect'):
         raise ImageGCError('%s: unexpected JSON shape (%s: %s); this crictl may be too old' % (
             what, type(exc).__name__, exc))
     return out
+
+
+def too_big(result):
+    """True when a listing failed because its answer exceeds a gRPC message size limit (the
+    client's receive or the runtime's send limit): gRPC's ResourceExhausted."""
+    return result.rc != 0 and ('ResourceExhausted' in result.stderr or 'larger than max' in result.stderr)
 
 
 def _not_found(message):

@@ -91,6 +91,7 @@ class Engine(object):
         self._record = None
         self._disk_before = None
         self.warnings = []
+        self.write_failures = []         # files this run could not write: {'file', 'path', 'error'}
         if s['pod_aware'] and not self.runtime.kubelet_root and enabled & set(('containers', 'sandboxes')):
             self.warnings.append(
                 'no kubelet root found (tried %s): pods are judged by the state of their sandboxes alone, so the '
@@ -157,6 +158,7 @@ class Engine(object):
                 out['disk_after'] = self._disk_report('after', emit)
         if not check_mode and self.node.seen:
             self._save_record()
+        out['write_failures'] = self.write_failures
         out['commands'] = [r.argv for r in self.runner.history[first_command:]]
         out['failed_phases'] = [r['phase'] for r in out['phases'] if r['status'] == 'failed']
         out['changed'] = any(r['changed'] for r in out['phases'])
@@ -199,18 +201,28 @@ class Engine(object):
     def last_use(self, images=None):
         """The last-use record as this run sees it: as read, with this run's evidence merged in."""
         if self._record is None:
-            self._record, warning = _record.load(self.settings['image_record_path'])
-            if warning:
-                self.warnings.append(warning)
-        return _record.merge(self._record, self.clock() // 10 ** 9, self._evidence(images), images)
+            self._record = _record.read(self.settings['image_record_path'], self.clock() // 10 ** 9)
+            if self._record.warning:
+                self.warnings.append(self._record.warning)
+        return _record.merge(self._record.entries, self.clock() // 10 ** 9, self._evidence(images), images)
+
+    def ages_trusted(self):
+        """False when the last-use record was saved after now (the clock went back): ages measured
+        from it cannot be trusted, so image_unused_for removes nothing in this run."""
+        self.last_use()
+        return not self._record.saved_in_future
 
     def _save_record(self):
         # What the run knows is there now (what it removed is forgotten): entries of other images go.
         images = self.node.current('images') if self.node.listed('images') else None
         entries = self.last_use(images)
+        if self._record.keep_file:
+            return                       # a newer format: left as it is (load warned)
         try:
             _record.save(self.settings['image_record_path'], entries, self.clock() // 10 ** 9)
         except OSError as exc:
+            self.write_failures.append({'file': 'record', 'path': self.settings['image_record_path'],
+                                        'error': exc.strerror or str(exc)})
             self.warnings.append('could not write the last-use record %s: %s' % (
                 self.settings['image_record_path'], exc.strerror or exc))
 
@@ -431,7 +443,8 @@ class ImagesPhase(Phase):
                                           'not apply, only image_unused_for')
             else:
                 disk.update(high=s['disk_high'], low=s['disk_low'])
-        retention = _plan.Retention(engine.clock() // 10 ** 9, s['image_unused_for'], engine.last_use(images), disk)
+        retention = _plan.Retention(engine.clock() // 10 ** 9, s['image_unused_for'], engine.last_use(images), disk,
+                                    trust_ages=engine.ages_trusted())
         plan = _plan.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
                                  ages, removed_containers=list(self.node.removed['containers']), retention=retention,
                                  image_volumes=volumes)

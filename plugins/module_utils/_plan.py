@@ -415,11 +415,14 @@ class Retention(object):
     'used_bytes', 'size_bytes'}`` of the image filesystem.
     """
 
-    def __init__(self, now, unused_for=0, last_use=None, disk=None):
+    def __init__(self, now, unused_for=0, last_use=None, disk=None, trust_ages=True):
+        """``trust_ages`` False (the record was saved after now: the clock went back): no image
+        goes for its age; every one ``unused_for`` would remove is kept warm."""
         self.now = now
         self.unused_for = unused_for
         self.last_use = last_use or {}
         self.disk = disk
+        self.trust_ages = trust_ages
 
     def last(self, image_id):
         """(seconds ago, what): the image's last use, or its first sighting, or now if unknown.
@@ -442,7 +445,7 @@ class Retention(object):
         if self.unused_for:
             removable = []
             for item in plan.remove:
-                if self.last(item['id'])[0] < self.unused_for:
+                if not self.trust_ages or self.last(item['id'])[0] < self.unused_for:
                     warm.append(item)
                 else:
                     item['reason'] += '; %s (image_unused_for %s)' % (
@@ -452,8 +455,9 @@ class Retention(object):
         if self.disk and self.disk.get('size_bytes'):
             warm = self._free_to_target(plan, warm)
         for item in warm:
-            item['reason'] = 'unused, %s (image_unused_for %s)' % (
-                self._said(item['id']), format_duration(self.unused_for))
+            item['reason'] = 'unused, %s (image_unused_for %s)%s' % (
+                self._said(item['id']), format_duration(self.unused_for),
+                '' if self.trust_ages else '; kept: the last-use record was saved after now (the clock went back)')
         plan.keep.extend(warm)
 
     def _percent(self, used):

@@ -13,7 +13,9 @@ The file is JSON, written atomically::
 
 Times are whole seconds since the epoch; ``last_used`` is null for an image never seen in use.
 A missing or unreadable record is a warning and starts afresh: every image is then first seen
-now, which keeps it for a whole ``image_unused_for`` (never a reason to remove more).
+now, which keeps it for a whole ``image_unused_for`` (never a reason to remove more). A record of a
+newer format is used the same way and never overwritten. Times after now count as now; a record
+saved after now (the clock went back) turns age-based removal off for the run.
 """
 
 import json
@@ -24,21 +26,40 @@ VERSION = 1
 RUNNING = 'CONTAINER_RUNNING'
 
 
-def load(path):
-    """(entries, warning): ``{image id: {'first_seen', 'last_used', 'refs'}}`` and None, or an
-    empty record and a warning saying why the file could not be used."""
+class Loaded(object):
+    """What ``read`` found: ``entries`` (``{image id: {'first_seen', 'last_used', 'refs'}}``), a
+    ``warning`` or None, ``keep_file`` (a record of a newer format: plan as with no record, and
+    never overwrite it) and ``saved_in_future`` (the record was saved after ``now``: the clock went
+    back, so the ages it gives cannot be trusted this run)."""
+
+    def __init__(self, entries=None, warning=None, keep_file=False, saved_in_future=False):
+        self.entries = entries or {}
+        self.warning = warning
+        self.keep_file = keep_file
+        self.saved_in_future = saved_in_future
+
+
+def read(path, now=None):
+    """The record at ``path`` as a Loaded; never raises. ``now`` (seconds) detects a record saved
+    in the future."""
     try:
         with open(path) as handle:
             data = json.load(handle)
     except FileNotFoundError:
-        return {}, None
+        return Loaded()
     except (OSError, ValueError) as exc:
-        return {}, ('the last-use record %s cannot be read (%s): every image counts as first seen now'
-                    % (path, exc))
-    entries = data.get('images') if isinstance(data, dict) and data.get('version') == VERSION else None
+        return Loaded(warning='the last-use record %s cannot be read (%s): every image counts as first seen now'
+                      % (path, exc))
+    version = data.get('version') if isinstance(data, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+        return Loaded(keep_file=True, warning=(
+            'the last-use record %s is a version %d record, newer than the version %d this collection writes '
+            '(a newer collection wrote it): every image counts as first seen now, and the record is left as it is '
+            '(not updated by this run). Upgrade the collection on this node.' % (path, version, VERSION)))
+    entries = data.get('images') if version == VERSION else None
     if not isinstance(entries, dict):
-        return {}, ('the last-use record %s is not a version %d record: every image counts as first seen now'
-                    % (path, VERSION))
+        return Loaded(warning='the last-use record %s is not a version %d record: every image counts as first seen '
+                      'now' % (path, VERSION))
     good = {}
     for image_id, entry in entries.items():
         if isinstance(entry, dict) and _time(entry.get('first_seen')) is not None and \
@@ -46,10 +67,25 @@ def load(path):
             good[image_id] = {'first_seen': int(entry['first_seen']),
                               'last_used': None if entry.get('last_used') is None else int(entry['last_used']),
                               'refs': [r for r in entry.get('refs') or [] if isinstance(r, str)]}
+    warnings = []
     if len(good) != len(entries):
-        return good, ('the last-use record %s has %d malformed entries: those images count as first seen now'
-                      % (path, len(entries) - len(good)))
-    return good, None
+        warnings.append('the last-use record %s has %d malformed entries: those images count as first seen now'
+                        % (path, len(entries) - len(good)))
+    updated = _time(data.get('updated'))
+    future = now is not None and updated is not None and updated > now
+    if future:
+        warnings.append('the last-use record %s was saved at %d, %ds after this run\'s clock (%d): the clock went '
+                        'back, so the ages the record gives are not trusted and no image is removed for its age '
+                        '(image_unused_for) in this run; times after now count as now'
+                        % (path, updated, updated - now, now))
+    return Loaded(good, '; '.join(warnings) or None, saved_in_future=future)
+
+
+def load(path, now=None):
+    """(entries, warning): ``{image id: {'first_seen', 'last_used', 'refs'}}`` and None, or an
+    empty record and a warning saying why the file could not be used (see ``read``)."""
+    loaded = read(path, now)
+    return loaded.entries, loaded.warning
 
 
 def _time(value):
@@ -74,7 +110,11 @@ def merge(entries, now, used, images=None):
     """The record after this run: ``used`` ({image id: seconds}) raises ``last_used``, images
     listed (``images``, the whole listing when given) get a ``first_seen``, and entries of images
     that are gone are dropped (only when ``images`` is the listing, so they are known gone)."""
-    out = dict((k, dict(v)) for k, v in entries.items())
+    # A time after now (saved by a clock that ran ahead, or skew) counts as now, and is stored so:
+    # it would otherwise keep the image as used "now" until the clock catches up.
+    out = dict((k, dict(v, first_seen=min(v['first_seen'], now),
+                        last_used=None if v.get('last_used') is None else min(v['last_used'], now)))
+               for k, v in entries.items())
     if images is not None:
         listed = dict((i.id, i) for i in images)
         out = dict((k, v) for k, v in out.items() if k in listed)

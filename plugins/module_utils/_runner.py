@@ -7,8 +7,9 @@
 """The node-side runner: ``node-image-gc [--config FILE] run [--dry-run] | status``.
 
 A thin adapter over the same Engine the modules use: the four phases in order, each failure-
-tolerant, one JSON object per line on stdout (journald keeps them), a last-run report, optional
-node_exporter textfile metrics, and the run lock shared with the modules.
+tolerant, one bounded JSON object per line on stdout (journald keeps them), a last-run report
+with every item, optional node_exporter textfile metrics, and the run lock shared with the modules
+(dry runs take it too). A state file that cannot be written is reported, never a reason to stop.
 """
 
 import argparse
@@ -52,6 +53,19 @@ def load_config(path):
     return settings, opts
 
 
+# journald splits a line longer than LineMax (48 KiB by default) into several entries, which breaks
+# the JSON: an event line stays well under it. Lists are cut to their first few items (the full
+# lists are in the report file, or printed with --full).
+LINE_MAX = 16 * 1024
+SHOWN = 10
+TEXT_MAX = 400
+
+
+def _cut(text):
+    text = str(text)
+    return text if len(text) <= TEXT_MAX else text[:TEXT_MAX - 3] + '...'
+
+
 def emit(stream, event, **fields):
     record = {'event': event, 'time': round(time.time(), 3)}
     record.update(fields)
@@ -61,6 +75,7 @@ def emit(stream, event, **fields):
 
 
 def phase_event(result):
+    """The phase's full event (the report keeps it): every id removed, kept and failed."""
     errors = [item.get('msg', '') for item in result.get('failed', [])]
     if result.get('error'):
         errors.insert(0, result['error'])
@@ -74,7 +89,29 @@ def phase_event(result):
     return event
 
 
-def run(config_path, dry_run=False, stream=None, engine_factory=Engine):
+def summary(event, shown=SHOWN):
+    """A journal line's worth of ``event``: counts and sums whole, each list cut to its first
+    ``shown`` items (``<key>_total`` says how many there were), each text to TEXT_MAX characters."""
+    out = {}
+    for key, value in event.items():
+        if isinstance(value, list):
+            if len(value) > shown:
+                out[key + '_total'] = len(value)
+            value = value[:shown]
+            value = [dict((k, _cut(v)) for k, v in item.items()) if isinstance(item, dict) else _cut(item)
+                     for item in value]
+        elif isinstance(value, str):
+            value = _cut(value)
+        out[key] = value
+    if any(key.endswith('_total') for key in out):
+        out['truncated'] = True
+    if len(json.dumps(out)) > LINE_MAX - 200 and shown:
+        return summary(event, 0)
+    return out
+
+
+def run(config_path, dry_run=False, stream=None, engine_factory=Engine, full=False):
+    """One run; ``full``: print every item of each phase (not for the journal: see LINE_MAX)."""
     stream = stream or sys.stdout
     started = time.time()
     try:
@@ -83,22 +120,30 @@ def run(config_path, dry_run=False, stream=None, engine_factory=Engine):
         emit(stream, 'end', status='failed', error=str(exc), exit_code=EXIT_USAGE)
         return EXIT_USAGE
     emit(stream, 'start', host=socket.gethostname(), dry_run=dry_run, config=config_path, pid=os.getpid())
-    lock = None
-    if not dry_run:
-        lock = RunLock(opts['lock_path'], opts['lock_wait'])
-        if not lock.acquire():
-            emit(stream, 'end', status='skipped', dry_run=dry_run,
-                 reason='another run (pid %s) held %s for longer than lock_wait' % (lock.holder(), opts['lock_path']))
-            return EXIT_OK
+    # A dry run waits for a running run too: its plan is of the node as that run leaves it.
+    lock = RunLock(opts['lock_path'], opts['lock_wait'])
+    if not lock.acquire():
+        emit(stream, 'end', status='skipped', dry_run=dry_run,
+             reason='another run (pid %s) held %s for longer than lock_wait' % (lock.holder(), opts['lock_path']))
+        return EXIT_OK
     try:
-        return _run_locked(settings, opts, dry_run, stream, started, engine_factory)
+        return _run_locked(settings, opts, dry_run, stream, started, engine_factory, full)
     finally:
-        if lock:
-            lock.release()
+        lock.release()
 
 
-def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
+def _write(path, text, what, failures):
+    """Writes one state file; an OSError (a full disk) is recorded in ``failures``, never raised:
+    the previous file stays as it was."""
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        failures.append({'file': what, 'path': path, 'error': exc.strerror or str(exc)})
+
+
+def _run_locked(settings, opts, dry_run, stream, started, engine_factory, full=False):
     report = {'host': socket.gethostname(), 'started': round(started, 3), 'dry_run': dry_run, 'phases': []}
+    failures = []
 
     def on_event(kind, data):
         if kind == 'disk':
@@ -106,7 +151,7 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
             report['disk_' + data['when']] = dict((k, v) for k, v in data.items() if k != 'when')
         else:
             event = phase_event(data)
-            emit(stream, 'phase', **event)
+            emit(stream, 'phase', **(event if full else summary(event)))
             report['phases'].append(event)
 
     try:
@@ -122,25 +167,35 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory):
         run = engine.run(check_mode=dry_run, on_event=on_event)
         status = run['status']
         if run['warnings']:
-            report['warnings'] = run['warnings']
+            report['warnings'] = list(run['warnings'])
+        failures.extend(run.get('write_failures') or [])
     failed = status == 'failed'
     report['status'] = status
     report['finished'] = round(time.time(), 3)
     report['duration'] = round(report['finished'] - started, 3)
     report['removed'] = sum(p['removed'] for p in report['phases'])
     report['bytes'] = sum(p['bytes'] for p in report['phases'])
-    emit(stream, 'end', status=report['status'], removed=report['removed'], bytes=report['bytes'],
-         duration=report['duration'], dry_run=dry_run, **({'warnings': report['warnings']} if 'warnings' in report else {}))
     if not dry_run:
         previous, counters, warning = _metrics.load_previous(opts['report_path'])
         if warning:
             sys.stderr.write('node-image-gc: warning: %s\n' % warning)
         report['last_success'] = report['finished'] if not failed else previous.get('last_success')
         report['counters'] = _metrics.accumulate(counters, report)
-        write_atomic(opts['report_path'], json.dumps(report, indent=2, sort_keys=True) + '\n')
+        _write(opts['report_path'], json.dumps(report, indent=2, sort_keys=True) + '\n', 'report', failures)
         if opts['textfile_path']:
-            write_atomic(opts['textfile_path'], _metrics.metrics_text(report, report['counters']))
-    return EXIT_FAILED if failed else EXIT_OK
+            _write(opts['textfile_path'], _metrics.metrics_text(report, report['counters']), 'metrics', failures)
+    for failure in failures:
+        if failure['file'] != 'record':          # the engine warned of the record already
+            report.setdefault('warnings', []).append('could not write the %s %s: %s' % (
+                failure['file'], failure['path'], failure['error']))
+    extra = {'warnings': report['warnings']} if 'warnings' in report else {}
+    if failures:
+        extra['write_failed'] = failures
+    emit(stream, 'end', **summary(dict(extra, status=report['status'], removed=report['removed'],
+                                       bytes=report['bytes'], duration=report['duration'], dry_run=dry_run)))
+    # A state file that could not be written (a full disk) fails the run's exit code even when
+    # every phase did its work: the report and metrics can no longer tell.
+    return EXIT_FAILED if failed or failures else EXIT_OK
 
 
 def read_report(path):
@@ -177,8 +232,11 @@ def main(argv=None):
     sub.required = True
     run_parser = sub.add_parser('run', help='run the four phases')
     run_parser.add_argument('--dry-run', action='store_true', help='plan only; remove nothing')
+    run_parser.add_argument('--full', action='store_true', help=(
+        'print every removed and kept item of each phase (by default each line lists the first %d: '
+        'the journal splits long lines; a real run\'s report has them all)' % SHOWN))
     sub.add_parser('status', help='print the last run\'s report')
     args = parser.parse_args(argv)
     if args.command == 'run':
-        return run(args.config, dry_run=args.dry_run)
+        return run(args.config, dry_run=args.dry_run, full=args.full)
     return status(args.config)

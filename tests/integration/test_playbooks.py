@@ -281,13 +281,16 @@ def test_prune_playbook_runs_one_module_task_per_node():
 
 
 HOLDER = r'''
-import json, subprocess, sys, time
+import json, os, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import RunLock
 lock = RunLock(sys.argv[2], 5)
 assert lock.acquire()
 print('held', flush=True)
 time.sleep(float(sys.argv[3]))
+# as a timer run would: remove containers (HOLDER_REMOVE, comma-separated ids) before the release
+for cid in filter(None, os.environ.get('HOLDER_REMOVE', '').split(',')):
+    subprocess.run(sys.argv[4:] + ['rm', cid], capture_output=True, text=True, check=True)
 # what the runtime holds at the very end of the hold, right before the release
 ps = subprocess.run(sys.argv[4:] + ['ps', '-a', '-q'], capture_output=True, text=True, check=True).stdout.split()
 with open(sys.argv[2] + '.seen', 'w') as handle:
@@ -296,12 +299,12 @@ lock.release()
 '''
 
 
-def _hold_lock(lab, seconds):
+def _hold_lock(lab, seconds, remove=()):
     from tests.integration.ansible_play import collections_path
     lock = os.path.join(lab.base, 'run.lock')
     crictl = [lab.crictl_bin, '--runtime-endpoint', lab.endpoint]
     holder = subprocess.Popen([sys.executable, '-c', HOLDER, collections_path(), lock, str(seconds)] + crictl,
-                              stdout=subprocess.PIPE, text=True, env=lab.env())
+                              stdout=subprocess.PIPE, text=True, env=dict(lab.env(), HOLDER_REMOVE=','.join(remove)))
     assert holder.stdout.readline().strip() == 'held'
     return holder, lock
 
@@ -325,6 +328,30 @@ def test_prune_waits_for_a_run_that_holds_the_lock_and_never_interleaves(lab, sc
     assert seen['released'] - started >= 7
     assert task_output(proc.stdout, 'Report the fleet')['msg']['containers'] == len(exited)
     assert not set(exited) & set(state(lab)['containers'])
+
+
+def test_check_mode_waits_for_a_run_that_holds_the_lock_and_plans_the_node_it_leaves(lab, scenario):
+    """The check-mode counterpart: a run holds the lock for 8 s and removes the exited containers
+    right before it lets go (as the timer's run would). The check-mode prune waits for it, so its
+    plan is of the node as that run left it: no exited container is planned for removal. (Without
+    the lock the plan lists them: it was made while the other run was still going.)"""
+    from tests.integration.ansible_play import lock_args, run_tasks, runtime_args, state_args
+    exited = scenario['expected']['exited_container_ids']
+    holder, lock = _hold_lock(lab, 8, remove=exited)
+    started = time.time()
+    try:
+        args = dict(runtime_args(lab), **state_args(lab))
+        args.update(image_exclude=EXCLUDE, sandbox_min_age='0s', lock_wait='2m')
+        res = run_tasks(lab, [('plan', 'nodemaint.image_gc.prune', args)], check=True)
+    finally:
+        holder.wait(timeout=60)
+    plan = res['plan']
+    assert not plan.get('failed'), plan
+    with open(lock + '.seen') as handle:
+        seen = json.load(handle)
+    assert seen['released'] - started >= 7 and not set(exited) & set(seen['containers'])
+    assert not set(exited) & set(c['id'] for c in plan['containers']), 'check mode planned while the lock was held'
+    assert lock_args(lab)['lock_path'] == lock
 
 
 def test_prune_fails_naming_the_holder_when_the_lock_stays_held(lab, scenario):

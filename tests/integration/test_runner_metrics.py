@@ -123,3 +123,48 @@ def test_counters_add_up_across_runs_on_the_lab(lab, scenario, tmp_path):
     assert report['counters']['runs'] == {'ok': 2, 'failed': 0, 'skipped': 0}
     assert report['counters']['removed_objects']['containers'] == second[
         'node_image_gc_removed_objects_total{phase="containers"}']
+
+
+def test_a_full_state_filesystem_still_cleans_up_and_keeps_the_old_files_on_the_lab(lab, scenario, tmp_path):
+    """The state directory (last-use record, report, metrics) on a tiny tmpfs filled to the last
+    byte: the run removes the garbage all the same, the previous three files stay byte for byte,
+    no temp file is left, and the run says which writes failed (exit 1, ``write_failed``)."""
+    from tests.integration.ansible_play import runtime_state
+    node = Node(lab, str(tmp_path))
+    state = str(tmp_path / 'full')
+    os.makedirs(state)
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k,mode=0755', 'tmpfs', state], check=True)
+    try:
+        with open(node.config) as handle:
+            config = json.load(handle)
+        paths = {'record': os.path.join(state, 'images.json'), 'report': os.path.join(state, 'last-run.json'),
+                 'metrics': os.path.join(state, 'node_image_gc.prom')}
+        config.update(image_record_path=paths['record'], report_path=paths['report'], textfile_path=paths['metrics'])
+        with open(node.config, 'w') as handle:
+            json.dump(config, handle)
+        old = {'record': json.dumps({'version': 1, 'updated': 1, 'images': {}}) + '\n',
+               'report': json.dumps({'status': 'ok', 'finished': 1.0, 'phases': []}) + '\n',
+               'metrics': '# an older run\n'}
+        for key, text in old.items():
+            with open(paths[key], 'w') as handle:
+                handle.write(text)
+        filler = subprocess.run(['dd', 'if=/dev/zero', 'of=' + os.path.join(state, 'filler'), 'bs=4k'],
+                                capture_output=True, text=True, check=False)
+        assert 'No space left on device' in filler.stderr, filler.stderr
+        exited = scenario['expected']['exited_container_ids']
+        assert set(exited) <= set(runtime_state(lab)['containers'])
+
+        proc, events = node.run()
+        assert not set(exited) & set(runtime_state(lab)['containers']), 'the cleanup did not run on a full disk'
+        end = events[-1]
+        assert end['event'] == 'end' and end['removed'] >= len(exited), proc.stdout[-3000:]
+        assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert [(f['file'], f['error']) for f in end['write_failed']] == [
+            ('record', 'No space left on device'), ('report', 'No space left on device'),
+            ('metrics', 'No space left on device')]
+        for key, text in old.items():
+            with open(paths[key]) as handle:
+                assert handle.read() == text, key
+        assert sorted(os.listdir(state)) == ['filler', 'images.json', 'last-run.json', 'node_image_gc.prom']
+    finally:
+        subprocess.run(['umount', state], check=False)

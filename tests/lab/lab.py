@@ -77,7 +77,11 @@ def containerd_version(binary="containerd"):
     return (int(m.group(2)), int(m.group(3)), int(m.group(4))), m.group(1)
 
 
-def config_toml(base, sandbox_image=SANDBOX_IMAGE, major=1):
+def config_toml(base, sandbox_image=SANDBOX_IMAGE, major=1, grpc_max_send_message_size=None):
+    """``grpc_max_send_message_size``: containerd's ``[grpc] max_send_message_size`` (bytes; None:
+    containerd's default, 16 MiB), to make a listing exceed it with a few hundred objects."""
+    grpc_extra = ("\n  max_send_message_size = %d" % grpc_max_send_message_size
+                  if grpc_max_send_message_size else "")
     root = os.path.join(base, "root")
     state = os.path.join(base, "state")
     sock = os.path.join(base, "containerd.sock")
@@ -89,7 +93,7 @@ root = "{root}"
 state = "{state}"
 disabled_plugins = ["io.containerd.nri.v1.nri"]
 [grpc]
-  address = "{sock}"
+  address = "{sock}"{grpc_extra}
 [plugins.'io.containerd.internal.v1.opt']
   path = "{opt}"
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
@@ -105,7 +109,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 root = "{root}"
 state = "{state}"
 [grpc]
-  address = "{sock}"
+  address = "{sock}"{grpc_extra}
 [plugins."io.containerd.internal.v1.opt"]
   path = "{opt}"
 [plugins."io.containerd.grpc.v1.cri"]

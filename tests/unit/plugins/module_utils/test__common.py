@@ -81,14 +81,63 @@ def test_parse_human_size_rejects(text):
     ('About a minute', 60),
     ('5 minutes', 300),
     ('About an hour', 3600),
-    ('3 hours', 3 * 3600),
-    ('2 days', 2 * 86400),
-    ('3 weeks', 21 * 86400),
-    ('4 months', 120 * 86400),
+    ('2 hours', 5400),        # rounded: printed from 1h30m on
+    ('3 hours', 2 * 3600 + 1800),
+    ('2 days', 47 * 3600 + 1800),   # printed once the hours round to 48
+    ('3 days', 2 * 86400 + 43200),
+    ('2 weeks', 14 * 86400),
+    ('3 weeks', 17 * 86400 + 43200),
+    ('2 months', 60 * 86400),
+    ('4 months', 105 * 86400),
     ('2 years', 730 * 86400),
+    ('3 years', 912 * 86400 + 43200),
+    ('3 hours ago', 2 * 3600 + 1800),
 ])
 def test_parse_human_age(text, age):
     assert parse_human_age(text) == age
+
+
+def _go_units_human_duration(seconds):
+    """go-units' HumanDuration (duration.go, v0.5.0), transcribed, for whole seconds."""
+    hour, day = 3600, 86400
+    week, month, year = 7 * day, 30 * day, 365 * day
+
+    def rounded(unit):
+        return int(seconds / unit + 0.5)
+    if seconds < 1:
+        return 'Less than a second'
+    if seconds == 1:
+        return '1 second'
+    if seconds < 60:
+        return '%d seconds' % seconds
+    if seconds // 60 == 1:
+        return 'About a minute'
+    if seconds // 60 < 60:
+        return '%d minutes' % (seconds // 60)
+    if rounded(hour) == 1:
+        return 'About an hour'
+    if rounded(hour) < 48:
+        return '%d hours' % rounded(hour)
+    if seconds < 2 * week:
+        return '%d days' % rounded(day)
+    if seconds < 2 * month:
+        return '%d weeks' % rounded(week)
+    if seconds < 2 * year:
+        return '%d months' % rounded(month)
+    return '%d years' % rounded(year)
+
+
+def test_parse_human_age_is_the_least_age_each_form_can_stand_for():
+    """Every duration up to 4 years (in steps fine enough to hit each boundary) parses to at most
+    itself, and the least duration printed as each form parses to exactly that duration."""
+    least = {}
+    steps = list(range(0, 7200)) + list(range(7200, 10 * 86400, 60)) + list(range(10 * 86400, 4 * 365 * 86400, 1800))
+    for seconds in steps:
+        text = _go_units_human_duration(seconds)
+        assert parse_human_age(text) <= seconds, (text, seconds)
+        least.setdefault(text, seconds)
+    for text, seconds in least.items():
+        assert parse_human_age(text) == seconds, text
 
 
 @pytest.mark.parametrize('text', ['', 'soon', '5 fortnights', '1.5 hours', 'ago'])

@@ -36,6 +36,62 @@ def crictl_for(version, runtime, batch_size=100, **extra):
 
 # -- listings --------------------------------------------------------------------------------
 
+# The stderr of crictl 1.37.0 against containerd 1.6.20 with [grpc] max_send_message_size = 65536
+# and 120 kubelet-like containers (tests/integration/test_big_listing.py builds the same on the lab).
+TOO_BIG_ERR = (
+    'time="2026-12-02T09:23:02Z" level=warning msg="Config \\"/etc/crictl.yaml\\" does not exist, trying next: '
+    '\\"/var/cache/nodemaint-image-gc/crictl-v1.37.0/crictl.yaml\\""\n'
+    'E1202 09:23:02.099683   10581 remote_runtime.go:594] "ListContainers with filter from runtime service failed" '
+    'err="rpc error: code = ResourceExhausted desc = grpc: trying to send message larger than max (101844 vs. 65536)" '
+    'filter=""\n'
+    'time="2026-12-02T09:23:02Z" level=error msg="listing containers: list containers: call list containers RPC: '
+    'rpc error: code = ResourceExhausted desc = grpc: trying to send message larger than max (101844 vs. 65536)"\n')
+
+
+def _ps(version, keep):
+    """A ``crictl ps`` reply with the recorded containers that ``keep(raw container)`` selects."""
+    data = json.loads(fixture_text(version, 'ps-a.json'))
+    data['containers'] = [c for c in data['containers'] if keep(c)]
+    return Reply(0, json.dumps(data), crictl_warning(version))
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_a_listing_too_big_for_one_message_is_read_per_state_then_per_pod(version, runtime):
+    ids = IDS[version]
+    too_big = Reply(1, '', TOO_BIG_ERR)
+    crictl, runner = crictl_for(version, runtime, **{
+        'crictl ps --all --output json': too_big,
+        'crictl ps --all --state created --output json': _ps(version, lambda c: c['state'] == 'CONTAINER_CREATED'),
+        'crictl ps --all --state running --output json': _ps(version, lambda c: c['state'] == 'CONTAINER_RUNNING'),
+        'crictl ps --all --state exited --output json': too_big,
+        'crictl ps --all --state exited --pod %s --output json' % ids['feas-a']: _ps(
+            version, lambda c: c['state'] == 'CONTAINER_EXITED' and c['podSandboxId'] == ids['feas-a']),
+        'crictl ps --all --state exited --pod': _ps(
+            version, lambda c: False),
+        'crictl ps --all --state exited --pod %s --output json' % ids['feas-c']: _ps(
+            version, lambda c: c['state'] == 'CONTAINER_EXITED' and c['podSandboxId'] == ids['feas-c']),
+        'crictl ps --all --state unknown --output json': _ps(version, lambda c: False),
+    })
+    containers = crictl.containers()
+    assert sorted(c.id for c in containers) == sorted([ids['exit0'], ids['exit1'], ids['sleeper']])
+    asked = [argv[len(CRICTL_PREFIX):] for argv in runner.calls]
+    assert asked[:4] == [['ps', '--all', '--output', 'json'], ['ps', '--all', '--state', 'created', '--output', 'json'],
+                         ['ps', '--all', '--state', 'running', '--output', 'json'],
+                         ['ps', '--all', '--state', 'exited', '--output', 'json']]
+    assert asked[4] == ['pods', '--output', 'json']
+    pods = sorted(p['id'] for p in json.loads(fixture_text(version, 'pods.json'))['items'])
+    assert asked[5:-1] == [['ps', '--all', '--state', 'exited', '--pod', p, '--output', 'json'] for p in pods]
+    assert asked[-1] == ['ps', '--all', '--state', 'unknown', '--output', 'json']
+
+
+def test_other_listing_errors_are_not_read_in_parts(runtime):
+    crictl, runner = crictl_for(V21, runtime, **{'crictl ps --all --output json': Reply(
+        1, '', 'level=fatal msg="listing containers: rpc error: code = Unavailable desc = connection refused"')})
+    with pytest.raises(CommandError, match='Unavailable'):
+        crictl.containers()
+    assert len(runner.calls) == 1
+
+
 @pytest.mark.parametrize('version', VERSIONS)
 def test_containers_parsed_from_ps_json(version, runtime):
     crictl, runner = crictl_for(version, runtime)

@@ -3,12 +3,15 @@
 """_record (the last-use record) and the retention of unused images in _plan (warm cache, disk
 target): format, corrupt records, evidence of use, ordering, ties, clock skew, the engine's updates."""
 
+import errno
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _plan, _record
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _common, _plan, _record
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import validate_settings
@@ -248,3 +251,138 @@ def test_disk_target_reads_the_disk_report_of_the_run(tmp_path, peer_root, monke
                for i in images['removed'])
     assert images['disk_target'] == {'used_percent': 90.0, 'high': 85, 'low': 70, 'projected_percent': 69.4}
     assert sum(1 for argv in runner.calls if 'imagefsinfo' in argv) == 2      # before and after, no more
+
+
+# -- durable, honest state (issue 19) -------------------------------------------------------------
+
+def test_save_fsyncs_the_file_and_its_directory(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink('/proc/self/fd/%d' % fd))
+        real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    path = tmp_path / 'images.json'
+    _record.save(str(path), {}, NOW)
+    assert len(synced) == 2
+    assert synced[0].startswith(str(tmp_path / '.images.json.'))          # the temp file, before the rename
+    assert synced[1] == str(tmp_path)                                    # then the directory
+
+
+def test_a_killed_write_leaves_the_old_record_and_the_next_write_removes_its_temp(tmp_path):
+    path = tmp_path / 'images.json'
+    _record.save(str(path), {'sha256:old': {'first_seen': 1, 'last_used': None, 'refs': []}}, NOW)
+    old = path.read_bytes()
+    # a writer killed (SIGKILL) in the middle of its write, after the data went to the temp file
+    child = subprocess.Popen([sys.executable, '-c', '''
+import os, sys, time
+sys.path[:0] = sys.argv[2:]
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _record
+def stuck(fd):
+    print("writing", flush=True)
+    time.sleep(60)
+os.fsync = stuck
+_record.save(sys.argv[1], {"sha256:new": {"first_seen": 2, "last_used": None, "refs": []}}, 2)
+''', str(path)] + sys.path, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b'writing'
+    finally:
+        child.kill()
+        child.wait()
+    temps = [n for n in os.listdir(str(tmp_path)) if n != 'images.json']
+    assert temps == ['.images.json.%d.node-image-gc-tmp' % child.pid]
+    assert path.read_bytes() == old
+    assert _record.load(str(path))[0] == {'sha256:old': {'first_seen': 1, 'last_used': None, 'refs': []}}
+    # the next write (another process) removes the dead writer's temp file
+    _record.save(str(path), {}, NOW)
+    assert os.listdir(str(tmp_path)) == ['images.json']
+
+
+def test_a_live_writers_temp_file_is_left_alone(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
+    try:
+        live = tmp_path / ('.images.json.%d.node-image-gc-tmp' % sleeper.pid)
+        live.write_text('')
+        (tmp_path / 'unrelated.tmp').write_text('')
+        _record.save(str(tmp_path / 'images.json'), {}, NOW)
+        assert sorted(os.listdir(str(tmp_path))) == sorted([live.name, 'images.json', 'unrelated.tmp'])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_full_disk_leaves_the_old_record_and_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / 'images.json'
+    path.write_text('old')
+    real_fsync = os.fsync
+
+    def full(fd):                # the data reaches the disk at fsync: that is where ENOSPC shows
+        if os.readlink('/proc/self/fd/%d' % fd).endswith(_common.TEMP_SUFFIX):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', full)
+    with pytest.raises(OSError) as caught:
+        _record.save(str(path), {}, NOW)
+    assert caught.value.errno == errno.ENOSPC
+    assert os.listdir(str(tmp_path)) == ['images.json'] and path.read_text() == 'old'
+
+
+def test_a_symlinked_record_is_written_through(tmp_path):
+    target = tmp_path / 'real' / 'images.json'
+    target.parent.mkdir()
+    target.write_text('{}')
+    link = tmp_path / 'images.json'
+    link.symlink_to(target)
+    _record.save(str(link), {}, NOW)
+    assert link.is_symlink() and os.readlink(str(link)) == str(target)
+    assert json.loads(target.read_text())['updated'] == NOW
+    assert sorted(os.listdir(str(tmp_path))) == ['images.json', 'real'] and os.listdir(str(target.parent)) == ['images.json']
+
+
+def test_a_newer_format_record_plans_as_none_warns_and_is_left_alone(tmp_path, peer_root):
+    (tmp_path / 'state').mkdir()
+    path = tmp_path / 'state' / 'images.json'
+    text = json.dumps({'version': 2, 'updated': NOW_NS // 10 ** 9 - DAY, 'images': {
+        IMG_UNUSED3: {'first_seen': 0, 'last_used': 0}}, 'new_field': True})
+    path.write_text(text)
+    run = make_engine(node_runner(V21), {'image_record_path': str(path), 'image_unused_for': '1m'},
+                      peer_root=peer_root).run()
+    removed = ids(run['phases'][2]['removed'])
+    assert removed == [IMG_OLD_BUSYBOX1]         # as with no record: UNUSED3 counts as first seen now
+    assert any('version 2 record, newer than' in w and 'left as it is' in w for w in run['warnings'])
+    assert path.read_text() == text
+    assert os.listdir(str(path.parent)) == ['images.json']
+
+
+def test_times_in_the_future_are_clamped_to_now_and_age_from_there():
+    a = image('a')
+    merged = _record.merge({a.id: {'first_seen': NOW + 5 * DAY, 'last_used': NOW + 5 * DAY, 'refs': []}}, NOW, {})
+    assert merged[a.id]['first_seen'] == NOW and merged[a.id]['last_used'] == NOW
+    # the clamped record ages with the clock: two days on, the image was last used two days ago
+    assert _plan.Retention(NOW + 2 * DAY, DAY, merged).last(a.id) == (2 * DAY, 'last used')
+
+
+def _old_record(path, updated):
+    now = NOW_NS // 10 ** 9
+    path.write_text(json.dumps({'version': 1, 'updated': updated, 'images': {
+        IMG_OLD_BUSYBOX1: {'first_seen': now - 30 * DAY, 'last_used': now - 30 * DAY},
+        IMG_UNUSED3: {'first_seen': now - 30 * DAY, 'last_used': None}}}))
+
+
+def test_a_record_saved_in_the_future_turns_age_based_removal_off_for_the_run(tmp_path, peer_root):
+    now = NOW_NS // 10 ** 9
+    path = tmp_path / 'images.json'
+    settings = {'image_record_path': str(path), 'image_unused_for': '7d'}
+    _old_record(path, now - 60)                  # saved a minute ago: never used for 30 days, it goes
+    removed = ids(make_engine(node_runner(V21), settings, peer_root=peer_root).run()['phases'][2]['removed'])
+    assert removed == [IMG_UNUSED3]
+    _old_record(path, now + DAY)                 # saved a day "from now": the clock went back
+    run = make_engine(node_runner(V21), settings, peer_root=peer_root).run()
+    images = run['phases'][2]
+    assert images['removed'] == []
+    kept = dict((i['id'], i['reason']) for i in images['kept'])
+    assert kept[IMG_UNUSED3].endswith('kept: the last-use record was saved after now (the clock went back)')
+    assert any('clock went back' in w and 'image_unused_for' in w for w in run['warnings'])
+    # the run's own record is saved with the run's clock: the next run trusts it again
+    assert json.loads(path.read_text())['updated'] == now

@@ -3,6 +3,7 @@
 """_runner: the node-side CLI - config, JSON event lines, failure tolerance, dry run, report and
 metrics files, the run lock, the disk usage threshold."""
 
+import errno
 import io
 import json
 import os
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _runner
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _common, _engine, _runner
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 
 from image_gc_testlib import IDS, V21, VERSIONS, Reply, make_engine, node_runner
@@ -234,7 +235,25 @@ def test_dry_run_removes_nothing_and_writes_no_report(node):
     phases = dict((e['phase'], e) for e in events if e['event'] == 'phase')
     assert phases['images']['removed'] == 3 and phases['images']['dry_run'] is True
     assert not node.report.exists() and not node.prom.exists()
-    assert not node.lock.exists()
+    assert node.lock.exists()                                # it ran under the lock
+
+
+def test_dry_run_waits_for_the_lock_like_a_real_run(node):
+    node.lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import fcntl,os,sys,time\nfd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT)\n'
+         'fcntl.flock(fd,fcntl.LOCK_EX)\nos.write(fd,b"%d\\n"%os.getpid())\nprint("held",flush=True)\ntime.sleep(30)',
+         str(node.lock)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b'held'
+        code, events = node.run(dry_run=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 0 and [e['event'] for e in events] == ['start', 'end']
+    assert events[-1]['status'] == 'skipped' and events[-1]['dry_run'] is True
+    assert 'another run (pid %d)' % holder.pid in events[-1]['reason']
+    assert node.runners == []                                # no plan was made of a node changing under it
 
 
 def test_lock_held_by_another_process_skips_the_run(node):
@@ -300,3 +319,75 @@ def test_status_prints_the_last_report(node, capsys):
     stream = io.StringIO()
     assert _runner.status(str(node.config), stream=stream) == 0
     assert json.loads(stream.getvalue())['status'] == 'ok'
+
+
+# -- a full disk, the journal (issue 19) --------------------------------------------------------
+
+def test_a_full_disk_still_cleans_up_keeps_every_old_file_and_says_which_writes_failed(node, monkeypatch,
+                                                                                       private_image_record):
+    node.write_config(image_record_path=private_image_record)
+    assert node.run()[0] == 0                                # a first run writes all three files
+    before = dict((str(p), p.read_bytes()) for p in (node.report, node.prom, node.dir.parent / 'node-image-gc'
+                                                     / 'images.json'))
+    real_fsync = os.fsync
+
+    def full(fd):
+        if os.readlink('/proc/self/fd/%d' % fd).endswith(_common.TEMP_SUFFIX):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', full)
+    code, events = node.run()
+    assert node.runners[-1].removals() != []                 # the cleanup ran and removed what it planned
+    assert dict((path, open(path, 'rb').read()) for path in before) == before
+    assert files_under(node.dir) == ['lib/last-run.json', 'run/gc.lock', 'textfile/node_image_gc.prom']
+    end = events[-1]
+    assert code == 1 and end['status'] == 'ok'               # the phases were fine; the state is not
+    assert [(f['file'], f['error']) for f in end['write_failed']] == [
+        ('record', 'No space left on device'), ('report', 'No space left on device'),
+        ('metrics', 'No space left on device')]
+    assert any(w.startswith('could not write the report %s' % node.report) for w in end['warnings'])
+    assert any(w.startswith('could not write the last-use record') for w in end['warnings'])
+
+
+class _HugeEngine(object):
+    """An engine whose images phase removed, kept and failed thousands of items."""
+
+    def __init__(self, settings, phases):
+        pass
+
+    def run(self, check_mode=False, on_event=None):
+        n = 5000
+
+        def item(i, why):
+            return {'id': 'sha256:%064x' % i, 'size': 1000, 'reason': why}
+        result = {'phase': 'images', 'status': 'failed', 'check_mode': check_mode, 'bytes': n * 1000,
+                  'removed': [item(i, 'unused') for i in range(n)],
+                  'kept': [item(n + i, 'in use by container %s ' % ('x' * 300)) for i in range(n)],
+                  'failed': [dict(item(2 * n + i, 'unused'), msg='rpc error: ' + 'y' * 2000) for i in range(n)],
+                  'warnings': ['could not remove image %d: %s' % (i, 'z' * 500) for i in range(n)], 'duration': 1.0}
+        on_event('phase', result)
+        return {'status': 'failed', 'warnings': ['w' * 100000] * 50}
+
+
+def test_each_journal_line_is_bounded_and_the_report_keeps_every_item(node):
+    code, events = node.run(factory=_HugeEngine)
+    stream = io.StringIO()
+    _runner.run(str(node.config), stream=stream, engine_factory=_HugeEngine)
+    lines = stream.getvalue().splitlines()
+    assert lines and max(len(line.encode()) for line in lines) <= _runner.LINE_MAX < 48 * 1024   # journald LineMax
+    phase = [json.loads(line) for line in lines if '"phase"' in line][0]
+    assert phase['removed'] == 5000 and phase['bytes'] == 5000 * 1000 and phase['status'] == 'failed'
+    assert phase['ids_total'] == 5000 and len(phase['ids']) == _runner.SHOWN and phase['truncated'] is True
+    assert phase['kept_total'] == 5000 and phase['errors_total'] == 5000
+    report = json.loads(node.report.read_text())['phases'][0]
+    assert len(report['ids']) == 5000 and len(report['kept']) == 5000 and len(report['errors']) == 5000
+
+
+def test_a_small_phase_is_printed_whole_and_full_prints_everything(node):
+    code, events = node.run()
+    phases = dict((e['phase'], e) for e in events if e['event'] == 'phase')
+    assert 'truncated' not in phases['images'] and len(phases['images']['kept']) == 2
+    stream = io.StringIO()
+    _runner.run(str(node.config), dry_run=True, stream=stream, engine_factory=_HugeEngine, full=True)
+    phase = [json.loads(line) for line in stream.getvalue().splitlines() if '"phase"' in line][0]
+    assert len(phase['ids']) == 5000 and 'truncated' not in phase

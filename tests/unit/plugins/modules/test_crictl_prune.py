@@ -175,15 +175,17 @@ def test_lock_held_elsewhere_fails_naming_lock_wait(args, monkeypatch, tmp_path)
         assert holder.stdout.readline().strip() == b'held'
         runner = node_runner(V16)
         out = run_module(monkeypatch, crictl_prune, args, runner)
-        # check mode takes no lock
-        check = run_module(monkeypatch, crictl_prune, args, node_runner(V16), check_mode=True)
+        # check mode waits for the lock too, and fails the same way
+        check_runner = node_runner(V16)
+        check = run_module(monkeypatch, crictl_prune, args, check_runner, check_mode=True)
     finally:
         holder.kill()
         holder.wait()
     assert out.failed
     assert 'lock_wait' in out.result['msg'] and args['lock_path'] in out.result['msg']
     assert runner.removals() == []
-    assert not check.failed
+    assert check.failed and 'lock_wait' in check.result['msg']
+    assert not check_runner.ran('crictl')                # no plan of a node changing under it
 
 
 @pytest.mark.parametrize('version', VERSIONS)
