@@ -17,7 +17,7 @@ playbook defaults it, and forced on (``-e ansible_pipelining=true``, at N=32), s
   with garbage (rebuilt before every run): removal over SSH on eight containerds at once.
 - measured: wall time, controller CPU (user+sys of the ansible-playbook process tree, from
   getrusage(RUSAGE_CHILDREN) around it, plus the ssh ControlPersist masters, which detach and are
-  read from /proc before they are closed), peak RSS of the process tree (sampled every 50 ms).
+  read from /proc before they are closed), peak RSS and PSS of the process tree (sampled every 100 ms).
 - ``--synthetic``: the summary play alone (``--tags image_gc_summary``) on N synthetic hosts
   carrying a fake ``image_gc_report`` (tests/integration/fleet_synthetic.py), with the report
   files; checked for correctness, minus a baseline run (``--tags none``: inventory and plays only).
@@ -55,17 +55,21 @@ NODE_PYTHON = '/usr/bin/python3'
 PLAYBOOK_BIN = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
 
 
-def tree_rss(root):
-    """Sum of RSS (bytes) of ``root`` and its descendants."""
-    pids = [root] + sorted(fleet_sshd.children_of([root]))
-    total = 0
-    for pid in pids:
+def tree_memory(root):
+    """(RSS, PSS) in bytes summed over ``root`` and its descendants. PSS shares each page among the
+    processes mapping it, so the forked workers' shared pages count once: the real memory cost."""
+    rss = pss = 0
+    for pid in [root] + sorted(fleet_sshd.children_of([root])):
         try:
-            with open('/proc/%d/statm' % pid) as handle:
-                total += int(handle.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+            with open('/proc/%d/smaps_rollup' % pid) as handle:
+                for line in handle:
+                    if line.startswith('Rss:'):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith('Pss:'):
+                        pss += int(line.split()[1]) * 1024
         except (OSError, IndexError, ValueError):
             pass
-    return total
+    return rss, pss
 
 
 def measure(argv, env, timeout):
@@ -74,12 +78,14 @@ def measure(argv, env, timeout):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    peak, stop = [0], threading.Event()
+    peak, stop = [0, 0, 0.0], threading.Event()
 
-    def poll():
+    def poll():          # memory, and the CPU of ansible-playbook's own (main) process: it is serial
         while not stop.is_set():
-            peak[0] = max(peak[0], tree_rss(proc.pid))
-            stop.wait(0.05)
+            rss, pss = tree_memory(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+            peak[2] = max(peak[2], fleet_sshd.cpu_seconds(proc.pid))
+            stop.wait(0.1)
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     try:
@@ -93,7 +99,7 @@ def measure(argv, env, timeout):
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out.seek(0)
-    return {'wall': wall, 'rc': proc.returncode, 'peak_rss': peak[0],
+    return {'wall': wall, 'rc': proc.returncode, 'peak_rss': peak[0], 'peak_pss': peak[1], 'main_cpu': peak[2],
             'cpu': (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             'load': os.getloadavg()[0], 'output': out.read()}
 
@@ -198,11 +204,11 @@ def ssh_matrix(fleet, args, results):
             first = fleet.run(1, [lab], 'default', False)
             results['cleanup'] = {'rc': first['rc'], 'table': first['table']}
         for n in args.sizes:
-            variants = ['off', 'default'] + (['on'] if n == 32 else [])
+            # at 32 the default and forced-on runs twice each, in ABBA order (the machine's load drifts)
+            variants = ['off', 'default', 'on', 'on', 'default'] if n == 32 else ['off', 'default']
             for rep in range(args.repeat):
                 for variant in (variants if rep % 2 == 0 else list(reversed(variants))):
-                    last = [r['wall'] for r in results['runs'] if r['n'] == n]
-                    if not fleet.fits(1.5 * max(last or [4.0 * n])):
+                    if not fleet.fits(estimate(results['runs'], n)):
                         results['skipped'].append('%s n=%d %s' % (mode, n, variant))
                         continue
                     res = fleet.run(n, [lab], variant, check)
@@ -224,13 +230,27 @@ def ssh_matrix(fleet, args, results):
             print(json.dumps(results['runs'][-1]), flush=True)
 
 
+def estimate(runs, n):
+    """Seconds the next run at ``n`` hosts may take: the slowest so far at ``n``, else the slowest
+    at the largest smaller size scaled linearly, else 4 s per host."""
+    same = [r['wall'] for r in runs if r['n'] == n]
+    if same:
+        return 1.2 * max(same)
+    below = [r for r in runs if r['n'] < n]
+    if below:
+        m = max(r['n'] for r in below)
+        return max(r['wall'] for r in below if r['n'] == m) * n / m
+    return 4.0 * n
+
+
 def rebuild(lab):
     L.reset(lab)
     L.scenario(lab, gap=0.5)
 
 
 def row(res, n, mode, variant, labs):
-    out = dict((k, res[k]) for k in ('wall', 'rc', 'cpu', 'ssh_master_cpu', 'peak_rss', 'load', 'table'))
+    keys = ('wall', 'rc', 'cpu', 'main_cpu', 'ssh_master_cpu', 'peak_rss', 'peak_pss', 'load', 'table')
+    out = dict((k, res[k]) for k in keys)
     out.update(n=n, mode=mode, pipelining=variant, labs=labs)
     if res['rc'] != 0 or not res['table'].get('ok'):
         out['tail'] = res['output'][-1500:]
@@ -249,7 +269,8 @@ def synthetic(fleet, args, results):
         res = measure([PLAYBOOK_BIN, '-i', inv, PLAYBOOK, '--tags', 'image_gc_summary',
                        '-e', 'image_gc_report_dir=%s' % report_dir], dict(env, ANSIBLE_LOG_PATH=log), args.timeout)
         entry = {'n': n, 'baseline_wall': base['wall'], 'baseline_cpu': base['cpu'], 'baseline_rss': base['peak_rss'],
-                 'wall': res['wall'], 'cpu': res['cpu'], 'peak_rss': res['peak_rss'], 'rc': res['rc'],
+                 'wall': res['wall'], 'cpu': res['cpu'], 'peak_rss': res['peak_rss'], 'peak_pss': res['peak_pss'],
+                 'rc': res['rc'], 'baseline_pss': base['peak_pss'], 'main_cpu': res['main_cpu'],
                  'load': res['load'], 'tasks': task_times(log)}
         try:
             entry['checked'] = FS.check(res['output'], data, report_dir)

@@ -17,14 +17,15 @@ def render(res):
                                                       res['nproc'], res['load_start'][0], res['load_end'][0],
                                                       res['seconds']), '']
     if res['runs']:
-        lines += ['| hosts | mode | pipelining | labs | wall s | controller CPU s | + ssh masters s | CPU per host s'
-                  ' | peak RSS MiB | RSS per host MiB | load | ok |',
-                  '|---|---|---|---|---|---|---|---|---|---|---|---|']
+        lines += ['| hosts | mode | pipelining | labs | wall s | controller CPU s | of it main process s | + ssh masters s'
+                  ' | CPU per host s'
+                  ' | peak RSS MiB | peak PSS MiB | PSS per host MiB | load | ok |',
+                  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
         for r in res['runs']:
             cpu = r['cpu'] + r['ssh_master_cpu']
-            lines.append('| %d | %s | %s | %s | %.1f | %.1f | %.1f | %.2f | %.0f | %.1f | %.1f | %s |' % (
-                r['n'], r['mode'], r['pipelining'], r['labs'], r['wall'], r['cpu'], r['ssh_master_cpu'],
-                cpu / r['n'], mib(r['peak_rss']), mib(r['peak_rss']) / r['n'], r['load'],
+            lines.append('| %d | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.2f | %.0f | %.0f | %.1f | %.1f | %s |' % (
+                r['n'], r['mode'], r['pipelining'], r['labs'], r['wall'], r['cpu'], r['main_cpu'], r['ssh_master_cpu'],
+                cpu / r['n'], mib(r['peak_rss']), mib(r['peak_pss']), mib(r['peak_pss']) / r['n'], r['load'],
                 'yes' if r['rc'] == 0 and r['table'].get('ok') else 'NO (rc %s, %s)' % (r['rc'], r['table'])))
         lines += ['', '`pipelining`: `off` = `image_gc_pipelining=false` in the inventory (the playbook before this'
                   ' change), `default` = nothing set (the playbook turns it on), `on` = forced with'
@@ -34,13 +35,13 @@ def render(res):
                   ' containerd), so wall times are an upper bound.']
     for s in res['synthetic']:
         if s is res['synthetic'][0]:
-            lines += ['', '| synthetic hosts | summary + report wall s | CPU s | peak RSS MiB | baseline (inventory,'
-                      ' no task) wall s / CPU s / MiB | summary alone wall s / CPU s | report.json MiB | report.md MiB'
+            lines += ['', '| synthetic hosts | summary + report wall s | CPU s (main process) | peak PSS MiB | baseline (inventory,'
+                      ' no task) wall s / CPU s / PSS MiB | summary alone wall s / CPU s | report.json MiB | report.md MiB'
                       ' | per task s | checked |', '|---|---|---|---|---|---|---|---|---|---|']
         sizes = s.get('report_bytes', {})
-        lines.append('| %d | %.1f | %.1f | %.0f | %.1f / %.1f / %.0f | %.1f / %.1f | %.1f | %.1f | %s | %s |' % (
-            s['n'], s['wall'], s['cpu'], mib(s['peak_rss']), s['baseline_wall'], s['baseline_cpu'],
-            mib(s['baseline_rss']), s['wall'] - s['baseline_wall'], s['cpu'] - s['baseline_cpu'],
+        lines.append('| %d | %.1f | %.1f (%.1f) | %.0f | %.1f / %.1f / %.0f | %.1f / %.1f | %.1f | %.1f | %s | %s |' % (
+            s['n'], s['wall'], s['cpu'], s['main_cpu'], mib(s['peak_pss']), s['baseline_wall'], s['baseline_cpu'],
+            mib(s['baseline_pss']), s['wall'] - s['baseline_wall'], s['cpu'] - s['baseline_cpu'],
             mib(sizes.get('report.json', 0)), mib(sizes.get('report.md', 0)),
             ', '.join('%s %.1f' % t for t in s['tasks']), 'yes' if 'checked' in s else 'NO: %s' % s.get('error')))
     if res['skipped']:
