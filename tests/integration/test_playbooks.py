@@ -374,7 +374,7 @@ def test_prune_writes_the_fleet_report_when_asked(lab, scenario, tmp_path):
     markdown = (out / 'report.md').read_text()
     assert markdown.startswith('# Image GC fleet report (dry run')
     assert '| localhost | %s | %s | %s |' % (host['containers'], host['sandboxes'], host['images']) in markdown
-    assert '### localhost' in markdown and '| images | ok | %s |' % fleet['images'] in markdown
+    assert '### localhost' in markdown and '| images | ok | %s |' % table['images'] in markdown
 
 
 # --------------------------------------------------------------------------------------------
