@@ -28,11 +28,8 @@ import argparse
 import datetime
 import json
 import os
-import re
-import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,61 +44,13 @@ from tests.integration import ansible_play as AP          # noqa: E402
 from tests.integration import fleet_synthetic as FS       # noqa: E402
 import fleet_sshd                                         # noqa: E402
 from fleet_report import render, write_doc                # noqa: E402
+from fleet_measure import measure, task_times              # noqa: E402
 
 PLAYBOOK = 'nodemaint.image_gc.prune'
 # the node's Python, named as a fleet inventory should (interpreter discovery costs one more SSH
 # command per host, and here it would find root's pyenv shims)
 NODE_PYTHON = '/usr/bin/python3'
 PLAYBOOK_BIN = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
-
-
-def tree_memory(root):
-    """(RSS, PSS) in bytes summed over ``root`` and its descendants. PSS shares each page among the
-    processes mapping it, so the forked workers' shared pages count once: the real memory cost."""
-    rss = pss = 0
-    for pid in [root] + sorted(fleet_sshd.children_of([root])):
-        try:
-            with open('/proc/%d/smaps_rollup' % pid) as handle:
-                for line in handle:
-                    if line.startswith('Rss:'):
-                        rss += int(line.split()[1]) * 1024
-                    elif line.startswith('Pss:'):
-                        pss += int(line.split()[1]) * 1024
-        except (OSError, IndexError, ValueError):
-            pass
-    return rss, pss
-
-
-def measure(argv, env, timeout):
-    """Wall, CPU (user+sys of the reaped tree), peak tree RSS, rc and the output of one command."""
-    out = tempfile.TemporaryFile(mode='w+')
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    peak, stop = [0, 0, 0.0], threading.Event()
-
-    def poll():          # memory, and the CPU of ansible-playbook's own (main) process: it is serial
-        while not stop.is_set():
-            rss, pss = tree_memory(proc.pid)
-            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
-            peak[2] = max(peak[2], fleet_sshd.cpu_seconds(proc.pid))
-            stop.wait(0.1)
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        stop.set()
-        poller.join()
-    wall = time.monotonic() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out.seek(0)
-    return {'wall': wall, 'rc': proc.returncode, 'peak_rss': peak[0], 'peak_pss': peak[1], 'main_cpu': peak[2],
-            'cpu': (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            'load': os.getloadavg()[0], 'output': out.read()}
 
 
 class Fleet(object):
@@ -144,7 +93,7 @@ class Fleet(object):
         for i in range(1, n + 1):
             lab = labs[(i - 1) % len(labs)]
             alias = 'h%03d' % i
-            hosts[alias] = dict(AP_vars(lab, os.path.join(self.tmp, 'state', alias)), ansible_host='127.0.0.1',
+            hosts[alias] = dict(host_vars(lab, os.path.join(self.tmp, 'state', alias)), ansible_host='127.0.0.1',
                                 ansible_control_path=os.path.join(self.tmp, 'c', alias))
         allvars = {'ansible_port': self.sshd.port, 'ansible_user': 'root', 'ansible_python_interpreter': NODE_PYTHON,
                    'ansible_ssh_private_key_file': self.sshd.key,
@@ -175,7 +124,7 @@ class Fleet(object):
         return time.monotonic() + need < self.deadline
 
 
-def AP_vars(lab, state):
+def host_vars(lab, state):
     os.makedirs(state, exist_ok=True)
     return {'image_gc_crictl_path': lab.crictl_bin, 'image_gc_ctr_path': lab.ctr_bin,
             'image_gc_runtime_endpoint': lab.endpoint, 'image_gc_lock_path': os.path.join(state, 'run.lock'),
@@ -258,8 +207,9 @@ def row(res, n, mode, variant, labs):
 
 
 def synthetic(fleet, args, results):
-    lab = type('NoLab', (), {'base': fleet.tmp, 'env': lambda self: dict(os.environ)})()
-    env = AP.ansible_env(lab, {'ANSIBLE_LOCALHOST_WARNING': 'False'})
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=AP.collections_path(), ANSIBLE_NOCOLOR='1',
+               ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_RETRY_FILES_ENABLED='False',
+               ANSIBLE_LOCAL_TEMP=os.path.join(fleet.tmp, 'ansible-tmp'))
     for n in args.synthetic:
         inv = os.path.join(fleet.tmp, 'synthetic-%d.json' % n)
         data = FS.write_inventory(inv, n)
@@ -283,20 +233,6 @@ def synthetic(fleet, args, results):
         print(json.dumps(entry), flush=True)
 
 
-def task_times(log):
-    """Seconds from each TASK line of an ansible log to the next (the per-task cost)."""
-    marks = []
-    stamp = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) .*?\| (TASK|PLAY RECAP|PLAY) ?\[?([^\]*]*)')
-    with open(log) as handle:
-        for line in handle:
-            m = stamp.match(line)
-            if m:
-                when = datetime.datetime.strptime(m.group(1), '%Y-%m-%d %H:%M:%S,%f').timestamp()
-                marks.append((m.group(3).strip() or m.group(2), when))
-    return [(name, round(nxt - when, 2)) for (name, when), (dummy, nxt) in zip(marks, marks[1:])
-            if not name.startswith('Prune') and name != 'Summarize the fleet']
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     p.add_argument('--sizes', default='1,8,32,64')
@@ -305,7 +241,7 @@ def main(argv=None):
     p.add_argument('--repeat', type=int, default=1, help='runs per (N, mode, pipelining); alternating order')
     p.add_argument('--synthetic', default='', help='comma list of host counts: measure the summary play only')
     p.add_argument('--budget', type=float, default=570, help='seconds; runs that would not fit are skipped')
-    p.add_argument('--timeout', type=float, default=400)
+    p.add_argument('--timeout', type=float, default=1200, help='seconds per ansible-playbook run')
     p.add_argument('--json', default=None)
     p.add_argument('--md', default=None, help='write the Markdown tables here')
     p.add_argument('--doc', default=None, help='replace the generated part of the fleet section of this doc')
