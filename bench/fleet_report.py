@@ -35,7 +35,7 @@ def render(res):
                   ' containerd), so wall times are an upper bound.']
     for s in res['synthetic']:
         if s is res['synthetic'][0]:
-            lines += ['', '| synthetic hosts | summary + report wall s | CPU s (main process) | peak PSS MiB | baseline (inventory,'
+            lines += ([] if lines[-1] == '' else ['']) + ['| synthetic hosts | summary + report wall s | CPU s (main process) | peak PSS MiB | baseline (inventory,'
                       ' no task) wall s / CPU s / PSS MiB | summary alone wall s / CPU s | report.json MiB | report.md MiB'
                       ' | per task s | checked |', '|---|---|---|---|---|---|---|---|---|---|']
         sizes = s.get('report_bytes', {})
