@@ -36,8 +36,8 @@ def prerequisites():
         sh(['apt-get', '-q', 'update'], env=env)
         proc = sh(install, env=env)
         if proc.returncode != 0:
-            return 'missing %s (apt-get install %s failed: %s)' % (', '.join(missing), ' '.join(missing),
-                                                                 proc.stderr.strip()[-300:])
+            return 'missing %s (apt-get install %s failed: %s)' % (
+                ', '.join(missing), ' '.join(missing), proc.stderr.strip()[-300:])
     return None
 
 
@@ -160,8 +160,8 @@ class Sshd(object):
             if proc.returncode == 0:
                 return
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError('sshd did not answer on 127.0.0.1:%s: %s %s' % (self.port, proc.stderr.strip(),
-                                                                                self.tail()))
+                raise RuntimeError('sshd did not answer on 127.0.0.1:%s: %s %s' % (
+                    self.port, proc.stderr.strip(), self.tail()))
             time.sleep(0.3)
 
     def ssh_argv(self):

@@ -100,8 +100,8 @@ def check(stdout, data, report_dir=None):
         assert row['failed'] == (','.join(r['failed_phases']) or '-'), (host, row)
     for host in failed:
         assert rows[host]['containers'] == '-' and 'HOST FAILED' in rows[host]['failed'], rows[host]
-    sums = dict((k, sum(r[k] for r in done.values())) for k in ('containers', 'sandboxes', 'images', 'blobs',
-                                                              'bytes_reclaimed'))
+    keys = ('containers', 'sandboxes', 'images', 'blobs', 'bytes_reclaimed')
+    sums = dict((k, sum(r[k] for r in done.values())) for k in keys)
     assert [int(total[k]) for k in ('containers', 'sandboxes', 'images', 'blobs')] == [
         sums['containers'], sums['sandboxes'], sums['images'], sums['blobs']], total
     assert total['freed'] == human(sums['bytes_reclaimed']), total
