@@ -15,12 +15,13 @@ import time
 
 import pytest
 
-from tests.integration.ansible_play import EXCLUDE, ROOT, run_playbook, runtime_state
+from tests.integration.ansible_play import EXCLUDE, ROOT, ansible_env, run_playbook, runtime_state
+from tests.integration import fleet_synthetic
 import tests.lab as labpkg
 from tests.lab.lab import pids_matching
 
 PLAYBOOK = 'nodemaint.image_gc.prune'
-COUNTS = ('containers', 'sandboxes', 'images', 'blobs', 'bytes_reclaimed')
+COUNTS = ('containers', 'sandboxes', 'images', 'blobs', 'freed')
 
 
 def state(lab):
@@ -33,6 +34,18 @@ def task_output(stdout, task):
     brace = stdout.index('=> {', start) + 3
     value = json.JSONDecoder().raw_decode(stdout[brace:])[0]
     return value
+
+
+def fleet(stdout):
+    """The printed fleet table ('Report the fleet') read back: the TOTAL row's counts and freed,
+    the hosts with a result, the hosts without one, the hosts with failed phases, and the rows."""
+    title, rows, total = fleet_synthetic.parse_table(stdout)
+    out = dict((k, int(total[k])) for k in ('containers', 'sandboxes', 'images', 'blobs'))
+    failed = sorted(h for h, r in rows.items() if 'HOST FAILED' in r['failed'])
+    out.update(freed=total['freed'], title=title, rows=rows, hosts=len(rows) - len(failed), hosts_failed=failed,
+               hosts_with_failed_phases=dict((h, r['failed'].split(',')) for h, r in rows.items()
+                                             if r['failed'] != '-' and h not in failed))
+    return out
 
 
 def recap(stdout, host='localhost'):
@@ -91,17 +104,18 @@ def test_prune_check_then_real_then_idempotent(lab, gapped_scenario):
     check = run_playbook(lab, PLAYBOOK, inventory_vars(lab), check=True, extra_vars=extra_vars(sc))
     assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
     assert state(lab) == before, '--check changed the runtime'
-    planned = task_output(check.stdout, 'Report the fleet')['msg']
+    planned = fleet(check.stdout)
     node_check = task_output(check.stdout, 'Report this node')['msg']
     assert node_check.startswith('would remove '), node_check
     assert planned['hosts'] == 1 and planned['hosts_failed'] == [] and planned['hosts_with_failed_phases'] == {}
     assert planned['containers'] == len(exp['exited_container_ids'])
     assert planned['sandboxes'] == len(exp['notready_old_pod_ids'])
-    assert planned['images'] == 5 and planned['blobs'] > 0 and planned['bytes_reclaimed'] > 0, planned
+    assert planned['images'] == 5 and planned['blobs'] > 0 and planned['freed'] != '0.00 Bytes', planned
+    assert planned['title'].startswith('Fleet dry run (would remove): 1 host(s), 0 failed, 0 with failed phases;')
 
     real = run_playbook(lab, PLAYBOOK, inventory_vars(lab), extra_vars=extra_vars(sc))
     assert real.returncode == 0, real.stdout[-4000:] + real.stderr[-2000:]
-    done = task_output(real.stdout, 'Report the fleet')['msg']
+    done = fleet(real.stdout)
     node_real = task_output(real.stdout, 'Report this node')['msg']
     assert node_real.startswith('removed '), node_real
     # --check reported exactly what the real run removed, per phase
@@ -129,8 +143,8 @@ def test_prune_check_then_real_then_idempotent(lab, gapped_scenario):
     again = run_playbook(lab, PLAYBOOK, inventory_vars(lab), extra_vars=extra_vars(sc))
     assert again.returncode == 0, again.stdout[-4000:]
     assert recap(again.stdout)['changed'] == 0, again.stdout[-3000:]
-    second = task_output(again.stdout, 'Report the fleet')['msg']
-    assert all(second[k] == 0 for k in COUNTS), second
+    second = fleet(again.stdout)
+    assert all(second[k] == 0 for k in COUNTS[:4]) and second['freed'] == '0.00 Bytes', second
     assert state(lab) == after
 
 
@@ -144,7 +158,7 @@ def test_prune_failing_phase_is_reported_and_the_others_run(lab, scenario):
                         extra_vars=dict(BLUNT, image_gc_image_exclude=EXCLUDE, image_gc_sandbox_min_age='0s'))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     out = proc.stdout
-    summary = task_output(out, 'Report the fleet')['msg']
+    summary = fleet(out)
     assert summary['hosts_with_failed_phases'] == {'localhost': ['content']}, summary
     assert summary['hosts_failed'] == []
     assert summary['containers'] == 2 and summary['sandboxes'] == 4 and summary['images'] == 5, summary
@@ -169,7 +183,7 @@ def test_prune_missing_ctr_fails_only_the_content_phase(lab, scenario):
     proc = run_playbook(lab, PLAYBOOK, inventory_vars(lab, image_gc_ctr_path=missing),
                         extra_vars=dict(BLUNT, image_gc_image_exclude=EXCLUDE, image_gc_sandbox_min_age='0s'))
     assert recap(proc.stdout)['failed'] == 0, proc.stdout[-2500:]
-    summary = task_output(proc.stdout, 'Report the fleet')['msg']
+    summary = fleet(proc.stdout)
     assert summary['hosts_failed'] == [], summary
     assert summary['hosts_with_failed_phases'] == {'localhost': ['content']}, summary
     assert summary['containers'] == 2 and summary['images'] == 5, summary
@@ -247,10 +261,10 @@ def test_demo_runs_clean_and_shows_less_after(lab):
     assert match, report
     assert int(match.group(1)) > int(match.group(3)) == len(_images(after))
     assert _bytes(match.group(2)) > _bytes(match.group(4)) > 0
-    fleet = task_output(real, 'Report the fleet')['msg']
-    assert fleet['bytes_reclaimed'] > 0 and fleet['hosts_with_failed_phases'] == {}
+    table = fleet(real)
+    assert table['freed'] != '0.00 Bytes' and table['hosts_with_failed_phases'] == {}
     # the young NotReady sandboxes stay, the old ones go
-    assert fleet['sandboxes'] == 2 and after.count('NotReady') == 2
+    assert table['sandboxes'] == 2 and after.count('NotReady') == 2
     assert re.search(r'changed=0\s', _section(out, 'Second run (nothing left to remove: changed=0)'))
 
     # nothing left behind: no containerd or shim of the demo's lab, its directory removed
@@ -326,7 +340,7 @@ def test_prune_waits_for_a_run_that_holds_the_lock_and_never_interleaves(lab, sc
         seen = json.load(handle)
     assert set(exited) <= set(seen['containers']), 'the prune removed containers while the lock was held'
     assert seen['released'] - started >= 7
-    assert task_output(proc.stdout, 'Report the fleet')['msg']['containers'] == len(exited)
+    assert fleet(proc.stdout)['containers'] == len(exited)
     assert not set(exited) & set(state(lab)['containers'])
 
 
@@ -374,14 +388,79 @@ def test_prune_writes_the_fleet_report_when_asked(lab, scenario, tmp_path):
     proc = run_playbook(lab, PLAYBOOK, inventory_vars(lab), check=True,
                         extra_vars=dict(BLUNT, image_gc_image_exclude=EXCLUDE, image_gc_report_dir=str(out)))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    fleet = task_output(proc.stdout, 'Report the fleet')['msg']
+    table = fleet(proc.stdout)
     report = json.loads((out / 'report.json').read_text())
     assert report['dry_run'] is True
-    assert report['fleet']['containers'] == fleet['containers'] == len(scenario['expected']['exited_container_ids'])
+    assert report['fleet']['containers'] == table['containers'] == len(scenario['expected']['exited_container_ids'])
     host = report['hosts']['localhost']
     assert [p['phase'] for p in host['phases']] == ['containers', 'sandboxes', 'images', 'content']
-    assert int(host['images']) == fleet['images'] and host['failed_phases'] == []
+    assert int(host['images']) == table['images'] and host['failed_phases'] == []
+    # the printed table's row is the host's figures, as the report file has them (real lab data)
+    row = table['rows']['localhost']
+    human = fleet_synthetic.human
+    assert row == {'containers': str(host['containers']), 'sandboxes': str(host['sandboxes']),
+                   'images': str(host['images']), 'blobs': str(host['blobs']),
+                   'freed': human(int(host['bytes_reclaimed'])), 'disk_before': human(int(host['used_before'])),
+                   'disk_after': human(int(host['used_after'])), 'failed': '-'}, (row, host)
+    assert int(host['bytes_reclaimed']) > 0 and int(host['used_before']) > 0
     markdown = (out / 'report.md').read_text()
     assert markdown.startswith('# Image GC fleet report (dry run')
     assert '| localhost | %s | %s | %s |' % (host['containers'], host['sandboxes'], host['images']) in markdown
-    assert '### localhost' in markdown and '| images | ok | %s |' % fleet['images'] in markdown
+    assert '### localhost' in markdown and '| images | ok | %s |' % table['images'] in markdown
+
+
+# --------------------------------------------------------------------------------------------
+# the fleet: an unreachable host, the summary at many hosts
+
+def test_prune_lists_an_unreachable_host_as_failed_and_goes_on(lab, scenario, tmp_path):
+    """Rolling batches of one host, the unreachable alias first (alone in its batch, which without
+    ignore_unreachable ends the whole playbook): the reachable host is still pruned (--check: planned),
+    the fleet table lists the alias as failed, and the run ends failing that host."""
+    import socket
+    with socket.socket() as sock:          # a loopback port nobody listens on: connection refused
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    hosts = {'gone': {'ansible_host': '127.0.0.1', 'ansible_port': port, 'ansible_user': 'root',
+                      'ansible_ssh_common_args': '-o UserKnownHostsFile=/dev/null -o ConnectTimeout=5'},
+             'localhost': dict({'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable},
+                               **inventory_vars(lab))}
+    inventory = tmp_path / 'inventory.json'
+    inventory.write_text(json.dumps({'all': {'hosts': hosts}}))
+    argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(inventory), PLAYBOOK,
+            '--check', '-e', json.dumps({'image_gc_serial': 1, 'image_gc_image_exclude': EXCLUDE})]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(lab), timeout=600, check=False)
+    out = proc.stdout
+    table = fleet(out)
+    assert table['hosts_failed'] == ['gone'], table
+    assert table['rows']['gone']['failed'] == 'HOST FAILED (unreachable or its task failed)'
+    assert table['rows']['localhost']['containers'] == str(len(scenario['expected']['exited_container_ids']))
+    assert table['hosts'] == 1 and table['containers'] == len(scenario['expected']['exited_container_ids'])
+    assert table['title'].startswith('Fleet dry run (would remove): 2 host(s), 1 failed,'), table['title']
+    assert recap(out, 'gone')['failed'] == 1 and recap(out, 'localhost')['failed'] == 0, out[-2000:]
+    assert 'no result from gone: unreachable' in out
+    assert proc.returncode == 2, (proc.returncode, out[-3000:])
+
+
+def _summary_env(tmp_path):
+    from tests.integration.ansible_play import collections_path
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(), ANSIBLE_NOCOLOR='1',
+               ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_LOCAL_TEMP=str(tmp_path / 'ansible-tmp'),
+               ANSIBLE_RETRY_FILES_ENABLED='False')
+    env['PATH'] = os.path.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
+    return env
+
+
+def test_fleet_summary_is_right_on_120_synthetic_hosts(tmp_path):
+    """The summary play alone (--tags image_gc_summary) on hosts that carry a fake image_gc_report:
+    every row, the totals, the hosts without a result and the report files agree with the data
+    (bench/fleet.py --synthetic runs the same check at 10,000 hosts)."""
+    inventory = tmp_path / 'inventory.json'
+    data = fleet_synthetic.write_inventory(str(inventory), 120)
+    argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(inventory), PLAYBOOK,
+            '--tags', 'image_gc_summary', '-e', 'image_gc_report_dir=%s' % (tmp_path / 'report')]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_summary_env(tmp_path), timeout=600, check=False)
+    checked = fleet_synthetic.check(proc.stdout, data, str(tmp_path / 'report'))
+    assert checked['failed'] == 1 and checked['with_failed_phases'] > 0 and checked['sums']['containers'] > 0
+    # the hosts without a result fail at the end (the run's exit code says so), the others do not
+    assert proc.returncode == 2 and recap(proc.stdout, 'node00097.example')['failed'] == 1
+    assert recap(proc.stdout, 'node00001.example')['failed'] == 0

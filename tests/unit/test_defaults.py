@@ -127,7 +127,14 @@ def test_the_prune_playbook_passes_every_setting_and_defaults_none():
     for option, value in task.items():
         assert value == '{{ image_gc_%s | default(omit) }}' % option, option
     # the only defaults the playbook writes are its own variables'
-    assert sorted(set(re.findall(r'(image_gc_\w+) \| default\((?!omit)', text))) == ['image_gc_hosts', 'image_gc_serial']
+    own = ['image_gc_hosts', 'image_gc_pipelining', 'image_gc_serial']
+    assert sorted(set(re.findall(r'(image_gc_\w+) \| default\((?!omit)', text))) == own
+    # ... and each is in the README's table with the default the playbook writes
+    readme = dict((name, stated) for names_, stated in _readme_rows() for name in names_)
+    for var in own:
+        written = re.search(r'%s \| default\((.*?)\) \}\}' % var, text).group(1)
+        stated = readme[var[len('image_gc_'):]]
+        assert yaml.safe_load(stated.strip('`')) == yaml.safe_load(written), (var, written, stated)
 
 
 def _readme_rows():
