@@ -17,9 +17,9 @@ def option(name, **extra):
     """The argument spec of the setting ``name``: its type and its default, from the table."""
     setting = SETTINGS[name]
     if isinstance(setting.kind, tuple):
-        spec = dict(type='str', choices=list(setting.kind))
+        spec = {'type': 'str', 'choices': list(setting.kind)}
     else:
-        spec = dict(type=_TYPES[setting.kind])
+        spec = {'type': _TYPES[setting.kind]}
         if setting.kind == 'list':
             spec['elements'] = 'str'
     if setting.default is not None:
@@ -29,7 +29,7 @@ def option(name, **extra):
 
 
 def options(*settings):
-    return dict((name, option(name)) for name in settings)
+    return {name: option(name) for name in settings}
 
 
 # Options of plugins/doc_fragments/runtime.py (DOCUMENTATION and LOCK)
@@ -65,7 +65,7 @@ def fail(module, exc, **extra):
     module.fail_json(**details)
 
 
-class ModuleLock(object):
+class ModuleLock:
     """The runner's lock, taken by a module run for all of it, in check mode too: a plan made
     while another run removes things would be of a node that changes under it."""
 
@@ -89,7 +89,7 @@ def run_engine(module, phases, renames=None, fail_on_error=True):
     and the lock fail the module before anything runs; a phase that raised fails it too unless
     ``fail_on_error`` is false. Every warning of the run becomes a module warning."""
     from ._engine import Engine
-    labels = dict((setting, opt) for opt, setting in (renames or {}).items())
+    labels = {setting: opt for opt, setting in (renames or {}).items()}
     try:
         engine = Engine(settings_from(module.params, renames), phases, labels=labels)
         with ModuleLock(module):
@@ -110,7 +110,7 @@ def ids_diff(kind, results):
     """``diff`` for ``--diff``: object ids present before and after (or, in check mode, after the plan)."""
     before, after = [], []
     for result in results:
-        gone = set(item['id'] for item in result['removed'] + result.get('gone', []))
+        gone = {item['id'] for item in result['removed'] + result.get('gone', [])}
         present = [item['id'] for item in result['removed'] + result.get('gone', []) + result['kept'] + result['failed']]
         before += present
         after += [i for i in present if i not in gone]

@@ -22,7 +22,7 @@ class CommandError(ImageGCError):
     """A command that failed as a whole (not one item of a batch)."""
 
     def __init__(self, message, result):
-        super(CommandError, self).__init__(message)
+        super().__init__(message)
         self.result = result
 
     def to_dict(self):
@@ -122,7 +122,7 @@ def parse_human_age(text):
 # --------------------------------------------------------------------------------------------
 # Running commands: one choke point, argv lists only, never a shell
 
-class CommandResult(object):
+class CommandResult:
     def __init__(self, argv, rc, stdout, stderr, duration=0.0):
         self.argv = list(argv)
         self.rc = rc
@@ -134,7 +134,7 @@ class CommandResult(object):
         return 'CommandResult(%r, rc=%r)' % (self.argv, self.rc)
 
 
-class CommandRunner(object):
+class CommandRunner:
     """Runs argv lists with LC_ALL=C and no stdin; records what it ran.
 
     Tests replace it with a stub that has the same ``run(argv, timeout=None)`` method.
@@ -153,8 +153,8 @@ class CommandRunner(object):
         argv = [str(a) for a in argv]
         started = time.monotonic()
         try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, env=self.env, check=False,
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                  env=self.env, check=False,
                                   timeout=timeout or self.default_timeout)
             result = CommandResult(argv, proc.returncode,
                                    proc.stdout.decode('utf-8', 'replace'),
@@ -174,7 +174,7 @@ class CommandRunner(object):
 DEFAULT_LOCK_PATH = '/run/node-image-gc/lock'
 
 
-class RunLock(object):
+class RunLock:
     """An exclusive flock on ``path``; ``acquire`` waits at most ``wait`` seconds."""
 
     def __init__(self, path=DEFAULT_LOCK_PATH, wait=600, poll=0.2):

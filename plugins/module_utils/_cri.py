@@ -11,7 +11,7 @@ import re
 from ._common import CommandError, ImageGCError, parse_human_age, parse_human_size
 
 
-class Container(object):
+class Container:
     def __init__(self, raw):
         meta = raw.get('metadata') or {}
         labels = raw.get('labels') or {}
@@ -33,7 +33,7 @@ class Container(object):
                 'pod_name': self.pod_name, 'pod_namespace': self.pod_namespace}
 
 
-class Sandbox(object):
+class Sandbox:
     def __init__(self, raw):
         meta = raw.get('metadata') or {}
         self.id = raw['id']
@@ -49,7 +49,7 @@ class Sandbox(object):
                 'attempt': self.attempt, 'state': self.state, 'created_at': self.created_ns // 10 ** 9}
 
 
-class Image(object):
+class Image:
     def __init__(self, raw):
         self.id = raw['id']
         self.tags = list(raw.get('repoTags') or [])
@@ -66,7 +66,7 @@ class Image(object):
                 'pinned': self.pinned}
 
 
-class Blob(object):
+class Blob:
     def __init__(self, digest, size, age, labels):
         self.digest = digest
         self.size = size
@@ -103,7 +103,7 @@ def describe_failure(result, what):
     return '%s failed (rc=%d): %s' % (what, result.rc, detail)
 
 
-class BatchOutcome(object):
+class BatchOutcome:
     """Per-item result of a batched removal."""
 
     def __init__(self):
@@ -114,7 +114,7 @@ class BatchOutcome(object):
         self.commands = []
 
 
-class Crictl(object):
+class Crictl:
     def __init__(self, runtime, runner, batch_size):
         if int(batch_size) < 1:
             raise ImageGCError('batch_size must be 1 or more, got %r' % (batch_size,))
@@ -301,7 +301,7 @@ def _not_found(message):
     return 'not found' in lowered or 'notfound' in lowered or 'no such' in lowered
 
 
-class Ctr(object):
+class Ctr:
     def __init__(self, runtime, runner, namespace):
         self.runtime = runtime
         self.runner = runner

@@ -86,7 +86,7 @@ def read_crictl_config(path):
     return values
 
 
-class Runtime(object):
+class Runtime:
     """What was found: command prefixes, endpoints and where each came from."""
 
     def __init__(self):
@@ -126,7 +126,7 @@ class Runtime(object):
                 'kubelet_root': self.kubelet_root, 'sources': dict(self.sources)}
 
 
-class Discovery(object):
+class Discovery:
     """Resolves a Runtime. ``env``, ``exists`` and ``is_socket`` are injectable for tests."""
 
     def __init__(self, env=None, exists=None, is_executable=None, is_socket=None, read_config=None, is_dir=None):

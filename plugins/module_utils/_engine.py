@@ -49,7 +49,7 @@ def phase_status(result):
     return 'skipped' if result.get('skipped') else 'ok'
 
 
-class Engine(object):
+class Engine:
     """Runs phases for one node: the settings, what discovery found, the node as this run sees
     it (``node``, a _node.Node) and the one loop over PHASE_TABLE. ``runner``, ``discovery`` and
     ``clock`` are injectable.
@@ -75,14 +75,14 @@ class Engine(object):
         self.clock = clock or time.time_ns
         self.peer_mirror_root = peer_mirror_root
         s = self.settings
-        enabled = set(p for p in self.phases if p == 'disk' or s[p])
+        enabled = {p for p in self.phases if p == 'disk' or s[p]}
         # crictl serves every phase but the content prune: without it the run fails before it
         # starts. ctr serves only phase 4 (and image_min_age): a missing ctr fails those alone,
         # when they use it, with the error discovery found.
         self.runtime = (discovery or Discovery()).resolve(
             crictl_path=s['crictl_path'], ctr_path=s['ctr_path'], runtime_endpoint=s['runtime_endpoint'],
             image_endpoint=s['image_endpoint'], containerd_address=s['containerd_address'],
-            timeout=s['timeout'], need_crictl=bool(enabled - set(('content',))), need_ctr=False,
+            timeout=s['timeout'], need_crictl=bool(enabled - {'content'}), need_ctr=False,
             kubelet_root=s['kubelet_root'])
         self.crictl = Crictl(self.runtime, self.runner, s['batch_size'])
         self.ctr = Ctr(self.runtime, self.runner, s['content_namespace'])
@@ -92,7 +92,7 @@ class Engine(object):
         self._disk_before = None
         self.warnings = []
         self.write_failures = []         # files this run could not write: {'file', 'path', 'error'}
-        if s['pod_aware'] and not self.runtime.kubelet_root and enabled & set(('containers', 'sandboxes')):
+        if s['pod_aware'] and not self.runtime.kubelet_root and enabled & {'containers', 'sandboxes'}:
             self.warnings.append(
                 'no kubelet root found (tried %s): pods are judged by the state of their sandboxes alone, so the '
                 'containers and sandbox of a pod the kubelet still tracks but whose sandbox is NotReady (a '
@@ -190,8 +190,8 @@ class Engine(object):
         containers = [c for c, dummy in self.node.seen.values()]
         ids = None
         if images is not None:
-            ids = dict((c.id, image_id) for image_id, users in _plan.image_users(images, containers).items()
-                       for c in users)
+            ids = {c.id: image_id for image_id, users in _plan.image_users(images, containers).items()
+                       for c in users}
         out = {}
         for c, listed_at in self.node.seen.values():
             for image_id, when in _record.uses([c], listed_at, ids).items():
@@ -308,7 +308,7 @@ def _finish(engine, result, started, first_command):
     return result
 
 
-class Phase(object):
+class Phase:
     """One phase of one run: ``plan()`` over the engine's node, then, unless in check mode,
     ``act(plan)``; the node then forgets what went (in check mode: what would go)."""
 
@@ -347,7 +347,7 @@ class Phase(object):
 
     def apply(self, plan, outcome):
         result = self.result
-        by_id = dict((item['id'], item) for item in plan.remove)
+        by_id = {item['id']: item for item in plan.remove}
         result['removed'] = [by_id[i] for i in outcome.removed]
         result['gone'] = [by_id[i] for i in outcome.gone]
         result['failed'] = [dict(by_id[i], msg=msg) for i, msg in sorted(outcome.failed.items())]
@@ -426,7 +426,7 @@ class ImagesPhase(Phase):
         s, engine, result = self.settings, self.engine, self.result
         staying = self.node.current('containers')
         self._check_listing()
-        known = set(c.id for c in staying)
+        known = {c.id for c in staying}
         containers = staying + [c for i, c in self.node.removed['containers'].items() if i not in known]
         images = self.node.current('images')
         self.images = images
@@ -455,13 +455,13 @@ class ImagesPhase(Phase):
 
     def act(self, plan):
         outcome = self.engine.crictl.remove_images(plan.ids, before_batch=self._new_users)
-        by_id = dict((item['id'], item) for item in plan.remove)
+        by_id = {item['id']: item for item in plan.remove}
         for image_id, reason in sorted(outcome.skipped.items()):
             self.result['kept'].append(dict(by_id[image_id], reason=reason))
         return outcome
 
     def run(self):
-        super(ImagesPhase, self).run()
+        super().run()
         self.result['bytes'] = sum(item['size'] for item in self.result['removed'])
         return self.result
 
@@ -471,11 +471,10 @@ class ImagesPhase(Phase):
         image even while a container uses it."""
         fresh = self.node.list('containers')
         if not fresh and self.node.ready_sandboxes():
-            return dict((image_id, 'kept: the container listing right before the removal came back empty while '
-                         'sandboxes are Ready') for image_id in batch)
+            return dict.fromkeys(batch, 'kept: the container listing right before the removal came back empty while ' 'sandboxes are Ready')
         users = _plan.image_users(self.images, fresh)    # all images: a tag may have moved
-        return dict((image_id, 'in use by container %s (%s), created after the plan was made' % (
-            users[image_id][0].name, users[image_id][0].id[:13])) for image_id in batch if image_id in users)
+        return {image_id: 'in use by container %s (%s), created after the plan was made' % (
+            users[image_id][0].name, users[image_id][0].id[:13]) for image_id in batch if image_id in users}
 
 
 class ContentPhase(Phase):
@@ -512,14 +511,14 @@ class ContentPhase(Phase):
             deadline = time.monotonic() + settle
             while True:
                 after = engine.ctr.content()
-                left = planned & set(b.digest for b in after)
+                left = planned & {b.digest for b in after}
                 if not left or time.monotonic() >= deadline:
                     break
                 time.sleep(0.2)          # containerd collects garbage asynchronously
-            after_digests = set(b.digest for b in after)
+            after_digests = {b.digest for b in after}
             result['removed'] = [dict(b.to_dict(), id=b.digest, reason='collected after the prune')
                                  for b in sorted(before, key=lambda x: x.digest) if b.digest not in after_digests]
-            reasons = dict((item['id'], item['reason']) for item in plan.remove)
+            reasons = {item['id']: item['reason'] for item in plan.remove}
             for item in result['removed']:
                 item['reason'] = reasons.get(item['id'], item['reason'])
         result['bytes'] = sum(item['size'] for item in result['removed'])

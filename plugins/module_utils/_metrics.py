@@ -27,8 +27,8 @@ COUNTER_KEYS = ('runs', 'removed_objects', 'reclaimed_bytes', 'phase_failures')
 
 
 def empty_counters():
-    counters = dict((key, dict((phase, 0) for phase in PHASES)) for key in COUNTER_KEYS[1:])
-    counters['runs'] = dict((status, 0) for status in RUN_STATUSES)
+    counters = {key: dict.fromkeys(PHASES, 0) for key in COUNTER_KEYS[1:]}
+    counters['runs'] = dict.fromkeys(RUN_STATUSES, 0)
     return counters
 
 
@@ -72,7 +72,7 @@ def load_previous(report_path):
 
 def accumulate(previous, report):
     """The counters after ``report``: ``previous`` plus this run. A dry run adds nothing."""
-    counters = dict((key, dict(values)) for key, values in previous.items())
+    counters = {key: dict(values) for key, values in previous.items()}
     if report.get('dry_run'):
         return counters
     runs = counters['runs']
@@ -97,7 +97,7 @@ def _number(value):
     return str(value)
 
 
-class _Text(object):
+class _Text:
     def __init__(self):
         self.lines = []
 

@@ -23,7 +23,7 @@ def _short(identifier):
     return identifier.split(':', 1)[-1][:13]
 
 
-class Pod(object):
+class Pod:
     """A pod of the node: its sandboxes newest first, its containers, and whether the kubelet
     tracks it (True, False, or None when no kubelet root is known or the pod has no uid)."""
 
@@ -84,7 +84,7 @@ def build_pods(sandboxes, containers, tracked=None):
     for s in sandboxes:
         key = s.uid or 'sandbox:' + s.id
         groups.setdefault(key, ([], []))[0].append(s)
-    by_sandbox = dict((s.id, s.uid or 'sandbox:' + s.id) for s in sandboxes)
+    by_sandbox = {s.id: s.uid or 'sandbox:' + s.id for s in sandboxes}
     for c in containers:
         key = by_sandbox.get(c.pod_id)
         if key is None:
@@ -106,7 +106,7 @@ def build_pods(sandboxes, containers, tracked=None):
     return out
 
 
-class Node(object):
+class Node:
     """What this run knows is on the node: each kind listed once, less what the run removed.
 
     ``crictl``: a _cri.Crictl; ``clock()``: nanoseconds; ``kubelet_root``: the kubelet's root
@@ -118,7 +118,7 @@ class Node(object):
         self.kubelet_root = kubelet_root
         self._items = {}
         self.first_listing = {}          # kind -> how many items the first listing of the run had
-        self.removed = dict((kind, {}) for kind in KINDS)   # what the run removed (check mode: planned)
+        self.removed = {kind: {} for kind in KINDS}   # what the run removed (check mode: planned)
         # Every container any listing of this run showed, with when (seconds): evidence of use
         # for the last-use record, removed ones included.
         self.seen = {}
@@ -128,7 +128,7 @@ class Node(object):
     def list(self, kind):
         """A fresh listing of ``kind``, remembered as what is known."""
         items = getattr(self.crictl, kind)()
-        self._items[kind] = dict((i.id, i) for i in items)
+        self._items[kind] = {i.id: i for i in items}
         self.first_listing.setdefault(kind, len(items))
         if kind == 'containers':
             now = self.clock() // 10 ** 9

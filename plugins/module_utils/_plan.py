@@ -25,7 +25,7 @@ SANDBOX_IMAGE_LOOKALIKES = ('*/pause:*', '*/pause@*', '*/mirrored-pause:*', '*/m
                             '*/*-pause:*', '*/*-pause@*')
 
 
-class Plan(object):
+class Plan:
     """``remove``: items with a ``reason``; ``keep``: items deliberately kept, with a ``reason``."""
 
     def __init__(self, phase):
@@ -318,7 +318,7 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
     freed_by = image_users(images, [c for c in containers if c.id in removed])
     mounted = volume_users(images, staying, image_volumes)
     sandbox_refs = _sandbox_images(sandbox_image)
-    sandbox_norm = dict((normalize_ref(r), r) for r in sandbox_refs)
+    sandbox_norm = {normalize_ref(r): r for r in sandbox_refs}
     # Fail safe: when no sandbox image is named, every image that looks like one stays (removing
     # it breaks the next pod start on a node that cannot pull). Some pinned image does not stand
     # for the sandbox image; a pinned look-alike only makes the warning unnecessary.
@@ -404,7 +404,7 @@ def volume_users(images, containers, image_volumes):
     return out
 
 
-class Retention(object):
+class Retention:
     """The warm cache: of the unused images a plan would remove, keep those used (or, never used,
     first seen) less than ``unused_for`` seconds ago; but while the image filesystem is above
     ``disk['high']`` percent, remove kept ones too, least recently used first, until the projected
@@ -505,7 +505,7 @@ def without_images(blobs, image_ids):
         for key, value in blob.labels.items():
             if key.startswith(CONTENT_REF_PREFIX):
                 referrers.setdefault(value, set()).add(blob.digest)
-    dropped = set(b.digest for b in blobs if b.labels.get(CONFIG_LABEL) in image_ids)
+    dropped = {b.digest for b in blobs if b.labels.get(CONFIG_LABEL) in image_ids}
     changed = True
     while changed:
         changed = False

@@ -26,7 +26,7 @@ VERSION = 1
 RUNNING = 'CONTAINER_RUNNING'
 
 
-class Loaded(object):
+class Loaded:
     """What ``read`` found: ``entries`` (``{image id: {'first_seen', 'last_used', 'refs'}}``), a
     ``warning`` or None, ``keep_file`` (a record of a newer format: plan as with no record, and
     never overwrite it) and ``saved_in_future`` (the record was saved after ``now``: the clock went
@@ -112,12 +112,12 @@ def merge(entries, now, used, images=None):
     that are gone are dropped (only when ``images`` is the listing, so they are known gone)."""
     # A time after now (saved by a clock that ran ahead, or skew) counts as now, and is stored so:
     # it would otherwise keep the image as used "now" until the clock catches up.
-    out = dict((k, dict(v, first_seen=min(v['first_seen'], now),
-                        last_used=None if v.get('last_used') is None else min(v['last_used'], now)))
-               for k, v in entries.items())
+    out = {k: dict(v, first_seen=min(v['first_seen'], now),
+                        last_used=None if v.get('last_used') is None else min(v['last_used'], now))
+               for k, v in entries.items()}
     if images is not None:
-        listed = dict((i.id, i) for i in images)
-        out = dict((k, v) for k, v in out.items() if k in listed)
+        listed = {i.id: i for i in images}
+        out = {k: v for k, v in out.items() if k in listed}
         for image_id, image in listed.items():
             entry = out.setdefault(image_id, {'first_seen': now, 'last_used': None, 'refs': []})
             entry['refs'] = sorted(image.refs)

@@ -46,8 +46,8 @@ def load_config(path):
     if unknown:
         raise ImageGCError('config %s: unknown key(s) %s' % (path, ', '.join(unknown)))
     try:
-        settings = validate(dict((k, v) for k, v in data.items() if k in ENGINE_SETTINGS), ENGINE_SETTINGS)
-        opts = validate(dict((k, v) for k, v in data.items() if k in RUNNER_SETTINGS), RUNNER_SETTINGS)
+        settings = validate({k: v for k, v in data.items() if k in ENGINE_SETTINGS}, ENGINE_SETTINGS)
+        opts = validate({k: v for k, v in data.items() if k in RUNNER_SETTINGS}, RUNNER_SETTINGS)
     except ImageGCError as exc:
         raise ImageGCError('config %s: %s' % (path, exc))
     return settings, opts
@@ -98,7 +98,7 @@ def summary(event, shown=SHOWN):
             if len(value) > shown:
                 out[key + '_total'] = len(value)
             value = value[:shown]
-            value = [dict((k, _cut(v)) for k, v in item.items()) if isinstance(item, dict) else _cut(item)
+            value = [{k: _cut(v) for k, v in item.items()} if isinstance(item, dict) else _cut(item)
                      for item in value]
         elif isinstance(value, str):
             value = _cut(value)
@@ -148,7 +148,7 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory, full=F
     def on_event(kind, data):
         if kind == 'disk':
             emit(stream, 'disk', **data)
-            report['disk_' + data['when']] = dict((k, v) for k, v in data.items() if k != 'when')
+            report['disk_' + data['when']] = {k: v for k, v in data.items() if k != 'when'}
         else:
             event = phase_event(data)
             emit(stream, 'phase', **(event if full else summary(event)))

@@ -119,7 +119,7 @@ def validate(values, keys, labels=None):
         out[key] = _check(SETTINGS[key].kind, default(key) if value is None else value,
                           (labels or {}).get(key, key))
     if 'disk_high' in out and 'disk_low' in out:
-        label = dict((k, (labels or {}).get(k, k)) for k in ('disk_high', 'disk_low'))
+        label = {k: (labels or {}).get(k, k) for k in ('disk_high', 'disk_low')}
         high, low = out['disk_high'], out['disk_low']
         if (high is None) != (low is None):
             raise ImageGCError('%s and %s go together: set both (for example 85 and 80) or neither'

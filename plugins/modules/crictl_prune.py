@@ -215,18 +215,18 @@ def main():
         supports_check_mode=True,
     )
     run = run_engine(module, ('containers', 'images'), {'namespace': 'content_namespace'})
-    by_phase = dict((r['phase'], r) for r in run['phases'])
+    by_phase = {r['phase']: r for r in run['phases']}
     containers, images = by_phase['containers'], by_phase['images']
-    out = dict(
-        changed=run['changed'],
-        containers=containers['removed'],
-        containers_kept=containers['kept'],
-        images=images['removed'],
-        images_kept=images['kept'],
-        images_space_reclaimed=images['bytes'],
-        failures=containers['failed'] + images['failed'],
-        commands=containers['commands'] + images['commands'],
-    )
+    out = {
+        'changed': run['changed'],
+        'containers': containers['removed'],
+        'containers_kept': containers['kept'],
+        'images': images['removed'],
+        'images_kept': images['kept'],
+        'images_space_reclaimed': images['bytes'],
+        'failures': containers['failed'] + images['failed'],
+        'commands': containers['commands'] + images['commands'],
+    }
     if not images['skipped']:
         out['sandbox_image'] = images.get('sandbox_image')
     if module._diff:

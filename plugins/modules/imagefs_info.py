@@ -112,7 +112,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
             RUNTIME_ARGUMENT_SPEC, options('image_exclude', 'sandbox_image'),
-            largest=dict(type='int', default=5),
+            largest={'type': 'int', 'default': 5},
         ),
         supports_check_mode=True,
     )

@@ -264,22 +264,22 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
             options(*ENGINE_SETTINGS), LOCK_ARGUMENT_SPEC,
-            fail_on_phase_error=dict(type='bool', default=False),
+            fail_on_phase_error={'type': 'bool', 'default': False},
         ),
         supports_check_mode=True,
     )
     run = run_engine(module, ('containers', 'sandboxes', 'images', 'content', 'disk'),
                      fail_on_error=module.params['fail_on_phase_error'])
-    by_phase = dict((r['phase'], r) for r in run['phases'])
-    out = dict(changed=run['changed'], failures=[], commands=run['commands'], failed_phases=run['failed_phases'],
-               disk_before=run['disk_before'], disk_after=run['disk_after'], phases=[])
+    by_phase = {r['phase']: r for r in run['phases']}
+    out = {'changed': run['changed'], 'failures': [], 'commands': run['commands'], 'failed_phases': run['failed_phases'],
+               'disk_before': run['disk_before'], 'disk_after': run['disk_after'], 'phases': []}
     for phase, name in ITEMS:
         result = by_phase[phase]
         out[name] = result['removed']
         if phase != 'content':
             out[name + '_kept'] = result['kept']
         out['failures'] += [dict(item, phase=phase) for item in result['failed']]
-        summary = dict((k, result[k]) for k in ('phase', 'status', 'changed', 'bytes', 'duration'))
+        summary = {k: result[k] for k in ('phase', 'status', 'changed', 'bytes', 'duration')}
         summary['removed'] = len(result['removed'])
         for key in ('error', 'skip_reason'):
             if result.get(key):
@@ -297,8 +297,8 @@ def main():
             for r in run['phases'] if r['status'] == 'failed'))
     if module._diff:
         diffs = [ids_diff(name, [by_phase[phase]]) for phase, name in ITEMS]
-        out['diff'] = {'before': dict((k, v) for d in diffs for k, v in d['before'].items()),
-                       'after': dict((k, v) for d in diffs for k, v in d['after'].items())}
+        out['diff'] = {'before': {k: v for d in diffs for k, v in d['before'].items()},
+                       'after': {k: v for d in diffs for k, v in d['after'].items()}}
     module.exit_json(**out)
 
 

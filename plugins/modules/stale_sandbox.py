@@ -120,8 +120,8 @@ def main():
     )
     run = run_engine(module, ('sandboxes',), {'min_age': 'sandbox_min_age'})
     result = run['phases'][0]
-    out = dict(changed=result['changed'], sandboxes=result['removed'], sandboxes_kept=result['kept'],
-               failures=result['failed'], commands=result['commands'])
+    out = {'changed': result['changed'], 'sandboxes': result['removed'], 'sandboxes_kept': result['kept'],
+               'failures': result['failed'], 'commands': result['commands']}
     if module._diff:
         out['diff'] = ids_diff('sandboxes', [result])
     module.exit_json(**out)
