@@ -8,7 +8,7 @@
 # run, removed at exit), points ANSIBLE_COLLECTIONS_PATH at it, then runs, in this order:
 #   doc       ansible-doc renders every module in plugins/modules
 #   sanity    ansible-test sanity --python 3.11 (all tests, nothing excluded)
-#   lint      ansible-lint --profile production
+#   lint      ansible-lint --profile production; ruff (tests/ruff.toml: Python 3.8+ idiom) on plugins/
 #   molecule  molecule test for every molecule/<scenario>/molecule.yml (podman + systemd image)
 #   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests;
 #             the integration tests run twice, on containerd 1.6.20 (Debian 12) and 2.1.9 (sid)
@@ -131,7 +131,12 @@ step_sanity() {
 
 step_lint() {
   cd "$COLLECTION_DIR" || return 1
-  limit ansible-lint --offline --profile production --nocolor
+  local rc=0
+  limit ansible-lint --offline --profile production --nocolor || rc=1
+  # plugins/ in the idiom of Python 3.8+ (pyupgrade's rules and comprehensions: tests/ruff.toml)
+  echo "ruff check --config tests/ruff.toml plugins/"
+  limit ruff check --config tests/ruff.toml --no-cache plugins/ || rc=1
+  return $rc
 }
 
 molecule_scenarios() {
