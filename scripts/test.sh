@@ -9,9 +9,9 @@
 #   doc       ansible-doc renders every module in plugins/modules
 #   sanity    ansible-test sanity --python 3.11 (all tests, nothing excluded)
 #   lint      ansible-lint --profile production
-#   galaxy    ansible-galaxy collection build, then galaxy-importer on the artifact, antsibull-docs
-#             lint-collection-docs --plugin-docs, ansible-builder introspect and create (tools in
-#             their own venv: tests/requirements-galaxy.txt; scripts/lib/galaxy.sh)
+#   galaxy    ansible-galaxy collection build, then galaxy-importer on the artifact, antsibull-changelog
+#             lint, antsibull-docs lint-collection-docs --plugin-docs, ansible-builder introspect and
+#             create (tools in their own venv: tests/requirements-galaxy.txt; scripts/lib/galaxy.sh)
 #   molecule  molecule test for every molecule/<scenario>/molecule.yml (podman + systemd image)
 #   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests;
 #             the integration tests run twice, on containerd 1.6.20 (Debian 12) and 2.1.9 (sid)

@@ -32,9 +32,9 @@ setup_galaxy_venv() {
 }
 
 # ansible-galaxy collection build; galaxy-importer on the artifact (config: tests/galaxy-importer.cfg,
-# any WARNING or ERROR fails); antsibull-docs lint-collection-docs --plugin-docs; ansible-builder
-# introspect on the installed artifact (reads meta/execution-environment.yml and its files) and
-# ansible-builder create on docs/execution-environment.yml (a build context only: no registry, no image).
+# any WARNING or ERROR fails); antsibull-changelog lint; antsibull-docs lint-collection-docs
+# --plugin-docs; ansible-builder introspect on the installed artifact (reads meta/execution-environment.yml
+# and its files) and create on docs/execution-environment.yml (a build context only: no registry, no image).
 step_galaxy() {
   cd "$COLLECTION_DIR" || return 1
   setup_galaxy_venv || return 1
@@ -55,6 +55,8 @@ step_galaxy() {
   if grep -qE '^(WARNING|ERROR)' "$out/importer.log" || ! grep -q 'Importer processing completed successfully' "$out/importer.log"; then
     echo "FAIL: galaxy-importer reported warnings or errors (above)"; rc=1
   fi
+  echo "----- antsibull-changelog lint (changelogs/fragments)"
+  limit antsibull-changelog lint || rc=1
   echo "----- antsibull-docs lint-collection-docs --plugin-docs"
   limit antsibull-docs lint-collection-docs --plugin-docs --validate-collection-refs all \
     --disallow-unknown-collection-refs . || rc=1
