@@ -33,11 +33,16 @@ from tests.integration import node_package                   # noqa: E402
 S = importlib.import_module('tests.lab.scenario')           # the package re-exports a function named scenario
 
 
+# First key of the --json file: it says why that file is long (one entry per measured run).
+ABOUT_JSON = ('Raw results of bench/run.py (generated, not edited): every measured run with its process counts '
+              'and runtime state before and after; its length is the data. docs/performance.md is the summary.')
+
+
 class Budget(Exception):
     pass
 
 
-class Bench(object):
+class Bench:
     def __init__(self, args):
         self.tmp = tempfile.mkdtemp(prefix='image-gc-bench-')
         self.deadline = time.monotonic() + args.budget
@@ -163,7 +168,7 @@ def main(argv=None):
         bench.stop()
     if args.json:
         with open(args.json, 'w') as handle:
-            json.dump({'results': results, 'machine': info}, handle, indent=1, default=str)
+            json.dump({'about': ABOUT_JSON, 'results': results, 'machine': info}, handle, indent=1, default=str)
     if info:
         text = report.render(results, info, args.shared)
         if args.doc:

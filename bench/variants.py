@@ -24,7 +24,7 @@ VARIANTS = ('floor', 'shell', 'runner', 'playbook')
 SANDBOX_MIN_AGE = 1           # s; the big() sandboxes are older than this when a run starts
 
 
-class Variants(object):
+class Variants:
     def __init__(self, tmp, lab, wrap_dir, sandbox_image, package):
         self.tmp, self.lab, self.wrap, self.sandbox_image, self.package = tmp, lab, wrap_dir, sandbox_image, package
         sys.path.insert(0, package.lib)
