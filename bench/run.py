@@ -74,11 +74,22 @@ class Bench:
         if left < need:
             raise Budget('%.0f s left of the budget, %.0f s needed' % (left, need))
 
+    def build(self, size):
+        """A fresh state of SIZE; one retry when the lab fails to build it (a loaded, shared machine)."""
+        for attempt in (1, 2):
+            try:
+                S.reset(self.lab)
+                return S.big(self.lab, containers=size[0], sandboxes=size[1], images=size[2])['seconds']
+            except L.cri.CRIError as exc:
+                if attempt == 2:
+                    raise
+                print('  building the state failed (%s); retrying once' % str(exc)[:200], flush=True)
+        raise AssertionError('unreachable')
+
     def one(self, variant, size, est):
         """One measured run of VARIANT on a fresh state of SIZE."""
         self.check_time(est)
-        S.reset(self.lab)
-        build_s = S.big(self.lab, containers=size[0], sandboxes=size[1], images=size[2])['seconds']
+        build_s = self.build(size)
         time.sleep(SANDBOX_MIN_AGE + 0.5)
         before = measure.snapshot(self.lab, L.cri, self.parse_size)
         if os.path.exists(self.log):
@@ -161,8 +172,8 @@ def main(argv=None):
                 res[v] = report.summarize(runs)
                 res[v]['runs'] = [dict((k, x[k]) for k in ('wall', 'rc', 'calls', 'removed', 'left', 'build_s'))
                                   for x in runs]
-    except (Budget, KeyboardInterrupt) as exc:
-        results['incomplete'] = str(exc)
+    except (Budget, KeyboardInterrupt, L.cri.CRIError) as exc:   # keep and report what was measured
+        results['incomplete'] = '%s: %s' % (type(exc).__name__, exc)
         print('STOPPED: %s' % exc, file=sys.stderr)
     finally:
         bench.stop()
