@@ -9,6 +9,9 @@
 #   doc       ansible-doc renders every module in plugins/modules
 #   sanity    ansible-test sanity --python 3.11 (all tests, nothing excluded)
 #   lint      ansible-lint --profile production; ruff (tests/ruff.toml: Python 3.8+ idiom) on plugins/
+#   galaxy    ansible-galaxy collection build, then galaxy-importer on the artifact, antsibull-changelog
+#             lint, antsibull-docs lint-collection-docs --plugin-docs, ansible-builder introspect and
+#             create (tools in their own venv: tests/requirements-galaxy.txt; scripts/lib/galaxy.sh)
 #   molecule  molecule test for every molecule/<scenario>/molecule.yml (podman + systemd image)
 #   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests;
 #             the integration tests run twice, on containerd 1.6.20 (Debian 12) and 2.1.9 (sid)
@@ -32,7 +35,7 @@ set -uo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_DIR="${NODEMAINT_CACHE_DIR:-/var/cache/nodemaint-image-gc}"
 export NODEMAINT_CACHE_DIR="$CACHE_DIR"
-STEPS=(doc sanity lint molecule pytest)
+STEPS=(doc sanity lint galaxy molecule pytest)
 
 # Plain output when not on a terminal (CI logs).
 if [[ ! -t 1 || -n "${CI:-}" ]]; then
@@ -42,6 +45,8 @@ fi
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 # shellcheck source=scripts/lib/setup.sh
 source "$REPO_ROOT/scripts/lib/setup.sh"
+# shellcheck source=scripts/lib/galaxy.sh
+source "$REPO_ROOT/scripts/lib/galaxy.sh"
 
 wanted() {
   local s="$1" only="${TEST_ONLY:-}" skip="${SKIP:-}"
@@ -244,6 +249,7 @@ main() {
   run_step doc step_doc
   run_step sanity step_sanity
   run_step lint step_lint
+  run_step galaxy step_galaxy
   run_step molecule step_molecule
   run_step pytest step_pytest
 
