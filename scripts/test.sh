@@ -273,7 +273,10 @@ main() {
     mkdir -p "$CACHE_DIR"
     exec 9>"$CACHE_DIR/setup.lock"
     flock -w 900 9 || log "setup lock not acquired after 15 min (continuing)"
-    setup_crictl && setup_containerds && setup_venv && setup_collections && setup_promtool || setup_ok=0
+    # containerd 2.4's Go build runs while the downloads and the venv are made (fresh machine)
+    setup_crictl && setup_containerd_go_start && setup_containerds 1.7 2.1 && setup_venv && setup_collections \
+      && setup_promtool || setup_ok=0
+    setup_containerd_go_wait || setup_ok=0
     flock -u 9; exec 9>&-
     [[ $setup_ok == 1 ]] && { setup_build_tree || setup_ok=0; }
   fi
