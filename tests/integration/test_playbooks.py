@@ -96,6 +96,7 @@ def gapped_scenario(lab):
     return labpkg.scenario(lab, gap=GAP)
 
 
+@pytest.mark.matrix  # the prune scenario on every line
 def test_prune_check_then_real_then_idempotent(lab, gapped_scenario):
     sc = gapped_scenario
     exp, imgs = sc['expected'], sc['images']
@@ -232,6 +233,9 @@ def _bytes(text):
     return float(number) * _UNITS[unit]
 
 
+# On the whole-suite line (1.7, a Debian package unpacked) and on 2.4 (built with go install): the
+# demo's line-specific part is its set-up branch; its playbook runs are test_prune_check_then_real_...
+@pytest.mark.matrix(lines=("2.4",))
 def test_demo_runs_clean_and_shows_less_after(lab):
     """scripts/demo.sh end to end (its own lab; the session lab only guarantees the prerequisites)."""
     env = dict(os.environ, NO_SETUP_APT='1')   # NODEMAINT_CACHE_DIR passes through: the venv is reused
