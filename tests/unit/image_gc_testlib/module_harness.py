@@ -80,11 +80,11 @@ def documented_returns(module):
     return yaml.safe_load(module.RETURN)
 
 
-def failure_before_any_command(monkeypatch, module, args):
+def failure_before_any_command(monkeypatch, module, args, version=V21, check_mode=False):
     """Run ``module`` with ``args`` over the recorded node: it must fail having run no command.
     Returns the failure's message."""
-    runner = node_runner(V21)
-    out = run_module(monkeypatch, module, args, runner)
+    runner = node_runner(version)
+    out = run_module(monkeypatch, module, args, runner, check_mode=check_mode)
     assert out.failed, out.result
     assert runner.calls == []
     return out.result['msg']
