@@ -1,5 +1,6 @@
 # Copyright (c) nodemaint.image_gc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Over 300 lines: many cases of one subject, where discovery looks for crictl, ctr and the endpoints, and in which order.
 """_discovery: where crictl, ctr and the CRI endpoint are found, in which order, and the errors."""
 
 import pytest

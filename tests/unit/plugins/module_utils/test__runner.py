@@ -1,5 +1,6 @@
 # Copyright (c) nodemaint.image_gc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Over 300 lines: many cases of one subject, the node runner's CLI (config, a run, status, a full disk).
 """_runner: the node-side CLI - config, JSON event lines, failure tolerance, dry run, report and
 metrics files, the run lock, the disk usage threshold."""
 
