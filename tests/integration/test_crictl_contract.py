@@ -1,3 +1,4 @@
+# Over 300 lines: many cases of one subject, the live crictl's output shapes, one test per command.
 """Contract of the LIVE upstream crictl: its output still has the shapes that the collection's parser
 (plugins/module_utils/_cri.py) relies on, on every containerd version of the lab.
 
