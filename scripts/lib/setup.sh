@@ -126,12 +126,28 @@ setup_crictl() {
   export NODEMAINT_CRICTL NODEMAINT_CRICTL_VERSION
 }
 
+# containerd_tree_into_place LINE TMP TOP BINDIR FROM: TMP, a finished tree of containerd LINE with
+# its binaries in TMP/BINDIR (made from FROM), checked, marked .complete and renamed to TOP; a
+# concurrent set-up that was first wins (TMP is dropped). TMP is removed on every failure.
+containerd_tree_into_place() {
+  local line="$1" tmp="$2" top="$3" bindir="$4" from="$5" b
+  for b in containerd containerd-shim-runc-v2 ctr; do
+    [[ -x "$tmp/$bindir/$b" ]] || { log "containerd $line: $bindir/$b missing from $from"; rm -rf "$tmp"; return 1; }
+  done
+  touch "$tmp/.complete"
+  if [[ -f "$top/.complete" ]]; then
+    rm -rf "$tmp"  # a concurrent set-up was first
+  elif ! { rm -rf "$top" && mv -T "$tmp" "$top"; }; then
+    rm -rf "$tmp"; return 1
+  fi
+}
+
 # containerd from a Debian package of another release, for the lab: downloaded with apt through a
 # private sources list / state / cache (the machine's apt sources stay untouched) and unpacked
 # with dpkg-deb -x under $CACHE_DIR (never installed). Debian 12's /usr/bin/runc is used with it.
 # setup_containerd_deb LINE SUITE VERSION: sets CONTAINERD_DIR (containerd, containerd-shim-runc-v2, ctr).
 setup_containerd_deb() {
-  local line="$1" suite="$2" version="$3" top deb v b
+  local line="$1" suite="$2" version="$3" top deb v
   top="$CACHE_DIR/containerd-$version"
   CONTAINERD_DIR="$top/root/usr/bin"
   if [[ ! -f "$top/.complete" ]]; then
@@ -155,15 +171,7 @@ setup_containerd_deb() {
     [[ -n "$deb" ]] || { log "containerd $line: no .deb downloaded"; rm -rf "$tmp"; return 1; }
     dpkg-deb -x "$deb" "$tmp/root" || { log "containerd $line: dpkg-deb -x $deb failed"; rm -rf "$tmp"; return 1; }
     rm -rf "$apt"  # the package lists are big and not needed again
-    for b in containerd containerd-shim-runc-v2 ctr; do
-      [[ -x "$tmp/root/usr/bin/$b" ]] || { log "containerd $line: usr/bin/$b missing from $deb"; rm -rf "$tmp"; return 1; }
-    done
-    touch "$tmp/.complete"
-    if [[ -f "$top/.complete" ]]; then
-      rm -rf "$tmp"  # a concurrent set-up was first
-    elif ! { rm -rf "$top" && mv -T "$tmp" "$top"; }; then
-      rm -rf "$tmp"; return 1
-    fi
+    containerd_tree_into_place "$line" "$tmp" "$top" root/usr/bin "$deb" || return 1
   fi
   v="$("$CONTAINERD_DIR/containerd" --version 2>/dev/null | awk '{print $3}')"
   [[ "$v" == "$line".* || "$v" == "v$line".* ]] \
@@ -176,7 +184,7 @@ setup_containerd_deb() {
 # with Go's module and build caches under $CACHE_DIR/go (the build log: $CACHE_DIR/go/containerd-LINE-build.log).
 # setup_containerd_go LINE VERSION: sets CONTAINERD_DIR.
 setup_containerd_go() {
-  local line="$1" version="$2" top tmp v b
+  local line="$1" version="$2" top tmp v
   local mod=github.com/containerd/containerd/v2
   top="$CACHE_DIR/containerd-go-$version"
   CONTAINERD_DIR="$top/bin"
@@ -195,15 +203,7 @@ setup_containerd_go() {
       rm -rf "$tmp"
       return 1
     fi
-    for b in containerd containerd-shim-runc-v2 ctr; do
-      [[ -x "$tmp/bin/$b" ]] || { log "containerd $line: go install left no $b"; rm -rf "$tmp"; return 1; }
-    done
-    touch "$tmp/.complete"
-    if [[ -f "$top/.complete" ]]; then
-      rm -rf "$tmp"  # a concurrent set-up was first
-    elif ! { rm -rf "$top" && mv -T "$tmp" "$top"; }; then
-      rm -rf "$tmp"; return 1
-    fi
+    containerd_tree_into_place "$line" "$tmp" "$top" bin "go install" || return 1
   fi
   v="$("$CONTAINERD_DIR/containerd" --version 2>/dev/null | awk '{print $3}')"
   [[ "$v" == "${version#v}" || "$v" == "${version#v}+"* ]] \
