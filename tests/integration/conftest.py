@@ -67,30 +67,26 @@ def _as_tuple(line):
 
 
 def selected_lines(environ=None):
-    """The containerd lines to run, from NODEMAINT_LAB_VERSIONS (default: all)."""
+    """The containerd lines to run, from NODEMAINT_LAB_VERSIONS (a list of lines, or all; default: all)."""
     environ = os.environ if environ is None else environ
-    raw = (environ.get(LINES_ENV) or "").replace(" ", "")
-    if not raw:
-        return CONTAINERD_VERSIONS
-    lines = tuple(x for x in raw.split(",") if x)
-    bad = [x for x in lines if x not in CONTAINERD_VERSIONS]
-    if bad:
-        raise pytest.UsageError("%s=%s: unknown containerd line(s) %s (lines: %s)"
-                                % (LINES_ENV, raw, ", ".join(bad), ", ".join(CONTAINERD_VERSIONS)))
-    return lines
+    return _lines(LINES_ENV, (environ.get(LINES_ENV) or "").replace(" ", "") or "all")
 
 
 def full_lines(environ=None):
     """The lines that run the whole suite: NODEMAINT_LAB_FULL (a line, or 'all'), default FULL_LINE."""
     environ = os.environ if environ is None else environ
-    raw = (environ.get(FULL_ENV) or FULL_LINE).replace(" ", "")
+    return _lines(FULL_ENV, (environ.get(FULL_ENV) or FULL_LINE).replace(" ", ""))
+
+
+def _lines(name, raw):
+    """The lines a variable's value names ('1.6,2.4', or 'all'); a usage error naming the unknown ones."""
     if raw == "all":
         return CONTAINERD_VERSIONS
     lines = tuple(x for x in raw.split(",") if x)
     bad = [x for x in lines if x not in CONTAINERD_VERSIONS]
     if bad:
         raise pytest.UsageError("%s=%s: unknown containerd line(s) %s (lines: %s, or all)"
-                                % (FULL_ENV, raw, ", ".join(bad), ", ".join(CONTAINERD_VERSIONS)))
+                                % (name, raw, ", ".join(bad), ", ".join(CONTAINERD_VERSIONS)))
     return lines
 
 
