@@ -18,10 +18,15 @@ EXCLUDE = ['docker.io/feas/keep:*']
 
 
 def settled_content(lab, quiet=2.0, timeout=20.0):
-    """The content store's digests once containerd's asynchronous garbage collector has left it
-    unchanged for ``quiet`` seconds (building a scenario leaves collectable blobs behind, and
-    containerd may collect them at any moment: a baseline taken before that is not one)."""
+    """The content store's digests once containerd's garbage collector has run and then left it
+    unchanged for ``quiet`` seconds. Building a scenario leaves collectable blobs behind, and
+    containerd collects them only when something schedules a collection (a deletion, enough
+    mutations: a run's own ``ctr`` lease can be that), so quiet alone is no proof: a baseline
+    taken before that collection is not one. Deleting a lease with ``--sync`` runs it now."""
     import time
+    lease = 'settle-%d-%d' % (os.getpid(), time.monotonic_ns())
+    lab.ctr('-n', 'k8s.io', 'leases', 'create', '--id', lease)
+    lab.ctr('-n', 'k8s.io', 'leases', 'delete', '--sync', lease)
     deadline = time.monotonic() + timeout
     last, since = None, time.monotonic()
     while True:
