@@ -169,6 +169,7 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory, full=F
         if run['warnings']:
             report['warnings'] = list(run['warnings'])
         failures.extend(run.get('write_failures') or [])
+        report['summary'] = run.get('summary')
     failed = status == 'failed'
     report['status'] = status
     report['finished'] = round(time.time(), 3)
@@ -191,6 +192,8 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory, full=F
     extra = {'warnings': report['warnings']} if 'warnings' in report else {}
     if failures:
         extra['write_failed'] = failures
+    if report.get('summary'):
+        extra['summary'] = report['summary']
     emit(stream, 'end', **summary(dict(extra, status=report['status'], removed=report['removed'],
                                        bytes=report['bytes'], duration=report['duration'], dry_run=dry_run)))
     # A state file that could not be written (a full disk) fails the run's exit code even when

@@ -152,7 +152,14 @@ def test_report_and_metrics_written_atomically(node):
     assert samples['node_image_gc_last_run_removed_objects{phase="images"}'] == '3'
     assert samples['node_image_gc_last_run_reclaimed_bytes{phase="images"}'] == str(1028854 + 1028853 + 1028856)
     assert samples['node_image_gc_phase_success{phase="content"}'] == '1'
-    assert samples['node_image_gc_image_fs_used_bytes{when="before"}'] == '10182656'
+    # the filesystem's figures (statvfs), as the report has them; the end line says them in words
+    assert samples['node_image_gc_image_fs_used_bytes{when="before"}'] == str(
+        report['disk_before']['filesystem']['used_bytes'])
+    assert samples['node_image_gc_image_fs_used_bytes{when="after"}'] == str(
+        report['disk_after']['filesystem']['used_bytes'])
+    assert events[-1]['summary'] == report['summary'] and report['summary'].startswith('freed ')
+    assert ' -> ' in report['summary'] and report['summary'].split('; ')[1].startswith(
+        report['disk_before']['filesystem']['path'] + ' ')
     assert '# TYPE node_image_gc_run_success gauge' in metrics
     assert metrics.endswith('\n')
 
