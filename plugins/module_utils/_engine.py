@@ -533,11 +533,60 @@ class ImagesPhase(Phase):
         return plan
 
     def act(self, plan):
-        outcome = self.engine.crictl.remove_images(plan.ids, before_batch=self._new_users)
-        by_id = {item['id']: item for item in plan.remove}
+        target = plan.disk if plan.disk and plan.disk.get('candidates') else None
+        by_id = {item['id']: item for item in plan.remove + plan.keep}
+        ids = [i for i in plan.ids if not (target and by_id[i].get('disk_target'))]
+        outcome = self.engine.crictl.remove_images(ids, before_batch=self._new_users)
+        if target:
+            self._to_target(plan, target, by_id, outcome)
         for image_id, reason in sorted(outcome.skipped.items()):
             self.result['kept'].append(dict(by_id[image_id], reason=reason))
         return outcome
+
+    def _to_target(self, plan, target, by_id, outcome):
+        """The disk target, measured: the candidates go one at a time, least recently used
+        first, and the filesystem is read again (once containerd's garbage collection settled)
+        after each, until its usage is at or below disk_low or no candidate is left. ``plan``
+        is brought in line with what went (for Phase.apply) and ``target`` says what was
+        measured."""
+        low, result = target['low'], self.result
+        estimated = [i for i in target['candidates'] if by_id[i].get('disk_target')]
+        candidates = list(target['candidates'])
+        figure = self.engine.measure()
+        steps = []
+        while figure is not None and candidates and figure['used_bytes'] * 100 > low * figure['size_bytes']:
+            image_id = candidates.pop(0)
+            item = by_id[image_id]
+            item['reason'] = _plan.Retention.target_reason(round(target['used_percent']), low, '%s; %.1f%% before it '
+                                                           'went (measured)' % (plan.last_use[image_id],
+                                                                                figure['used_percent']))
+            step = self.engine.crictl.remove_images([image_id], before_batch=self._new_users)
+            for key in ('removed', 'gone', 'commands'):
+                getattr(outcome, key).extend(getattr(step, key))
+            outcome.failed.update(step.failed)
+            outcome.skipped.update(step.skipped)
+            figure = self.engine.measure()
+            steps.append({'id': image_id, 'used_percent': figure['used_percent'] if figure else None})
+        taken = [s['id'] for s in steps]
+        # plan.remove: what was tried; plan.keep (the result's kept): the candidates left, with why
+        plan.remove[:] = [i for i in plan.remove if not i.get('disk_target')] + [by_id[i] for i in taken]
+        plan.keep[:] = [i for i in plan.keep if i['id'] not in taken]
+        for image_id in estimated:
+            if image_id not in taken:
+                item = by_id[image_id]
+                item.pop('disk_target', None)
+                item['reason'] = 'kept: the image filesystem was at or below disk_low %d%% (measured) before its turn, ' \
+                                 'though the estimate had it go' % low
+                plan.keep.append(item)
+        target['measured'] = {'steps': steps, 'used_percent': figure['used_percent'] if figure else None,
+                              'used_bytes': figure['used_bytes'] if figure else None,
+                              'reached': bool(figure) and figure['used_bytes'] * 100 <= low * figure['size_bytes']}
+        if figure is None:
+            result['warnings'].append('the image filesystem could not be read during the disk target: it stopped '
+                                      'after %d image(s)' % len(steps))
+        elif not target['measured']['reached']:
+            result['warnings'].append('the image filesystem is at %.1f%% (measured) after every unused image that may '
+                                      'go was removed: disk_low %d%% is not reached' % (figure['used_percent'], low))
 
     def run(self):
         super().run()

@@ -1,0 +1,90 @@
+"""The disk figures, measured (issue 19, items 1 and 2), on a lab whose containerd root is a small
+tmpfs of its own (``Lab(root_tmpfs=...)``): the machine's root filesystem is written by other
+processes all the time, the lab's tmpfs only by its containerd, so the figures are exact.
+
+- a real run's figure after is the one before less at least the content it removed, read from
+  the filesystem once containerd's garbage collection settled; a dry run's after is its before;
+- the disk target removes the least recently used warm image first, one at a time, and stops as
+  soon as the measured usage is at or below disk_low.
+"""
+
+import json
+import os
+import sys
+
+import pytest
+
+from tests import lab as labpkg
+from tests.integration.ansible_play import (
+    EXCLUDE, FRESH_IMAGES, collections_path, run_tasks, runtime_args, runtime_state, state_args)
+from tests.integration.conftest import CONTAINERD_VERSIONS, _containerd_dir, _missing
+
+if collections_path() not in sys.path:
+    sys.path.insert(0, collections_path())
+
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine  # noqa: E402
+
+pytestmark = pytest.mark.matrix
+
+PRUNE = 'nodemaint.image_gc.prune'
+ROOT_SIZE = 64 * 1024 * 1024
+
+
+@pytest.fixture(scope='module', params=CONTAINERD_VERSIONS, ids=['containerd-' + v for v in CONTAINERD_VERSIONS])
+def small_lab(request):
+    """A lab of its own whose containerd root is a 64 MiB tmpfs (torn down, tmpfs unmounted)."""
+    if os.geteuid() != 0:
+        pytest.skip('the containerd lab needs root')
+    miss = _missing()
+    if miss:
+        pytest.fail('lab prerequisites missing: %s' % ', '.join(miss), pytrace=False)
+    the_lab = labpkg.Lab(containerd_dir=_containerd_dir(request.param), root_tmpfs='%d' % ROOT_SIZE)
+    try:
+        the_lab.start()
+        yield the_lab
+    finally:
+        the_lab.stop()
+        assert not any(the_lab.leftovers().values()), the_lab.leftovers()
+
+
+@pytest.fixture
+def small_scenario(small_lab):
+    labpkg.reset(small_lab)
+    return labpkg.scenario(small_lab)
+
+
+def _args(lab, **extra):
+    args = dict(runtime_args(lab), **state_args(lab))
+    args.update(image_exclude=EXCLUDE, sandbox_min_age='0s', pod_aware=False, **FRESH_IMAGES)
+    args.update(extra)
+    return args
+
+
+def test_the_root_is_a_tmpfs_of_its_own(small_lab):
+    st = os.statvfs(small_lab.root)
+    assert st.f_blocks * st.f_frsize == ROOT_SIZE
+    assert small_lab.root in labpkg.lab.mounts_under(small_lab.base)
+
+
+def test_the_figure_after_is_lower_by_at_least_the_content_removed(small_lab, small_scenario):
+    check = run_tasks(small_lab, [('dry', PRUNE, _args(small_lab))], check=True)['dry']
+    assert not check.get('failed'), check
+    fs_before, fs_after = check['disk_before']['filesystem'], check['disk_after']['filesystem']
+    assert fs_before['path'] == small_lab.root and fs_before['size_bytes'] == ROOT_SIZE
+    # a dry run removes nothing: after = before, stated as such
+    assert fs_after['used_bytes'] == fs_before['used_bytes'] and 'check mode' in fs_after['note']
+    assert check['summary'].endswith('(check mode: nothing removed)'), check['summary']
+
+    real = run_tasks(small_lab, [('real', PRUNE, _args(small_lab))])['real']
+    assert not real.get('failed') and real['failed_phases'] == [], real
+    before, after = real['disk_before']['filesystem'], real['disk_after']['filesystem']
+    blobs = real['content_space_reclaimed']
+    assert real['images'] and real['blobs'] and blobs > 0, real
+    assert after['settled'] is True, after
+    assert before['used_bytes'] - after['used_bytes'] >= blobs, (before, after, blobs)
+    assert after['used_percent'] < before['used_percent']
+    # the line says the same figures
+    assert real['summary'] == 'freed %s (%d containers, %d sandboxes, %d images, %d blobs); %s %.1f%% -> %.1f%%' % (
+        _engine.human_bytes(real['images_space_reclaimed'] + blobs), len(real['containers']), len(real['sandboxes']),
+        len(real['images']), len(real['blobs']), small_lab.root, before['used_percent'], after['used_percent'])
+
