@@ -248,6 +248,17 @@ summary:
   returned: always
   type: str
   sample: "freed 11.40 MB (3 containers, 2 sandboxes, 5 images, 4 blobs); /var/lib/containerd 81.2% -> 62.0%"
+disk_target:
+  description:
+    - The disk target (O(disk_high)/O(disk_low)) - C(used_percent) before, C(high), C(low), C(projected_percent).
+      Above O(disk_high) also C(candidates) (the warm images it may remove, least recently used first) and
+      C(estimate) (what the projection is - an estimate from the image sizes the runtime reports); after a real
+      run C(measured) - C(steps) (each image removed with the filesystem's C(used_percent) read after it, once
+      containerd's garbage collection settled), C(used_percent), C(used_bytes) and C(reached).
+  returned: when O(disk_high) is set and the image filesystem's usage is known
+  type: dict
+  sample: {used_percent: 91.0, high: 85, low: 80, projected_percent: 79.5, candidates: ['sha256:4f1e...'],
+           measured: {steps: [{id: 'sha256:4f1e...', used_percent: 79.1}], used_percent: 79.1, reached: true}}
 sandbox_image:
   description: The sandbox (pause) image that was protected, if known.
   returned: when O(images=true)
@@ -298,6 +309,8 @@ def main():
         out['phases'].append(summary)
     out['images_space_reclaimed'] = by_phase['images']['bytes']
     out['content_space_reclaimed'] = by_phase['content']['bytes']
+    if by_phase['images'].get('disk_target'):
+        out['disk_target'] = by_phase['images']['disk_target']
     if 'sandbox_image' in by_phase['images']:
         out['sandbox_image'] = by_phase['images']['sandbox_image']
     if run['skip_reason']:

@@ -11,6 +11,7 @@ processes all the time, the lab's tmpfs only by its containerd, so the figures a
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -22,7 +23,7 @@ from tests.integration.conftest import CONTAINERD_VERSIONS, _containerd_dir, _mi
 if collections_path() not in sys.path:
     sys.path.insert(0, collections_path())
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine  # noqa: E402
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _host  # noqa: E402
 
 pytestmark = pytest.mark.matrix
 
@@ -88,3 +89,52 @@ def test_the_figure_after_is_lower_by_at_least_the_content_removed(small_lab, sm
         _engine.human_bytes(real['images_space_reclaimed'] + blobs), len(real['containers']), len(real['sandboxes']),
         len(real['images']), len(real['blobs']), small_lab.root, before['used_percent'], after['used_percent'])
 
+
+
+PAYLOAD = 4 * 1024 * 1024
+
+
+def _big_images(monkeypatch, names):
+    """Images of the lab's shared busybox layer and a layer of its own: PAYLOAD random bytes, so
+    removing one frees its unpacked snapshot and its blob (about 2 x PAYLOAD, measured on both
+    containerd versions), while the runtime reports each image's size as the two layers' sum."""
+    monkeypatch.setattr(labpkg.images, 'marker_layer', lambda name, variant='': labpkg.images._tar(
+        [('etc', 'dir', None, 0o755), ('etc/feas-image', 'file', os.urandom(PAYLOAD), 0o644)]))
+    built = [labpkg.images.build('docker.io/feas/%s:1' % name) for name in names]
+    monkeypatch.undo()
+    return built
+
+
+def test_the_disk_target_stops_as_soon_as_the_measured_usage_is_at_disk_low(small_lab, monkeypatch):
+    labpkg.reset(small_lab)
+    order = ['lru-a', 'lru-b', 'lru-c', 'lru-d']                    # least recently used first
+    built = _big_images(monkeypatch, order)
+    labpkg.images.import_images(small_lab.ctr_argv, built, small_lab.work)
+    now = int(time.time())
+    record = {'version': 1, 'updated': now, 'images': dict(
+        (im.image_id, {'first_seen': now - 30 * 86400, 'last_used': now - (10 - i) * 3600, 'refs': []})
+        for i, im in enumerate(built))}
+    with open(state_args(small_lab)['image_record_path'], 'w') as handle:
+        json.dump(record, handle)
+    # the target lies between one and two images' worth of freed space below the usage now
+    fs = _host.settled_figure(small_lab.root, timeout=10)
+    step = 2 * PAYLOAD
+    low = int(100.0 * (fs['used_bytes'] - 1.5 * step) / fs['size_bytes'])
+    high = int(fs['used_percent']) - 1
+    assert 1 <= low < high, (fs, low, high)
+    res = run_tasks(small_lab, [('gc', PRUNE, _args(small_lab, image_unused_for='7d', disk_high=high, disk_low=low,
+                                                    content=False))])['gc']
+    assert not res.get('failed') and res['failed_phases'] == [], res
+    removed = [i['id'] for i in res['images']]
+    # least recently used first, and no more once the measured usage is at or below disk_low
+    assert removed == [built[0].image_id, built[1].image_id], res['images']
+    left = runtime_state(small_lab)['images']
+    assert built[2].image_id in left and built[3].image_id in left
+    measured = res['disk_target']['measured']
+    assert measured['reached'] is True
+    steps = measured['steps']
+    assert [s['id'] for s in steps] == removed
+    assert steps[0]['used_percent'] > low >= steps[1]['used_percent'], (steps, low)
+    after = res['disk_after']['filesystem']
+    assert after['used_bytes'] * 100 <= low * after['size_bytes'] and after['settled'] is True
+    assert all('(measured)' in i['reason'] for i in res['images'])
