@@ -339,13 +339,13 @@ CHECK_MODE_NOTE = 'check mode: nothing removed, after = before'
 
 
 def human_bytes(n):
-    """``11.4 MB`` (powers of 1024, like Ansible's human_readable)."""
-    n = float(n)
-    for unit in ('Bytes', 'KB', 'MB', 'GB', 'TB'):
-        if abs(n) < 1024 or unit == 'TB':
-            return '%.2f %s' % (n, unit) if unit != 'Bytes' else '%d Bytes' % n
-        n /= 1024.0
-    return '%.2f PB' % n  # pragma: no cover
+    """``11.40 MB`` (powers of 1024, as Ansible's human_readable writes them)."""
+    n, unit = float(n), 'Bytes'
+    for bigger in ('KB', 'MB', 'GB', 'TB'):
+        if abs(n) < 1024:
+            break
+        n, unit = n / 1024.0, bigger
+    return '%.2f %s' % (n, unit)
 
 
 def _figure_text(disk):

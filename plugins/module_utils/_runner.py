@@ -86,6 +86,13 @@ def phase_event(result):
              'dry_run': result.get('check_mode', False)}
     if result.get('skip_reason'):
         event['skip_reason'] = result['skip_reason']
+    if result.get('disk_target'):
+        # the figures; the candidates and steps as counts (each removed image's reason carries its step)
+        target = dict(result['disk_target'])
+        target['candidates'] = len(target.get('candidates', []))
+        if target.get('measured'):
+            target['measured'] = dict(target['measured'], steps=len(target['measured']['steps']))
+        event['disk_target'] = target
     return event
 
 
