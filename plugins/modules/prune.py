@@ -293,7 +293,7 @@ def main():
                      fail_on_error=module.params['fail_on_phase_error'])
     by_phase = {r['phase']: r for r in run['phases']}
     out = {'changed': run['changed'], 'failures': [], 'commands': run['commands'], 'failed_phases': run['failed_phases'],
-               'disk_before': run['disk_before'], 'disk_after': run['disk_after'], 'phases': [],
+           'disk_before': run['disk_before'], 'disk_after': run['disk_after'], 'phases': [],
            'summary': run['summary']}
     for phase, name in ITEMS:
         result = by_phase[phase]

@@ -61,7 +61,8 @@ def task_msg(stdout, task):
 
 
 SIZE = r'(-|[\d.]+ \w+)'
-ROW = re.compile(r'^(\S+)\s+(-|\d+)\s+(-|\d+)\s+(-|\d+)\s+(-|\d+)\s+%s\s+%s?\s*%s?\s+(.*)$' % (SIZE, SIZE, SIZE))
+DISK = r'(-|unknown|[\d.]+%)'        # the used percent of the image filesystem
+ROW = re.compile(r'^(\S+)\s+(-|\d+)\s+(-|\d+)\s+(-|\d+)\s+(-|\d+)\s+%s\s+%s?\s*%s?\s+(.*)$' % (SIZE, DISK, DISK))
 
 
 def parse_table(stdout):

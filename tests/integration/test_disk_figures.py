@@ -90,7 +90,6 @@ def test_the_figure_after_is_lower_by_at_least_the_content_removed(small_lab, sm
         len(real['images']), len(real['blobs']), small_lab.root, before['used_percent'], after['used_percent'])
 
 
-
 PAYLOAD = 4 * 1024 * 1024
 
 

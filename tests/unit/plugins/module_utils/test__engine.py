@@ -465,7 +465,6 @@ def test_check_mode_disk_after_is_the_disk_before(peer_root):
     assert run['summary'].startswith('would free ') and run['summary'].endswith('(check mode: nothing removed)')
 
 
-
 def _figures(monkeypatch, *used, size=1000):
     """The filesystem's figures, one per reading: before, then after (the engine's own settle
     function is replaced in unit tests by a single reading, see conftest.no_settle_wait)."""
