@@ -1,6 +1,7 @@
 """Markdown tables of bench/fleet.py's results, and their place in docs/performance.md."""
 
-import os
+
+from docsection import replace_section
 
 MARKERS = {False: ('<!-- fleet-bench: begin (bench/fleet.py writes this part) -->', '<!-- fleet-bench: end -->'),
            True: ('<!-- fleet-synthetic: begin (bench/fleet.py --synthetic writes this part) -->',
@@ -54,13 +55,4 @@ def render(res):
 
 def write_doc(path, text, synthetic):
     begin, end = MARKERS[synthetic]
-    with open(path) as handle:
-        doc = handle.read()
-    if begin not in doc or end not in doc:
-        raise SystemExit('%s has no %s ... %s section to replace' % (path, begin, end))
-    head, rest = doc.split(begin, 1)
-    tail = rest.split(end, 1)[1]
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as handle:
-        handle.write(head + begin + '\n' + text + end + tail)
-    os.replace(tmp, path)
+    replace_section(path, begin, end, text)

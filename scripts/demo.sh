@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The demo of nodemaint.image_gc:   ./scripts/demo.sh [--containerd 1.6|2.1]
+# The demo of nodemaint.image_gc:   ./scripts/demo.sh [--containerd 1.6|1.7|2.1|2.4]
 #
 # On a Debian 12 machine, as root: installs what it needs (Debian's containerd and runc, the real
-# crictl -- from PATH if >= 1.36, else built once with `go install` into the cache --, for
-# --containerd 2.1 Debian sid's containerd 2.1.9 unpacked into the cache, a tools venv), starts a local lab node -- a real containerd in a private directory, with real garbage:
+# crictl -- from PATH if new enough, else built once with `go install` into the cache --, the
+# chosen containerd line if not Debian 12's own, a tools venv), starts a local lab node -- a real
+# containerd in a private directory, with real garbage:
 # exited containers, NotReady pod sandboxes old and young, unused, dangling and excluded images,
 # a running container, the sandbox image -- then runs the on-demand playbook against it, first
 # with --check, then for real, and shows the state before and after. It leaves nothing running.
 #
-# --containerd 1.6 (default): Debian 12's containerd 1.6.20; 2.1: Debian sid's 2.1.9 (with its ctr
-# and shim, and Debian 12's runc).
+# --containerd 1.6 (default): Debian 12's containerd 1.6.20; 1.7: Debian 13's 1.7.24 and 2.1: Debian
+# sid's 2.1.9 (each downloaded and unpacked into the cache, never installed); 2.4: 2.4.2 built once
+# with `go install` into the cache (about 3 min the first time). Each with its own ctr and shim, and
+# Debian 12's runc. Versions: scripts/lib/versions.env.
 #
 # Environment: NODEMAINT_CACHE_DIR (default /var/cache/nodemaint-image-gc), NO_SETUP_APT=1,
 # DEMO_KEEP_LAB=1 (leave the lab running for a look; stop it with `python -m tests.lab down --dir DIR`).
@@ -27,15 +30,15 @@ banner() { printf '\n=== %s ===\n' "$*"; }
 CONTAINERD_CHOICE=1.6
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --containerd) CONTAINERD_CHOICE="${2:-}"; shift 2 || { log "--containerd needs 1.6 or 2.1"; exit 2; } ;;
+    --containerd) CONTAINERD_CHOICE="${2:-}"; shift 2 || { log "--containerd needs 1.6, 1.7, 2.1 or 2.4"; exit 2; } ;;
     --containerd=*) CONTAINERD_CHOICE="${1#*=}"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
-    *) log "unknown argument: $1 (usage: $0 [--containerd 1.6|2.1])"; exit 2 ;;
+    *) log "unknown argument: $1 (usage: $0 [--containerd 1.6|1.7|2.1|2.4])"; exit 2 ;;
   esac
 done
 case "$CONTAINERD_CHOICE" in
-  1.6|2.1) ;;
-  *) log "--containerd: '$CONTAINERD_CHOICE' is not one of 1.6, 2.1"; exit 2 ;;
+  1.6|1.7|2.1|2.4) ;;
+  *) log "--containerd: '$CONTAINERD_CHOICE' is not one of 1.6, 1.7, 2.1, 2.4"; exit 2 ;;
 esac
 
 if [[ "${NO_SETUP_APT:-0}" != 1 ]]; then setup_apt; fi
@@ -45,10 +48,12 @@ flock -w 900 9 || log "setup lock not acquired after 15 min (continuing)"
 setup_crictl
 LAB_ARGS=()
 CTR=(ctr)
-if [[ "$CONTAINERD_CHOICE" == 2.1 ]]; then
-  setup_containerd2
-  LAB_ARGS=(--containerd-dir "$NODEMAINT_CONTAINERD2_DIR")
-  CTR=("$NODEMAINT_CONTAINERD2_DIR/ctr")
+CONTAINERD_BIN=containerd
+if [[ "$CONTAINERD_CHOICE" != 1.6 ]]; then
+  setup_containerds "$CONTAINERD_CHOICE"     # sets CONTAINERD_DIR
+  LAB_ARGS=(--containerd-dir "$CONTAINERD_DIR")
+  CTR=("$CONTAINERD_DIR/ctr")
+  CONTAINERD_BIN="$CONTAINERD_DIR/containerd"
 fi
 setup_venv
 flock -u 9; exec 9>&-
@@ -66,8 +71,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-CONTAINERD_BIN=containerd
-[[ "$CONTAINERD_CHOICE" == 2.1 ]] && CONTAINERD_BIN="$NODEMAINT_CONTAINERD2_DIR/containerd"
 banner "Starting a lab node: containerd $("$CONTAINERD_BIN" --version | awk '{print $3}') with garbage, crictl $NODEMAINT_CRICTL_VERSION"
 # containerd's root on a 128 MiB tmpfs of its own: the image filesystem's figures (statvfs) are the
 # lab's alone, so the per-host line shows what the run freed (on the machine's big root filesystem a

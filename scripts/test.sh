@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
 # The test command of the nodemaint.image_gc collection:   ./scripts/test.sh
 #
-# Installs what it needs (Debian packages, the real crictl -- from PATH if >= 1.36, else built
-# once with `go install` into the cache --, Debian sid's containerd 2.1.9 unpacked into the
-# cache, a tools venv, containers.podman, promtool), copies the
+# Installs what it needs (Debian packages, the real crictl -- from PATH if new enough, else built
+# once with `go install` into the cache --, containerd 1.7.24 (Debian 13) and 2.1.9 (Debian sid)
+# unpacked into the cache, containerd 2.4.2 built once with `go install` into the cache, a tools
+# venv, containers.podman, promtool; versions pinned in scripts/lib/versions.env), copies the
 # working tree to <cache>/build/run.XXXXXX/ansible_collections/nodemaint/image_gc (one per
 # run, removed at exit), points ANSIBLE_COLLECTIONS_PATH at it, then runs, in this order:
 #   doc       ansible-doc renders every module in plugins/modules
 #   sanity    ansible-test sanity --python 3.11 (all tests, nothing excluded)
 #   lint      ansible-lint --profile production; ruff (tests/ruff.toml: Python 3.8+ idiom) on plugins/
+#   galaxy    ansible-galaxy collection build, then galaxy-importer on the artifact, antsibull-changelog
+#             lint, antsibull-docs lint-collection-docs --plugin-docs, ansible-builder introspect and
+#             create (tools in their own venv: tests/requirements-galaxy.txt; scripts/lib/galaxy.sh)
 #   molecule  molecule test for every molecule/<scenario>/molecule.yml (podman + systemd image)
-#   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests;
-#             the integration tests run twice, on containerd 1.6.20 (Debian 12) and 2.1.9 (sid)
+#   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests.
+#             The integration tests run against four containerd lines as a version matrix:
+#             the WHOLE suite on 1.7.24 (the line most nodes run), and on 1.6.20 (Debian 12),
+#             2.1.9 (sid) and 2.4.2 (newest) only the tests marked `pytest.mark.matrix` (where
+#             the lines differ: crictl contract, prune scenario, sandbox image and pinning,
+#             content phase, pod safety); the rest shows as "deselected" there.
+#             Switches: NODEMAINT_LAB_VERSIONS=1.6,2.4 (only these lines), NODEMAINT_LAB_FULL=all
+#             (the whole suite on every line; or =2.1: on that line), see tests/integration/conftest.py.
 # Every step runs even if an earlier one failed; a step whose inputs do not exist yet is
 # SKIPped with a reason. Exit status is non-zero if any step FAILed (or setup failed).
+# Two lanes on the two cores: pytest (the longest step) runs in the foreground while doc, sanity,
+# lint, galaxy and molecule run one after the other in the background, in a build tree of their own (their
+# output is printed when pytest is done); TEST_JOBS=1 runs all steps one after the other instead.
 #
 # Environment switches:
 #   TEST_ONLY=doc,sanity   run only these steps (names as above)
@@ -22,17 +35,21 @@
 #   SANITY_ARGS="--test pep8"  extra ansible-test sanity arguments
 #   MOLECULE_SCENARIO=name run only this Molecule scenario (default: all)
 #   NODEMAINT_CACHE_DIR    cache for venv, collections, build tree, image rootfs, crictl build,
-#                          containerd 2.x (default /var/cache/nodemaint-image-gc)
+#                          containerd 1.7/2.1/2.4 (default /var/cache/nodemaint-image-gc)
 #   NO_SETUP_APT=1         do not check/install Debian packages
 #   STEP_TIMEOUT=1800      time limit in seconds for each step's main command
 #   KEEP_BUILD=1           keep the per-run build tree (path printed at setup) for debugging
+#   TEST_JOBS=1            no second lane: every step in the foreground, in the order above
+#   NODEMAINT_LAB_VERSIONS=1.6,2.4  containerd lines the integration tests run on (default: all four)
+#   NODEMAINT_LAB_FULL=2.1 the line that runs the whole integration suite (default 1.7; "all": every
+#                          line runs the whole suite, the full matrix)
 # Needs root (apt, podman, containerd) -- CI runs it as root.
 set -uo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_DIR="${NODEMAINT_CACHE_DIR:-/var/cache/nodemaint-image-gc}"
 export NODEMAINT_CACHE_DIR="$CACHE_DIR"
-STEPS=(doc sanity lint molecule pytest)
+STEPS=(doc sanity lint galaxy molecule pytest)
 
 # Plain output when not on a terminal (CI logs).
 if [[ ! -t 1 || -n "${CI:-}" ]]; then
@@ -42,6 +59,8 @@ fi
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 # shellcheck source=scripts/lib/setup.sh
 source "$REPO_ROOT/scripts/lib/setup.sh"
+# shellcheck source=scripts/lib/galaxy.sh
+source "$REPO_ROOT/scripts/lib/galaxy.sh"
 
 wanted() {
   local s="$1" only="${TEST_ONLY:-}" skip="${SKIP:-}"
@@ -59,13 +78,13 @@ check_switches() {
 }
 
 declare -A RESULT DURATION REASON
-ANY_FAIL=0
 
 # run_step NAME FUNCTION: PASS if the function returns 0, FAIL otherwise, SKIP if it called skip.
 run_step() {
   local name="$1" fn="$2" start rc
   if ! wanted "$name"; then
     RESULT[$name]=SKIP; DURATION[$name]=0; REASON[$name]="deselected by TEST_ONLY/SKIP"
+    printf '%s\t%s\t%s\n' "${RESULT[$name]}" "${DURATION[$name]}" "${REASON[$name]}" >"$STATE/result-$name"
     return 0
   fi
   printf '\n===== [%s] %s =====\n' "$name" "$(date +%H:%M:%S)"
@@ -78,9 +97,44 @@ run_step() {
   elif [[ $rc -eq 0 ]]; then
     RESULT[$name]=PASS
   else
-    RESULT[$name]=FAIL; REASON[$name]="exit status $rc"; ANY_FAIL=1
+    RESULT[$name]=FAIL; REASON[$name]="exit status $rc"
   fi
   printf '===== [%s] %s in %ss %s\n' "$name" "${RESULT[$name]}" "${DURATION[$name]}" "${REASON[$name]:-}"
+  # for main(), which may have run this step in the background lane (another shell)
+  printf '%s\t%s\t%s\n' "${RESULT[$name]}" "${DURATION[$name]}" "${REASON[$name]:-}" >"$STATE/result-$name"
+}
+
+load_result() {
+  local name="$1"
+  if [[ -f "$STATE/result-$name" ]]; then
+    IFS=$'\t' read -r "RESULT[$name]" "DURATION[$name]" "REASON[$name]" <"$STATE/result-$name"
+  else
+    RESULT[$name]=FAIL; DURATION[$name]=0; REASON[$name]="did not finish"
+  fi
+}
+
+# The background lane: doc, sanity, lint, molecule, in a build tree of its own (ansible-test
+# writes tests/output/ into its tree, pytest writes caches into its own), output to a file.
+LANE_STEPS=(doc sanity lint galaxy molecule)
+run_lane() {
+  setup_build_tree >/dev/null 2>&1 || { echo "background lane: cannot make its build tree"; return 1; }
+  echo "$BUILD_ROOT" >"$STATE/lane-build-root"
+  run_step doc step_doc
+  run_step sanity step_sanity
+  run_step lint step_lint
+  run_step galaxy step_galaxy
+  run_step molecule step_molecule
+}
+
+stop_lane() {
+  if [[ -n "${LANE_PID:-}" ]] && kill -0 "$LANE_PID" 2>/dev/null; then
+    kill -TERM -- "-$LANE_PID" 2>/dev/null
+    wait "$LANE_PID" 2>/dev/null
+  fi
+  if [[ -s "$STATE/lane-build-root" && "${KEEP_BUILD:-0}" != 1 ]]; then
+    rm -rf "$(cat "$STATE/lane-build-root")"
+  fi
+  return 0
 }
 
 # limit CMD...: run a step's main command with a time limit (STEP_TIMEOUT seconds, default
@@ -219,7 +273,7 @@ main() {
   local total_start=$SECONDS s
   check_switches
   STATE="$(mktemp -d)"
-  trap 'rm -rf "$STATE"; cleanup_build_tree' EXIT
+  trap 'stop_lane; rm -rf "$STATE"; cleanup_build_tree' EXIT
   trap 'exit 130' INT TERM
 
   printf '===== [setup] %s =====\n' "$(date +%H:%M:%S)"
@@ -230,29 +284,57 @@ main() {
     mkdir -p "$CACHE_DIR"
     exec 9>"$CACHE_DIR/setup.lock"
     flock -w 900 9 || log "setup lock not acquired after 15 min (continuing)"
-    setup_crictl && setup_containerd2 && setup_venv && setup_collections && setup_promtool || setup_ok=0
+    # containerd 2.4's Go build runs while the downloads and the venv are made (fresh machine)
+    setup_crictl && setup_containerd_go_start && setup_containerds 1.7 2.1 && setup_venv && setup_collections \
+      && setup_promtool || setup_ok=0
+    setup_containerd_go_wait || setup_ok=0
     flock -u 9; exec 9>&-
     [[ $setup_ok == 1 ]] && { setup_build_tree || setup_ok=0; }
   fi
-  [[ $setup_ok == 1 ]] && log "crictl $NODEMAINT_CRICTL_VERSION ($NODEMAINT_CRICTL); containerd 1.6: $(command -v containerd), 2.x: $NODEMAINT_CONTAINERD2_DIR"
+  [[ $setup_ok == 1 ]] && log "crictl $NODEMAINT_CRICTL_VERSION ($NODEMAINT_CRICTL); containerd 1.6: $(command -v containerd), 1.7: $NODEMAINT_CONTAINERD17_DIR, 2.1: $NODEMAINT_CONTAINERD21_DIR, 2.4: $NODEMAINT_CONTAINERD24_DIR"
   printf '===== [setup] %s in %ss\n' "$([[ $setup_ok == 1 ]] && echo 'done' || echo 'FAILED')" "$((SECONDS - total_start))"
   if [[ $setup_ok != 1 ]]; then
     log "setup failed; no step can run"
     exit 1
   fi
 
-  run_step doc step_doc
-  run_step sanity step_sanity
-  run_step lint step_lint
-  run_step molecule step_molecule
-  run_step pytest step_pytest
+  local lane_wanted=0
+  for s in "${LANE_STEPS[@]}"; do wanted "$s" && lane_wanted=1; done
+  if [[ "${TEST_JOBS:-2}" -ge 2 && $lane_wanted == 1 ]] && wanted pytest; then
+    log "background lane: ${LANE_STEPS[*]} (output shown when pytest is done; TEST_JOBS=1: one after the other)"
+    set -m   # the lane in a process group of its own, so that stop_lane ends all of it
+    run_lane >"$STATE/lane.log" 2>&1 &
+    LANE_PID=$!
+    set +m
+    run_step pytest step_pytest
+    if kill -0 "$LANE_PID" 2>/dev/null; then
+      log "pytest done; waiting for the background lane (${LANE_STEPS[*]})"
+    fi
+    wait "$LANE_PID"
+    LANE_PID=
+    printf '\n===== background lane output (%s) =====\n' "${LANE_STEPS[*]}"
+    cat "$STATE/lane.log"
+  else
+    run_step doc step_doc
+    run_step sanity step_sanity
+    run_step lint step_lint
+    run_step galaxy step_galaxy
+    run_step molecule step_molecule
+    run_step pytest step_pytest
+  fi
+
+  local any_fail=0
+  for s in "${STEPS[@]}"; do
+    load_result "$s"
+    [[ "${RESULT[$s]}" == FAIL ]] && any_fail=1
+  done
 
   printf '\n===== summary (total %ss) =====\n' "$((SECONDS - total_start))"
   for s in "${STEPS[@]}"; do
     printf '%-9s %-4s %5ss  %s\n' "$s" "${RESULT[$s]}" "${DURATION[$s]}" "${REASON[$s]:-}"
   done
   local verdict=PASS
-  [[ $ANY_FAIL != 0 ]] && verdict=FAIL
+  [[ $any_fail != 0 ]] && verdict=FAIL
   echo "RESULT: $verdict"
   # pytest's own summary line goes last, verbatim, so it closes the output.
   [[ -s "$STATE/pytest.summary" ]] && cat "$STATE/pytest.summary"

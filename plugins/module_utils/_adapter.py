@@ -83,15 +83,27 @@ class ModuleLock:
             self.lock.release()
 
 
+def new_engine(settings, phases, labels=None):
+    """The Engine a module runs: every module builds it here, and nowhere else (the unit tests'
+    module harness replaces this one function to run the modules over recorded commands)."""
+    from ._engine import Engine
+    return Engine(settings, phases, labels=labels)
+
+
+def module_engine(module, phases, renames=None):
+    """new_engine with the module's options as settings (``renames``: module option -> setting
+    name); errors name the module's option."""
+    labels = {setting: opt for opt, setting in (renames or {}).items()}
+    return new_engine(settings_from(module.params, renames), phases, labels=labels)
+
+
 def run_engine(module, phases, renames=None, fail_on_error=True):
     """Engine.run for a module: ``phases`` (of the engine's, ``disk`` included) with the module's
     options, under the run lock, in check mode when the module is. Bad options, discovery errors
     and the lock fail the module before anything runs; a phase that raised fails it too unless
     ``fail_on_error`` is false. Every warning of the run becomes a module warning."""
-    from ._engine import Engine
-    labels = {setting: opt for opt, setting in (renames or {}).items()}
     try:
-        engine = Engine(settings_from(module.params, renames), phases, labels=labels)
+        engine = module_engine(module, phases, renames)
         with ModuleLock(module):
             run = engine.run(check_mode=module.check_mode)
     except ImageGCError as exc:
@@ -118,4 +130,5 @@ def ids_diff(kind, results):
 
 
 __all__ = ['ImageGCError', 'CommandError', 'RUNTIME_ARGUMENT_SPEC', 'LOCK_ARGUMENT_SPEC', 'option', 'options',
-           'argument_spec', 'settings_from', 'fail', 'ModuleLock', 'run_engine', 'ids_diff']
+           'argument_spec', 'settings_from', 'fail', 'ModuleLock', 'new_engine', 'module_engine', 'run_engine',
+           'ids_diff']

@@ -201,7 +201,7 @@ class Engine:
         ids = None
         if images is not None:
             ids = {c.id: image_id for image_id, users in _plan.image_users(images, containers).items()
-                       for c in users}
+                   for c in users}
         out = {}
         for c, listed_at in self.node.seen.values():
             for image_id, when in _record.uses([c], listed_at, ids).items():
@@ -599,7 +599,8 @@ class ImagesPhase(Phase):
         image even while a container uses it."""
         fresh = self.node.list('containers')
         if not fresh and self.node.ready_sandboxes():
-            return dict.fromkeys(batch, 'kept: the container listing right before the removal came back empty while ' 'sandboxes are Ready')
+            return dict.fromkeys(batch, 'kept: the container listing right before the removal came back empty while '
+                                        'sandboxes are Ready')
         users = _plan.image_users(self.images, fresh)    # all images: a tag may have moved
         return {image_id: 'in use by container %s (%s), created after the plan was made' % (
             users[image_id][0].name, users[image_id][0].id[:13]) for image_id in batch if image_id in users}

@@ -113,8 +113,8 @@ def merge(entries, now, used, images=None):
     # A time after now (saved by a clock that ran ahead, or skew) counts as now, and is stored so:
     # it would otherwise keep the image as used "now" until the clock catches up.
     out = {k: dict(v, first_seen=min(v['first_seen'], now),
-                        last_used=None if v.get('last_used') is None else min(v['last_used'], now))
-               for k, v in entries.items()}
+                   last_used=None if v.get('last_used') is None else min(v['last_used'], now))
+           for k, v in entries.items()}
     if images is not None:
         listed = {i.id: i for i in images}
         out = {k: v for k, v in out.items() if k in listed}

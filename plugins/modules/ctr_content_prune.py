@@ -119,8 +119,8 @@ def main():
     run = run_engine(module, ('content',), {'namespace': 'content_namespace'})
     result = run['phases'][0]
     out = {'changed': result['changed'], 'blobs': result['removed'], 'content_space_reclaimed': result['bytes'],
-               'labels_removed': result.get('labels_removed', 0), 'skipped': result['skipped'],
-               'commands': result['commands']}
+           'labels_removed': result.get('labels_removed', 0), 'skipped': result['skipped'],
+           'commands': result['commands']}
     if result['skipped']:
         out['skip_reason'] = result['skip_reason']
     if module._diff:

@@ -120,8 +120,7 @@ imagefs:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    ImageGCError, RUNTIME_ARGUMENT_SPEC, argument_spec, fail, options, settings_from)
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import Engine
+    ImageGCError, RUNTIME_ARGUMENT_SPEC, argument_spec, fail, module_engine, options)
 
 
 def main():
@@ -135,7 +134,7 @@ def main():
     if module.params['largest'] < 0:
         module.fail_json(msg='largest: expected 0 or more, got %d' % module.params['largest'])
     try:
-        facts = Engine(settings_from(module.params), ('disk',)).disk_state(largest=module.params['largest'])
+        facts = module_engine(module, ('disk',)).disk_state(largest=module.params['largest'])
     except ImageGCError as exc:
         fail(module, exc)
     module.exit_json(changed=False, imagefs=facts)

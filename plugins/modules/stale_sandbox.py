@@ -121,7 +121,7 @@ def main():
     run = run_engine(module, ('sandboxes',), {'min_age': 'sandbox_min_age'})
     result = run['phases'][0]
     out = {'changed': result['changed'], 'sandboxes': result['removed'], 'sandboxes_kept': result['kept'],
-               'failures': result['failed'], 'commands': result['commands']}
+           'failures': result['failed'], 'commands': result['commands']}
     if module._diff:
         out['diff'] = ids_diff('sandboxes', [result])
     module.exit_json(**out)

@@ -66,15 +66,10 @@ setup_promtool() {
   export PROMTOOL="$dir/usr/bin/promtool"
 }
 
-# The real crictl (cri-tools). Pinned version, built with `go install` when no new-enough crictl
-# is on PATH. The build (and Go's module and build caches) stay under $CACHE_DIR: done once.
-CRICTL_VERSION=v1.37.0
-CRICTL_MIN_VERSION=1.36.0
-
-# containerd 2.x for the lab: Debian sid's package, downloaded with apt through a private
-# sources list / state / cache (the machine's apt sources stay untouched) and unpacked with
-# dpkg-deb -x under $CACHE_DIR (never installed). Debian 12's /usr/bin/runc is used with it.
-CONTAINERD2_DEB_VERSION=2.1.9+ds1-5
+# The pinned versions (crictl, containerd 1.7 / 2.1 / 2.4): scripts/lib/versions.env, the one
+# place they are written (tests/lab/versions.py reads the same file).
+# shellcheck source=scripts/lib/versions.env
+source "$REPO_ROOT/scripts/lib/versions.env"
 
 # The module version of a crictl binary (a go-install build has no release string: ask
 # `go version -m`; a release binary answers `crictl --version`). Prints e.g. 1.37.0.
@@ -131,40 +126,131 @@ setup_crictl() {
   export NODEMAINT_CRICTL NODEMAINT_CRICTL_VERSION
 }
 
-# Exports NODEMAINT_CONTAINERD2_DIR: a directory with containerd, containerd-shim-runc-v2, ctr 2.x.
-setup_containerd2() {
-  local top="$CACHE_DIR/containerd-$CONTAINERD2_DEB_VERSION" apt tmp deb v
-  local dir="$top/root/usr/bin"
+# containerd_tree_into_place LINE TMP TOP BINDIR FROM: TMP, a finished tree of containerd LINE with
+# its binaries in TMP/BINDIR (made from FROM), checked, marked .complete and renamed to TOP; a
+# concurrent set-up that was first wins (TMP is dropped). TMP is removed on every failure.
+containerd_tree_into_place() {
+  local line="$1" tmp="$2" top="$3" bindir="$4" from="$5" b
+  for b in containerd containerd-shim-runc-v2 ctr; do
+    [[ -x "$tmp/$bindir/$b" ]] || { log "containerd $line: $bindir/$b missing from $from"; rm -rf "$tmp"; return 1; }
+  done
+  touch "$tmp/.complete"
+  if [[ -f "$top/.complete" ]]; then
+    rm -rf "$tmp"  # a concurrent set-up was first
+  elif ! { rm -rf "$top" && mv -T "$tmp" "$top"; }; then
+    rm -rf "$tmp"; return 1
+  fi
+}
+
+# containerd from a Debian package of another release, for the lab: downloaded with apt through a
+# private sources list / state / cache (the machine's apt sources stay untouched) and unpacked
+# with dpkg-deb -x under $CACHE_DIR (never installed). Debian 12's /usr/bin/runc is used with it.
+# setup_containerd_deb LINE SUITE VERSION: sets CONTAINERD_DIR (containerd, containerd-shim-runc-v2, ctr).
+setup_containerd_deb() {
+  local line="$1" suite="$2" version="$3" top deb v
+  top="$CACHE_DIR/containerd-$version"
+  CONTAINERD_DIR="$top/root/usr/bin"
   if [[ ! -f "$top/.complete" ]]; then
-    log "containerd 2.x: downloading Debian sid's containerd $CONTAINERD2_DEB_VERSION (private apt dirs, not installed)"
-    rm -rf "$top"
-    apt="$top/apt"
-    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/sources.list.d" "$top/deb"
-    # the machine's own Debian mirror, suite sid
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(debian_mirror) sid main" \
+    log "containerd $line: downloading Debian $suite's containerd $version (private apt dirs, not installed)"
+    # Built in a private temporary directory and renamed into place: a concurrent set-up (another
+    # worktree's run that gave up waiting for the set-up lock) never sees a half-unpacked tree.
+    local tmp apt
+    tmp="$(mktemp -d "$CACHE_DIR/.containerd-$line.XXXXXX")" && chmod 755 "$tmp" || return 1
+    apt="$tmp/apt"
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/sources.list.d" "$tmp/deb"
+    # the machine's own Debian mirror, the other release's suite
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(debian_mirror) $suite main" \
       >"$apt/sources.list"
     local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/sources.list.d"
                 -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -q)
-    apt-get "${opts[@]}" update >"$top/apt-update.log" 2>&1 \
-      || { log "containerd 2.x: apt-get update (sid, private lists) failed:"; tail -n 20 "$top/apt-update.log" >&2; return 1; }
-    (cd "$top/deb" && apt-get "${opts[@]}" download "containerd=$CONTAINERD2_DEB_VERSION") >"$top/apt-download.log" 2>&1 \
-      || { log "containerd 2.x: apt-get download containerd=$CONTAINERD2_DEB_VERSION failed:"; tail -n 20 "$top/apt-download.log" >&2; return 1; }
-    deb="$(find "$top/deb" -maxdepth 1 -name 'containerd_*.deb' -print -quit)"
-    [[ -n "$deb" ]] || { log "containerd 2.x: no .deb downloaded"; return 1; }
-    dpkg-deb -x "$deb" "$top/root" || { log "containerd 2.x: dpkg-deb -x $deb failed"; return 1; }
-    rm -rf "$apt"  # the sid package lists are big and not needed again
-    local b
-    for b in containerd containerd-shim-runc-v2 ctr; do
-      [[ -x "$dir/$b" ]] || { log "containerd 2.x: $dir/$b missing from $deb"; return 1; }
-    done
-    touch "$top/.complete"
+    apt-get "${opts[@]}" update >"$tmp/apt-update.log" 2>&1 \
+      || { log "containerd $line: apt-get update ($suite, private lists) failed:"; tail -n 20 "$tmp/apt-update.log" >&2; rm -rf "$tmp"; return 1; }
+    (cd "$tmp/deb" && apt-get "${opts[@]}" download "containerd=$version") >"$tmp/apt-download.log" 2>&1 \
+      || { log "containerd $line: apt-get download containerd=$version ($suite) failed:"; tail -n 20 "$tmp/apt-download.log" >&2; rm -rf "$tmp"; return 1; }
+    deb="$(find "$tmp/deb" -maxdepth 1 -name 'containerd_*.deb' -print -quit)"
+    [[ -n "$deb" ]] || { log "containerd $line: no .deb downloaded"; rm -rf "$tmp"; return 1; }
+    dpkg-deb -x "$deb" "$tmp/root" || { log "containerd $line: dpkg-deb -x $deb failed"; rm -rf "$tmp"; return 1; }
+    rm -rf "$apt"  # the package lists are big and not needed again
+    containerd_tree_into_place "$line" "$tmp" "$top" root/usr/bin "$deb" || return 1
   fi
-  v="$("$dir/containerd" --version 2>/dev/null | awk '{print $3}')"
-  [[ "$v" == 2.* ]] || { log "containerd 2.x: $dir/containerd does not run or is not 2.x ('$v')"; return 1; }
-  NODEMAINT_CONTAINERD2_DIR="$dir"
-  export NODEMAINT_CONTAINERD2_DIR
-  log "containerd 2.x: using $dir (containerd $v)"
+  v="$("$CONTAINERD_DIR/containerd" --version 2>/dev/null | awk '{print $3}')"
+  [[ "$v" == "$line".* || "$v" == "v$line".* ]] \
+    || { log "containerd $line: $CONTAINERD_DIR/containerd does not run or is not $line ('$v')"; return 1; }
+  log "containerd $line: using $CONTAINERD_DIR (containerd $v)"
 }
+
+# containerd built from the Go module proxy with `go install` (like crictl), into the cache:
+# containerd, containerd-shim-runc-v2 and ctr of one module version, built once (.complete),
+# with Go's module and build caches under $CACHE_DIR/go (the build log: $CACHE_DIR/go/containerd-LINE-build.log).
+# setup_containerd_go LINE VERSION: sets CONTAINERD_DIR.
+setup_containerd_go() {
+  local line="$1" version="$2" top tmp v
+  local mod=github.com/containerd/containerd/v2
+  top="$CACHE_DIR/containerd-go-$version"
+  CONTAINERD_DIR="$top/bin"
+  if [[ ! -f "$top/.complete" ]]; then
+    command -v go >/dev/null || { log "containerd $line: no 'go' to build $mod@$version (install Go and rerun)"; return 1; }
+    log "containerd $line: building $mod/cmd/{containerd,containerd-shim-runc-v2,ctr}@$version with $(go version | awk '{print $3}') into $top (first run: about 3-5 min)"
+    tmp="$(mktemp -d "$CACHE_DIR/.containerd-$line.XXXXXX")" && chmod 755 "$tmp" || return 1
+    mkdir -p "$tmp/bin" "$CACHE_DIR/go"
+    if ! GOBIN="$tmp/bin" GOPATH="$CACHE_DIR/go/path" GOMODCACHE="$CACHE_DIR/go/mod" \
+         GOCACHE="$CACHE_DIR/go/build" GOFLAGS="${GOFLAGS:-} -modcacherw" \
+         go install -tags 'no_btrfs no_devmapper no_zfs' \
+           "$mod/cmd/containerd@$version" "$mod/cmd/containerd-shim-runc-v2@$version" "$mod/cmd/ctr@$version" \
+           >"$CACHE_DIR/go/containerd-$line-build.log" 2>&1; then
+      log "containerd $line: go install failed (log: $CACHE_DIR/go/containerd-$line-build.log):"
+      tail -n 20 "$CACHE_DIR/go/containerd-$line-build.log" >&2
+      rm -rf "$tmp"
+      return 1
+    fi
+    containerd_tree_into_place "$line" "$tmp" "$top" bin "go install" || return 1
+  fi
+  v="$("$CONTAINERD_DIR/containerd" --version 2>/dev/null | awk '{print $3}')"
+  [[ "$v" == "${version#v}" || "$v" == "${version#v}+"* ]] \
+    || { log "containerd $line: $CONTAINERD_DIR/containerd does not run or is not $version ('$v')"; return 1; }
+  log "containerd $line: using $CONTAINERD_DIR (containerd $v, go install, cached)"
+}
+
+# Every containerd line of the lab but Debian 12's own 1.6 (on PATH). Exports one directory per
+# line: NODEMAINT_CONTAINERD17_DIR, NODEMAINT_CONTAINERD21_DIR (also as NODEMAINT_CONTAINERD2_DIR,
+# its older name), NODEMAINT_CONTAINERD24_DIR. tests/lab/lab.py reads them (CONTAINERD_DIR_ENV).
+# setup_containerds [LINE...]: only these lines (default: all three).
+setup_containerds() {
+  local line lines=("$@")
+  [[ ${#lines[@]} -gt 0 ]] || lines=(1.7 2.1 2.4)
+  for line in "${lines[@]}"; do
+    case "$line" in
+      1.6) ;;
+      1.7) setup_containerd_deb 1.7 "$CONTAINERD_1_7_SUITE" "$CONTAINERD_1_7_DEB" || return 1
+           export NODEMAINT_CONTAINERD17_DIR="$CONTAINERD_DIR" ;;
+      2.1) setup_containerd_deb 2.1 "$CONTAINERD_2_1_SUITE" "$CONTAINERD_2_1_DEB" || return 1
+           export NODEMAINT_CONTAINERD21_DIR="$CONTAINERD_DIR" NODEMAINT_CONTAINERD2_DIR="$CONTAINERD_DIR" ;;
+      2.4) setup_containerd_go 2.4 "$CONTAINERD_2_4_GO" || return 1
+           export NODEMAINT_CONTAINERD24_DIR="$CONTAINERD_DIR" ;;
+      *) log "containerd: no line '$line' (lines: 1.6 1.7 2.1 2.4)"; return 1 ;;
+    esac
+  done
+}
+
+# The Go build of containerd 2.4 (about 3 min on a fresh machine, CPU) in the background while
+# the caller does other set-up (downloads, venv): start with setup_containerd_go_start, then
+# setup_containerd_go_wait (prints its log; exports like setup_containerds 2.4). Quick when built.
+setup_containerd_go_start() {
+  SETUP_GO_LOG="$(mktemp)"
+  ( setup_containerds 2.4 ) >"$SETUP_GO_LOG" 2>&1 &
+  SETUP_GO_PID=$!
+}
+
+setup_containerd_go_wait() {
+  local rc=0
+  [[ -n "${SETUP_GO_PID:-}" ]] || return 1   # never started (an earlier set-up step failed)
+  wait "$SETUP_GO_PID" || rc=1
+  cat "$SETUP_GO_LOG" >&2; rm -f "$SETUP_GO_LOG"
+  [[ $rc == 0 ]] && setup_containerds 2.4 >/dev/null 2>&1   # the exports, from the finished build
+}
+
+# The older name: containerd 2.1 only (exports NODEMAINT_CONTAINERD2_DIR).
+setup_containerd2() { setup_containerds 2.1; }
 
 # A Python >= 3.11 that can create venvs with pip.
 find_python() {

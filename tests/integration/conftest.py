@@ -1,21 +1,38 @@
 """Fixtures for tests against a real, private containerd (the test lab, tests/lab).
 
-- ``lab`` (session, parametrized): containerd started in a fresh temp dir, always torn down;
-  once with Debian 12's containerd 1.6.20 (``lab=containerd-1.6``) and once with Debian sid's
-  2.1.9 (``lab=containerd-2.1``, binaries from $NODEMAINT_CONTAINERD2_DIR, which
-  scripts/test.sh sets). pytest runs all tests of the first lab, tears it down, then starts
-  the second: two labs never run at once.
+- ``lab`` (session, parametrized over the containerd lines): containerd started in a fresh temp
+  dir, always torn down. Lines (tests/lab/versions.py): 1.6 = Debian 12's 1.6.20 (on PATH),
+  1.7 = Debian 13's 1.7.24, 2.1 = Debian sid's 2.1.9 (both unpacked into the cache),
+  2.4 = 2.4.2 (go install into the cache); scripts/test.sh exports each directory.
+  pytest runs all tests of one lab, tears it down, then starts the next: two never run at once.
 - ``scenario`` (function): reset + the standard garbage state (tests.lab.scenario()).
 - ``feas_scenario`` (function): reset + the recorded fixture scenario (feas-a/b/c).
 - ``lab_env`` (function): environment for subprocesses (the real crictl on PATH, CRI
   endpoints, CONTAINERD_ADDRESS).
 
+The version matrix (instead of running the whole suite once per line):
+- The WHOLE integration suite runs on one line, FULL_LINE = 1.7: containerd 1.7 is the line most
+  nodes run today (k3s and RKE2 releases, Ubuntu 24.04, Amazon Linux 2023, Debian 13), and it is
+  the one in the middle: it pins the sandbox image like 2.x and reports it in ``crictl info``
+  like 1.6, so both of the collection's ways of keeping the sandbox image are exercised there.
+- On every other line only the tests marked ``@pytest.mark.matrix`` run: the checks where the
+  lines differ (the live crictl contract, the prune scenario through the module, the sandbox
+  image and pinning cases, the content phase, pod safety). The rest is DESELECTED there (pytest
+  counts it as deselected), not passed.
+- ``@pytest.mark.matrix(lines=("2.4",))``: beyond the whole-suite line, only on these lines (for a
+  slow check whose line-specific part is small, e.g. the demo: its set-up branch per line).
+- ``@pytest.mark.containerd_min("2.1", reason="image volumes")``: on an older line the test is
+  SKIPPED with that reason.
+- Switches (environment): NODEMAINT_LAB_VERSIONS=1.6,2.4 runs only these lines (default all four;
+  the others are deselected); NODEMAINT_LAB_FULL=2.1 runs the whole suite on that line instead,
+  NODEMAINT_LAB_FULL=all on every selected line (the full matrix, as before this existed).
+
 Every crictl call goes to the real upstream crictl (tests.lab.find_crictl: $NODEMAINT_CRICTL,
 set by scripts/test.sh, or its cached go-install build, or crictl on PATH).
 
 Tests using ``lab`` get the ``lab`` marker. They are skipped only when not running as
-root; a missing containerd/runc/busybox/crictl, or a missing containerd 2.x directory, is a
-FAILURE with a message saying how to get it (scripts/test.sh provides all of them).
+root; a missing containerd/runc/busybox/crictl, or a missing directory of another containerd
+line, is a FAILURE with a message saying how to get it (scripts/test.sh provides all of them).
 """
 
 import atexit
@@ -31,24 +48,94 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from tests import lab as labpkg  # noqa: E402
+from tests.lab import versions  # noqa: E402
 
 REQUIRED = {"containerd": "containerd", "ctr": "containerd", "runc": "runc",
             "containerd-shim-runc-v2": "containerd"}
 
 
+CONTAINERD_VERSIONS = versions.CONTAINERD_LINES   # ("1.6", "1.7", "2.1", "2.4")
+FULL_LINE = "1.7"        # the whole suite runs on it (see the docstring for why)
+LINES_ENV, FULL_ENV = "NODEMAINT_LAB_VERSIONS", "NODEMAINT_LAB_FULL"
+_LAB_TIMES = []  # (param, containerd version string, seconds from lab start to its teardown)
+_RUNNING = []    # the session lab that is up (at most one: pytest tears one param down first)
+_PER_LINE = {}   # line -> number of tests that run on it (after the matrix's deselection)
+
+
+def _as_tuple(line):
+    return tuple(int(x) for x in line.split("."))
+
+
+def selected_lines(environ=None):
+    """The containerd lines to run, from NODEMAINT_LAB_VERSIONS (a list of lines, or all; default: all)."""
+    environ = os.environ if environ is None else environ
+    return _lines(LINES_ENV, (environ.get(LINES_ENV) or "").replace(" ", "") or "all")
+
+
+def full_lines(environ=None):
+    """The lines that run the whole suite: NODEMAINT_LAB_FULL (a line, or 'all'), default FULL_LINE."""
+    environ = os.environ if environ is None else environ
+    return _lines(FULL_ENV, (environ.get(FULL_ENV) or FULL_LINE).replace(" ", ""))
+
+
+def _lines(name, raw):
+    """The lines a variable's value names ('1.6,2.4', or 'all'); a usage error naming the unknown ones."""
+    if raw == "all":
+        return CONTAINERD_VERSIONS
+    lines = tuple(x for x in raw.split(",") if x)
+    bad = [x for x in lines if x not in CONTAINERD_VERSIONS]
+    if bad:
+        raise pytest.UsageError("%s=%s: unknown containerd line(s) %s (lines: %s, or all)"
+                                % (name, raw, ", ".join(bad), ", ".join(CONTAINERD_VERSIONS)))
+    return lines
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "lab: needs root and a real containerd (tests/lab)")
+    config.addinivalue_line("markers", "matrix(lines=None): a check where containerd lines differ: runs on every line "
+                                       "of the lab (or on these lines), not only on the one that runs the whole suite "
+                                       "(tests/integration/conftest.py)")
+    config.addinivalue_line("markers", "containerd_min(line, reason): needs containerd LINE or newer; skipped with "
+                                       "REASON on older lines")
+
+
+def lab_line(item):
+    """The containerd line ('1.7') of a test parametrized over ``lab``, else None."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("lab") if callspec is not None else None
 
 
 def pytest_collection_modifyitems(config, items):
+    run, full = selected_lines(), full_lines()
+    keep, deselected = [], []
     for item in items:
         if "lab" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.lab)
+        line = lab_line(item)
+        if line is None:
+            keep.append(item)
+            continue
+        matrix = item.get_closest_marker("matrix")
+        if line not in run or (line not in full and (matrix is None or line not in matrix.kwargs.get("lines", (line,)))):
+            deselected.append(item)
+            continue
+        need = item.get_closest_marker("containerd_min")
+        if need is not None and _as_tuple(line) < _as_tuple(need.args[0]):
+            item.add_marker(pytest.mark.skip(reason="containerd %s lacks %s (needs %s or newer)" % (
+                line, need.kwargs.get("reason") or "a feature this test needs", need.args[0])))
+        keep.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = keep
 
 
-CONTAINERD_VERSIONS = ("1.6", "2.1")
-_LAB_TIMES = []  # (param, containerd version string, seconds from lab start to its teardown)
-_RUNNING = []    # the session lab that is up (at most one: pytest tears one param down first)
+def pytest_collection_finish(session):
+    """How many tests each lab runs (after -k/-m and the matrix), for the terminal summary."""
+    _PER_LINE.clear()
+    for item in session.items:
+        line = lab_line(item)
+        if line is not None:
+            _PER_LINE[line] = _PER_LINE.get(line, 0) + 1
 
 
 def pytest_report_header(config):
@@ -57,14 +144,24 @@ def pytest_report_header(config):
         line = "crictl: %s (cri-tools %s)" % (crictl, labpkg.crictl_version(crictl) or "unknown version")
     except FileNotFoundError as e:
         line = "crictl: %s" % e
-    return [line, "containerd 2.x dir (%s): %s" % (
-        labpkg.CONTAINERD2_ENV, os.environ.get(labpkg.CONTAINERD2_ENV) or "not set")]
+    out = [line]
+    for v in CONTAINERD_VERSIONS:
+        var = versions.CONTAINERD_DIR_ENV[v]
+        out.append("containerd %s: %s" % (v, "on PATH" if var is None else "%s=%s" % (
+            var, versions.containerd_dir(v) or "not set")))
+    try:
+        out.append("lab matrix: whole suite on %s; matrix-marked tests on %s (%s, %s)" % (
+            ", ".join(full_lines()), ", ".join(selected_lines()), LINES_ENV, FULL_ENV))
+    except pytest.UsageError as e:
+        out.append(str(e))
+    return out
 
 
 def pytest_terminal_summary(terminalreporter):
     for param, version, seconds in _LAB_TIMES:
-        terminalreporter.write_line("lab containerd-%s (containerd %s): %.0f s from start to teardown"
-                                    % (param, version, seconds))
+        terminalreporter.write_line("lab containerd-%s (containerd %s): %d tests (%s), %.0f s from start to teardown"
+                                    % (param, version, _PER_LINE.get(param, 0),
+                                       "whole suite" if param in full_lines() else "matrix-marked only", seconds))
 
 
 def _missing():
@@ -77,21 +174,21 @@ def _missing():
 
 
 def _containerd_dir(version):
-    """None for Debian's 1.6 (on PATH); the 2.x directory for '2.1'."""
+    """None for Debian's 1.6 (on PATH); the directory of another line's binaries."""
     if version == "1.6":
         return None
-    d = os.environ.get(labpkg.CONTAINERD2_ENV)
+    var = versions.CONTAINERD_DIR_ENV[version]
+    d = versions.containerd_dir(version)
     if not d:
-        pytest.fail("containerd %s: %s is not set. ./scripts/test.sh sets it (it downloads Debian "
-                    "sid's containerd 2.1.9 .deb into its cache and unpacks it); by hand: "
-                    "source scripts/lib/setup.sh's setup_containerd2, or "
-                    "export %s=/var/cache/nodemaint-image-gc/containerd-2.1.9+ds1-5/root/usr/bin, "
-                    "or deselect with -k 'not containerd-2.1'"
-                    % (version, labpkg.CONTAINERD2_ENV, labpkg.CONTAINERD2_ENV), pytrace=False)
+        pytest.fail("containerd %s: %s is not set. ./scripts/test.sh sets it (its set-up puts containerd %s "
+                    "into its cache); by hand: source scripts/lib/setup.sh and run setup_containerds %s, "
+                    "or deselect the line with %s (e.g. %s=1.6)"
+                    % (version, var, versions.CONTAINERD_RELEASE[version], version, LINES_ENV, LINES_ENV),
+                    pytrace=False)
     miss = [b for b in ("containerd", "containerd-shim-runc-v2", "ctr")
             if not os.access(os.path.join(d, b), os.X_OK)]
     if miss:
-        pytest.fail("%s=%s lacks %s" % (labpkg.CONTAINERD2_ENV, d, ", ".join(miss)), pytrace=False)
+        pytest.fail("%s=%s lacks %s" % (var, d, ", ".join(miss)), pytrace=False)
     return d
 
 

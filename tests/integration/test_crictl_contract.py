@@ -1,3 +1,4 @@
+# Over 300 lines: many cases of one subject, the live crictl's output shapes, one test per command.
 """Contract of the LIVE upstream crictl: its output still has the shapes that the collection's parser
 (plugins/module_utils/_cri.py) relies on, on every containerd version of the lab.
 
@@ -37,6 +38,8 @@ INT64 = {"createdAt", "size", "timestamp", "value"}
 CONTAINER_STATES = {"CONTAINER_CREATED", "CONTAINER_RUNNING", "CONTAINER_EXITED", "CONTAINER_UNKNOWN"}
 SANDBOX_STATES = {"SANDBOX_READY", "SANDBOX_NOTREADY"}
 
+pytestmark = pytest.mark.matrix  # the live contract: on every containerd line of the lab
+
 
 def _cri():
     if collections_path() not in sys.path:
@@ -54,8 +57,10 @@ def failure_level(lab):
 
 
 def rec_dir(lab):
-    """Recording dir matching the lab's containerd major version."""
-    return F21 if lab.version[0] >= 2 else F16
+    """The recording whose containerd treats the sandbox image like the lab's: 1.6.20 (not pinned,
+    deleted by ``rmi --prune``) for 1.6, 2.1.9 (pinned, kept) for 1.7 and 2.x. There is no 1.7.24
+    recording: 1.7 differs from 2.1.9 in what ``crictl info`` says, which test_info_json checks."""
+    return F21 if lab.pins_sandbox_image else F16
 
 
 def rec(lab, name):
@@ -207,8 +212,8 @@ def test_images_json(lab, feas_ro):
     for i in parsed.values():
         assert i.size > 0
     want = {tuple(x["repoTags"]): x["pinned"] for x in json.loads(rec(lab, "images.json"))["images"]}
-    assert {tuple(v.tags): v.pinned for v in parsed.values()} == want  # 2.x pins the sandbox image, 1.6 not
-    assert parsed[im["pause"]["id"]].pinned is (lab.version[0] >= 2)
+    assert {tuple(v.tags): v.pinned for v in parsed.values()} == want  # 1.7 and 2.x pin the sandbox image, 1.6 not
+    assert parsed[im["pause"]["id"]].pinned is lab.pins_sandbox_image
     old = parsed[im["busybox1_old"]["id"]]
     assert old.tags == [] and old.digests == [im["busybox1_old"]["digest_ref"]]
 
@@ -231,12 +236,17 @@ def test_info_json(lab, feas_ro):
     assert not diffs, "crictl info changed shape:\n  " + "\n  ".join(diffs)
     conds = {c["type"]: c["status"] for c in got["status"]["conditions"]}
     assert conds["RuntimeReady"] is True
-    if lab.version[0] < 2:
-        # 1.6 reports its sandbox image here; the collection protects it by this name
-        assert got["config"]["sandboxImage"] == want["config"]["sandboxImage"] == "docker.io/feas/pause:1"
+    if lab.reports_sandbox_image:
+        # 1.6 and 1.7 report their sandbox image here (as the 1.6.20 recording does); the collection
+        # protects it by this name where the runtime does not pin it
+        with open(os.path.join(F16, "info.json")) as f:
+            recorded = json.load(f)["config"]["sandboxImage"]
+        assert got["config"]["sandboxImage"] == recorded == "docker.io/feas/pause:1"
     else:
-        # 2.1.9 pins it instead and does not report it (the recording agrees)
-        assert "sandboxImage" not in got["config"] and "sandboxImage" not in want["config"]
+        # 2.x pins it instead and does not report it (the 2.1.9 recording agrees)
+        with open(os.path.join(F21, "info.json")) as f:
+            recorded = json.load(f)["config"]
+        assert "sandboxImage" not in got["config"] and "sandboxImage" not in recorded
 
 
 def test_quiet_listings(lab, feas_ro):
@@ -266,7 +276,7 @@ def test_removal_output_lines(lab, feas_scenario):
     line = re.compile(r"^Deleted: \S+$")
     assert all(line.match(x) for x in want)
     assert all(line.match(x) for x in r.stdout.splitlines()), r.stdout
-    # the same refs as recorded, digests aside (1.6 also deletes pause:1, 2.x keeps it: pinned)
+    # the same refs as recorded, digests aside (1.6 also deletes pause:1, 1.7 and 2.x keep it: pinned)
     assert _norm_refs(r.stdout.splitlines()) == _norm_refs(want)
     got = live_json(lab, "images", "--output", "json")
     assert_same_shape(lab, ("images",), "images-after.json", got)

@@ -18,7 +18,6 @@ import pytest
 from tests import lab as labpkg
 from tests.integration.ansible_play import (
     EXCLUDE, FRESH_IMAGES, collections_path, run_tasks, runtime_args, runtime_state, state_args)
-from tests.integration.conftest import CONTAINERD_VERSIONS, _containerd_dir, _missing
 
 if collections_path() not in sys.path:
     sys.path.insert(0, collections_path())
@@ -31,15 +30,11 @@ PRUNE = 'nodemaint.image_gc.prune'
 ROOT_SIZE = 64 * 1024 * 1024
 
 
-@pytest.fixture(scope='module', params=CONTAINERD_VERSIONS, ids=['containerd-' + v for v in CONTAINERD_VERSIONS])
-def small_lab(request):
-    """A lab of its own whose containerd root is a 64 MiB tmpfs (torn down, tmpfs unmounted)."""
-    if os.geteuid() != 0:
-        pytest.skip('the containerd lab needs root')
-    miss = _missing()
-    if miss:
-        pytest.fail('lab prerequisites missing: %s' % ', '.join(miss), pytrace=False)
-    the_lab = labpkg.Lab(containerd_dir=_containerd_dir(request.param), root_tmpfs='%d' % ROOT_SIZE)
+@pytest.fixture(scope='module')
+def small_lab(lab):
+    """A lab of its own, on the session lab's containerd line (so the version matrix selects it
+    like any lab test), whose containerd root is a 64 MiB tmpfs (torn down, tmpfs unmounted)."""
+    the_lab = labpkg.Lab(containerd_dir=lab.containerd_dir, root_tmpfs='%d' % ROOT_SIZE)
     try:
         the_lab.start()
         yield the_lab

@@ -1,3 +1,4 @@
+# Over 300 lines: many cases of one subject, faults injected around the modules on the real containerd.
 """Faults around the modules, through ansible-playbook against the real containerd of the lab.
 
 Every case ends in a clear error (naming the cause and the fix) or in items reported as failed

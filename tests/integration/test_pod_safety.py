@@ -115,25 +115,23 @@ def test_newest_dead_instance_is_kept_and_older_ones_removed(clean):
         assert _stays(out, 'containers', running)
 
 
-def test_first_init_container_is_kept_while_the_second_runs(clean):
-    lab = clean
-    d = P.init_running(lab)
-    first = d['containers']['init-exited']['id']
+def _kept_with_its_image(lab, built, name, reason):
+    """The exited container ``name`` of the pods ``built`` is kept for ``reason`` (how it starts),
+    and it and its image stay."""
+    ident = built['containers'][name]['id']
     out = plan_then_run(lab)
-    assert _by_id(out['containers']['kept'])[first].startswith('newest exited instance of init-1 (attempt 0) in live pod')
-    assert _stays(out, 'containers', first)
-    assert _stays(out, 'images', d['images']['init-exited']['id'])
+    assert _by_id(out['containers']['kept'])[ident].startswith(reason)
+    assert _stays(out, 'containers', ident)
+    assert _stays(out, 'images', built['images'][name]['id'])
+
+
+def test_first_init_container_is_kept_while_the_second_runs(clean):
+    _kept_with_its_image(clean, P.init_running(clean), 'init-exited',
+                         'newest exited instance of init-1 (attempt 0) in live pod')
 
 
 def test_finished_container_of_a_never_pod_is_kept_while_its_sibling_runs(clean):
-    lab = clean
-    d = P.never_pod(lab)
-    done = d['containers']['exited']['id']
-    out = plan_then_run(lab)
-    assert _by_id(out['containers']['kept'])[done].startswith('newest exited instance of a (attempt 0) in live pod '
-                                                              'feas/never')
-    assert _stays(out, 'containers', done)
-    assert _stays(out, 'images', d['images']['exited']['id'])
+    _kept_with_its_image(clean, P.never_pod(clean), 'exited', 'newest exited instance of a (attempt 0) in live pod feas/never')
 
 
 def test_pod_aware_false_is_the_blunt_mode(clean):

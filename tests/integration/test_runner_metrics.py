@@ -1,31 +1,19 @@
-"""The node runner (``node-image-gc run``) against the real containerd of the lab, installed as the
-timer role installs it (the library as package ``nodemaint_image_gc``, run by the node's python3):
+"""The node runner (``node-image-gc run``) against the real containerd of the lab, installed by the
+timer role's own install tasks (tests/integration/node_package.py: the library as package
+``nodemaint_image_gc`` and the launcher, run by the node's python3):
 its textfile metrics pass ``promtool check metrics``, and the counters add up across runs.
 """
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 
 import tests.lab as labpkg
-from tests.integration.ansible_play import EXCLUDE, FRESH_IMAGES, ROOT, runtime_args, state_args
+from tests.integration import node_package
+from tests.integration.ansible_play import EXCLUDE, FRESH_IMAGES, runtime_args, state_args
 from tests.unit.promtool_lib import promtool
 
-NODE_PYTHON = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
 PHASES = ('containers', 'sandboxes', 'images', 'content')
-
-
-def install_runner(base):
-    """plugins/module_utils copied to BASE/lib/nodemaint_image_gc, as roles/timer/tasks/install.yml does."""
-    package = os.path.join(base, 'lib', 'nodemaint_image_gc')
-    os.makedirs(package)
-    source = os.path.join(ROOT, 'plugins', 'module_utils')
-    for name in sorted(os.listdir(source)):
-        if name.endswith('.py'):
-            shutil.copy(os.path.join(source, name), package)
-    return os.path.join(base, 'lib')
 
 
 def samples(text):
@@ -36,7 +24,7 @@ def samples(text):
 class Node(object):
     def __init__(self, lab, base):
         self.lab = lab
-        self.lib = install_runner(base)
+        self.package = node_package.install(base)
         self.report = os.path.join(base, 'state', 'last-run.json')
         self.prom = os.path.join(base, 'textfile', 'node_image_gc.prom')
         self.config = os.path.join(base, 'config.json')
@@ -53,9 +41,7 @@ class Node(object):
         # The runner must find everything through its config, not the lab's environment.
         for key in ('CONTAINER_RUNTIME_ENDPOINT', 'IMAGE_SERVICE_ENDPOINT', 'CONTAINERD_ADDRESS'):
             env.pop(key, None)
-        code = ('import sys; sys.dont_write_bytecode = True; sys.path.insert(0, sys.argv[1]); '
-                'from nodemaint_image_gc._runner import main; sys.exit(main(sys.argv[2:]))')
-        proc = subprocess.run([NODE_PYTHON, '-c', code, self.lib, '--config', self.config, 'run'] + list(args),
+        proc = subprocess.run([self.package.launcher, '--config', self.config, 'run'] + list(args),
                               capture_output=True, text=True, env=env, timeout=300, check=False)
         events = [json.loads(line) for line in proc.stdout.splitlines()]
         return proc, events

@@ -112,6 +112,18 @@ def endpoint_of(path_or_endpoint):
     return "unix://" + path_or_endpoint
 
 
+def _filter(message, state=None, labels=None, **ids):
+    """A List* filter: the ids that are given, the state when there is one, the label selector."""
+    for field, value in ids.items():
+        if value:
+            setattr(message, field, value)
+    if state is not None:
+        message.state.state = state
+    if labels:
+        message.label_selector.update(labels)
+    return message
+
+
 # --------------------------------------------------------------------------- client
 
 RUNTIME = "/runtime.v1.RuntimeService/"
@@ -194,14 +206,7 @@ class CRIClient:
         return self.call("PodSandboxStatus", pod_sandbox_id=pod_id, verbose=verbose)
 
     def list_pod_sandbox(self, state=None, id=None, labels=None):
-        f = pb.PodSandboxFilter()
-        if id:
-            f.id = id
-        if state is not None:
-            f.state.state = state
-        if labels:
-            f.label_selector.update(labels)
-        return list(self.call("ListPodSandbox", filter=f).items)
+        return list(self.call("ListPodSandbox", filter=_filter(pb.PodSandboxFilter(), state, labels, id=id)).items)
 
     def create_container(self, pod_id, config, sandbox_config=None):
         kw = {"pod_sandbox_id": pod_id, "config": config}
@@ -219,15 +224,7 @@ class CRIClient:
         return self.call("RemoveContainer", container_id=cid)
 
     def list_containers(self, state=None, pod_id=None, id=None, labels=None):
-        f = pb.ContainerFilter()
-        if id:
-            f.id = id
-        if pod_id:
-            f.pod_sandbox_id = pod_id
-        if state is not None:
-            f.state.state = state
-        if labels:
-            f.label_selector.update(labels)
+        f = _filter(pb.ContainerFilter(), state, labels, id=id, pod_sandbox_id=pod_id)
         return list(self.call("ListContainers", filter=f).containers)
 
     def container_status(self, cid, verbose=False):

@@ -1,8 +1,10 @@
 """A private containerd with the CRI plugin, for tests, driven by the real crictl.
 
 containerd is Debian 12's package (1.6.20, on PATH) or, with ``containerd_dir``, the
-binaries of another build (scripts/lib/setup.sh unpacks Debian sid's 2.1.9 and exports
-the directory as NODEMAINT_CONTAINERD2_DIR). crictl is the upstream one (see ``find_crictl``).
+binaries of another build (scripts/lib/setup.sh unpacks Debian 13's 1.7.24 and sid's 2.1.9,
+builds 2.4.2 with go install, and exports each directory: tests/lab/versions.py
+CONTAINERD_DIR_ENV). crictl is the upstream one (see ``find_crictl``); its pinned version
+comes from scripts/lib/versions.env (tests/lab/versions.py).
 
 Everything containerd writes goes below one base directory: root, state, the gRPC
 socket and the opt path. Teardown order (lab-facts): sandboxes first, containerd by
@@ -19,24 +21,24 @@ import tempfile
 import time
 
 from . import cri
+from .versions import CRICTL_MIN, CRICTL_VERSION
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SANDBOX_IMAGE = "docker.io/feas/pause:1"
 CRICTL_ENV = "NODEMAINT_CRICTL"
 CONTAINERD2_ENV = "NODEMAINT_CONTAINERD2_DIR"
 CACHE_DIR = os.environ.get("NODEMAINT_CACHE_DIR", "/var/cache/nodemaint-image-gc")
-# scripts/lib/setup.sh: CRICTL_VERSION (go install into the cache) and the minimum on PATH
-CRICTL_CACHED = os.path.join(CACHE_DIR, "crictl-v1.37.0", "crictl")
-CRICTL_MIN = (1, 36)
+# scripts/lib/setup.sh's go-install build of the pinned crictl (versions.env CRICTL_VERSION)
+CRICTL_CACHED = os.path.join(CACHE_DIR, "crictl-" + CRICTL_VERSION, "crictl")
 CRICTL_HOWTO = ("run ./scripts/test.sh (or ./scripts/demo.sh) once: its set-up builds it with "
-                "`go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0` into %s, or install "
-                "cri-tools >= 1.36 so that crictl is on PATH, or set %s" % (
-                    os.path.dirname(CRICTL_CACHED), CRICTL_ENV))
+                "`go install sigs.k8s.io/cri-tools/cmd/crictl@%s` into %s, or install "
+                "cri-tools >= %d.%d so that crictl is on PATH, or set %s" % (
+                    CRICTL_VERSION, os.path.dirname(CRICTL_CACHED), CRICTL_MIN[0], CRICTL_MIN[1], CRICTL_ENV))
 
 
 def find_crictl():
     """The real crictl, found like scripts/lib/setup.sh finds it: $NODEMAINT_CRICTL (set by the
-    set-up), else a ``crictl`` on PATH of cri-tools >= 1.36, else the set-up's cached go-install
+    set-up), else a ``crictl`` on PATH of cri-tools >= CRICTL_MIN (versions.env), else the set-up's cached go-install
     build. Absolute path; FileNotFoundError otherwise."""
     env = os.environ.get(CRICTL_ENV)
     if env:
@@ -308,6 +310,19 @@ class Lab:
 
     def running(self):
         return bool(self.pid) and _pid_alive(self.pid)
+
+    # What the containerd lines do differently with the sandbox (pause) image (measured here,
+    # see the fixture READMEs and lab-facts): 1.6 neither pins it nor keeps it from
+    # `crictl rmi --prune`, and names it in `crictl info` config.sandboxImage; 1.7.24 pins it
+    # (label io.cri-containerd.pinned=pinned, set as soon as it is imported, not only when the
+    # CRI pulled it) AND names it there; 2.x pins it and does not name it there.
+    @property
+    def pins_sandbox_image(self):
+        return self.version[:2] >= (1, 7)
+
+    @property
+    def reports_sandbox_image(self):
+        return self.version[0] < 2
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout=30):

@@ -1,3 +1,4 @@
+# Over 300 lines: one job, building the pod shapes of a kubelet-run node on the lab (with the images, kubelet root, sandboxes and containers they need).
 """Pod shapes of a kubelet-run node, built through the CRI API (issue 16).
 
 The kubelet's garbage collector keeps what a live pod still needs; these builders make such

@@ -120,29 +120,20 @@ def reset(lab):
     lab's kubelet root (``lab.kubelet_root``, see tests.lab.pods)."""
     shutil.rmtree(lab.kubelet_root, ignore_errors=True)
     c = _client(lab)
+
+    def attempt(call, *args):
+        try:
+            call(*args)
+        except cri.CRIError:
+            pass                         # already gone, or never started: reset goes on
     for p in c.list_pod_sandbox():
-        try:
-            c.stop_pod_sandbox(p.id)
-        except cri.CRIError:
-            pass
-        try:
-            c.remove_pod_sandbox(p.id)
-        except cri.CRIError:
-            pass
+        attempt(c.stop_pod_sandbox, p.id)
+        attempt(c.remove_pod_sandbox, p.id)
     for ct in c.list_containers():
-        try:
-            c.stop_container(ct.id, 0)
-        except cri.CRIError:
-            pass
-        try:
-            c.remove_container(ct.id)
-        except cri.CRIError:
-            pass
+        attempt(c.stop_container, ct.id, 0)
+        attempt(c.remove_container, ct.id)
     for im in c.list_images():
-        try:
-            c.remove_image(im.id)
-        except cri.CRIError:
-            pass
+        attempt(c.remove_image, im.id)
     # names CRI does not know (e.g. from ctr) in k8s.io
     r = lab.ctr("-n", "k8s.io", "images", "ls", "-q", check=False)
     names = [l for l in r.stdout.split() if l]

@@ -3,7 +3,6 @@
 """_common: durations, sizes, ages, CommandRunner, RunLock."""
 
 import os
-import subprocess
 import sys
 
 import pytest
@@ -11,6 +10,8 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _common
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import (
     CommandRunner, ImageGCError, RunLock, format_duration, parse_duration, parse_human_age, parse_human_size)
+
+from image_gc_testlib import lock_held_elsewhere
 
 
 # -- durations -------------------------------------------------------------------------------
@@ -205,21 +206,13 @@ def test_run_lock_acquire_release_and_holder(tmp_path):
 
 def test_run_lock_context_manager_error_names_holder_and_lock_wait(tmp_path):
     path = str(tmp_path / 'gc.lock')
-    holder = subprocess.Popen(
-        [sys.executable, '-c', 'import fcntl,os,sys,time\nfd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT)\n'
-         'fcntl.flock(fd,fcntl.LOCK_EX)\nos.write(fd,b"%d\\n"%os.getpid())\nprint("held",flush=True)\ntime.sleep(30)',
-         path], stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout.readline().strip() == b'held'
+    with lock_held_elsewhere(path) as holder:
         with pytest.raises(ImageGCError) as exc:
             with RunLock(path, wait=0.3, poll=0.05):
                 pass
         assert path in str(exc.value)
-        assert str(holder.pid) in str(exc.value)
+        assert str(holder) in str(exc.value)
         assert 'lock_wait' in str(exc.value)
-    finally:
-        holder.kill()
-        holder.wait()
     with RunLock(path, wait=1):
         pass
 

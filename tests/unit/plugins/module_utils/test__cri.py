@@ -1,5 +1,6 @@
 # Copyright (c) nodemaint.image_gc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Over 300 lines: many cases of one subject, reading crictl/ctr output and their errors, batched removal.
 """_cri: listing and parsing the recorded crictl/ctr outputs, error messages, batched removal."""
 
 import json

@@ -1,5 +1,6 @@
 # Copyright (c) nodemaint.image_gc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Over 300 lines: many cases of one subject, where discovery looks for crictl, ctr and the endpoints, and in which order.
 """_discovery: where crictl, ctr and the CRI endpoint are found, in which order, and the errors."""
 
 import pytest
@@ -216,10 +217,15 @@ def test_k3s_crictl_and_k3s_ctr():
         '/usr/local/bin/k3s', 'ctr', '--address', K3S_SOCK, '--namespace', 'k8s.io', 'content', 'ls']
 
 
-def test_microk8s_ctr():
+def microk8s_wrapper_node():
+    """What discovery finds on a MicroK8s node whose only ctr is the snap's wrapper command."""
     discovery = fake_discovery(env={'PATH': '/usr/bin:/snap/bin'},
                                executables={'/usr/local/bin/crictl', '/snap/bin/microk8s'}, sockets={MICROK8S_SOCK})
-    runtime = resolve(discovery, need_ctr=True)
+    return resolve(discovery, need_ctr=True)
+
+
+def test_microk8s_ctr():
+    runtime = microk8s_wrapper_node()
     assert runtime.ctr == ['/snap/bin/microk8s', 'ctr']
     assert runtime.containerd_address == MICROK8S_SOCK
     assert runtime.ctr_argv('k8s.io', 'content', 'ls') == [
@@ -227,9 +233,7 @@ def test_microk8s_ctr():
 
 
 def test_microk8s_ctr_wrapper_is_a_last_resort_and_says_why():
-    discovery = fake_discovery(env={'PATH': '/usr/bin:/snap/bin'},
-                               executables={'/usr/local/bin/crictl', '/snap/bin/microk8s'}, sockets={MICROK8S_SOCK})
-    runtime = resolve(discovery, need_ctr=True)
+    runtime = microk8s_wrapper_node()
     assert runtime.ctr == ['/snap/bin/microk8s', 'ctr']
     source = runtime.sources['ctr']
     assert 'snap confinement' in source and 'NoNewPrivileges=' in source and MICROK8S_CTR in source

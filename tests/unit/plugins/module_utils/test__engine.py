@@ -1,5 +1,6 @@
 # Copyright (c) nodemaint.image_gc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Over 300 lines: many cases of one subject, Engine over the recorded node (settings, the sequence, failures, peer mirrors, disk state, the kubelet's rules).
 """_engine: the four phases against the recorded sequence, check mode vs real run, partial failures,
 the second run, peer mirror detection, disk state, settings validation."""
 

@@ -1,5 +1,6 @@
 # Copyright (c) nodemaint.image_gc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Over 300 lines: many cases of one subject, the planning rules of _plan, each checked against the recordings.
 """_plan: every planning rule and its reason, checked against the recordings and what upstream
 ``crictl rmi --prune`` and ``ctr content prune references`` really deleted."""
 

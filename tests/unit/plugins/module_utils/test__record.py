@@ -1,5 +1,6 @@
 # Copyright (c) nodemaint.image_gc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Over 300 lines: many cases of one subject, the last-use record and the retention it drives.
 """_record (the last-use record) and the retention of unused images in _plan (warm cache, disk
 target): format, corrupt records, evidence of use, ordering, ties, clock skew, the engine's updates."""
 

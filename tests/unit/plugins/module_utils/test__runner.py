@@ -1,5 +1,6 @@
 # Copyright (c) nodemaint.image_gc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Over 300 lines: many cases of one subject, the node runner's CLI (config, a run, status, a full disk).
 """_runner: the node-side CLI - config, JSON event lines, failure tolerance, dry run, report and
 metrics files, the run lock, the disk usage threshold."""
 
@@ -7,15 +8,13 @@ import errno
 import io
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _common, _engine, _runner
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 
-from image_gc_testlib import IDS, V21, VERSIONS, Reply, make_engine, node_runner
+from image_gc_testlib import IDS, V21, VERSIONS, Reply, lock_held_elsewhere, make_engine, node_runner
 
 
 @pytest.fixture
@@ -247,38 +246,22 @@ def test_dry_run_removes_nothing_and_writes_no_report(node):
 
 def test_dry_run_waits_for_the_lock_like_a_real_run(node):
     node.lock.parent.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [sys.executable, '-c', 'import fcntl,os,sys,time\nfd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT)\n'
-         'fcntl.flock(fd,fcntl.LOCK_EX)\nos.write(fd,b"%d\\n"%os.getpid())\nprint("held",flush=True)\ntime.sleep(30)',
-         str(node.lock)], stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout.readline().strip() == b'held'
+    with lock_held_elsewhere(node.lock) as holder:
         code, events = node.run(dry_run=True)
-    finally:
-        holder.kill()
-        holder.wait()
     assert code == 0 and [e['event'] for e in events] == ['start', 'end']
     assert events[-1]['status'] == 'skipped' and events[-1]['dry_run'] is True
-    assert 'another run (pid %d)' % holder.pid in events[-1]['reason']
+    assert 'another run (pid %d)' % holder in events[-1]['reason']
     assert node.runners == []                                # no plan was made of a node changing under it
 
 
 def test_lock_held_by_another_process_skips_the_run(node):
     node.lock.parent.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [sys.executable, '-c', 'import fcntl,os,sys,time\nfd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT)\n'
-         'fcntl.flock(fd,fcntl.LOCK_EX)\nos.write(fd,b"%d\\n"%os.getpid())\nprint("held",flush=True)\ntime.sleep(30)',
-         str(node.lock)], stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout.readline().strip() == b'held'
+    with lock_held_elsewhere(node.lock) as holder:
         code, events = node.run()
-    finally:
-        holder.kill()
-        holder.wait()
     assert code == 0
     assert [e['event'] for e in events] == ['start', 'end']
     assert events[-1]['status'] == 'skipped'
-    assert 'another run (pid %d)' % holder.pid in events[-1]['reason']
+    assert 'another run (pid %d)' % holder in events[-1]['reason']
     assert node.runners == []
     assert not node.report.exists()
     # and once it is released, a run goes ahead

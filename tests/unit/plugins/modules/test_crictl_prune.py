@@ -2,16 +2,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """crictl_prune: main() with the recorded crictl outputs behind a stub runner."""
 
-import subprocess
-import sys
-
 import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import crictl_prune
 
 from image_gc_testlib import (
     CRICTL_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS,
-    documented_returns, ids, node_runner, run_module)
+    documented_returns, failure_before_any_command, ids, lock_held_elsewhere, node_runner, run_module)
 
 
 @pytest.fixture
@@ -112,10 +109,7 @@ def test_image_exclude_and_batch_size(args, monkeypatch):
 @pytest.mark.parametrize('option', ['assume_removed_containers', 'assume_removed_sandboxes'])
 def test_ids_relayed_by_a_caller_are_no_option_any_more(option, args, monkeypatch):
     """A caller's ids must never make images count as unused: the prune module plans a whole run."""
-    runner = node_runner(V21)
-    out = run_module(monkeypatch, crictl_prune, dict(args, **{option: [IDS[V21]['feas-c']]}), runner)
-    assert out.failed and option in out.result['msg']
-    assert runner.calls == []
+    assert option in failure_before_any_command(monkeypatch, crictl_prune, dict(args, **{option: [IDS[V21]['feas-c']]}))
 
 
 def test_diff_lists_ids_before_and_after(args, monkeypatch):
@@ -135,11 +129,8 @@ def test_diff_lists_ids_before_and_after(args, monkeypatch):
     ('image_exclude', [''], 'image_exclude'),
 ])
 def test_bad_option_fails_naming_it_and_runs_nothing(option, value, name, args, monkeypatch):
-    runner = node_runner(V16)
-    out = run_module(monkeypatch, crictl_prune, dict(args, **{option: value}), runner)
-    assert out.failed
-    assert out.result['msg'].startswith(name + ':'), out.result['msg']
-    assert runner.calls == []
+    msg = failure_before_any_command(monkeypatch, crictl_prune, dict(args, **{option: value}), version=V16)
+    assert msg.startswith(name + ':'), msg
 
 
 def test_missing_crictl_fails_with_the_places_tried(args, monkeypatch):
@@ -167,20 +158,12 @@ def test_no_socket_fails_with_command_output(args, monkeypatch):
 
 
 def test_lock_held_elsewhere_fails_naming_lock_wait(args, monkeypatch, tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, '-c', 'import fcntl,os,sys,time\nfd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT)\n'
-         'fcntl.flock(fd,fcntl.LOCK_EX)\nprint("held",flush=True)\ntime.sleep(30)', args['lock_path']],
-        stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout.readline().strip() == b'held'
+    with lock_held_elsewhere(args['lock_path']):
         runner = node_runner(V16)
         out = run_module(monkeypatch, crictl_prune, args, runner)
         # check mode waits for the lock too, and fails the same way
         check_runner = node_runner(V16)
         check = run_module(monkeypatch, crictl_prune, args, check_runner, check_mode=True)
-    finally:
-        holder.kill()
-        holder.wait()
     assert out.failed
     assert 'lock_wait' in out.result['msg'] and args['lock_path'] in out.result['msg']
     assert runner.removals() == []

@@ -9,8 +9,8 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.modules import ctr_content_prune
 
 from image_gc_testlib import (
-    CTR_PREFIX, IMG_UNUSED3, V16, V21, VERSIONS, documented_returns, fixture_text, ids,
-    node_runner, recorded, run_module)
+    CTR_PREFIX, IMG_UNUSED3, V16, V21, VERSIONS, documented_returns, failure_before_any_command,
+    fixture_text, ids, node_runner, recorded, run_module)
 
 LAYER_5F4D = 'sha256:5f4de468a2d94fad44b1fe435d8816e6a09e28f9f271edf57ce788021fd9fd55'
 LAYER_F51D = 'sha256:f51d6ffc6841a4945a2c9f5919c130cc077317b4d1f87750cc78e070b738bb4b'
@@ -68,11 +68,9 @@ def test_second_run_is_not_changed(version, args, monkeypatch):
 
 
 def test_assume_removed_images_is_no_option_any_more(args, monkeypatch):
-    runner = node_runner(V21)
-    out = run_module(monkeypatch, ctr_content_prune, dict(args, assume_removed_images=[IMG_UNUSED3]), runner,
-                     check_mode=True)
-    assert out.failed and 'assume_removed_images' in out.result['msg']
-    assert runner.calls == []
+    msg = failure_before_any_command(monkeypatch, ctr_content_prune, dict(args, assume_removed_images=[IMG_UNUSED3]),
+                                     check_mode=True)
+    assert 'assume_removed_images' in msg
 
 
 def test_peer_mirror_skip(args, monkeypatch, peer_root):
@@ -98,16 +96,9 @@ def test_ctr_no_socket_fails(args, monkeypatch):
 
 @pytest.mark.parametrize('option, value', [('peer_mirror_action', 'ignore'), ('timeout', '10x'), ('lock_wait', '-1')])
 def test_bad_option_fails_and_runs_nothing(option, value, args, monkeypatch):
-    runner = node_runner(V21)
-    out = run_module(monkeypatch, ctr_content_prune, dict(args, **{option: value}), runner)
-    assert out.failed
-    assert option in out.result['msg']
-    assert runner.calls == []
+    assert option in failure_before_any_command(monkeypatch, ctr_content_prune, dict(args, **{option: value}))
 
 
 def test_empty_namespace_message_names_the_module_option(args, monkeypatch):
-    runner = node_runner(V21)
-    out = run_module(monkeypatch, ctr_content_prune, dict(args, namespace=''), runner)
-    assert out.failed
-    assert re.match(r'namespace: ', out.result['msg']), out.result['msg']
-    assert runner.calls == []
+    msg = failure_before_any_command(monkeypatch, ctr_content_prune, dict(args, namespace=''))
+    assert re.match(r'namespace: ', msg), msg

@@ -6,7 +6,9 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import imagefs_info
 
-from image_gc_testlib import IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS, documented_returns, node_runner, run_module
+from image_gc_testlib import (
+    IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS, documented_returns, failure_before_any_command, node_runner,
+    run_module)
 
 
 @pytest.mark.parametrize('version, used', [(V16, 0), (V21, 10182656)])
@@ -45,11 +47,7 @@ def test_image_exclude_lowers_the_estimate(monkeypatch):
 @pytest.mark.parametrize('args, name', [({'largest': -1}, 'largest'), ({'timeout': '10x'}, 'timeout'),
                                         ({'batch_size': 0}, 'batch_size')])
 def test_bad_option_fails_and_runs_nothing(args, name, monkeypatch):
-    runner = node_runner(V21)
-    out = run_module(monkeypatch, imagefs_info, args, runner)
-    assert out.failed
-    assert out.result['msg'].startswith(name + ':')
-    assert runner.calls == []
+    assert failure_before_any_command(monkeypatch, imagefs_info, args).startswith(name + ':')
 
 
 @pytest.mark.parametrize('version', VERSIONS)

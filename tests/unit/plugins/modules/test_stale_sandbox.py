@@ -8,7 +8,9 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import stale_sandbox
 
-from image_gc_testlib import CRICTL_PREFIX, IDS, V21, VERSIONS, documented_returns, ids, node_runner, run_module
+from image_gc_testlib import (
+    CRICTL_PREFIX, IDS, V21, VERSIONS, documented_returns, failure_before_any_command, ids, node_runner,
+    run_module)
 
 
 @pytest.fixture
@@ -78,16 +80,9 @@ def test_diff(args, monkeypatch):
 @pytest.mark.parametrize('option, value', [('min_age', '10x'), ('min_age', '-1'), ('min_age', '1.5h'),
                                            ('batch_size', 0), ('timeout', 'soon')])
 def test_bad_option_fails_and_runs_nothing(option, value, args, monkeypatch):
-    runner = node_runner(V21)
-    out = run_module(monkeypatch, stale_sandbox, dict(args, **{option: value}), runner)
-    assert out.failed
-    assert repr(value) in out.result['msg']
-    assert runner.calls == []
+    assert repr(value) in failure_before_any_command(monkeypatch, stale_sandbox, dict(args, **{option: value}))
 
 
 def test_bad_min_age_message_names_the_module_option(args, monkeypatch):
-    runner = node_runner(V21)
-    out = run_module(monkeypatch, stale_sandbox, dict(args, min_age='10x'), runner)
-    assert out.failed
-    assert re.match(r"min_age: invalid duration '10x'", out.result['msg']), out.result['msg']
-    assert runner.calls == []
+    msg = failure_before_any_command(monkeypatch, stale_sandbox, dict(args, min_age='10x'))
+    assert re.match(r"min_age: invalid duration '10x'", msg), msg

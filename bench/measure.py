@@ -1,0 +1,149 @@
+"""Measuring for the speed benchmark (bench/run.py): one command's wall time, CPU and memory, the
+crictl/ctr processes it started (counted by logging wrappers), and the runtime's state around it.
+Nothing here knows the variants or writes the report.
+"""
+
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import tempfile
+import textwrap
+import threading
+import time
+
+
+def make_wrappers(bindir, log, crictl, ctr):
+    """crictl and ctr wrappers that log one line per process started, then exec the real binary."""
+    os.makedirs(bindir, exist_ok=True)
+    for name, real in (('crictl', crictl), ('ctr', ctr)):
+        path = os.path.join(bindir, name)
+        with open(path, 'w') as handle:
+            handle.write(textwrap.dedent('''\
+                #!/bin/sh
+                printf '%%s %%s\\n' %s "$*" >> %s
+                exec %s "$@"
+                ''') % (name, log, real))
+        os.chmod(path, 0o755)
+
+
+def descendants_rss(root):
+    """Sum of RSS (bytes) of ``root`` and all its descendants, from /proc."""
+    children, rss = {}, {}
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % pid) as handle:
+                fields = handle.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(pid))
+        rss[int(pid)] = int(fields[21]) * os.sysconf('SC_PAGE_SIZE')
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def measure(argv, env, timeout, cwd=None):
+    """Wall time, max RSS of one process of the tree (wait4 rusage), CPU and peak tree RSS (polled)."""
+    out = tempfile.TemporaryFile(mode='w+')
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+    peak = [0]
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            peak[0] = max(peak[0], descendants_rss(proc.pid))
+            stop.wait(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        status, usage = os.wait4(proc.pid, 0)[1:]
+    finally:
+        timer.cancel()
+        stop.set()
+        poller.join()
+    wall = time.monotonic() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0)
+    return {'wall': wall, 'rc': proc.returncode, 'maxrss_proc': usage.ru_maxrss * 1024,
+            'cpu': usage.ru_utime + usage.ru_stime, 'peak_tree_rss': peak[0], 'output': out.read()[-3000:]}
+
+
+def count_calls(log):
+    """crictl and ctr processes from the wrappers' log: totals and by verb."""
+    calls = []
+    if os.path.exists(log):
+        with open(log) as handle:
+            calls = [line.split() for line in handle if line.strip()]
+    by = {}
+    for argv in calls:
+        words = [w for w in argv[1:] if not w.startswith('-') and not w.startswith('unix://')
+                 and not w.startswith('/') and w not in ('k8s.io', 'json', '2m', '120s', '120')]
+        key = argv[0] + ' ' + ' '.join(words[:3] if argv[0] == 'ctr' else words[:1])
+        by[key] = by.get(key, 0) + 1
+    return {'crictl': sum(1 for c in calls if c[0] == 'crictl'), 'ctr': sum(1 for c in calls if c[0] == 'ctr'),
+            'by_argv': by}
+
+
+def content_bytes(lab, parse_size):
+    """(bytes, blobs) of the k8s.io content store, sizes read with the library's parser."""
+    proc = lab.ctr('-n', 'k8s.io', 'content', 'ls', check=False)
+    rows = proc.stdout.splitlines()[1:]
+    total = 0
+    for line in rows:
+        fields = [f for f in line.split('\t') if f]
+        if len(fields) >= 2:
+            total += parse_size(fields[1])
+    return total, len(rows)
+
+
+def snapshot(lab, cri, parse_size):
+    """Counts of what the runtime holds (through CRI), and the content store's size."""
+    client = lab.client
+    containers, pods, images = client.list_containers(), client.list_pod_sandbox(), client.list_images()
+    cbytes, blobs = content_bytes(lab, parse_size)
+    return {'containers': len(containers),
+            'exited': sum(1 for x in containers if x.state == cri.CONTAINER_EXITED),
+            'sandboxes': len(pods), 'notready': sum(1 for p in pods if p.state == cri.SANDBOX_NOTREADY),
+            'images': len(images), 'image_bytes': sum(int(i.size) for i in images),
+            'blobs': blobs, 'content_bytes': cbytes}
+
+
+def process_cost(lab, crictl, ctr, n=5):
+    """Median seconds of one ``crictl version`` and one ``ctr version`` (start, connect, one RPC)."""
+    env, out = lab.env(), {}
+    for name, argv in (('crictl', [crictl, '-r', lab.endpoint, 'version']),
+                       ('ctr', [ctr, '--address', lab.socket, 'version'])):
+        times = []
+        for dummy in range(n):
+            start = time.monotonic()
+            subprocess.run(argv, env=env, capture_output=True, check=False)
+            times.append(time.monotonic() - start)
+        out[name] = statistics.median(times)
+    return out
+
+
+def machine(lab, crictl, crictl_version, cost):
+    cpu = ''
+    with open('/proc/cpuinfo') as handle:
+        for line in handle:
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    with open('/proc/meminfo') as handle:
+        mem_kb = int(handle.readline().split()[1])
+    return {'nproc': os.cpu_count(), 'memory_gib': round(mem_kb / 1024 ** 2, 1), 'cpu': cpu,
+            'kernel': platform.release(), 'containerd': lab.version_string, 'crictl': crictl,
+            'crictl_version': crictl_version,
+            'crictl_process_s': round(cost['crictl'], 3), 'ctr_process_s': round(cost['ctr'], 3),
+            'loadavg_start': os.getloadavg()}

@@ -1,0 +1,104 @@
+"""The four variants of the speed benchmark and how each is started (bench/run.py measures them):
+
+- floor: ``bench/floor.py`` -- the least a correct prune does, in bounded batches like the runner;
+- shell: ``bench/shell.sh`` -- the crictl/jq pipeline of a typical cron job;
+- runner: the node package installed by the timer role's own tasks, started as its service starts
+  it (``node-image-gc --config FILE run``);
+- playbook: ``ansible-playbook nodemaint.image_gc.prune`` on localhost.
+
+Every variant runs under the node's python3 (or sh) with crictl and ctr wrappers first on PATH, so
+the processes it starts are counted. The crictl timeout and batch size are the library's defaults
+(``_settings``), read from the installed node package.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from tests.integration import ansible_play, node_package
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VARIANTS = ('floor', 'shell', 'runner', 'playbook')
+SANDBOX_MIN_AGE = 1           # s; the big() sandboxes are older than this when a run starts
+
+
+class Variants:
+    def __init__(self, tmp, lab, wrap_dir, sandbox_image, package):
+        self.tmp, self.lab, self.wrap, self.sandbox_image, self.package = tmp, lab, wrap_dir, sandbox_image, package
+        sys.path.insert(0, package.lib)
+        from nodemaint_image_gc import _settings  # pylint: disable=import-error,import-outside-toplevel
+        self.timeout = _settings.default('timeout')
+        self.batch_size = _settings.default('batch_size')
+
+    def env(self):
+        env = self.lab.env()
+        env['PATH'] = self.wrap + os.pathsep + env['PATH']
+        env['CONTAINERD_ADDRESS'] = self.lab.socket
+        return env
+
+    def argv(self, variant):
+        """(argv, env) that starts VARIANT."""
+        if variant == 'floor':
+            return [node_package.NODE_PYTHON, os.path.join(HERE, 'floor.py'), '--min-age', str(SANDBOX_MIN_AGE),
+                    '--timeout', self.timeout, '--sandbox-image', self.sandbox_image,
+                    '--batch-size', str(self.batch_size)], self.env()
+        if variant == 'shell':
+            return ['sh', os.path.join(HERE, 'shell.sh'), str(SANDBOX_MIN_AGE), self.timeout], self.env()
+        if variant == 'runner':
+            return [self.package.launcher, '--config', self.runner_config(wrapped=True), 'run'], self.env()
+        if variant == 'playbook':
+            return self.playbook()
+        raise ValueError(variant)
+
+    def playbook(self):
+        inventory = os.path.join(self.tmp, 'inventory.json')
+        hostvars = {'ansible_connection': 'local', 'ansible_python_interpreter': node_package.NODE_PYTHON,
+                    'image_gc_crictl_path': os.path.join(self.wrap, 'crictl'),
+                    'image_gc_ctr_path': os.path.join(self.wrap, 'ctr'),
+                    'image_gc_runtime_endpoint': self.lab.endpoint,
+                    'image_gc_lock_path': os.path.join(self.tmp, 'run.lock'),
+                    'image_gc_image_record_path': os.path.join(self.tmp, 'images.json'),
+                    'image_gc_image_min_age': '0s',
+                    'image_gc_sandbox_min_age': '%ds' % SANDBOX_MIN_AGE,
+                    'image_gc_created_min_age': '0s'}
+        if not shutil.which('sudo'):
+            hostvars['ansible_become'] = False     # root already; no sudo on these machines
+        with open(inventory, 'w') as handle:
+            json.dump({'all': {'hosts': {'localhost': hostvars}}}, handle)
+        env = ansible_play.ansible_env(self.lab)
+        env['PATH'] = self.wrap + os.pathsep + env['PATH']
+        os.makedirs(env['ANSIBLE_LOCAL_TEMP'], exist_ok=True)
+        return [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', inventory,
+                'nodemaint.image_gc.prune'], env
+
+    def runner_config(self, wrapped):
+        name = 'wrapped' if wrapped else 'plain'
+        path = os.path.join(self.tmp, 'config-%s.json' % name)
+        cfg = {'crictl_path': os.path.join(self.wrap, 'crictl') if wrapped else self.lab.crictl_bin,
+               'ctr_path': os.path.join(self.wrap, 'ctr') if wrapped else self.lab.ctr_bin,
+               'runtime_endpoint': self.lab.endpoint, 'created_min_age': '0s',
+               'sandbox_min_age': '%ds' % SANDBOX_MIN_AGE,
+               'report_path': os.path.join(self.tmp, 'last-run-%s.json' % name),
+               'lock_path': os.path.join(self.tmp, 'run.lock'), 'lock_wait': '30s',
+               'image_record_path': os.path.join(self.tmp, 'images.json'), 'image_min_age': '0s'}
+        with open(path, 'w') as handle:
+            json.dump(cfg, handle)
+        return path
+
+    def reclaimable(self):
+        """What the library's planner would still remove: a dry run of the runner (not counted)."""
+        proc = subprocess.run([self.package.launcher, '--config', self.runner_config(wrapped=False), 'run', '--dry-run'],
+                              env=self.lab.env(), timeout=600, capture_output=True, text=True, check=False)
+        objects, nbytes, phases = 0, 0, {}
+        for line in proc.stdout.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get('event') == 'phase':
+                objects += event['removed']
+                nbytes += event['bytes']
+                phases[event['phase']] = event['removed']
+        return {'objects': objects, 'bytes': nbytes, 'by_phase': phases, 'rc': proc.returncode}

@@ -1,0 +1,89 @@
+# Copyright (c) nodemaint.image_gc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The recorded node as a stateful stub: listings answer "before" until the matching removal
+ran, then "after", the way the recorded sequence went."""
+
+import json
+
+from .fixtures import Reply, crictl_warning, deleted_lines, derived_pods_after, derived_ps_after, json_reply, recorded
+from .stub_runner import StubRunner, command_key
+
+
+def inspect_reply(version, ids, volumes=None):
+    """``crictl inspect --output json ID...``: DERIVED from the recorded shape (crictl 1.37 against
+    a lab, by hand): one ID prints one object, several print a JSON array; each entry's
+    ``status.mounts[].image.image`` names an image volume. ``volumes``: {id: [image ref...]}."""
+    entries = []
+    for cid in ids:
+        mounts = [{'containerPath': '/volume%d' % n, 'hostPath': '', 'readonly': True, 'image': {'image': ref}}
+                  for n, ref in enumerate((volumes or {}).get(cid, ()))]
+        entries.append({'status': {'id': cid, 'mounts': mounts}, 'info': {}})
+    return Reply(0, json.dumps(entries[0] if len(entries) == 1 else entries), crictl_warning(version))
+
+
+def node_runner(version, state='before'):
+    """A stub that plays the recorded sequence of ``version``.
+
+    ``state='before'``: listings are the recorded "before" files until the matching removal ran,
+    then the "after" ones (ps/pods DERIVED as described in derived_ps_after/derived_pods_after;
+    images-after.json, ctr-content-ls-after-rmi.txt and -after-prune.txt recorded).
+    ``state='after'``: every listing is the "after" one, as on a second run.
+    """
+    ps_before = recorded(version, 'ps-a.json')
+    ps_after = json_reply(version, derived_ps_after(version))
+    pods_before = recorded(version, 'pods.json')
+    pods_after = json_reply(version, derived_pods_after(version))
+    images_before = recorded(version, 'images.json')
+    images_after = recorded(version, 'images-after.json')
+    content_before = recorded(version, 'ctr-content-ls.txt')
+    content_after_rmi = recorded(version, 'ctr-content-ls-after-rmi.txt')
+    content_after_prune = recorded(version, 'ctr-content-ls-after-prune.txt')
+    after = state == 'after'
+
+    def ps(argv, runner):
+        gone = after or runner.ran('crictl', 'rm') or runner.ran('crictl', 'rmp')
+        return ps_after if gone else ps_before
+
+    def pods(argv, runner):
+        return pods_after if after or runner.ran('crictl', 'rmp') else pods_before
+
+    def images(argv, runner):
+        return images_after if after or runner.ran('crictl', 'rmi') else images_before
+
+    def content(argv, runner):
+        if after or [a for a in runner.ran('ctr', 'content', 'prune', 'references') if '--dry' not in a]:
+            return content_after_prune
+        if runner.ran('crictl', 'rmi'):
+            return content_after_rmi
+        return content_before
+
+    def rm(argv, runner):
+        # DERIVED from rm.out: crictl prints each removed id on stdout.
+        ids = list(command_key(argv)[2:])
+        return Reply(0, '\n'.join(ids) + '\n', crictl_warning(version))
+
+    def rmp(argv, runner):
+        # DERIVED from rmp.out: "Removed sandbox ID" per id.
+        ids = list(command_key(argv)[2:])
+        return Reply(0, ''.join('Removed sandbox %s\n' % i for i in ids), crictl_warning(version))
+
+    def rmi(argv, runner):
+        return Reply(0, deleted_lines(version, command_key(argv)[2:]), crictl_warning(version))
+
+    def inspect(argv, runner):
+        return inspect_reply(version, command_key(argv)[4:])
+
+    return StubRunner({
+        'crictl ps --all --output json': ps,
+        'crictl pods --output json': pods,
+        'crictl images --output json': images,
+        'crictl imagefsinfo --output json': recorded(version, 'imagefsinfo.json'),
+        'crictl info --output json': recorded(version, 'info.json'),
+        'crictl rm': rm,
+        'crictl rmp': rmp,
+        'crictl rmi': rmi,
+        'crictl inspect': inspect,
+        'ctr content ls': content,
+        'ctr content prune references --dry': recorded(version, 'ctr-prune-dry'),
+        'ctr content prune references': recorded(version, 'ctr-prune'),
+    })
