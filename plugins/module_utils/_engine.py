@@ -16,7 +16,7 @@ import time
 from ._common import CommandError, CommandRunner, ImageGCError
 from ._cri import Crictl, Ctr
 from ._discovery import Discovery
-from ._host import detect_peer_mirror, filesystem_usage
+from ._host import detect_peer_mirror, filesystem_figure, filesystem_usage, settled_figure
 from ._node import Node, build_pods
 from ._settings import ENGINE_GROUPS, PHASES, names, validate
 from . import _plan, _record
@@ -90,6 +90,7 @@ class Engine:
         self._sandbox_image = None
         self._record = None
         self._disk_before = None
+        self._fs_path = None             # the path statvfs reads for the image filesystem's figure
         self.warnings = []
         self.write_failures = []         # files this run could not write: {'file', 'path', 'error'}
         if s['pod_aware'] and not self.runtime.kubelet_root and enabled & {'containers', 'sandboxes'}:
@@ -151,8 +152,10 @@ class Engine:
             emit('phase', result)
         if 'disk' in self.phases:
             if check_mode:
-                # nothing was removed: the disk is as it was
+                # nothing was removed: the disk is as it was (stated, not measured)
                 out['disk_after'] = dict(out['disk_before'], when='after')
+                if out['disk_after'].get('filesystem'):
+                    out['disk_after']['filesystem'] = dict(out['disk_after']['filesystem'], note=CHECK_MODE_NOTE)
                 emit('disk', out['disk_after'])
             else:
                 out['disk_after'] = self._disk_report('after', emit)
@@ -165,13 +168,20 @@ class Engine:
         out['removed'] = sum(len(r['removed']) for r in out['phases'])
         out['bytes'] = sum(r['bytes'] for r in out['phases'])
         out['status'] = 'failed' if out['failed_phases'] else ('skipped' if out['skip_reason'] else 'ok')
+        out['summary'] = summary_line(out)
         return out
 
     def _disk_report(self, when, emit):
         try:
-            state = self.disk_state() if when == 'before' else self.disk_state(fresh=False)
+            state = self.disk_state() if when == 'before' else self.disk_state(fresh=False, settle=True)
         except Exception as exc:  # pylint: disable=broad-except  # a report, never a reason to stop
             state = {'error': describe(exc)}
+            if when == 'after' and self._fs_path:
+                # the runtime did not answer; the filesystem it named before still can
+                state['filesystem'] = settled_figure(self._fs_path)
+            if not state.get('filesystem'):
+                state['filesystem'] = None
+                state['filesystem_unknown'] = state['error']
         state['when'] = when
         emit('disk', state)
         return state
@@ -254,8 +264,20 @@ class Engine:
         return self.run_phase('content', check_mode)
 
     # -- disk state ---------------------------------------------------------------------------
-    def disk_state(self, largest=5, fresh=True):
+    def measure(self):
+        """The image filesystem's figure now, read from the filesystem once containerd's garbage
+        collection has settled (see _host.settled_figure); None if unknown."""
+        if self._fs_path is None:
+            self._image_fs()
+        return settled_figure(self._fs_path) if self._fs_path else None
+
+    def disk_state(self, largest=5, fresh=True, settle=False):
         """Read-only facts: image filesystem usage, object counts, reclaimable estimate.
+
+        ``filesystem``: the fullest image filesystem's figure read from the filesystem itself
+        (statvfs; ``settle``: once two readings agree, see _host.settled_figure), or None with
+        ``filesystem_unknown`` saying why. ``image_fs_used_bytes`` is the runtime's own figure
+        (CRI imagefsinfo: refreshed on containerd's schedule, snapshots only on 1.6).
 
         ``fresh=False`` (the report after a run) asks the runtime only for the image filesystem
         and counts from what the run listed and removed."""
@@ -268,6 +290,15 @@ class Engine:
                      'inodes_used': int((fs.get('inodesUsed') or {}).get('value') or 0)}
             entry.update(filesystem_usage(mount))
             filesystems.append(entry)
+        known = [f for f in filesystems if f.get('fs_size_bytes') and 'fs_used_bytes' in f]
+        figure, unknown = None, None
+        if known:
+            fullest = max(known, key=lambda f: f.get('fs_used_percent') or 0)
+            self._fs_path = fullest.get('fs_path') or fullest['mountpoint']
+            figure = settled_figure(self._fs_path) if settle else filesystem_figure(self._fs_path, fullest)
+        if figure is None:
+            unknown = ('the runtime reported no image filesystem' if not filesystems else
+                       'the image filesystem (%s) cannot be read here' % ', '.join(f['mountpoint'] for f in filesystems))
         listing = self.node.list if fresh else self.node.current
         if fresh:
             self._disk_before = {'image_filesystems': filesystems}
@@ -289,6 +320,8 @@ class Engine:
             pods[key] = pods.get(key, 0) + 1
         biggest = sorted(images, key=lambda i: (-i.size, i.id))[:largest]
         return {
+            'filesystem': figure,
+            'filesystem_unknown': unknown,
             'image_filesystems': filesystems,
             'image_fs_used_bytes': sum(f['used_bytes'] for f in filesystems),
             'containers': counts,
@@ -300,6 +333,52 @@ class Engine:
             'largest_images': [i.to_dict() for i in biggest],
             'sandbox_image': ', '.join(sandbox_images) or None,
         }
+
+
+CHECK_MODE_NOTE = 'check mode: nothing removed, after = before'
+
+
+def human_bytes(n):
+    """``11.40 MB`` (powers of 1024, as Ansible's human_readable writes them)."""
+    n, unit = float(n), 'Bytes'
+    for bigger in ('KB', 'MB', 'GB', 'TB'):
+        if abs(n) < 1024:
+            break
+        n, unit = n / 1024.0, bigger
+    return '%.2f %s' % (n, unit)
+
+
+def _figure_text(disk):
+    fs = (disk or {}).get('filesystem')
+    if not fs or fs.get('used_percent') is None:
+        return 'unknown'
+    return '%.1f%%' % fs['used_percent']
+
+
+def summary_line(run):
+    """The run in one line: ``freed 11.40 MB (5 images, 4 blobs); /var/lib/containerd 81.2% ->
+    62.0%`` -- the sum of what the phases removed, and the image filesystem's figures read from
+    the filesystem before and after (after containerd's garbage collection settled); ``unknown``
+    where a figure could not be read. Check mode: ``would free``, after = before, stated."""
+    counts = {}
+    for result in run.get('phases', []):
+        counts[result['phase']] = len(result.get('removed', []))
+    parts = ['%d %s' % (counts[p], label) for p, label in (
+        ('containers', 'containers'), ('sandboxes', 'sandboxes'), ('images', 'images'), ('content', 'blobs'))
+        if p in counts]
+    freed = sum(r.get('bytes', 0) for r in run.get('phases', []))
+    line = '%s %s (%s)' % ('would free' if run.get('check_mode') else 'freed', human_bytes(freed),
+                           ', '.join(parts) or 'no phase ran')
+    before, after = run.get('disk_before'), run.get('disk_after')
+    if before is None and after is None:
+        return line
+    fs = (before or {}).get('filesystem') or (after or {}).get('filesystem') or {}
+    line += '; %s %s -> %s' % (fs.get('path', 'image filesystem'), _figure_text(before), _figure_text(after))
+    if run.get('check_mode') and fs:
+        line += ' (check mode: nothing removed)'
+    elif (after or {}).get('filesystem') and not after['filesystem'].get('settled', True):
+        line += ' (still changing after %ss)' % after['filesystem'].get('waited')
+    return line
 
 
 def _finish(engine, result, started, first_command):
@@ -454,11 +533,60 @@ class ImagesPhase(Phase):
         return plan
 
     def act(self, plan):
-        outcome = self.engine.crictl.remove_images(plan.ids, before_batch=self._new_users)
-        by_id = {item['id']: item for item in plan.remove}
+        target = plan.disk if plan.disk and plan.disk.get('candidates') else None
+        by_id = {item['id']: item for item in plan.remove + plan.keep}
+        ids = [i for i in plan.ids if not (target and by_id[i].get('disk_target'))]
+        outcome = self.engine.crictl.remove_images(ids, before_batch=self._new_users)
+        if target:
+            self._to_target(plan, target, by_id, outcome)
         for image_id, reason in sorted(outcome.skipped.items()):
             self.result['kept'].append(dict(by_id[image_id], reason=reason))
         return outcome
+
+    def _to_target(self, plan, target, by_id, outcome):
+        """The disk target, measured: the candidates go one at a time, least recently used
+        first, and the filesystem is read again (once containerd's garbage collection settled)
+        after each, until its usage is at or below disk_low or no candidate is left. ``plan``
+        is brought in line with what went (for Phase.apply) and ``target`` says what was
+        measured."""
+        low, result = target['low'], self.result
+        estimated = [i for i in target['candidates'] if by_id[i].get('disk_target')]
+        candidates = list(target['candidates'])
+        figure = self.engine.measure()
+        steps = []
+        while figure is not None and candidates and figure['used_bytes'] * 100 > low * figure['size_bytes']:
+            image_id = candidates.pop(0)
+            item = by_id[image_id]
+            item['reason'] = _plan.Retention.target_reason(round(target['used_percent']), low, '%s; %.1f%% before it '
+                                                           'went (measured)' % (plan.last_use[image_id],
+                                                                                figure['used_percent']))
+            step = self.engine.crictl.remove_images([image_id], before_batch=self._new_users)
+            for key in ('removed', 'gone', 'commands'):
+                getattr(outcome, key).extend(getattr(step, key))
+            outcome.failed.update(step.failed)
+            outcome.skipped.update(step.skipped)
+            figure = self.engine.measure()
+            steps.append({'id': image_id, 'used_percent': figure['used_percent'] if figure else None})
+        taken = [s['id'] for s in steps]
+        # plan.remove: what was tried; plan.keep (the result's kept): the candidates left, with why
+        plan.remove[:] = [i for i in plan.remove if not i.get('disk_target')] + [by_id[i] for i in taken]
+        plan.keep[:] = [i for i in plan.keep if i['id'] not in taken]
+        for image_id in estimated:
+            if image_id not in taken:
+                item = by_id[image_id]
+                item.pop('disk_target', None)
+                item['reason'] = 'kept: the image filesystem was at or below disk_low %d%% (measured) before its turn, ' \
+                                 'though the estimate had it go' % low
+                plan.keep.append(item)
+        target['measured'] = {'steps': steps, 'used_percent': figure['used_percent'] if figure else None,
+                              'used_bytes': figure['used_bytes'] if figure else None,
+                              'reached': bool(figure) and figure['used_bytes'] * 100 <= low * figure['size_bytes']}
+        if figure is None:
+            result['warnings'].append('the image filesystem could not be read during the disk target: it stopped '
+                                      'after %d image(s)' % len(steps))
+        elif not target['measured']['reached']:
+            result['warnings'].append('the image filesystem is at %.1f%% (measured) after every unused image that may '
+                                      'go was removed: disk_low %d%% is not reached' % (figure['used_percent'], low))
 
     def run(self):
         super().run()

@@ -116,10 +116,16 @@ def _by_label(label, values):
     return [(((label, name),), values[name]) for name in sorted(values)]
 
 
+def _figure(disk):
+    """The image filesystem's figure of a disk report (read from the filesystem), or {}."""
+    return disk.get('filesystem') or {}
+
+
 def _usage_ratio(disk):
-    ratios = [round(float(fs['fs_used_bytes']) / fs['fs_size_bytes'], 4) for fs in disk.get('image_filesystems', [])
-              if fs.get('fs_size_bytes') and 'fs_used_bytes' in fs]
-    return max(ratios) if ratios else None
+    fs = _figure(disk)
+    if not fs.get('size_bytes') or fs.get('used_bytes') is None:
+        return None
+    return round(float(fs['used_bytes']) / fs['size_bytes'], 4)
 
 
 def metrics_text(report, counters, version=COLLECTION_VERSION):
@@ -143,16 +149,17 @@ def metrics_text(report, counters, version=COLLECTION_VERSION):
                'sizes; content: blob sizes).', 'gauge', [((('phase', p['phase']),), p['bytes']) for p in phases])
     out.metric('node_image_gc_phase_success', '1 if the phase succeeded (or was skipped) in the last run.', 'gauge',
                [((('phase', p['phase']),), 0 if p['status'] == 'failed' else 1) for p in phases])
-    used = [(when, (report.get('disk_' + when) or {}).get('image_fs_used_bytes')) for when in ('before', 'after')]
+    used = [(when, _figure(report.get('disk_' + when) or {}).get('used_bytes')) for when in ('before', 'after')]
     used = [((('when', when),), value) for when, value in used if value is not None]
     if used:
-        out.metric('node_image_gc_image_fs_used_bytes', 'Image filesystem bytes used before and after the last '
-                   'run, as the runtime reports them.', 'gauge', used)
+        out.metric('node_image_gc_image_fs_used_bytes', 'Bytes used on the filesystem holding the image store '
+                   'before and after the last run (statvfs; after: once containerd\'s garbage collection '
+                   'settled).', 'gauge', used)
     ratios = [(when, _usage_ratio(report.get('disk_' + when) or {})) for when in ('before', 'after')]
     ratios = [((('when', when),), value) for when, value in ratios if value is not None]
     if ratios:
         out.metric('node_image_gc_image_fs_usage_ratio', 'Fraction of the filesystem holding the image store '
-                   'that was used before and after the last run (the fullest, if several).', 'gauge', ratios)
+                   'that was used before and after the last run (the fullest, if several; statvfs).', 'gauge', ratios)
     reclaimable = (report.get('disk_after') or {}).get('reclaimable_bytes')
     if reclaimable is not None:
         out.metric('node_image_gc_reclaimable_bytes', 'Bytes of images the last run left that the images phase '

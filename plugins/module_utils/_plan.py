@@ -34,6 +34,7 @@ class Plan:
         self.keep = []
         self.warnings = []
         self.disk = None           # images: the disk target's figures, when one applies
+        self.last_use = {}         # images: {id: last use in words} of the disk target's candidates
 
     @property
     def ids(self):
@@ -460,12 +461,27 @@ class Retention:
                 '' if self.trust_ages else '; kept: the last-use record was saved after now (the clock went back)')
         plan.keep.extend(warm)
 
+    @staticmethod
+    def target_reason(before, low, said):
+        return ('removed to bring the image filesystem from %d%% to %d%% (disk_low), least recently used first; %s'
+                % (before, low, said))
+
     def _percent(self, used):
         return 100.0 * used / self.disk['size_bytes']
 
+    ESTIMATE = ('an estimate: projected from the image sizes the runtime reports (compressed content, layers '
+                'shared with kept images counted in full), not from what removing them frees on disk; a real '
+                'run removes the candidates one at a time, least recently used first, and re-reads the '
+                'filesystem after each until it is at or below disk_low')
+
     def _free_to_target(self, plan, warm):
         """Moves warm images into ``plan.remove``, least recently used first (ties: the larger
-        first, then by id), while the projected usage is above ``low``; returns the rest."""
+        first, then by id), while the projected usage is above ``low``; returns the rest.
+
+        The projection is an estimate (``plan.disk['estimate']`` says from what); a check run
+        reports it. ``plan.disk['candidates']`` lists every warm image the target may take, in
+        the order it takes them (those the estimate moved are marked ``disk_target``): a real
+        run (the images phase) removes them one at a time and measures the filesystem after each."""
         high, low = self.disk['high'], self.disk['low']
         used = self.disk['used_bytes']
         before = self._percent(used)
@@ -475,10 +491,13 @@ class Retention:
             return warm
         projected = used - sum(i['size'] for i in plan.remove)
         order = sorted(warm, key=lambda i: (-self.last(i['id'])[0], -i['size'], i['id']))
+        plan.disk.update(estimate=self.ESTIMATE, candidates=[i['id'] for i in order],
+                         used_bytes=used, size_bytes=self.disk['size_bytes'])
+        plan.last_use = {i['id']: self._said(i['id']) for i in order}
         while order and self._percent(projected) > low:
             item = order.pop(0)
-            item['reason'] = ('removed to bring the image filesystem from %d%% to %d%% (disk_low), least recently '
-                              'used first; %s' % (round(before), low, self._said(item['id'])))
+            item['reason'] = self.target_reason(round(before), low, self._said(item['id']))
+            item['disk_target'] = True
             plan.remove.append(item)
             projected -= item['size']
         plan.disk['projected_percent'] = round(self._percent(projected), 1)

@@ -86,6 +86,13 @@ def phase_event(result):
              'dry_run': result.get('check_mode', False)}
     if result.get('skip_reason'):
         event['skip_reason'] = result['skip_reason']
+    if result.get('disk_target'):
+        # the figures; the candidates and steps as counts (each removed image's reason carries its step)
+        target = dict(result['disk_target'])
+        target['candidates'] = len(target.get('candidates', []))
+        if target.get('measured'):
+            target['measured'] = dict(target['measured'], steps=len(target['measured']['steps']))
+        event['disk_target'] = target
     return event
 
 
@@ -169,6 +176,7 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory, full=F
         if run['warnings']:
             report['warnings'] = list(run['warnings'])
         failures.extend(run.get('write_failures') or [])
+        report['summary'] = run.get('summary')
     failed = status == 'failed'
     report['status'] = status
     report['finished'] = round(time.time(), 3)
@@ -191,6 +199,8 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory, full=F
     extra = {'warnings': report['warnings']} if 'warnings' in report else {}
     if failures:
         extra['write_failed'] = failures
+    if report.get('summary'):
+        extra['summary'] = report['summary']
     emit(stream, 'end', **summary(dict(extra, status=report['status'], removed=report['removed'],
                                        bytes=report['bytes'], duration=report['duration'], dry_run=dry_run)))
     # A state file that could not be written (a full disk) fails the run's exit code even when

@@ -50,7 +50,9 @@ EXAMPLES = r'''
 
 - name: Show the image filesystem usage
   ansible.builtin.debug:
-    msg: "{{ before.imagefs.image_fs_used_bytes | human_readable }} used by images"
+    msg: >-
+      {{ before.imagefs.filesystem.path ~ ' ' ~ before.imagefs.filesystem.used_percent ~ '% used'
+         if before.imagefs.filesystem else 'image filesystem usage unknown' }}
 '''
 
 RETURN = r'''
@@ -67,8 +69,22 @@ imagefs:
           holding it.
       type: list
       elements: dict
+    filesystem:
+      description:
+        - The fullest image filesystem's figure read from the filesystem itself (statvfs of the
+          filesystem holding the runtime's image filesystem mount point) - C(path) (its mount point),
+          C(used_bytes), C(size_bytes), C(free_bytes), C(used_percent), C(source). V(null) when it
+          cannot be read here (RV(imagefs.filesystem_unknown) says why).
+      type: dict
+      sample: {path: /var/lib/containerd, used_bytes: 8126464000, size_bytes: 10000000000, used_percent: 81.3}
+    filesystem_unknown:
+      description: Why RV(imagefs.filesystem) is V(null); V(null) otherwise.
+      type: str
     image_fs_used_bytes:
-      description: Sum of C(used_bytes) over the image filesystems.
+      description:
+        - Sum of C(used_bytes) over the image filesystems, as the runtime reports them (CRI imagefsinfo,
+          refreshed on containerd's own schedule, snapshots only on containerd 1.6). Not a measurement
+          of the disk, see RV(imagefs.filesystem).
       type: int
       sample: 10182656
     containers:

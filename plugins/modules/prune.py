@@ -229,15 +229,36 @@ skip_reason:
 disk_before:
   description:
     - The disk state before the run, as RV(nodemaint.image_gc.imagefs_info#module:imagefs) returns it
-      (C(error) instead when it could not be read).
+      (C(error) instead when it could not be read). Its C(filesystem) is the figure read from the
+      filesystem itself (statvfs), C(image_fs_used_bytes) the runtime's own (CRI imagefsinfo).
   returned: always
   type: dict
 disk_after:
   description:
-    - The disk state after the run. The image filesystem is read again; the object counts are those of
-      the run's listings less what it removed. In check mode the same as RV(disk_before).
+    - The disk state after the run. The filesystem is read again once containerd's garbage collection has
+      settled (two readings agree, at most a few seconds; C(filesystem.settled) says whether they did); the
+      object counts are those of the run's listings less what it removed. In check mode the same as
+      RV(disk_before), its C(filesystem.note) saying so.
   returned: always
   type: dict
+summary:
+  description:
+    - The run in one line - what the phases removed and its sum, and the image filesystem's used percent
+      before and after, read from the filesystem (V(unknown) where it could not be read).
+  returned: always
+  type: str
+  sample: "freed 11.40 MB (3 containers, 2 sandboxes, 5 images, 4 blobs); /var/lib/containerd 81.2% -> 62.0%"
+disk_target:
+  description:
+    - The disk target (O(disk_high)/O(disk_low)) - C(used_percent) before, C(high), C(low), C(projected_percent).
+      Above O(disk_high) also C(candidates) (the warm images it may remove, least recently used first) and
+      C(estimate) (what the projection is - an estimate from the image sizes the runtime reports); after a real
+      run C(measured) - C(steps) (each image removed with the filesystem's C(used_percent) read after it, once
+      containerd's garbage collection settled), C(used_percent), C(used_bytes) and C(reached).
+  returned: when O(disk_high) is set and the image filesystem's usage is known
+  type: dict
+  sample: {used_percent: 91.0, high: 85, low: 80, projected_percent: 79.5, candidates: ['sha256:4f1e...'],
+           measured: {steps: [{id: 'sha256:4f1e...', used_percent: 79.1}], used_percent: 79.1, reached: true}}
 sandbox_image:
   description: The sandbox (pause) image that was protected, if known.
   returned: when O(images=true)
@@ -272,7 +293,8 @@ def main():
                      fail_on_error=module.params['fail_on_phase_error'])
     by_phase = {r['phase']: r for r in run['phases']}
     out = {'changed': run['changed'], 'failures': [], 'commands': run['commands'], 'failed_phases': run['failed_phases'],
-           'disk_before': run['disk_before'], 'disk_after': run['disk_after'], 'phases': []}
+           'disk_before': run['disk_before'], 'disk_after': run['disk_after'], 'phases': [],
+           'summary': run['summary']}
     for phase, name in ITEMS:
         result = by_phase[phase]
         out[name] = result['removed']
@@ -287,6 +309,8 @@ def main():
         out['phases'].append(summary)
     out['images_space_reclaimed'] = by_phase['images']['bytes']
     out['content_space_reclaimed'] = by_phase['content']['bytes']
+    if by_phase['images'].get('disk_target'):
+        out['disk_target'] = by_phase['images']['disk_target']
     if 'sandbox_image' in by_phase['images']:
         out['sandbox_image'] = by_phase['images']['sandbox_image']
     if run['skip_reason']:

@@ -30,6 +30,8 @@ def report(i, host):
             'blobs': blobs, 'images_bytes': images_bytes, 'content_bytes': content_bytes,
             'bytes_reclaimed': images_bytes + content_bytes, 'used_before': used_before,
             'used_after': used_before - images_bytes - content_bytes, 'images_before': 40, 'images_after': 40 - images,
+            'percent_before': round(50.0 + i % 40, 1), 'percent_after': None if i % 11 == 0 else round(40.0 + i % 40, 1),
+            'fs_path': '/var/lib/containerd', 'line': 'freed',
             'images_bytes_before': 0, 'images_bytes_after': 0, 'failed_phases': failed,
             'phase_errors': {'content': 'ctr: connection refused'} if failed else {}, 'failures': 0,
             'phases': phases, 'skip_reason': ''}
@@ -59,7 +61,8 @@ def task_msg(stdout, task):
 
 
 SIZE = r'(-|[\d.]+ \w+)'
-ROW = re.compile(r'^(\S+)\s+(-|\d+)\s+(-|\d+)\s+(-|\d+)\s+(-|\d+)\s+%s\s+%s?\s*%s?\s+(.*)$' % (SIZE, SIZE, SIZE))
+DISK = r'(-|unknown|[\d.]+%)'        # the used percent of the image filesystem
+ROW = re.compile(r'^(\S+)\s+(-|\d+)\s+(-|\d+)\s+(-|\d+)\s+(-|\d+)\s+%s\s+%s?\s*%s?\s+(.*)$' % (SIZE, DISK, DISK))
 
 
 def parse_table(stdout):
@@ -85,6 +88,11 @@ def human(n):
     return '%.2f Bytes' % n
 
 
+def percent(value):
+    """A disk cell of the fleet table: the used percent, or unknown."""
+    return 'unknown' if value is None else '%.1f%%' % value
+
+
 def check(stdout, data, report_dir=None):
     """The printed table and the report files say what ``data`` ({host: report or None}) says."""
     title, rows, total = parse_table(stdout)
@@ -96,7 +104,7 @@ def check(stdout, data, report_dir=None):
         assert [int(row[k]) for k in ('containers', 'sandboxes', 'images', 'blobs')] == [
             r['containers'], r['sandboxes'], r['images'], r['blobs']], (host, row)
         assert row['freed'] == human(r['bytes_reclaimed']), (host, row)
-        assert (row['disk_before'], row['disk_after']) == (human(r['used_before']), human(r['used_after'])), row
+        assert (row['disk_before'], row['disk_after']) == (percent(r['percent_before']), percent(r['percent_after'])), row
         assert row['failed'] == (','.join(r['failed_phases']) or '-'), (host, row)
     for host in failed:
         assert rows[host]['containers'] == '-' and 'HOST FAILED' in rows[host]['failed'], rows[host]

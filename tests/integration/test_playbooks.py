@@ -61,7 +61,8 @@ def test_prune_check_then_real_then_idempotent(lab, gapped_scenario):
     assert state(lab) == before, '--check changed the runtime'
     planned = fleet(check.stdout)
     node_check = task_output(check.stdout, 'Report this node')['msg']
-    assert node_check.startswith('would remove '), node_check
+    assert node_check.startswith('would free '), node_check
+    assert '(check mode: nothing removed)' in node_check, node_check
     assert planned['hosts'] == 1 and planned['hosts_failed'] == [] and planned['hosts_with_failed_phases'] == {}
     assert planned['containers'] == len(exp['exited_container_ids'])
     assert planned['sandboxes'] == len(exp['notready_old_pod_ids'])
@@ -72,10 +73,10 @@ def test_prune_check_then_real_then_idempotent(lab, gapped_scenario):
     assert real.returncode == 0, real.stdout[-4000:] + real.stderr[-2000:]
     done = fleet(real.stdout)
     node_real = task_output(real.stdout, 'Report this node')['msg']
-    assert node_real.startswith('removed '), node_real
+    assert node_real.startswith('freed '), node_real
     # --check reported exactly what the real run removed, per phase
     assert dict((k, planned[k]) for k in COUNTS) == dict((k, done[k]) for k in COUNTS), (planned, done)
-    assert node_check.split(';')[0].replace('would remove', 'removed') == node_real.split(';')[0]
+    assert node_check.split(';')[0].replace('would free', 'freed') == node_real.split(';')[0]
     assert done['hosts_with_failed_phases'] == {} and recap(real.stdout)['failed'] == 0
 
     after = state(lab)
@@ -184,9 +185,12 @@ def test_prune_writes_the_fleet_report_when_asked(lab, scenario, tmp_path):
     human = fleet_synthetic.human
     assert row == {'containers': str(host['containers']), 'sandboxes': str(host['sandboxes']),
                    'images': str(host['images']), 'blobs': str(host['blobs']),
-                   'freed': human(int(host['bytes_reclaimed'])), 'disk_before': human(int(host['used_before'])),
-                   'disk_after': human(int(host['used_after'])), 'failed': '-'}, (row, host)
+                   'freed': human(int(host['bytes_reclaimed'])),
+                   'disk_before': fleet_synthetic.percent(float(host['percent_before'])),
+                   'disk_after': fleet_synthetic.percent(float(host['percent_after'])), 'failed': '-'}, (row, host)
     assert int(host['bytes_reclaimed']) > 0 and int(host['used_before']) > 0
+    # a dry run removes nothing: the filesystem's figure after is the one before, stated as such
+    assert host['used_after'] == host['used_before'] and '(check mode: nothing removed)' in host['line']
     markdown = (out / 'report.md').read_text()
     assert markdown.startswith('# Image GC fleet report (dry run')
     assert '| localhost | %s | %s | %s |' % (host['containers'], host['sandboxes'], host['images']) in markdown

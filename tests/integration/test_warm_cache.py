@@ -7,8 +7,9 @@
   and of the runner (a later run still knows when the image was last used);
 - a corrupt record leaves every image whose last use is unknown in place;
 - the disk target, with an INJECTED usage figure for the image filesystem (the lab's filesystem is
-  not full; ``_engine.filesystem_usage`` is replaced in-process): the least recently used images go
-  first, and no more once the target is met.
+  not full; ``_engine.filesystem_usage`` and the measurement after each removal, ``_engine.settled_figure``,
+  are replaced in-process): the least recently used images go first, and no more once the target is
+  met. test_disk_figures.py measures it for real on a small filesystem.
 """
 
 import json
@@ -125,6 +126,15 @@ def test_the_disk_target_frees_least_recently_used_first_and_stops_when_met(lab,
     monkeypatch.setattr(_engine, 'filesystem_usage', lambda p: {
         'fs_path': p, 'fs_size_bytes': size, 'fs_free_bytes': size - used, 'fs_used_bytes': used,
         'fs_used_percent': round(100.0 * used / size, 1)})
+
+    def measured(path, **kwargs):
+        # INJECTED too: the real run re-reads the filesystem after each removal; here it reads as
+        # the injected usage less the sizes of the images of ``order`` that are gone by now
+        present = runtime_state(lab)['images']
+        now_used = used - sum(sizes[k] for k in order if imgs[k]['id'] not in present)
+        return {'path': path, 'used_bytes': now_used, 'size_bytes': size, 'free_bytes': size - now_used,
+                'used_percent': round(100.0 * now_used / size, 1), 'settled': True, 'waited': 0.0}
+    monkeypatch.setattr(_engine, 'settled_figure', measured)
     settings = dict((k, v) for k, v in _args(lab, image_unused_for='7d', disk_high=low + 1, disk_low=low).items()
                     if k in _engine.ENGINE_SETTINGS)
     run = _engine.Engine(settings, ('containers', 'sandboxes', 'images', 'disk')).run()
@@ -134,7 +144,9 @@ def test_the_disk_target_frees_least_recently_used_first_and_stops_when_met(lab,
     # the exited/NotReady containers went in phases 1-2, so exitonly and notready are unused too,
     # but they were used more recently: the target is met before their turn
     assert set(reasons) == {imgs['unused3']['id'], imgs['busybox1']['id']}, images['removed']
-    assert all('least recently used first' in r for r in reasons.values())
+    assert all('least recently used first' in r and r.endswith('before it went (measured)') for r in reasons.values())
+    assert [step['id'] for step in images['disk_target']['measured']['steps']] == [
+        imgs['unused3']['id'], imgs['busybox1']['id']]
     after = runtime_state(lab)['images']
     assert imgs['unused3']['id'] not in after and imgs['busybox1']['id'] not in after
     for key in ('notready', 'exitonly', 'busybox2', 'pause', 'keep'):

@@ -26,7 +26,7 @@ def cmd_up(a):
     lab_m, sc = _lab_mod()
     d = os.path.abspath(a.dir)
     os.makedirs(d, exist_ok=True)
-    lab = lab_m.Lab(d, remove_base=False, containerd_dir=a.containerd_dir)
+    lab = lab_m.Lab(d, remove_base=False, containerd_dir=a.containerd_dir, root_tmpfs=a.root_tmpfs)
     if lab.running() or (os.path.exists(lab.pid_path) and lab_m.Lab.attach(d).running()):
         print("lab already running in %s" % d, file=sys.stderr)
         return 1
@@ -108,6 +108,9 @@ def main(argv=None):
     up.add_argument("--containerd-dir", default=None, metavar="DIR",
                     help="take containerd, containerd-shim-runc-v2 and ctr from DIR "
                          "(default: Debian's, on PATH)")
+    up.add_argument("--root-tmpfs", default=None, metavar="SIZE",
+                    help="put containerd's root on a tmpfs of SIZE (e.g. 256m) of its own, so "
+                         "that its filesystem figures are the lab's alone")
     dn = sub.add_parser("down")
     dn.add_argument("--dir", required=True)
     dn.add_argument("--remove", action="store_true", help="also delete DIR")

@@ -213,7 +213,11 @@ class Lab:
     """
 
     def __init__(self, base=None, sandbox_image=SANDBOX_IMAGE, containerd_dir=None,
-                 remove_base=None, crictl=None):
+                 remove_base=None, crictl=None, root_tmpfs=None):
+        """``root_tmpfs``: a size (``"64m"``, mount's ``size=``) to put containerd's root on a
+        tmpfs of its own, mounted at ``<base>/root`` by start() and unmounted by stop(): its
+        statvfs figures are then the lab's alone (the machine's root filesystem is written by
+        other processes all the time). None: containerd's root lies on the base's filesystem."""
         if base is None:
             base = tempfile.mkdtemp(prefix="feas-lab-")
             remove_base = True if remove_base is None else remove_base
@@ -240,6 +244,8 @@ class Lab:
         self._proc = None
         self._client = None
         self.version, self.version_string = (0, 0, 0), ""
+        self.root_tmpfs = root_tmpfs
+        self.root = os.path.join(self.base, "root")
 
     # ------------------------------------------------------------------ state
     @classmethod
@@ -328,6 +334,9 @@ class Lab:
         for d in ("root", "state", "opt", "cni/net.d", "work"):
             os.makedirs(os.path.join(self.base, d), exist_ok=True)
         os.chmod(self.base, 0o711)
+        if self.root_tmpfs and self.root not in mounts_under(self.root):
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0711" % self.root_tmpfs,
+                            "lab-root", self.root], check=True, capture_output=True)
         self.version, self.version_string = containerd_version(self.containerd_bin)
         with open(self.config_path, "w") as f:
             f.write(config_toml(self.base, self.sandbox_image, self.version[0]))

@@ -459,8 +459,52 @@ def test_check_mode_disk_after_is_the_disk_before(peer_root):
     runner = node_runner(V16)
     run = make_engine(runner, peer_root=peer_root).run(check_mode=True)
     assert runner.removals() == []
-    assert dict(run['disk_after'], when='before') == run['disk_before']
+    after = dict(run['disk_after'], when='before')
+    assert after.pop('filesystem') == dict(run['disk_before']['filesystem'], note=_engine.CHECK_MODE_NOTE)
+    assert after == {k: v for k, v in run['disk_before'].items() if k != 'filesystem'}
     assert sum(1 for argv in runner.calls if 'imagefsinfo' in argv) == 1
+    assert run['summary'].startswith('would free ') and run['summary'].endswith('(check mode: nothing removed)')
+
+
+def _figures(monkeypatch, *used, size=1000):
+    """The filesystem's figures, one per reading: before, then after (the engine's own settle
+    function is replaced in unit tests by a single reading, see conftest.no_settle_wait)."""
+    readings = iter(used)
+
+    def figure(path, usage=None):
+        value = next(readings)
+        return {'path': '/var/lib/containerd', 'used_bytes': value, 'size_bytes': size, 'free_bytes': size - value,
+                'used_percent': round(100.0 * value / size, 1), 'source': 'statvfs of %s' % path}
+    monkeypatch.setattr(_engine, 'filesystem_figure', figure)
+    monkeypatch.setattr(_engine, 'settled_figure', lambda path, **kw: dict(figure(path), settled=True, waited=0.3))
+
+
+def test_the_disk_figures_are_read_from_the_filesystem_before_and_after(peer_root, monkeypatch):
+    _figures(monkeypatch, 812, 620)
+    run = make_engine(node_runner(V16), peer_root=peer_root).run()
+    before, after = run['disk_before']['filesystem'], run['disk_after']['filesystem']
+    assert (before['used_bytes'], after['used_bytes']) == (812, 620) and after['settled'] is True
+    # the runtime's own figure is kept, apart and as what it is
+    assert run['disk_after']['image_fs_used_bytes'] == 0 and run['disk_after']['filesystem_unknown'] is None
+    images, blobs = len(run['phases'][2]['removed']), len(run['phases'][3]['removed'])
+    assert run['summary'] == 'freed %s (2 containers, 1 sandboxes, %d images, %d blobs); /var/lib/containerd ' \
+        '81.2%% -> 62.0%%' % (_engine.human_bytes(run['bytes']), images, blobs)
+
+
+def test_an_unknown_filesystem_figure_says_unknown(peer_root, monkeypatch):
+    monkeypatch.setattr(_engine, 'filesystem_figure', lambda path, usage=None: None)
+    monkeypatch.setattr(_engine, 'settled_figure', lambda path, **kw: None)
+    run = make_engine(node_runner(V16), peer_root=peer_root).run()
+    assert run['disk_before']['filesystem'] is None and run['disk_after']['filesystem'] is None
+    assert run['disk_before']['filesystem_unknown'].startswith('the image filesystem (/var/lib/containerd/')
+    assert run['summary'].endswith('; image filesystem unknown -> unknown'), run['summary']
+
+
+def test_a_figure_still_changing_when_the_wait_ends_is_said_so():
+    run = {'check_mode': False, 'phases': [{'phase': 'images', 'removed': [{}], 'bytes': 2048}],
+           'disk_before': {'filesystem': {'path': '/x', 'used_percent': 50.0}},
+           'disk_after': {'filesystem': {'path': '/x', 'used_percent': 49.0, 'settled': False, 'waited': 5.0}}}
+    assert _engine.summary_line(run) == 'freed 2.00 KB (1 images); /x 50.0% -> 49.0% (still changing after 5.0s)'
 
 
 def test_a_failing_phase_is_recorded_and_the_next_still_runs(peer_root):

@@ -36,10 +36,13 @@ def a_report(status='ok', removed=(2, 1, 3, 0), nbytes=(0, 0, 3086563, 1200), fa
               for name, r, b in zip(PHASES, removed, nbytes)]
     return {'status': status, 'phases': phases, 'dry_run': dry_run, 'finished': 1795831821.5, 'duration': 2.25,
             'last_success': 1795831821.5 if status != 'failed' else None,
+            # image_fs_used_bytes: the runtime's own figure (CRI), never what the metrics report
             'disk_before': {'image_fs_used_bytes': 10182656, 'image_filesystems': [
-                {'fs_size_bytes': 1000, 'fs_used_bytes': 910}, {'fs_size_bytes': 1000, 'fs_used_bytes': 100}]},
-            'disk_after': {'image_fs_used_bytes': 7000000, 'reclaimable_bytes': 4096, 'image_filesystems': [
-                {'fs_size_bytes': 1000, 'fs_used_bytes': 805}, {}]}}
+                {'fs_size_bytes': 1000, 'fs_used_bytes': 910}, {'fs_size_bytes': 1000, 'fs_used_bytes': 100}],
+                'filesystem': {'path': '/var/lib/containerd', 'used_bytes': 910, 'size_bytes': 1000}},
+            'disk_after': {'image_fs_used_bytes': 10182656, 'reclaimable_bytes': 4096, 'image_filesystems': [
+                {'fs_size_bytes': 1000, 'fs_used_bytes': 805}, {}],
+                'filesystem': {'path': '/var/lib/containerd', 'used_bytes': 805, 'size_bytes': 1000, 'settled': True}}}
 
 
 # -- the version -------------------------------------------------------------------------------
@@ -130,8 +133,9 @@ def test_metrics_text_names_types_and_labels():
     text = _metrics.metrics_text(report, _metrics.accumulate(_metrics.empty_counters(), report))
     got = samples(text)
     assert got['node_image_gc_info{version="%s"}' % _metrics.COLLECTION_VERSION] == 1
-    assert got['node_image_gc_image_fs_used_bytes{when="before"}'] == 10182656
-    assert got['node_image_gc_image_fs_used_bytes{when="after"}'] == 7000000
+    # the filesystem's own figures (statvfs), not the runtime's (which did not change here)
+    assert got['node_image_gc_image_fs_used_bytes{when="before"}'] == 910
+    assert got['node_image_gc_image_fs_used_bytes{when="after"}'] == 805
     assert got['node_image_gc_reclaimable_bytes'] == 4096
     assert got['node_image_gc_image_fs_usage_ratio{when="before"}'] == 0.91       # the fullest filesystem
     assert got['node_image_gc_image_fs_usage_ratio{when="after"}'] == 0.805
@@ -142,6 +146,11 @@ def test_metrics_text_names_types_and_labels():
     assert got['node_image_gc_phase_failures_total{phase="sandboxes"}'] == 0
     assert got['node_image_gc_last_success_timestamp_seconds'] == 1795831821.5
     assert not [name for name in got if name.startswith('node_image_gc_image_fs_used_bytes_')]
+    # unknown: left out, never the runtime's figure in its place
+    report['disk_after']['filesystem'] = None
+    got = samples(_metrics.metrics_text(report, _metrics.accumulate(_metrics.empty_counters(), report)))
+    assert 'node_image_gc_image_fs_used_bytes{when="after"}' not in got
+    assert 'node_image_gc_image_fs_usage_ratio{when="after"}' not in got
     kinds = types(text)
     assert dict((n, k) for n, k in kinds.items() if k == 'counter') == dict(
         (n, 'counter') for n in kinds if n.endswith('_total'))
@@ -150,7 +159,8 @@ def test_metrics_text_names_types_and_labels():
 
 def test_metrics_text_without_disk_facts_leaves_those_metrics_out():
     report = a_report('failed', failed=('containers',))
-    report['disk_before'] = report['disk_after'] = {'error': 'crictl imagefsinfo failed'}
+    report['disk_before'] = report['disk_after'] = {'error': 'crictl imagefsinfo failed', 'filesystem': None,
+                                                    'filesystem_unknown': 'crictl imagefsinfo failed'}
     text = _metrics.metrics_text(report, _metrics.accumulate(_metrics.empty_counters(), report))
     assert 'image_fs_used_bytes' not in text and 'reclaimable_bytes' not in text and 'usage_ratio' not in text
     got = samples(text)

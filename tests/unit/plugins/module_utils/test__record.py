@@ -139,7 +139,11 @@ def test_above_disk_high_the_least_recently_used_go_first_until_disk_low():
     assert plan.ids == [imgs[0].id, imgs[1].id, imgs[2].id]          # the oldest use first, and no more
     assert plan.remove[0]['reason'] == ('removed to bring the image filesystem from 90% to 80% (disk_low), '
                                         'least recently used first; last used 50s ago')
-    assert plan.disk == {'used_percent': 90.0, 'high': 85, 'low': 80, 'projected_percent': 78.0}
+    assert plan.disk == {'used_percent': 90.0, 'high': 85, 'low': 80, 'projected_percent': 78.0,
+                         'used_bytes': 90000, 'size_bytes': 100000, 'estimate': _plan.Retention.ESTIMATE,
+                         'candidates': [i.id for i in imgs]}     # every warm one, in the order they may go
+    assert plan.disk['estimate'].startswith('an estimate: projected from the image sizes the runtime reports')
+    assert [i.get('disk_target') for i in plan.remove] == [True] * 3
     assert ids(plan.keep) == [imgs[3].id, imgs[4].id]
     assert plan.warnings == []
 
@@ -236,22 +240,78 @@ def test_an_unwritable_record_is_a_warning(tmp_path, peer_root):
     assert any(w.startswith('could not write the last-use record') for w in run['warnings'])
 
 
-def test_disk_target_reads_the_disk_report_of_the_run(tmp_path, peer_root, monkeypatch):
+def _target_engine(tmp_path, peer_root, monkeypatch, measured):
+    """An engine over the recorded 2.1 node whose image filesystem reads 90% of 10 MB before the
+    run, then ``measured`` (percent), one figure per reading after a removal."""
     from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine
     monkeypatch.setattr(_engine, 'filesystem_usage', lambda path: {
         'fs_path': '/var/lib/containerd', 'fs_size_bytes': 10 ** 7, 'fs_free_bytes': 10 ** 6,
         'fs_used_bytes': 9 * 10 ** 6, 'fs_used_percent': 90.0})
+    readings = iter(measured)
+
+    def settled(path, **kwargs):
+        percent = next(readings)
+        return {'path': path, 'used_bytes': int(percent * 10 ** 5), 'size_bytes': 10 ** 7, 'used_percent': percent,
+                'settled': True, 'waited': 0.25}
+    monkeypatch.setattr(_engine, 'settled_figure', settled)
     settings = {'image_record_path': str(tmp_path / 'r.json'), 'image_unused_for': '7d', 'disk_high': 85,
                 'disk_low': 70}
     runner = node_runner(V21)
-    run = make_engine(runner, settings, peer_root=peer_root).run()
-    images = run['phases'][2]
-    # 90% of 10 MB; each image ~1 MB (10%): two of the warm ones go, least recently used first
+    return make_engine(runner, settings, peer_root=peer_root), runner
+
+
+def test_disk_target_in_check_mode_is_the_estimate_and_says_so(tmp_path, peer_root, monkeypatch):
+    engine, runner = _target_engine(tmp_path, peer_root, monkeypatch, ())
+    images = engine.run(check_mode=True)['phases'][2]
+    # 90% of 10 MB; each image ~1 MB (10%): two of the warm ones would go, least recently used first
     assert len(images['removed']) == 2, images['removed']
     assert all(i['reason'].startswith('removed to bring the image filesystem from 90% to 70% (disk_low)')
                for i in images['removed'])
-    assert images['disk_target'] == {'used_percent': 90.0, 'high': 85, 'low': 70, 'projected_percent': 69.4}
-    assert sum(1 for argv in runner.calls if 'imagefsinfo' in argv) == 2      # before and after, no more
+    target = images['disk_target']
+    assert {k: target[k] for k in ('used_percent', 'high', 'low', 'projected_percent')} == {
+        'used_percent': 90.0, 'high': 85, 'low': 70, 'projected_percent': 69.4}
+    assert target['estimate'].startswith('an estimate: projected from the image sizes') and 'measured' not in target
+    assert ids(images['removed']) == target['candidates'][:2]
+    assert sum(1 for argv in runner.calls if 'imagefsinfo' in argv) == 1
+
+
+def test_disk_target_real_run_removes_one_at_a_time_until_the_measured_usage_is_at_disk_low(
+        tmp_path, peer_root, monkeypatch):
+    # measured: 88% before the target's first removal, 80% after it, 70% (= disk_low) after the second
+    engine, runner = _target_engine(tmp_path, peer_root, monkeypatch, (88.0, 80.0, 70.0, 70.0))
+    run = engine.run()
+    images = run['phases'][2]
+    target = images['disk_target']
+    assert ids(images['removed']) == target['candidates'][:2], images['removed']
+    assert [i['reason'].split('; ')[-1] for i in images['removed']] == [
+        '88.0% before it went (measured)', '80.0% before it went (measured)']
+    assert target['measured'] == {'steps': [{'id': target['candidates'][0], 'used_percent': 80.0},
+                                            {'id': target['candidates'][1], 'used_percent': 70.0}],
+                                  'used_percent': 70.0, 'used_bytes': 7 * 10 ** 6, 'reached': True}
+    # one rmi per candidate, each after the containers were listed afresh; the third candidate stays
+    rmis = [argv for argv in runner.calls if 'rmi' in argv]
+    assert [argv[-1] for argv in rmis] == target['candidates'][:2]
+    assert target['candidates'][2] in ids(images['kept'])
+    assert run['disk_after']['filesystem']['used_percent'] == 70.0
+
+
+def test_disk_target_real_run_keeps_what_the_estimate_had_go_once_the_measure_says_enough(
+        tmp_path, peer_root, monkeypatch):
+    engine, dummy = _target_engine(tmp_path, peer_root, monkeypatch, (69.0, 69.0))
+    images = engine.run()['phases'][2]
+    target = images['disk_target']
+    assert images['removed'] == [] and target['measured']['steps'] == [] and target['measured']['reached']
+    kept = dict((i['id'], i['reason']) for i in images['kept'])
+    assert kept[target['candidates'][0]].startswith('kept: the image filesystem was at or below disk_low 70%')
+
+
+def test_disk_target_unmet_after_every_candidate_warns(tmp_path, peer_root, monkeypatch):
+    engine, dummy = _target_engine(tmp_path, peer_root, monkeypatch, (89.0, 88.0, 87.0, 86.0, 85.0, 85.0))
+    images = engine.run()['phases'][2]
+    target = images['disk_target']
+    assert ids(images['removed']) == target['candidates'] and not target['measured']['reached']
+    assert any('after every unused image that may go was removed: disk_low 70% is not reached' in w
+               for w in images['warnings'])
 
 
 # -- durable, honest state (issue 19) -------------------------------------------------------------

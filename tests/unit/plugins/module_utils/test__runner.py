@@ -151,7 +151,14 @@ def test_report_and_metrics_written_atomically(node):
     assert samples['node_image_gc_last_run_removed_objects{phase="images"}'] == '3'
     assert samples['node_image_gc_last_run_reclaimed_bytes{phase="images"}'] == str(1028854 + 1028853 + 1028856)
     assert samples['node_image_gc_phase_success{phase="content"}'] == '1'
-    assert samples['node_image_gc_image_fs_used_bytes{when="before"}'] == '10182656'
+    # the filesystem's figures (statvfs), as the report has them; the end line says them in words
+    assert samples['node_image_gc_image_fs_used_bytes{when="before"}'] == str(
+        report['disk_before']['filesystem']['used_bytes'])
+    assert samples['node_image_gc_image_fs_used_bytes{when="after"}'] == str(
+        report['disk_after']['filesystem']['used_bytes'])
+    assert events[-1]['summary'] == report['summary'] and report['summary'].startswith('freed ')
+    assert ' -> ' in report['summary'] and report['summary'].split('; ')[1].startswith(
+        report['disk_before']['filesystem']['path'] + ' ')
     assert '# TYPE node_image_gc_run_success gauge' in metrics
     assert metrics.endswith('\n')
 
@@ -374,3 +381,18 @@ def test_a_small_phase_is_printed_whole_and_full_prints_everything(node):
     _runner.run(str(node.config), dry_run=True, stream=stream, engine_factory=_HugeEngine, full=True)
     phase = [json.loads(line) for line in stream.getvalue().splitlines() if '"phase"' in line][0]
     assert len(phase['ids']) == 5000 and 'truncated' not in phase
+
+
+def test_the_disk_target_goes_into_the_phase_event_as_figures_and_counts():
+    target = {'used_percent': 91.0, 'high': 85, 'low': 80, 'projected_percent': 79.5, 'estimate': 'an estimate: ...',
+              'candidates': ['sha256:a', 'sha256:b', 'sha256:c'],
+              'measured': {'steps': [{'id': 'sha256:a', 'used_percent': 79.1}], 'used_percent': 79.1,
+                           'used_bytes': 791, 'reached': True}}
+    event = _runner.phase_event({'phase': 'images', 'status': 'ok', 'removed': [], 'disk_target': target})
+    assert event['disk_target'] == dict(target, candidates=3, measured=dict(target['measured'], steps=1))
+    assert len(target['candidates']) == 3 and len(target['measured']['steps']) == 1     # not changed in place
+
+
+def test_human_bytes_writes_sizes_as_ansible_human_readable_does():
+    assert [_engine.human_bytes(n) for n in (0, 1023, 1024, 11953766, 5 * 1024 ** 4, 3 * 1024 ** 5)] == [
+        '0.00 Bytes', '1023.00 Bytes', '1.00 KB', '11.40 MB', '5.00 TB', '3072.00 TB']

@@ -24,7 +24,10 @@ def test_facts(version, used, check_mode, monkeypatch):
     doc = documented_returns(imagefs_info)
     assert set(result) == {'changed', 'imagefs'} and set(doc) == {'imagefs'}
     assert set(facts) == set(doc['imagefs']['contains'])
-    assert facts['image_fs_used_bytes'] == used
+    assert facts['image_fs_used_bytes'] == used                 # the runtime's own figure (CRI)
+    fs = facts['filesystem']                                     # the filesystem's, read with statvfs
+    assert fs['size_bytes'] > 0 and fs['used_bytes'] >= 0 and fs['source'].startswith('statvfs of /')
+    assert facts['filesystem_unknown'] is None
     assert facts['containers'] == {'exited': 2, 'running': 1}
     assert facts['sandboxes'] == {'ready': 2, 'notready': 1}
     assert facts['images'] == 5

@@ -58,6 +58,11 @@ def test_check_mode_reports_what_the_real_run_removes(version, args, monkeypatch
     assert all(p['status'] == 'ok' for p in real['phases']) and real['failed_phases'] == []
     assert real['disk_before']['images'] == 5 and real['disk_after']['images'] == 2
     assert check['disk_after']['images'] == 5                    # check mode: nothing was removed
+    # the one line: what was removed and the filesystem's figures (check mode: after = before, said so)
+    assert real['summary'].startswith('freed ') and ' -> ' in real['summary']
+    assert check['summary'].startswith('would free ') and check['summary'].endswith('(check mode: nothing removed)')
+    assert check['disk_after']['filesystem']['used_bytes'] == check['disk_before']['filesystem']['used_bytes']
+    assert 'disk_target' not in real                             # disk_high unset
     assert real['commands'] == real_runner.calls
     check_against_return_doc(check)
     check_against_return_doc(real)
