@@ -215,7 +215,7 @@ def test_prune_lists_an_unreachable_host_as_failed_and_goes_on(lab, scenario, tm
     inventory = tmp_path / 'inventory.json'
     inventory.write_text(json.dumps({'all': {'hosts': hosts}}))
     argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(inventory), PLAYBOOK,
-            '--check', '-e', json.dumps({'image_gc_serial': 1, 'image_gc_image_exclude': EXCLUDE})]
+            '--check', '-e', json.dumps(dict(BLUNT, image_gc_serial=1, image_gc_image_exclude=EXCLUDE))]
     proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(lab), timeout=600, check=False)
     out = proc.stdout
     table = fleet(out)
