@@ -1,3 +1,4 @@
+# Over 300 lines: one job, a private containerd for tests (its config per line, start, stop, teardown of shims and mounts, the tools it is driven with).
 """A private containerd with the CRI plugin, for tests, driven by the real crictl.
 
 containerd is Debian 12's package (1.6.20, on PATH) or, with ``containerd_dir``, the
@@ -395,29 +396,23 @@ class Lab:
 
     def kill(self):
         """SIGKILL containerd (fault injection). Shims and containers survive."""
-        self._drop_client()
-        if self.pid and _pid_alive(self.pid):
-            os.kill(self.pid, signal.SIGKILL)
-            _wait_dead([self.pid], 10)
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=5)
-            except Exception:
-                pass
+        self._signal_containerd((signal.SIGKILL, 10))
 
     def _stop_containerd(self, timeout=10):
+        self._signal_containerd((signal.SIGTERM, timeout), (signal.SIGKILL, 5))
+
+    def _signal_containerd(self, *steps):
+        """Each (signal, seconds to wait for the exit) in turn until containerd is gone; then reap it."""
         self._drop_client()
-        if self.pid and _pid_alive(self.pid):
+        for sig, wait in steps:
+            if not (self.pid and _pid_alive(self.pid)):
+                break
             try:
-                os.kill(self.pid, signal.SIGTERM)
+                os.kill(self.pid, sig)
             except ProcessLookupError:
-                pass
-            if not _wait_dead([self.pid], timeout):
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                _wait_dead([self.pid], 5)
+                break
+            if _wait_dead([self.pid], wait):
+                break
         if self._proc is not None:
             try:
                 self._proc.wait(timeout=5)

@@ -1,3 +1,4 @@
+# Over 300 lines: one job, the standard garbage scenarios of the lab (reset, the recorded fixture scenario, the gapped one, the benchmark's big state).
 """Garbage states built through the CRI API.
 
 - ``feas(lab)``: exactly the scenario of tests/fixtures/crictl-1.36.0_*/README.md
