@@ -7,8 +7,8 @@ importable (for example from an ``ansible-galaxy collection install`` tree on PY
 dir with ``ansible_collections/nodemaint/image_gc`` -> repo root is put first on sys.path. This
 happens at conftest import time, before any test module imports the collection.
 
-Shared helpers (stub runner, fake discovery, fixture readers) live in the ``image_gc_testlib`` package
-next to this file; this dir is put on sys.path so tests can ``from image_gc_testlib import ...``.
+Shared helpers (stub runner, fake discovery, fixture readers) live in the ``testlib`` package
+next to this file (re-exported by ``image_gc_testlib``); this dir is put on sys.path so tests can ``from image_gc_testlib import ...``.
 """
 
 import atexit

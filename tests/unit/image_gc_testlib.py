@@ -1,6 +1,7 @@
 # Copyright (c) nodemaint.image_gc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Helpers shared by the unit tests, one module a job; tests import them from here.
+"""Helpers shared by the unit tests, one module a job in the package testlib/ beside this file
+(whose __init__.py stays empty, as ansible-test's empty-init check wants); tests import them from here.
 
 - fixtures: the recordings in tests/fixtures/, the ids of the recorded scenario, replies read
   or DERIVED from them (each derivation said where it is made);
@@ -13,17 +14,17 @@
 - lock_holder: another process holding the run lock.
 """
 
-from .discovery import fake_discovery, node_discovery
-from .engine import NO_PEER_ROOT, deep, ids, make_engine, stub_engine
-from .fixtures import (
+from testlib.discovery import fake_discovery, node_discovery
+from testlib.engine import NO_PEER_ROOT, deep, ids, make_engine, stub_engine
+from testlib.fixtures import (
     CRICTL, CRICTL_PREFIX, CTR, CTR_PREFIX, FIXTURES, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE,
     IMG_UNUSED3, NOW_NS, SOCKET, V16, V21, VERSIONS, Reply, crictl_warning, deleted_lines, derived_pods_after,
     derived_ps_after, fixture_json, fixture_path, fixture_text, json_reply, recorded)
-from .lock_holder import lock_held_elsewhere
-from .metrics import metric_names, runner_textfile
-from .module_harness import ModuleExit, documented_returns, failure_before_any_command, run_module
-from .node_sim import inspect_reply, node_runner
-from .stub_runner import StubRunner, UnexpectedCommand, command_key
+from testlib.lock_holder import lock_held_elsewhere
+from testlib.metrics import metric_names, runner_textfile
+from testlib.module_harness import ModuleExit, documented_returns, failure_before_any_command, run_module
+from testlib.node_sim import inspect_reply, node_runner
+from testlib.stub_runner import StubRunner, UnexpectedCommand, command_key
 
 __all__ = [
     'CRICTL', 'CRICTL_PREFIX', 'CTR', 'CTR_PREFIX', 'FIXTURES', 'IDS', 'IMG_BUSYBOX1', 'IMG_BUSYBOX2',
