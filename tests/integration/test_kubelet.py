@@ -16,11 +16,13 @@ more than a default run would dare, never less. Everything else is the default.
 import json
 import os
 import sys
+import threading
 import time
 
 import pytest
 
 from tests import lab as L
+from tests.integration.faulty_crictl import CONTROL_ENV
 from tests.integration.ansible_play import collections_path, runtime_args, runtime_state, state_args
 from tests.lab import kubelet as K
 from tests.lab import pods as P
@@ -36,8 +38,11 @@ pytestmark = pytest.mark.matrix
 IMAGES = {"init": "docker.io/feas/k-init:1", "app": "docker.io/feas/k-app:1", "crash": "docker.io/feas/k-crash:1",
           "job": "docker.io/feas/k-job:1", "vol": "docker.io/feas/k-vol:1", "volapp": "docker.io/feas/k-volapp:1"}
 UNUSED = "docker.io/feas/k-unused:1"      # an image no pod ever used: real garbage
-ORPHAN = "docker.io/feas/k-orphan:1"      # the image of a pod made straight through the CRI (the kubelet does not know it)
+ORPHAN = "docker.io/feas/k-orphan:1"
+LEAVING = "docker.io/feas/k-leaving:1"    # a pod deleted while a run is in progress
+LATE = "docker.io/feas/k-late:1"          # a pod created while a run is in progress      # the image of a pod made straight through the CRI (the kubelet does not know it)
 SLEEP = ["/bin/busybox", "sleep", "2147483647"]
+FAULTY_CRICTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", "faulty-crictl")
 
 
 def _manifests(lab):
@@ -100,11 +105,25 @@ def kubelet(lab):
     try:
         kl.start()
         kl.wait_for(lambda p: _settled(p, names), "pods settled", timeout=60)
+        _wait_job_sandbox_notready(lab)
         yield kl
     finally:
         kl.stop()
         L.reset(lab)
         assert kl.leftovers() == [], "kubelet processes left: %s" % kl.leftovers()
+
+
+def _wait_job_sandbox_notready(lab, timeout=60):
+    """The kubelet stops the sandbox of a finished pod some seconds after the pod Succeeded (on
+    2.1 later than on 1.6): the case that matters is the NotReady one, so wait for it."""
+    end = time.monotonic() + timeout
+    while True:
+        sandboxes = [p for p in lab.client.list_pod_sandbox() if p.metadata.name == "job-lab-node"]
+        if sandboxes and all(p.state != L.cri.SANDBOX_READY for p in sandboxes):
+            return
+        if time.monotonic() > end:
+            raise AssertionError("the kubelet did not stop the Succeeded pod's sandbox in %ss: %s" % (timeout, sandboxes))
+        time.sleep(0.5)
 
 
 def _run(lab, **extra):
@@ -221,11 +240,62 @@ def test_default_run_then_kubelet_restart(lab, kubelet):
     assert _log_files_missing(lab, before) == []
     for ref in _used_images(lab):
         assert lab.client.image_status(ref).image.id, "%s was removed" % ref
-    print("kept containers:", json.dumps(_kept(run, "containers"), indent=1))
     # and the kubelet, restarted, agrees
     after = _restart_and_view(kubelet, before)
     _assert_kubelet_undisturbed(before, after)
     assert _log_files_missing(lab, after) == []
+
+
+def test_pods_come_and_go_while_a_run_is_in_progress(lab, kubelet, tmp_path, monkeypatch):
+    """A pod created and a pod deleted while a run is in progress (between its first listing and
+    its first removal, held there by tests/integration/faulty_crictl.py's pause-on-remove): the
+    new pod starts (no start fails for a missing image: its image, unused when the run began, is
+    kept), the standing pods are undisturbed, and the run still removes the real garbage."""
+    kubelet.add_pod(K.static_pod("leaving", [K.container("app", LEAVING, SLEEP)]))
+    P.ensure_images(lab, LEAVING, LATE, ORPHAN)
+    before = K.summary(kubelet.wait_for(
+        lambda p: _settled(p, kubelet.names) and K.summary(p).get("leaving", {}).get("phase") == "Running",
+        "pods settled, 'leaving' running"))
+    standing = dict((n, b) for n, b in before.items() if n != "leaving")
+    late_id = lab.client.image_status(LATE).image.id
+    control = {"fault": "pause-on-remove", "fired": str(tmp_path / "fired"), "go": str(tmp_path / "go"), "timeout": 60}
+    (tmp_path / "control.json").write_text(json.dumps(control))
+    monkeypatch.setenv(CONTROL_ENV, str(tmp_path / "control.json"))
+    monkeypatch.setenv("NODEMAINT_CRICTL", lab.crictl_bin)
+    K.gc_window(kubelet, need=40)
+    with kubelet.paused():
+        orphans = _orphans(lab)
+    out = {}
+
+    def run():
+        try:
+            out["run"] = _run(lab, crictl_path=FAULTY_CRICTL)
+        except BaseException as e:          # reported by the main thread
+            out["error"] = e
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        end = time.monotonic() + 30
+        while not os.path.exists(control["fired"]) and worker.is_alive() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert os.path.exists(control["fired"]), ("the run never reached its first removal", out)
+        kubelet.add_pod(K.static_pod("late", [K.container("app", LATE, SLEEP)]))
+        kubelet.remove_pod("leaving")
+        kubelet.wait_for(lambda p: "leaving" not in p and K.summary(p).get("late", {}).get("containers", {})
+                         .get("app", {}).get("state") == "running", "'late' running and 'leaving' gone", timeout=30)
+    finally:
+        open(control["go"], "w").close()
+        worker.join(90)
+    assert "error" not in out, out.get("error")
+    run_ = out["run"]
+    assert late_id not in _removed(run_, "images"), _removed(run_, "images")[late_id]
+    assert lab.client.image_status(LATE).image.id == late_id
+    assert orphans["containers"] <= set(_removed(run_, "containers")), _kept(run_, "containers")
+    after = K.summary(kubelet.wait_for(lambda p: "late" in p, "'late' reported"))
+    _assert_kubelet_undisturbed(standing, after)
+    assert after["late"]["containers"]["app"]["state"] == "running", after["late"]
+    kubelet.remove_pod("late")
+    kubelet.wait_for(lambda p: "late" not in p, "'late' gone", timeout=30)
 
 
 def test_node_reboot_run_before_the_kubelet(lab, kubelet):
