@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from plugins.module_utils import _plan, _record, _settings  # noqa: E402  (repo root on sys.path first)
+from plugins.module_utils import _cri, _plan, _record, _settings  # noqa: E402  (repo root on sys.path first)
 
 SANDBOX_IMAGE = 'registry.k8s.io/pause:3.10'   # counted in the node's base, never listed
 MINUTE, HOUR, DAY = 60, 3600, 86400
@@ -55,7 +55,7 @@ class CollectionPolicy(object):
 
     def run(self, node, now):
         containers = node.listed_containers()
-        exited = [c.id for c in containers if c.state == _plan.EXITED]
+        exited = [c.id for c in containers if c.state == _cri.CONTAINER_EXITED]
         images = node.listed_images()
         disk = {'used_bytes': node.used, 'size_bytes': node.disk_bytes}
         ages = dict((i.id, now - node.pulled_at[i.id]) for i in images)

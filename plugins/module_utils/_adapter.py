@@ -6,8 +6,10 @@
 """What every module shares: option specs built from the settings table, one way to run the
 engine under the run lock, error reporting and the diff."""
 
-from ._common import CommandError, ImageGCError, RunLock, parse_duration
-from ._settings import SETTINGS, default, names
+from ._common import CommandError, ImageGCError
+from ._files import RunLock
+from ._settings import ENGINE_SETTINGS, SETTINGS, default, names
+from ._units import parse_duration
 
 _TYPES = {'str': 'str', 'path': 'path', 'duration': 'str', 'bool': 'bool', 'count': 'int', 'percent': 'int',
           'level': 'int', 'list': 'list'}
@@ -48,7 +50,6 @@ def argument_spec(*parts, **own):
 def settings_from(params, renames=None):
     """Engine settings from module params (only the keys the engine knows; ``renames`` maps
     module option -> setting name)."""
-    from ._engine import ENGINE_SETTINGS
     renames = renames or {}
     settings = {}
     for key, value in params.items():

@@ -14,20 +14,13 @@ and the ``commands`` run.
 import time
 
 from ._common import CommandError, CommandRunner, ImageGCError
-from ._cri import Crictl, Ctr
+from ._cri import Crictl, Ctr, state_word
 from ._discovery import Discovery
 from ._host import detect_peer_mirror, filesystem_figure, filesystem_usage, settled_figure
 from ._node import Node, build_pods
-from ._settings import ENGINE_GROUPS, PHASES, names, validate
+from ._settings import PHASES, validate_settings
+from ._units import human_bytes, seconds, short_id
 from . import _plan, _record
-
-ENGINE_SETTINGS = names(*ENGINE_GROUPS)
-
-
-def validate_settings(values, labels=None):
-    """The engine's settings checked and converted (durations in seconds); ImageGCError naming the bad key."""
-    return validate(values, ENGINE_SETTINGS, labels)
-
 
 def _result(phase, check_mode):
     return {'phase': phase, 'check_mode': check_mode, 'changed': False, 'skipped': False,
@@ -211,10 +204,10 @@ class Engine:
     def last_use(self, images=None):
         """The last-use record as this run sees it: as read, with this run's evidence merged in."""
         if self._record is None:
-            self._record = _record.read(self.settings['image_record_path'], self.clock() // 10 ** 9)
+            self._record = _record.read(self.settings['image_record_path'], seconds(self.clock()))
             if self._record.warning:
                 self.warnings.append(self._record.warning)
-        return _record.merge(self._record.entries, self.clock() // 10 ** 9, self._evidence(images), images)
+        return _record.merge(self._record.entries, seconds(self.clock()), self._evidence(images), images)
 
     def ages_trusted(self):
         """False when the last-use record was saved after now (the clock went back): ages measured
@@ -229,7 +222,7 @@ class Engine:
         if self._record.keep_file:
             return                       # a newer format: left as it is (load warned)
         try:
-            _record.save(self.settings['image_record_path'], entries, self.clock() // 10 ** 9)
+            _record.save(self.settings['image_record_path'], entries, seconds(self.clock()))
         except OSError as exc:
             self.write_failures.append({'file': 'record', 'path': self.settings['image_record_path'],
                                         'error': exc.strerror or str(exc)})
@@ -312,11 +305,11 @@ class Engine:
                                  removed_containers=leaving, image_volumes=self.node.known_image_volumes())
         counts = {}
         for c in containers:
-            key = c.state.replace('CONTAINER_', '').lower()
+            key = state_word(c.state)
             counts[key] = counts.get(key, 0) + 1
         pods = {}
         for s in sandboxes:
-            key = s.state.replace('SANDBOX_', '').lower()
+            key = state_word(s.state)
             pods[key] = pods.get(key, 0) + 1
         biggest = sorted(images, key=lambda i: (-i.size, i.id))[:largest]
         return {
@@ -336,16 +329,6 @@ class Engine:
 
 
 CHECK_MODE_NOTE = 'check mode: nothing removed, after = before'
-
-
-def human_bytes(n):
-    """``11.40 MB`` (powers of 1024, as Ansible's human_readable writes them)."""
-    n, unit = float(n), 'Bytes'
-    for bigger in ('KB', 'MB', 'GB', 'TB'):
-        if abs(n) < 1024:
-            break
-        n, unit = n / 1024.0, bigger
-    return '%.2f %s' % (n, unit)
 
 
 def _figure_text(disk):
@@ -498,7 +481,7 @@ class ImagesPhase(Phase):
                 'crictl ps --all listed no container while %d sandbox(es) are Ready (%s): the container listing is '
                 'not trusted and no image is removed. Endpoints used: runtime %s, image %s; set runtime_endpoint '
                 'and image_endpoint to the runtime the kubelet uses' % (
-                    len(ready), ', '.join(sorted(x.name or x.id[:13] for x in ready))[:200],
+                    len(ready), ', '.join(sorted(x.name or short_id(x.id) for x in ready))[:200],
                     rt.runtime_endpoint, rt.image_endpoint))
 
     def plan(self):
@@ -522,7 +505,7 @@ class ImagesPhase(Phase):
                                           'not apply, only image_unused_for')
             else:
                 disk.update(high=s['disk_high'], low=s['disk_low'])
-        retention = _plan.Retention(engine.clock() // 10 ** 9, s['image_unused_for'], engine.last_use(images), disk,
+        retention = _plan.Retention(seconds(engine.clock()), s['image_unused_for'], engine.last_use(images), disk,
                                     trust_ages=engine.ages_trusted())
         plan = _plan.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
                                  ages, removed_containers=list(self.node.removed['containers']), retention=retention,
@@ -603,7 +586,7 @@ class ImagesPhase(Phase):
                                         'sandboxes are Ready')
         users = _plan.image_users(self.images, fresh)    # all images: a tag may have moved
         return {image_id: 'in use by container %s (%s), created after the plan was made' % (
-            users[image_id][0].name, users[image_id][0].id[:13]) for image_id in batch if image_id in users}
+            users[image_id][0].name, short_id(users[image_id][0].id)) for image_id in batch if image_id in users}
 
 
 class ContentPhase(Phase):

@@ -11,11 +11,9 @@ compute the very same plan.
 
 import fnmatch
 
-from ._common import format_duration
+from ._cri import CONTAINER_CREATED, CONTAINER_EXITED, SANDBOX_NOTREADY, state_word
+from ._units import format_duration, seconds, short_id
 
-EXITED = 'CONTAINER_EXITED'
-CREATED = 'CONTAINER_CREATED'
-NOTREADY = 'SANDBOX_NOTREADY'
 LAYER_LABEL_PREFIX = 'containerd.io/gc.ref.content.l.'
 CONTENT_REF_PREFIX = 'containerd.io/gc.ref.content.'
 CONFIG_LABEL = 'containerd.io/gc.ref.content.config'
@@ -42,11 +40,7 @@ class Plan:
 
 
 def _age(now_ns, created_ns):
-    return max(0, (now_ns - created_ns) // 10 ** 9)
-
-
-def _short(identifier):
-    return identifier.split(':', 1)[-1][:13]
+    return max(0, seconds(now_ns - created_ns))
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,10 +76,10 @@ def plan_containers(containers, now_ns, created_min_age=3600, pods=None, namespa
     blunt = pods is None or not pod_aware
     newest = {}
     for pod in set((pods or {}).values()):
-        for name, c in pod.newest_exited(EXITED).items():
+        for name, c in pod.newest_exited().items():
             newest[(pod.key, name)] = c
     for c in sorted(containers, key=lambda x: (x.created_ns, x.id)):
-        if c.state not in (EXITED, CREATED):
+        if c.state not in (CONTAINER_EXITED, CONTAINER_CREATED):
             continue
         item = c.to_dict()
         item['age'] = _age(now_ns, c.created_ns)
@@ -95,7 +89,7 @@ def plan_containers(containers, now_ns, created_min_age=3600, pods=None, namespa
         if skip:
             item['reason'] = skip
             plan.keep.append(item)
-        elif c.state == CREATED:
+        elif c.state == CONTAINER_CREATED:
             if item['age'] >= created_min_age:
                 item['reason'] = 'created but never started, %s old (created_min_age %s)' % (
                     format_duration(item['age']), format_duration(created_min_age))
@@ -108,7 +102,7 @@ def plan_containers(containers, now_ns, created_min_age=3600, pods=None, namespa
             item['reason'] = 'exited'
             plan.remove.append(item)
         elif pod is None:
-            item['reason'] = 'exited, and its sandbox %s is not listed' % _short(c.pod_id)
+            item['reason'] = 'exited, and its sandbox %s is not listed' % short_id(c.pod_id)
             plan.remove.append(item)
         else:
             live, why = pod.liveness()
@@ -122,7 +116,7 @@ def plan_containers(containers, now_ns, created_min_age=3600, pods=None, namespa
                 plan.keep.append(item)
             else:
                 item['reason'] = 'older exited instance of %s (attempt %d; attempt %d, %s, is kept) in live pod %s' % (
-                    c.name, c.attempt, kept.attempt, _short(kept.id), pod.label)
+                    c.name, c.attempt, kept.attempt, short_id(kept.id), pod.label)
                 plan.remove.append(item)
     return plan
 
@@ -151,11 +145,11 @@ def plan_sandboxes(sandboxes, containers, now_ns, min_age=600, namespaces=None, 
     leaving = set(leaving or ())
     blockers = {}
     for c in containers:
-        stays = c.id not in leaving if pods is not None else c.state != EXITED
+        stays = c.id not in leaving if pods is not None else c.state != CONTAINER_EXITED
         if stays:
             blockers.setdefault(c.pod_id, []).append(c)
     for s in sorted(sandboxes, key=lambda x: (x.created_ns, x.id)):
-        if s.state != NOTREADY:
+        if s.state != SANDBOX_NOTREADY:
             continue
         item = s.to_dict()
         item['age'] = _age(now_ns, s.created_ns)
@@ -178,7 +172,7 @@ def plan_sandboxes(sandboxes, containers, now_ns, min_age=600, namespaces=None, 
                 item['reason'] = 'NotReady but container %s is %s' % (c.name, c.state)
             else:
                 item['reason'] = 'NotReady but holds container %s (%s, %s), which stays' % (
-                    c.name, _short(c.id), c.state.replace('CONTAINER_', '').lower())
+                    c.name, short_id(c.id), state_word(c.state))
             plan.keep.append(item)
         elif pods is None:
             item['reason'] = 'NotReady, created %s ago (min_age %s)' % (
@@ -186,7 +180,7 @@ def plan_sandboxes(sandboxes, containers, now_ns, min_age=600, namespaces=None, 
             plan.remove.append(item)
         elif live:
             item['reason'] = 'older sandbox of live pod %s (newest: %s), created %s ago (min_age %s)' % (
-                pod.label, _short(pod.newest.id), format_duration(item['age']), format_duration(min_age))
+                pod.label, short_id(pod.newest.id), format_duration(item['age']), format_duration(min_age))
             plan.remove.append(item)
         else:
             item['reason'] = 'NotReady, pod %s is not live (%s), created %s ago (min_age %s)' % (
@@ -293,7 +287,7 @@ def pins_a_sandbox_image(images):
 
 
 def _describe_user(c, more):
-    return '%s (%s, %s)%s' % (c.name, _short(c.id), c.state.replace('CONTAINER_', '').lower(),
+    return '%s (%s, %s)%s' % (c.name, short_id(c.id), state_word(c.state),
                               ' and %d more' % more if more else '')
 
 

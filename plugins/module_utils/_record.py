@@ -20,10 +20,11 @@ saved after now (the clock went back) turns age-based removal off for the run.
 
 import json
 
-from ._common import write_atomic
+from ._cri import CONTAINER_RUNNING
+from ._files import write_atomic
+from ._units import seconds
 
 VERSION = 1
-RUNNING = 'CONTAINER_RUNNING'
 
 
 class Loaded:
@@ -99,7 +100,7 @@ def uses(containers, now, image_ids=None):
     the image id on containerd, is taken."""
     out = {}
     for c in containers:
-        when = now if c.state == RUNNING else c.created_ns // 10 ** 9
+        when = now if c.state == CONTAINER_RUNNING else seconds(c.created_ns)
         image_id = (image_ids or {}).get(c.id) or (c.image_ref if c.image_ref.startswith('sha256:') else None)
         if image_id and when > out.get(image_id, -1):
             out[image_id] = when

@@ -22,7 +22,7 @@ from tests.integration.ansible_play import (
 if collections_path() not in sys.path:
     sys.path.insert(0, collections_path())
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _host  # noqa: E402
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _host, _units  # noqa: E402
 
 pytestmark = pytest.mark.matrix
 
@@ -81,7 +81,7 @@ def test_the_figure_after_is_lower_by_at_least_the_content_removed(small_lab, sm
     assert after['used_percent'] < before['used_percent']
     # the line says the same figures
     assert real['summary'] == 'freed %s (%d containers, %d sandboxes, %d images, %d blobs); %s %.1f%% -> %.1f%%' % (
-        _engine.human_bytes(real['images_space_reclaimed'] + blobs), len(real['containers']), len(real['sandboxes']),
+        _units.human_bytes(real['images_space_reclaimed'] + blobs), len(real['containers']), len(real['sandboxes']),
         len(real['images']), len(real['blobs']), small_lab.root, before['used_percent'], after['used_percent'])
 
 

@@ -23,7 +23,7 @@ from tests.integration.ansible_play import (
 if collections_path() not in sys.path:
     sys.path.insert(0, collections_path())
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine  # noqa: E402
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _settings  # noqa: E402
 
 PRUNE = 'nodemaint.image_gc.prune'
 
@@ -136,7 +136,7 @@ def test_the_disk_target_frees_least_recently_used_first_and_stops_when_met(lab,
                 'used_percent': round(100.0 * now_used / size, 1), 'settled': True, 'waited': 0.0}
     monkeypatch.setattr(_engine, 'settled_figure', measured)
     settings = dict((k, v) for k, v in _args(lab, image_unused_for='7d', disk_high=low + 1, disk_low=low).items()
-                    if k in _engine.ENGINE_SETTINGS)
+                    if k in _settings.ENGINE_SETTINGS)
     run = _engine.Engine(settings, ('containers', 'sandboxes', 'images', 'disk')).run()
     images = run['phases'][2]
     assert images['status'] == 'ok', images

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _settings, _units
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandError, ImageGCError
 
 from image_gc_testlib import (
@@ -43,7 +43,7 @@ def four(runner, **kwargs):
 # -- settings --------------------------------------------------------------------------------
 
 def test_validate_settings_defaults():
-    settings = _engine.validate_settings({})
+    settings = _settings.validate_settings({})
     assert settings['timeout'] == 120
     assert settings['created_min_age'] == 3600
     assert settings['sandbox_min_age'] == 600
@@ -68,7 +68,7 @@ def test_validate_settings_defaults():
 ])
 def test_validate_settings_rejects_naming_the_key(key, value, message):
     with pytest.raises(ImageGCError) as exc:
-        _engine.validate_settings({key: value})
+        _settings.validate_settings({key: value})
     assert str(exc.value).startswith(message)
 
 
@@ -488,7 +488,7 @@ def test_the_disk_figures_are_read_from_the_filesystem_before_and_after(peer_roo
     assert run['disk_after']['image_fs_used_bytes'] == 0 and run['disk_after']['filesystem_unknown'] is None
     images, blobs = len(run['phases'][2]['removed']), len(run['phases'][3]['removed'])
     assert run['summary'] == 'freed %s (2 containers, 1 sandboxes, %d images, %d blobs); /var/lib/containerd ' \
-        '81.2%% -> 62.0%%' % (_engine.human_bytes(run['bytes']), images, blobs)
+        '81.2%% -> 62.0%%' % (_units.human_bytes(run['bytes']), images, blobs)
 
 
 def test_an_unknown_filesystem_figure_says_unknown(peer_root, monkeypatch):

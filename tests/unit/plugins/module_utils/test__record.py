@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _common, _plan, _record
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _files, _plan, _record
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import validate_settings
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings import validate_settings
 
 from image_gc_testlib import (
     IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, NOW_NS, V16, V21, ids, make_engine,
@@ -379,7 +379,7 @@ def test_a_full_disk_leaves_the_old_record_and_no_temp_file(tmp_path, monkeypatc
     real_fsync = os.fsync
 
     def full(fd):                # the data reaches the disk at fsync: that is where ENOSPC shows
-        if os.readlink('/proc/self/fd/%d' % fd).endswith(_common.TEMP_SUFFIX):
+        if os.readlink('/proc/self/fd/%d' % fd).endswith(_files.TEMP_SUFFIX):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fsync(fd)
     monkeypatch.setattr(os, 'fsync', full)
