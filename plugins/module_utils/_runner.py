@@ -21,9 +21,10 @@ import time
 
 from . import _metrics
 from ._common import ImageGCError
-from ._engine import Engine, describe
+from ._engine import Engine
 from ._files import RunLock, write_atomic
 from ._settings import ENGINE_SETTINGS, PHASES, SETTINGS, names, validate
+from ._text import describe
 
 DEFAULT_CONFIG = '/etc/node-image-gc/config.json'
 RUNNER_SETTINGS = names('lock', 'runner')

@@ -243,8 +243,8 @@ def test_an_unwritable_record_is_a_warning(tmp_path, peer_root):
 def _target_engine(tmp_path, peer_root, monkeypatch, measured):
     """An engine over the recorded 2.1 node whose image filesystem reads 90% of 10 MB before the
     run, then ``measured`` (percent), one figure per reading after a removal."""
-    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine
-    monkeypatch.setattr(_engine, 'filesystem_usage', lambda path: {
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk
+    monkeypatch.setattr(_disk, 'filesystem_usage', lambda path: {
         'fs_path': '/var/lib/containerd', 'fs_size_bytes': 10 ** 7, 'fs_free_bytes': 10 ** 6,
         'fs_used_bytes': 9 * 10 ** 6, 'fs_used_percent': 90.0})
     readings = iter(measured)
@@ -253,7 +253,7 @@ def _target_engine(tmp_path, peer_root, monkeypatch, measured):
         percent = next(readings)
         return {'path': path, 'used_bytes': int(percent * 10 ** 5), 'size_bytes': 10 ** 7, 'used_percent': percent,
                 'settled': True, 'waited': 0.25}
-    monkeypatch.setattr(_engine, 'settled_figure', settled)
+    monkeypatch.setattr(_disk, 'settled_figure', settled)
     settings = {'image_record_path': str(tmp_path / 'r.json'), 'image_unused_for': '7d', 'disk_high': 85,
                 'disk_low': 70}
     runner = node_runner(V21)

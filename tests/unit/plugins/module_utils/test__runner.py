@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _files, _runner, _units
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk, _engine, _files, _runner, _units
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 
 from image_gc_testlib import IDS, V21, VERSIONS, Reply, lock_held_elsewhere, make_engine, node_runner
@@ -276,7 +276,7 @@ def fake_usage(percent):
 
 
 def test_disk_usage_below_threshold_is_report_only(node, monkeypatch):
-    monkeypatch.setattr(_engine, 'filesystem_usage', fake_usage(40.0))
+    monkeypatch.setattr(_disk, 'filesystem_usage', fake_usage(40.0))
     node.write_config(disk_usage_threshold=80)
     code, events = node.run()
     assert code == 0
@@ -292,7 +292,7 @@ def test_disk_usage_below_threshold_is_report_only(node, monkeypatch):
 
 
 def test_disk_usage_above_threshold_runs(node, monkeypatch):
-    monkeypatch.setattr(_engine, 'filesystem_usage', fake_usage(85.5))
+    monkeypatch.setattr(_disk, 'filesystem_usage', fake_usage(85.5))
     node.write_config(disk_usage_threshold=80)
     code, events = node.run()
     assert code == 0
