@@ -82,13 +82,6 @@ def read(path, now=None):
     return Loaded(good, '; '.join(warnings) or None, saved_in_future=future)
 
 
-def load(path, now=None):
-    """(entries, warning): ``{image id: {'first_seen', 'last_used', 'refs'}}`` and None, or an
-    empty record and a warning saying why the file could not be used (see ``read``)."""
-    loaded = read(path, now)
-    return loaded.entries, loaded.warning
-
-
 def _time(value):
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 

@@ -25,6 +25,12 @@ NOW = 1764600000
 DAY = 86400
 
 
+def load(path, now=None):
+    """(entries, warning) of the record at ``path``, as ``_record.read`` finds them."""
+    loaded = _record.read(path, now)
+    return loaded.entries, loaded.warning
+
+
 def image(letter, size=1000, tag=None):
     return Image({'id': 'sha256:' + letter * 64, 'repoTags': [tag or 'docker.io/x/%s:1' % letter], 'size': str(size)})
 
@@ -45,12 +51,12 @@ def test_record_round_trip_and_format(tmp_path):
     assert data == {'version': 1, 'updated': NOW, 'images': {
         'sha256:' + 'a' * 64: {'first_seen': NOW - 60, 'last_used': NOW - 60, 'refs': ['docker.io/x/a:1']},
         'sha256:' + 'b' * 64: {'first_seen': NOW, 'last_used': None, 'refs': ['docker.io/x/b:1']}}}
-    assert _record.load(path) == (entries, None)
+    assert load(path) == (entries, None)
     assert os.listdir(str(tmp_path / 'state')) == ['images.json']          # no temp file left
 
 
 def test_missing_record_is_empty_without_warning(tmp_path):
-    assert _record.load(str(tmp_path / 'none.json')) == ({}, None)
+    assert load(str(tmp_path / 'none.json')) == ({}, None)
 
 
 @pytest.mark.parametrize('text, why', [
@@ -60,7 +66,7 @@ def test_missing_record_is_empty_without_warning(tmp_path):
 def test_corrupt_record_is_a_warning_and_empty(tmp_path, text, why):
     path = tmp_path / 'images.json'
     path.write_text(text)
-    entries, warning = _record.load(str(path))
+    entries, warning = load(str(path))
     assert entries == {} and why in warning and 'first seen now' in warning
 
 
@@ -69,7 +75,7 @@ def test_malformed_entries_are_dropped_with_a_warning(tmp_path):
     path.write_text(json.dumps({'version': 1, 'images': {
         'sha256:good': {'first_seen': 5, 'last_used': 7}, 'sha256:bad': {'first_seen': 'yesterday'},
         'sha256:neg': {'first_seen': -1}}}))
-    entries, warning = _record.load(str(path))
+    entries, warning = load(str(path))
     assert entries == {'sha256:good': {'first_seen': 5, 'last_used': 7, 'refs': []}}
     assert '2 malformed entries' in warning
 
@@ -354,7 +360,7 @@ _record.save(sys.argv[1], {"sha256:new": {"first_seen": 2, "last_used": None, "r
     temps = [n for n in os.listdir(str(tmp_path)) if n != 'images.json']
     assert temps == ['.images.json.%d.node-image-gc-tmp' % child.pid]
     assert path.read_bytes() == old
-    assert _record.load(str(path))[0] == {'sha256:old': {'first_seen': 1, 'last_used': None, 'refs': []}}
+    assert load(str(path))[0] == {'sha256:old': {'first_seen': 1, 'last_used': None, 'refs': []}}
     # the next write (another process) removes the dead writer's temp file
     _record.save(str(path), {}, NOW)
     assert os.listdir(str(tmp_path)) == ['images.json']
