@@ -17,7 +17,7 @@ from ._phases import PHASE_TABLE, finish, new_result, plan_containers
 from ._settings import PHASES, validate_settings
 from ._text import describe, summary_line
 from ._units import seconds
-from . import _disk, _plan, _record
+from . import _disk, _plan, _record, _refs
 
 
 def phase_status(result):
@@ -85,7 +85,7 @@ class Engine:
         sandbox image, and 2.x does not report it); any other pinned image says nothing about it."""
         names = [self.settings['sandbox_image']] if self.settings['sandbox_image'] else []
         if self._sandbox_image is None:
-            if _plan.pins_a_sandbox_image(images):
+            if _refs.pins_a_sandbox_image(images):
                 return names
             self._sandbox_image = self.crictl.sandbox_image() or ''
         if self._sandbox_image and self._sandbox_image not in names:
@@ -157,7 +157,7 @@ class Engine:
         containers = [c for c, dummy in self.node.seen.values()]
         ids = None
         if images is not None:
-            ids = {c.id: image_id for image_id, users in _plan.image_users(images, containers).items()
+            ids = {c.id: image_id for image_id, users in _refs.image_users(images, containers).items()
                    for c in users}
         out = {}
         for c, listed_at in self.node.seen.values():

@@ -17,6 +17,8 @@ import time
 from ._common import ImageGCError
 from ._mirror import detect_peer_mirror
 from ._node import KINDS, build_pods
+from ._refs import image_users
+from ._retention import Retention
 from ._units import short_id
 from . import _plan
 
@@ -200,8 +202,8 @@ class ImagesPhase(Phase):
                                           'not apply, only image_unused_for')
             else:
                 disk.update(high=s['disk_high'], low=s['disk_low'])
-        retention = _plan.Retention(engine.now(), s['image_unused_for'], engine.last_use(images), disk,
-                                    trust_ages=engine.ages_trusted())
+        retention = Retention(engine.now(), s['image_unused_for'], engine.last_use(images), disk,
+                              trust_ages=engine.ages_trusted())
         plan = _plan.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
                                  ages, removed_containers=list(self.node.removed['containers']), retention=retention,
                                  image_volumes=volumes)
@@ -235,9 +237,9 @@ class ImagesPhase(Phase):
         while figure is not None and candidates and figure['used_bytes'] * 100 > low * figure['size_bytes']:
             image_id = candidates.pop(0)
             item = by_id[image_id]
-            item['reason'] = _plan.Retention.target_reason(round(target['used_percent']), low, '%s; %.1f%% before it '
-                                                           'went (measured)' % (plan.last_use[image_id],
-                                                                                figure['used_percent']))
+            item['reason'] = Retention.target_reason(round(target['used_percent']), low, '%s; %.1f%% before it '
+                                                     'went (measured)' % (plan.last_use[image_id],
+                                                                          figure['used_percent']))
             step = self.engine.crictl.remove_images([image_id], before_batch=self._new_users)
             for key in ('removed', 'gone', 'commands'):
                 getattr(outcome, key).extend(getattr(step, key))
@@ -274,7 +276,7 @@ class ImagesPhase(Phase):
         if not fresh and self.node.ready_sandboxes():
             return dict.fromkeys(batch, 'kept: the container listing right before the removal came back empty while '
                                         'sandboxes are Ready')
-        users = _plan.image_users(self.images, fresh)    # all images: a tag may have moved
+        users = image_users(self.images, fresh)    # all images: a tag may have moved
         return {image_id: 'in use by container %s (%s), created after the plan was made' % (
             users[image_id][0].name, short_id(users[image_id][0].id)) for image_id in batch if image_id in users}
 

@@ -89,7 +89,7 @@ def _time(value):
 def uses(containers, now, image_ids=None):
     """``{image id: seconds}``: the latest use each container is evidence of - now for a running
     container, its creation for any other (crictl lists no finish time). ``image_ids`` maps a
-    container to its image (``_plan.image_users``); without it the container's ``imageRef``,
+    container to its image (``_refs.image_users``); without it the container's ``imageRef``,
     the image id on containerd, is taken."""
     out = {}
     for c in containers:

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _node, _plan
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _node, _plan, _refs
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image, Sandbox, parse_content_ls  # noqa: F401
 
 from image_gc_testlib import (
@@ -302,7 +302,7 @@ def test_exclude_pattern_on_normalized_ref():
     ('', ''),
 ])
 def test_normalize_ref(ref, normalized):
-    assert _plan.normalize_ref(ref) == normalized
+    assert _refs.normalize_ref(ref) == normalized
 
 
 def test_manifest_ages_from_content_store_config_label():

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _files, _plan, _record
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _files, _plan, _record, _retention
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings import validate_settings
@@ -103,7 +103,7 @@ def test_merge_keeps_the_latest_use_drops_gone_images_and_clamps_future_times():
 # -- retention -------------------------------------------------------------------------------------
 
 def plan_with(images, last_use, unused_for=0, disk=None):
-    return _plan.plan_images(images, [], 'docker.io/x/pause:1', retention=_plan.Retention(NOW, unused_for, last_use, disk))
+    return _plan.plan_images(images, [], 'docker.io/x/pause:1', retention=_retention.Retention(NOW, unused_for, last_use, disk))
 
 
 def test_unused_for_keeps_recently_used_and_says_why():
@@ -146,7 +146,7 @@ def test_above_disk_high_the_least_recently_used_go_first_until_disk_low():
     assert plan.remove[0]['reason'] == ('removed to bring the image filesystem from 90% to 80% (disk_low), '
                                         'least recently used first; last used 50s ago')
     assert plan.disk == {'used_percent': 90.0, 'high': 85, 'low': 80, 'projected_percent': 78.0,
-                         'used_bytes': 90000, 'size_bytes': 100000, 'estimate': _plan.Retention.ESTIMATE,
+                         'used_bytes': 90000, 'size_bytes': 100000, 'estimate': _retention.Retention.ESTIMATE,
                          'candidates': [i.id for i in imgs]}     # every warm one, in the order they may go
     assert plan.disk['estimate'].startswith('an estimate: projected from the image sizes the runtime reports')
     assert [i.get('disk_target') for i in plan.remove] == [True] * 3
@@ -173,7 +173,7 @@ def test_disk_target_never_removes_what_other_guards_keep_and_warns_when_unmet()
     free = image('f', 1000)
     record = dict((i.id, {'first_seen': 0, 'last_used': NOW - 100}) for i in (used_image, pinned, free))
     plan = _plan.plan_images([used_image, pinned, free], [container('a', 'CONTAINER_EXITED', NOW - 100)], None,
-                             retention=_plan.Retention(NOW, DAY, record, disk(95)))
+                             retention=_retention.Retention(NOW, DAY, record, disk(95)))
     assert plan.ids == [free.id]
     assert any('disk_low 80% is not reached' in w for w in plan.warnings)
 
@@ -427,7 +427,7 @@ def test_times_in_the_future_are_clamped_to_now_and_age_from_there():
     merged = _record.merge({a.id: {'first_seen': NOW + 5 * DAY, 'last_used': NOW + 5 * DAY, 'refs': []}}, NOW, {})
     assert merged[a.id]['first_seen'] == NOW and merged[a.id]['last_used'] == NOW
     # the clamped record ages with the clock: two days on, the image was last used two days ago
-    assert _plan.Retention(NOW + 2 * DAY, DAY, merged).last(a.id) == (2 * DAY, 'last used')
+    assert _retention.Retention(NOW + 2 * DAY, DAY, merged).last(a.id) == (2 * DAY, 'last used')
 
 
 def _old_record(path, updated):
