@@ -20,7 +20,7 @@ from ._node import KINDS, build_pods
 from ._refs import image_users
 from ._retention import Retention
 from ._units import short_id
-from . import _plan
+from . import _content, _plan
 
 
 def new_result(phase, check_mode):
@@ -193,7 +193,7 @@ class ImagesPhase(Phase):
         volumes = self.node.image_volumes(staying)
         ages = None
         if s['image_min_age']:
-            ages = _plan.image_manifest_ages(engine.ctr.content())
+            ages = _content.image_manifest_ages(engine.ctr.content())
         disk = None
         if s['disk_high']:
             disk = engine.image_fs()
@@ -303,11 +303,11 @@ class ContentPhase(Phase):
         before = self.engine.ctr.content()
         if self.check_mode:
             # As the store will be once the images planned for removal are gone.
-            before = _plan.without_images(before, list(self.node.removed['images']))
+            before = _content.without_images(before, list(self.node.removed['images']))
         self.before = before
-        self.labels = sum(1 for b in before for k in b.labels if k.startswith(_plan.LAYER_LABEL_PREFIX))
+        self.labels = sum(1 for b in before for k in b.labels if k.startswith(_content.LAYER_LABEL_PREFIX))
         self.result['labels_removed'] = self.labels
-        return _plan.plan_content(before)   # no layer label left: nothing to remove, the prune changes nothing
+        return _content.plan_content(before)   # no layer label left: nothing to remove, the prune changes nothing
 
     def preview(self, plan):
         if self.labels:

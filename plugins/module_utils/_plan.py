@@ -3,7 +3,8 @@
 #
 # This module_utils is PRIVATE to the nodemaint.image_gc collection. It may change without notice.
 # It must not import Ansible (the node-side runner uses it with the standard library only).
-"""Planning: what each phase would remove, and why; for images also what is kept, and why.
+"""Planning: what each phase would remove, and why; for images also what is kept, and why
+(phase 4's plan, over the content store's labels, is in _content).
 
 Pure functions over parsed listings: no commands run here, so check mode and a real run
 compute the very same plan.
@@ -13,10 +14,6 @@ from ._cri import CONTAINER_CREATED, CONTAINER_EXITED, SANDBOX_NOTREADY, state_w
 from ._refs import (SANDBOX_IMAGE_LOOKALIKES, exclude_patterns, image_users, looks_like_sandbox_image, matches_any,
                     normalize_ref, pins_a_sandbox_image, volume_users)
 from ._units import format_duration, seconds, short_id
-
-LAYER_LABEL_PREFIX = 'containerd.io/gc.ref.content.l.'
-CONTENT_REF_PREFIX = 'containerd.io/gc.ref.content.'
-CONFIG_LABEL = 'containerd.io/gc.ref.content.config'
 
 
 class Plan:
@@ -181,16 +178,6 @@ def plan_sandboxes(sandboxes, containers, now_ns, min_age=600, namespaces=None, 
 # --------------------------------------------------------------------------------------------
 # Phase 3: images
 
-def image_manifest_ages(blobs):
-    """Image id (config digest) -> age in seconds of the youngest manifest that names it."""
-    ages = {}
-    for blob in blobs:
-        config = blob.labels.get(CONFIG_LABEL)
-        if config and (config not in ages or blob.age < ages[config]):
-            ages[config] = blob.age
-    return ages
-
-
 def _sandbox_images(sandbox_image):
     if not sandbox_image:
         return []
@@ -293,60 +280,4 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
             plan.warnings.append('image_exclude pattern %r matches no image on this node (a pattern is matched '
                                  'against tags, digests and ids; one without tag or digest, such as busybox, '
                                  'matches every tag and digest of its repository)' % pattern)
-    return plan
-
-
-# --------------------------------------------------------------------------------------------
-# Phase 4: content store
-
-def without_images(blobs, image_ids):
-    """The content store as it is after the images ``image_ids`` (config digests) were removed.
-
-    containerd's garbage collector deletes what only those images referred to; simulating it
-    lets a check-mode run report what the content prune frees after the image phase.
-    """
-    image_ids = set(image_ids or ())
-    if not image_ids:
-        return list(blobs)
-    referrers = {}
-    for blob in blobs:
-        for key, value in blob.labels.items():
-            if key.startswith(CONTENT_REF_PREFIX):
-                referrers.setdefault(value, set()).add(blob.digest)
-    dropped = {b.digest for b in blobs if b.labels.get(CONFIG_LABEL) in image_ids}
-    changed = True
-    while changed:
-        changed = False
-        for blob in blobs:
-            if blob.digest in dropped:
-                continue
-            refs = referrers.get(blob.digest)
-            if refs and refs <= dropped:
-                dropped.add(blob.digest)
-                changed = True
-    return [b for b in blobs if b.digest not in dropped]
-
-
-def plan_content(blobs):
-    """Blobs that ``ctr content prune references`` frees: those referenced only by layer labels.
-
-    The prune drops every ``containerd.io/gc.ref.content.l.*`` label; containerd's garbage
-    collector then deletes the compressed layer blobs nothing else refers to. Unpacked snapshots
-    stay, so running containers are unaffected; the image can no longer be exported or served to
-    peers until it is pulled again.
-    """
-    plan = Plan('content')
-    layer_targets, other_targets = set(), set()
-    for blob in blobs:
-        for key, value in blob.labels.items():
-            if key.startswith(LAYER_LABEL_PREFIX):
-                layer_targets.add(value)
-            elif key.startswith(CONTENT_REF_PREFIX):
-                other_targets.add(value)
-    for blob in sorted(blobs, key=lambda b: b.digest):
-        if blob.digest in layer_targets and blob.digest not in other_targets:
-            item = blob.to_dict()
-            item['id'] = blob.digest
-            item['reason'] = 'layer blob referenced only by layer labels'
-            plan.remove.append(item)
     return plan
