@@ -23,7 +23,7 @@ import pytest
 
 from tests import lab as L
 from tests.integration.faulty_crictl import CONTROL_ENV
-from tests.integration.ansible_play import collections_path, runtime_args, runtime_state, state_args
+from tests.integration.ansible_play import collections_path, runtime_state, state_args
 from tests.lab import kubelet as K
 from tests.lab import pods as P
 
@@ -129,7 +129,8 @@ def _wait_job_sandbox_notready(lab, timeout=60):
 def _run(lab, **extra):
     """A run of all four phases as the prune module runs them: the runtime's tools and endpoint,
     the record's path, minimum ages 0s; nothing about the kubelet."""
-    settings = dict(runtime_args(lab), image_record_path=state_args(lab)["image_record_path"],
+    settings = dict(crictl_path=lab.crictl_bin, ctr_path=lab.ctr_bin, runtime_endpoint=lab.endpoint,
+                    image_record_path=state_args(lab)["image_record_path"],
                     created_min_age="0s", sandbox_min_age="0s", image_min_age="0s")
     settings.update(extra)
     assert "kubelet_root" not in settings
