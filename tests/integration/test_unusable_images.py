@@ -105,3 +105,43 @@ def test_an_unusable_image_a_container_still_uses_is_kept_with_its_reason(clean)
     assert 'unusable' in kept[image], kept[image]
     assert image in runtime_state(lab)['images']
     assert cid in runtime_state(lab)['containers']
+
+
+# -- phase 4 only with one snapshotter ---------------------------------------------------------
+
+def _content_run(lab, check_mode=False):
+    settings = dict(runtime_args(lab), image_record_path=state_args(lab)['image_record_path'])
+    return _phase(Engine(settings, ('content',)).run(check_mode=check_mode), 'content')
+
+
+def _layer_labels(lab):
+    out = lab.ctr('-n', 'k8s.io', 'content', 'ls').stdout
+    return out.count('containerd.io/gc.ref.content.l.')
+
+
+def test_content_prune_runs_with_the_one_default_snapshotter(clean):
+    lab = clean
+    P.ensure_images(lab, PRUNED)
+    assert _layer_labels(lab) > 0
+    content = _content_run(lab)
+    assert content['status'] == 'ok' and not content['skipped'], content.get('skip_reason') or content.get('error')
+    assert content['snapshotters'] == ['overlayfs']
+    assert _layer_labels(lab) == 0
+
+
+@pytest.mark.containerd_min("1.7", reason="a runtime handler with its own snapshotter")
+def test_content_prune_is_skipped_when_a_runtime_handler_uses_another_snapshotter(clean):
+    """With a RuntimeClass whose handler uses another snapshotter, the CRI unpacks an image into
+    it when a pod of that class starts: from the layer blobs. Phase 4 would remove them, so it
+    is skipped, and every layer label stays."""
+    lab = clean
+    P.ensure_images(lab, PRUNED)
+    labels = _layer_labels(lab)
+    with U.second_snapshotter(lab) as handler:
+        check = _content_run(lab, check_mode=True)
+        content = _content_run(lab)
+        assert content['skipped'] and check['skipped'], content
+        assert content['skip_reason'] == check['skip_reason']
+        assert content['skip_reason'].startswith('the CRI uses more than one snapshotter (overlayfs; native for '
+                                                 'runtime handler %s)' % handler), content['skip_reason']
+        assert _layer_labels(lab) == labels

@@ -15,8 +15,12 @@ pulls it again, since ImageStatus still finds it. These helpers build that state
   image ``incomplete`` and not unpacked.
 - ``check(lab)``: ``{ref: (status, unpacked)}`` from ``ctr images check``.
 - ``create_fails(lab, ref)``: the CRI's answer to a CreateContainer from ``ref`` (None: it worked).
+- ``second_snapshotter(lab)`` (context manager, containerd >= 1.7): a runtime handler whose
+  ``snapshotter`` is ``native`` added to the CRI config, containerd restarted; the config is put
+  back (and containerd restarted) on exit.
 """
 
+import contextlib
 import hashlib
 
 from . import cri
@@ -105,3 +109,32 @@ def create_fails(lab, ref, name="probe"):
         lab.client.stop_pod_sandbox(pod["id"])
         lab.client.remove_pod_sandbox(pod["id"])
     return None
+
+
+RUNTIME_SNAPSHOTTER_MIN = (1, 7)   # the CRI's per-runtime ``snapshotter``: containerd 1.7
+
+
+def _runtime_tables(lab, handler, snapshotter):
+    """The TOML of runc (a runtimes table replaces 1.7's default map, runc included) and ``handler``."""
+    prefix = ("[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%s]" if lab.version[0] >= 2 else
+              '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.%s]')
+    return ('\n%s\n  runtime_type = "io.containerd.runc.v2"\n' % (prefix % "runc")
+            + '%s\n  runtime_type = "io.containerd.runc.v2"\n  snapshotter = "%s"\n' % (prefix % handler, snapshotter))
+
+
+@contextlib.contextmanager
+def second_snapshotter(lab, handler="native-rt", snapshotter="native"):
+    """A RuntimeClass handler ``handler`` whose containers use ``snapshotter``: the CRI then uses two
+    snapshotters. containerd 1.6 has no per-runtime snapshotter: ``Unsupported``."""
+    P._need(lab, RUNTIME_SNAPSHOTTER_MIN, "a runtime handler with its own snapshotter")
+    with open(lab.config_path) as f:
+        original = f.read()
+    try:
+        with open(lab.config_path, "a") as f:
+            f.write(_runtime_tables(lab, handler, snapshotter))
+        lab.restart()
+        yield handler
+    finally:
+        with open(lab.config_path, "w") as f:
+            f.write(original)
+        lab.restart()
