@@ -52,7 +52,7 @@ def test_newest_instance_only_created_in_a_live_pod_is_kept(clean):
     removed = {i['id']: i['reason'] for i in containers['removed']}
     assert kept[created].startswith('newest instance of app (attempt 1, created, never started) in live pod '
                                     'feas/stuck'), kept
-    assert removed[exited].startswith('older instance of app (attempt 0, exited; attempt 1, %s, is kept)'
+    assert removed[exited].startswith('older instance of app (attempt 0, exited; attempt 1, %s, created, is kept)'
                                       % created[:13]), removed
     assert {i['id'] for i in _phase(check, 'containers')['removed']} == set(removed)
     after = runtime_state(lab)['containers']
