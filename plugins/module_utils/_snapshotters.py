@@ -74,7 +74,7 @@ def cri_snapshotters(info, imagefsinfo=None):
     runtimes = containerd.get('runtimes') if isinstance(containerd, dict) else None
     if not isinstance(runtimes, dict):
         return None
-    entries = [(name, rt) for name, rt in sorted(runtimes.items())]
+    entries = sorted(runtimes.items())
     entries += [(name, containerd.get(name)) for name in LEGACY_RUNTIMES]
     by_runtime = {}
     for name, runtime in entries:

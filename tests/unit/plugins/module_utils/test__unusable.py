@@ -104,6 +104,7 @@ def test_image_volumes_that_cannot_be_read_keep_the_batch(peer_root):
               Reply(1, '', 'time="x" level=fatal msg="container \\"eee\\" not found"\n'))
     result = _images(runner, peer_root, image_min_age='0s')
     assert result['removed'] == [] and runner.ran('crictl', 'rmi') == []
-    assert all(i['reason'].startswith('kept: the image volumes of containers created after the plan could not be '
-                                      'read (crictl inspect') for i in result['kept'] if i['id'] in (IMG_UNUSED3,
-                                                                                                    IMG_BUSYBOX1))
+    kept = {i['id']: i['reason'] for i in result['kept']}
+    for image_id in (IMG_UNUSED3, IMG_BUSYBOX1):
+        assert kept[image_id].startswith('kept: the image volumes of containers created after the plan could not be '
+                                         'read (crictl inspect'), kept[image_id]
