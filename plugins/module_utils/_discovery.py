@@ -87,7 +87,7 @@ def kubelet_root_of(argv):
 def read_cmdlines(proc):
     """[(pid, argv)] of the processes under ``proc`` (a /proc), in pid order; unreadable ones skipped."""
     try:
-        pids = sorted((int(p) for p in os.listdir(proc) if p.isdigit()))
+        pids = sorted(int(p) for p in os.listdir(proc) if p.isdigit())
     except OSError:
         return []
     out = []
@@ -101,6 +101,7 @@ def read_cmdlines(proc):
         if argv:
             out.append((pid, argv))
     return out
+
 
 BINARY_DIRS = ('/usr/local/bin', '/usr/bin', '/usr/local/sbin', '/usr/sbin',
                '/var/lib/rancher/rke2/bin', '/snap/bin')
@@ -323,11 +324,11 @@ class Discovery:
         out = []
         for pid, argv in read_cmdlines(self.proc):
             found = kubelet_root_of(argv)
-            if found and found[0] not in [root for root, _ in out]:
+            if found and found[0] not in [candidate[0] for candidate in out]:
                 program = os.path.basename(argv[0].split()[0])
                 out.append((found[0], 'the running %s (pid %d, %s)' % (program, pid, found[1])))
         for root in KUBELET_ROOTS:
-            if root not in [r for r, _ in out]:
+            if root not in [candidate[0] for candidate in out]:
                 out.append((root, 'well-known kubelet root'))
         tried.extend('%s (%s)' % c for c in out)
         return out

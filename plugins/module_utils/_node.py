@@ -197,7 +197,7 @@ class Node:
             return self.kubelet_root
         self.root_checked = True
         sandboxes = self.current('sandboxes') if self.kubelet_candidates else []
-        uids = sorted(set(s.uid for s in sandboxes if s.uid))
+        uids = sorted({s.uid for s in sandboxes if s.uid})
         ready = sorted((s for s in sandboxes if s.uid and s.state == SANDBOX_READY), key=lambda s: s.id)
         why = []
         for root, source in self.kubelet_candidates:

@@ -36,11 +36,12 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings impor
 pytestmark = pytest.mark.matrix
 
 IMAGES = {"init": "docker.io/feas/k-init:1", "app": "docker.io/feas/k-app:1", "crash": "docker.io/feas/k-crash:1",
-          "job": "docker.io/feas/k-job:1", "vol": "docker.io/feas/k-vol:1", "volapp": "docker.io/feas/k-volapp:1"}
+          "job": "docker.io/feas/k-job:1", "vol": "docker.io/feas/k-vol:1",
+          "volapp": "docker.io/feas/k-volapp:1"}
 UNUSED = "docker.io/feas/k-unused:1"      # an image no pod ever used: real garbage
-ORPHAN = "docker.io/feas/k-orphan:1"
+ORPHAN = "docker.io/feas/k-orphan:1"      # the image of a pod made straight through the CRI (the kubelet does not know it)
 LEAVING = "docker.io/feas/k-leaving:1"    # a pod deleted while a run is in progress
-LATE = "docker.io/feas/k-late:1"          # a pod created while a run is in progress      # the image of a pod made straight through the CRI (the kubelet does not know it)
+LATE = "docker.io/feas/k-late:1"          # a pod created while a run is in progress
 SLEEP = ["/bin/busybox", "sleep", "2147483647"]
 FAULTY_CRICTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", "faulty-crictl")
 

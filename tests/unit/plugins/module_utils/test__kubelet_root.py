@@ -77,7 +77,7 @@ def test_a_running_kubelet_on_the_default_root_is_named_once(tmp_path):
     proc = fake_proc(tmp_path, ['/usr/bin/kubelet', '--config=/var/lib/kubelet/config.yaml'])
     got = fake_discovery(proc=proc).kubelet_root_candidates(None, [])
     assert got[0] == ('/var/lib/kubelet', 'the running kubelet (pid 100, no --root-dir: the default)')
-    assert [root for root, _ in got] == ['/var/lib/kubelet', KUBELET_ROOTS[1]]
+    assert [candidate[0] for candidate in got] == ['/var/lib/kubelet', KUBELET_ROOTS[1]]
 
 
 def test_k3s_kubelet_arg_root_dir(tmp_path):

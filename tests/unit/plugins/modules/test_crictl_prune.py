@@ -173,8 +173,8 @@ def test_lock_held_elsewhere_fails_naming_lock_wait(args, monkeypatch, tmp_path)
 
 
 @pytest.mark.parametrize('version', VERSIONS)
-def test_default_rules_keep_the_newest_exited_instance_of_a_ready_pod_and_its_image(version, args, monkeypatch,
-                                                                                   tmp_path):
+def test_default_rules_keep_the_newest_exited_instance_of_a_ready_pod_and_its_image(
+        version, args, monkeypatch, tmp_path):
     """pod_aware (the default): exit1 is the newest (only) exited instance of its name in feas-c, whose
     sandbox is Ready: it stays, and the old busybox:1 it uses with it; exit0's pod feas-a is not live (the
     running kubelet's live root has no directory for it)."""
