@@ -116,7 +116,11 @@ image_gc_lock_path=$LAB_DIR/run.lock
 image_gc_image_record_path=$LAB_DIR/images.json
 # the lab's images were imported moments ago; image_min_age (default 10m) would keep them all
 image_gc_image_min_age=0s
+# the lab runs no kubelet, so no kubelet root is found live and every pod would count as live: its
+# kubelet root is an empty one (the kubelet tracks none of the lab's pods), set as an operator would
+image_gc_kubelet_root=$LAB_DIR/kubelet
 EOF
+mkdir -p "$LAB_DIR/kubelet/pods"
 
 run_prune() {
   ansible-playbook -i "$LAB_DIR/inventory.ini" nodemaint.image_gc.prune \

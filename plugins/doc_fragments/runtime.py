@@ -62,10 +62,17 @@ options:
         C(<kubelet_root>/pods/<uid>); such a pod is live even when its sandbox is NotReady (a completed Job,
         a pod being restarted), so its newest sandbox and the newest exited instance of each of its
         containers stay (see the C(pod_aware) option).
-      - When not set, the first of C(/var/lib/kubelet) (kubeadm, k3s, RKE2) and
-        C(/var/snap/microk8s/common/var/lib/kubelet) (MicroK8s) that has a C(pods) directory. When none is
-        found, pods are judged by the state of their sandboxes alone, and the run says so in a warning.
-      - An explicit value must name an existing directory.
+      - When not set, it is found - the C(--root-dir) of the running kubelet (read from C(/proc/<pid>/cmdline);
+        for k3s and RKE2 the C(--kubelet-arg root-dir=...) of the server or agent process), then
+        C(/var/lib/kubelet) (kubeadm, k3s, RKE2) and C(/var/snap/microk8s/common/var/lib/kubelet) (MicroK8s) - and
+        used only when it is the live root - a pod of the node has its C(pods/<uid>) directory there, and so does
+        every pod whose sandbox is Ready. The plan's reasons name the pod directories asked; the node runner's report
+        says which root was used and where it came from (C(kubelet_root) in its report).
+      - When no live root is found (the kubelet is not running yet, or uses a root none of these name), every pod
+        counts as live in phases 1 and 2 - its newest exited instance of each container and its newest sandbox
+        stay, and the images they use - and the run says so in one warning. The leftovers of deleted pods are then
+        left to the kubelet's own garbage collection; set this option to remove them.
+      - An explicit value must name an existing directory; it is used as it is.
     type: path
 notes:
   - Commands are run as argument lists, never through a shell, with E(LC_ALL=C).

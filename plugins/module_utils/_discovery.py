@@ -5,6 +5,9 @@
 # It must not import Ansible (the node-side runner uses it with the standard library only).
 """Find crictl, ctr and the runtime endpoints the way kubeadm, k3s, RKE2 and MicroK8s nodes need it.
 
+The kubelet root: the option ``kubelet_root``, else every running kubelet's root and the
+distribution defaults as candidates, of which _node.Node takes the live one.
+
 Order for the CRI endpoint: explicit option, ``CONTAINER_RUNTIME_ENDPOINT`` (and
 ``IMAGE_SERVICE_ENDPOINT``), the file named by ``CRI_CONFIG_FILE``, the crictl config files of
 kubeadm/k3s/RKE2, then the well-known containerd sockets. Explicit choices are authoritative; the
@@ -35,6 +38,70 @@ KUBELET_ROOTS = (
     '/var/lib/kubelet',
     '/var/snap/microk8s/common/var/lib/kubelet',    # MicroK8s
 )
+
+# The kubelet's processes: the kubelet itself (--root-dir; kubeadm, RKE2's own kubelet process, k0s,
+# MicroK8s), and k3s / RKE2 server or agent processes, which run it in-process (k3s) or start it
+# (RKE2) with --kubelet-arg root-dir=... . A kubelet without --root-dir uses KUBELET_ROOTS[0].
+KUBELET_PROGRAMS = ('kubelet',)
+KUBELET_ARG_PROGRAMS = ('k3s', 'rke2')
+
+
+def _flag_values(args, flag):
+    """Every value of ``flag`` in ``args``: ``--flag=v`` and ``--flag v``."""
+    values = []
+    for i, arg in enumerate(args):
+        if arg.startswith(flag + '='):
+            values.append(arg[len(flag) + 1:])
+        elif arg == flag and i + 1 < len(args):
+            values.append(args[i + 1])
+    return values
+
+
+def kubelet_root_of(argv):
+    """(root, how) when ``argv`` is a process that runs the kubelet, else None: the kubelet's
+    ``--root-dir`` (its default when not given); k3s/RKE2 ``server``/``agent``: the last
+    ``--kubelet-arg root-dir=...`` (or ``--kubelet-arg=root-dir=...``), else the default."""
+    if not argv:
+        return None
+    words = argv[0].split() + list(argv[1:])     # k3s rewrites its title: 'k3s server' as one word
+    program = os.path.basename(words[0])
+    if program in KUBELET_PROGRAMS:
+        roots = _flag_values(words[1:], '--root-dir')
+        if roots and roots[-1]:
+            return roots[-1], '--root-dir'
+        return KUBELET_ROOTS[0], 'no --root-dir: the default'
+    if program in KUBELET_ARG_PROGRAMS or program.startswith(tuple(p + '-' for p in KUBELET_ARG_PROGRAMS)):
+        if not any(w in ('server', 'agent') for w in words[1:3]) and not program.endswith(('-server', '-agent')):
+            return None
+        root = None
+        for value in _flag_values(words[1:], '--kubelet-arg'):
+            key, sep, val = value.lstrip('-').partition('=')
+            if key == 'root-dir' and sep and val:
+                root = val
+        if root:
+            return root, '--kubelet-arg root-dir'
+        return KUBELET_ROOTS[0], 'no --kubelet-arg root-dir: the default'
+    return None
+
+
+def read_cmdlines(proc):
+    """[(pid, argv)] of the processes under ``proc`` (a /proc), in pid order; unreadable ones skipped."""
+    try:
+        pids = sorted(int(p) for p in os.listdir(proc) if p.isdigit())
+    except OSError:
+        return []
+    out = []
+    for pid in pids:
+        try:
+            with open(os.path.join(proc, str(pid), 'cmdline'), 'rb') as handle:
+                raw = handle.read()
+        except OSError:
+            continue
+        argv = [a.decode('utf-8', 'replace') for a in raw.split(b'\0') if a]
+        if argv:
+            out.append((pid, argv))
+    return out
+
 
 BINARY_DIRS = ('/usr/local/bin', '/usr/bin', '/usr/local/sbin', '/usr/sbin',
                '/var/lib/rancher/rke2/bin', '/snap/bin')
@@ -96,7 +163,9 @@ class Runtime:
         self.runtime_endpoint = None
         self.image_endpoint = None
         self.containerd_address = None
-        self.kubelet_root = None        # None: not found (pods are judged by their sandboxes alone)
+        self.kubelet_root = None        # the option kubelet_root; else the live one of kubelet_candidates, chosen
+        #                                 by _node.Node once it has the sandboxes (None: none is live)
+        self.kubelet_candidates = []    # [(root, source)] to check, the running kubelet's first
         self.timeout = None             # seconds, set by resolve()
         self.sources = {}
         self.tried = []
@@ -124,14 +193,18 @@ class Runtime:
     def to_dict(self):
         return {'crictl': self.crictl, 'ctr': self.ctr, 'runtime_endpoint': self.runtime_endpoint,
                 'image_endpoint': self.image_endpoint, 'containerd_address': self.containerd_address,
-                'kubelet_root': self.kubelet_root, 'sources': dict(self.sources)}
+                'kubelet_root': self.kubelet_root, 'kubelet_candidates': [list(c) for c in self.kubelet_candidates],
+                'sources': dict(self.sources)}
 
 
 class Discovery:
-    """Resolves a Runtime. ``env``, ``exists`` and ``is_socket`` are injectable for tests."""
+    """Resolves a Runtime. ``env``, ``exists``, ``is_socket``, ... and ``proc`` (the /proc whose
+    command lines name the running kubelet's root) are injectable for tests."""
 
-    def __init__(self, env=None, exists=None, is_executable=None, is_socket=None, read_config=None, is_dir=None):
+    def __init__(self, env=None, exists=None, is_executable=None, is_socket=None, read_config=None, is_dir=None,
+                 proc='/proc'):
         self.env = os.environ if env is None else env
+        self.proc = proc
         self.exists = exists or os.path.exists
         self.is_dir = is_dir or os.path.isdir
         self.is_executable = is_executable or (lambda p: os.path.isfile(p) and os.access(p, os.X_OK))
@@ -236,20 +309,36 @@ class Discovery:
         return None, None, None
 
     # -- the kubelet's root directory ----------------------------------------------------------
-    def find_kubelet_root(self, explicit, tried):
-        """(root, source), or (None, None) when no candidate has a ``pods`` directory. An explicit
-        root must be a directory."""
+    def kubelet_root_candidates(self, explicit, tried):
+        """[(root, source)]: the option alone when set (it must be a directory, and it wins); else
+        the root of every running kubelet (its ``--root-dir``, or k3s/RKE2's ``--kubelet-arg
+        root-dir=``, from /proc/<pid>/cmdline), then the distribution defaults, each once. Which
+        of them is the live root needs the sandboxes: _node.Node checks them in this order."""
         if explicit:
             tried.append('%s (option kubelet_root)' % explicit)
             if not self.is_dir(explicit):
                 raise ImageGCError('kubelet_root=%r: no such directory. Set it to the kubelet\'s --root-dir '
                                    '(default /var/lib/kubelet; MicroK8s: %s), or leave it unset to find it.'
                                    % (explicit, KUBELET_ROOTS[1]))
-            return explicit, 'option kubelet_root'
+            return [(explicit, 'option kubelet_root')]
+        out = []
+        for pid, argv in read_cmdlines(self.proc):
+            found = kubelet_root_of(argv)
+            if found and found[0] not in [candidate[0] for candidate in out]:
+                program = os.path.basename(argv[0].split()[0])
+                out.append((found[0], 'the running %s (pid %d, %s)' % (program, pid, found[1])))
         for root in KUBELET_ROOTS:
-            tried.append('%s (well-known kubelet root)' % root)
-            if self.is_dir(os.path.join(root, 'pods')):
-                return root, 'well-known kubelet root'
+            if root not in [candidate[0] for candidate in out]:
+                out.append((root, 'well-known kubelet root'))
+        tried.extend('%s (%s)' % c for c in out)
+        return out
+
+    def find_kubelet_root(self, explicit, tried):
+        """(root, source) of the first candidate that has a ``pods`` directory, or (None, None);
+        without the sandboxes this cannot tell the live root (see kubelet_root_candidates)."""
+        for root, source in self.kubelet_root_candidates(explicit, tried):
+            if source == 'option kubelet_root' or self.is_dir(os.path.join(root, 'pods')):
+                return root, source
         return None, None
 
     # -- all together -------------------------------------------------------------------------
@@ -299,9 +388,9 @@ class Discovery:
             runtime.containerd_address = _unix_path(runtime.runtime_endpoint)
             runtime.sources['containerd_address'] = 'the runtime endpoint'
         kubelet_tried = []
-        runtime.kubelet_root, source = self.find_kubelet_root(kubelet_root, kubelet_tried)
-        if source:
-            runtime.sources['kubelet_root'] = source
+        runtime.kubelet_candidates = self.kubelet_root_candidates(kubelet_root, kubelet_tried)
+        if kubelet_root:
+            runtime.kubelet_root, runtime.sources['kubelet_root'] = runtime.kubelet_candidates[0]
         runtime.tried = crictl_tried + ctr_tried + endpoint_tried + kubelet_tried
         return runtime
 

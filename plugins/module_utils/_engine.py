@@ -65,7 +65,7 @@ class Engine:
             kubelet_root=s['kubelet_root'])
         self.crictl = Crictl(self.runtime, self.runner, s['batch_size'])
         self.ctr = Ctr(self.runtime, self.runner, s['content_namespace'])
-        self.node = Node(self.crictl, self.clock, self.runtime.kubelet_root)
+        self.node = Node(self.crictl, self.clock, self.runtime.kubelet_root, self.runtime.kubelet_candidates)
         self._sandbox_image = None
         self._info = None                # crictl info, asked once
         self._fsinfo = None              # the latest crictl imagefsinfo (the disk report's, if any)
@@ -75,12 +75,24 @@ class Engine:
         self._fs_path = None             # the path statvfs reads for the image filesystem's figure
         self.warnings = []
         self.write_failures = []         # files this run could not write: {'file', 'path', 'error'}
-        if s['pod_aware'] and not self.runtime.kubelet_root and enabled & {'containers', 'sandboxes'}:
-            self.warnings.append(
-                'no kubelet root found (tried %s): pods are judged by the state of their sandboxes alone, so the '
-                'containers and sandbox of a pod the kubelet still tracks but whose sandbox is NotReady (a '
-                'completed Job, a pod being restarted) may go; set kubelet_root to the kubelet\'s --root-dir'
-                % ', '.join(t for t in self.runtime.tried if 'kubelet root' in t))
+        self._root_noted = False
+
+    def _note_kubelet_root(self):
+        """Once the node has chosen the kubelet root (phases 1 and 2 ask it): the runtime says which
+        root and from where; with none live, one warning naming the setting that fixes it."""
+        if self._root_noted or not self.node.kubelet_candidates or not self.node.root_checked:
+            return
+        self._root_noted = True
+        if self.node.kubelet_root:
+            self.runtime.kubelet_root = self.node.kubelet_root
+            self.runtime.sources['kubelet_root'] = self.node.kubelet_root_source
+            return
+        self.runtime.sources['kubelet_root'] = 'none live: every pod counts as live'
+        self.warnings.append(
+            'no live kubelet root found (%s): every pod counts as live in phases 1 and 2, so its newest '
+            'containers and newest sandbox stay, and the images they use; the leftovers of deleted pods are '
+            'left to the kubelet\'s own garbage collection. Set kubelet_root to the kubelet\'s --root-dir to '
+            'remove them' % self.node.no_live_root)
 
     def sandbox_images(self, images=()):
         """The sandbox images, a list: the ``sandbox_image`` setting added to
@@ -155,6 +167,7 @@ class Engine:
                     if isinstance(exc, CommandError):
                         result['error_details'] = exc.to_dict()
             result['status'] = phase_status(result)
+            self._note_kubelet_root()
             out['phases'].append(result)
             emit('phase', result)
         if 'disk' in self.phases:
@@ -165,6 +178,7 @@ class Engine:
                 out['disk_after'] = self._disk_report('after', emit)
         if not check_mode and self.node.seen:
             self._save_record()
+        out['runtime'] = self.runtime.to_dict()      # with the kubelet root the phases chose
         out['write_failures'] = self.write_failures
         out['commands'] = [r.argv for r in self.runner.history[first_command:]]
         out['failed_phases'] = [r['phase'] for r in out['phases'] if r['status'] == 'failed']

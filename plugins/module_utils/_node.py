@@ -19,11 +19,16 @@ from ._cri import CONTAINER_EXITED, SANDBOX_READY
 from ._units import seconds, short_id
 
 KINDS = ('containers', 'sandboxes', 'images')
+# Pod.tracked when no live kubelet root was found: every pod (with a uid) counts as live
+ASSUMED = 'assumed'
+NO_LIVE_ROOT = ('no live kubelet root was found, so every pod counts as live (set kubelet_root to the '
+                'kubelet\'s --root-dir)')
 
 
 class Pod:
     """A pod of the node: its sandboxes newest first, its containers, and whether the kubelet
-    tracks it (True, False, or None when no kubelet root is known or the pod has no uid)."""
+    tracks it (True, False, ASSUMED when no live kubelet root was found, or None when the pod has
+    no uid or no root is asked)."""
 
     def __init__(self, key, uid, name, namespace, sandboxes, containers, tracked=None, pod_dir=None):
         self.key = key
@@ -52,6 +57,8 @@ class Pod:
         newest = self.newest
         if newest is not None and newest.state == SANDBOX_READY:
             return True, 'its newest sandbox %s is Ready' % short_id(newest.id)
+        if self.tracked == ASSUMED:
+            return True, NO_LIVE_ROOT
         if self.tracked:
             return True, 'the kubelet still tracks it (%s exists)' % self.pod_dir
         why = ['its newest sandbox %s is NotReady' % short_id(newest.id) if newest else 'its sandbox is gone']
@@ -115,12 +122,18 @@ class Node:
     """What this run knows is on the node: each kind listed once, less what the run removed.
 
     ``crictl``: a _cri.Crictl; ``clock()``: nanoseconds; ``kubelet_root``: the kubelet's root
-    directory, or None (pods are then judged by their sandboxes' state alone)."""
+    directory as set (used as it is); else ``kubelet_candidates``, [(root, source)] from discovery,
+    of which the first live one is taken (``live_root``) once the sandboxes are known. With no
+    live root every pod with a uid counts as live (ASSUMED), and ``no_live_root`` says why."""
 
-    def __init__(self, crictl, clock, kubelet_root=None):
+    def __init__(self, crictl, clock, kubelet_root=None, kubelet_candidates=()):
         self.crictl = crictl
         self.clock = clock
         self.kubelet_root = kubelet_root
+        self.kubelet_root_source = 'option kubelet_root' if kubelet_root else None
+        self.kubelet_candidates = list(kubelet_candidates)
+        self.no_live_root = None         # why no candidate is the live root, once checked
+        self.root_checked = bool(kubelet_root)
         self._items = {}
         self.first_listing = {}          # kind -> how many items the first listing of the run had
         self.removed = {kind: {} for kind in KINDS}   # what the run removed (check mode: planned)
@@ -167,11 +180,45 @@ class Node:
 
     # -- pods ---------------------------------------------------------------------------------
     def tracked(self, uid):
-        """(True/False, pod dir) when a kubelet root is known, else (None, None)."""
-        if not self.kubelet_root:
-            return None, None
-        path = os.path.join(self.kubelet_root, 'pods', uid)
+        """(True/False, pod dir) under the live kubelet root; (ASSUMED, None) when none is live."""
+        root = self.live_root()
+        if not root:
+            return ASSUMED, None
+        path = os.path.join(root, 'pods', uid)
         return os.path.isdir(path), path
+
+    def live_root(self):
+        """The kubelet root the run asks, chosen once: the one set, else the first candidate that is
+        live: some sandbox's pod has a directory ``pods/<uid>`` there (a root the kubelet does not
+        use has none; /var/lib/kubelet exists on every node where a kubelet ran, for its device
+        plugins), and so does every Ready sandbox's (the kubelet makes it before the sandbox).
+        None when no candidate is, with the reasons in ``no_live_root``."""
+        if self.root_checked:
+            return self.kubelet_root
+        self.root_checked = True
+        sandboxes = self.current('sandboxes') if self.kubelet_candidates else []
+        uids = sorted({s.uid for s in sandboxes if s.uid})
+        ready = sorted((s for s in sandboxes if s.uid and s.state == SANDBOX_READY), key=lambda s: s.id)
+        why = []
+        for root, source in self.kubelet_candidates:
+            pods = os.path.join(root, 'pods')
+            if not os.path.isdir(pods):
+                why.append('%s (%s): no pods directory' % (root, source))
+                continue
+            if not any(os.path.isdir(os.path.join(pods, uid)) for uid in uids):
+                why.append('%s (%s): no sandbox\'s pod has a directory there' % (root, source))
+                continue
+            missing = [s for s in ready if not os.path.isdir(os.path.join(pods, s.uid))]
+            if missing:
+                why.append('%s (%s): the Ready sandbox %s has no pods/%s there' % (
+                    root, source, short_id(missing[0].id), missing[0].uid))
+                continue
+            self.kubelet_root = root
+            self.kubelet_root_source = '%s; live: %d of the node\'s pods have a directory there, every Ready ' \
+                'sandbox\'s among them' % (source, sum(1 for uid in uids if os.path.isdir(os.path.join(pods, uid))))
+            return root
+        self.no_live_root = '; '.join(why) or 'no kubelet root to try'
+        return None
 
     def pods(self):
         """{sandbox id: Pod} over the current sandboxes and containers."""

@@ -177,6 +177,9 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory, full=F
         status = run['status']
         if run['warnings']:
             report['warnings'] = list(run['warnings'])
+        runtime = run.get('runtime') or {}
+        if runtime.get('sources', {}).get('kubelet_root'):     # which kubelet root the pods were judged by
+            report['kubelet_root'] = {'path': runtime.get('kubelet_root'), 'source': runtime['sources']['kubelet_root']}
         failures.extend(run.get('write_failures') or [])
         report['summary'] = run.get('summary')
     failed = status == 'failed'

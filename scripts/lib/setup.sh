@@ -249,6 +249,79 @@ setup_containerd_go_wait() {
   [[ $rc == 0 ]] && setup_containerds 2.4 >/dev/null 2>&1   # the exports, from the finished build
 }
 
+# The upstream kubelet (KUBELET_VERSION, versions.env) for the lab's kubelet tests, built from
+# the Go module proxy into $CACHE_DIR/kubelet-VERSION/kubelet (.complete when done; about 5 min
+# on 2 cores the first time, then cached). k8s.io/kubernetes cannot be `go install`ed: its go.mod
+# points its staging modules (k8s.io/api, ...) at ./staging/...; so a wrapper module requires it
+# and replaces each of those with the published module of the same release (v1.X.Y -> v0.X.Y),
+# the list read from kubernetes' own go.mod so that it follows the version.
+# Exports NODEMAINT_KUBELET (absolute path). The build log: $CACHE_DIR/go/kubelet-build.log.
+setup_kubelet() {
+  local version="$KUBELET_VERSION" top tmp v staging gomod log
+  top="$CACHE_DIR/kubelet-$version"
+  log="$CACHE_DIR/go/kubelet-build.log"
+  if [[ ! -f "$top/.complete" ]]; then
+    command -v go >/dev/null || { log "kubelet: no 'go' to build k8s.io/kubernetes/cmd/kubelet@$version (install Go and rerun)"; return 1; }
+    log "kubelet: building k8s.io/kubernetes/cmd/kubelet@$version with $(go version | awk '{print $3}') into $top (first run: about 5 min, 85 MB)"
+    mkdir -p "$CACHE_DIR/go"
+    tmp="$(mktemp -d "$CACHE_DIR/.kubelet.XXXXXX")" && chmod 755 "$tmp" || return 1
+    staging="v0.${version#v1.}"
+    local goenv=(GOPATH="$CACHE_DIR/go/path" GOMODCACHE="$CACHE_DIR/go/mod" GOCACHE="$CACHE_DIR/go/build"
+                 GOFLAGS="${GOFLAGS:-} -modcacherw")
+    if ! (cd "$tmp" && env "${goenv[@]}" go mod download k8s.io/kubernetes@"$version") >"$log" 2>&1; then
+      log "kubelet: cannot download k8s.io/kubernetes@$version from the Go module proxy ($(cd "$tmp" && go env GOPROXY)) (log: $log):"
+      tail -n 10 "$log" >&2
+      log "  check that the Go module proxy is reachable (GOPROXY, https_proxy) and rerun"
+      rm -rf "$tmp"; return 1
+    fi
+    gomod="$CACHE_DIR/go/mod/cache/download/k8s.io/kubernetes/@v/$version.mod"
+    {
+      printf 'module kubeletwrap\n\ngo 1.26\n\nrequire k8s.io/kubernetes %s\n\n' "$version"
+      # kubernetes' own `replace ( k8s.io/X => ./staging/src/k8s.io/X ... )` lines
+      awk -v v="$staging" '$2 == "=>" && $3 ~ /^\.\/staging\// {print "replace " $1 " => " $1 " " v}' "$gomod"
+    } >"$tmp/go.mod"
+    grep -q '^replace ' "$tmp/go.mod" || { log "kubelet: no staging modules found in $gomod (its go.mod changed shape?)"; rm -rf "$tmp"; return 1; }
+    printf 'package main\n\nimport _ "k8s.io/kubernetes/cmd/kubelet/app"\n\nfunc main() {}\n' >"$tmp/main.go"
+    local pkg=k8s.io/component-base/version minor="${version#v1.}"
+    local ldflags="-s -w -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor%%.*}"
+    ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$version"
+    if ! (cd "$tmp" && env "${goenv[@]}" GOFLAGS="${GOFLAGS:-} -modcacherw -mod=mod" go mod tidy \
+          && env "${goenv[@]}" nice -n 19 go build -ldflags "$ldflags" -o "$tmp/kubelet" k8s.io/kubernetes/cmd/kubelet) \
+          >>"$log" 2>&1; then
+      log "kubelet: the build failed (log: $log):"
+      tail -n 20 "$log" >&2
+      if grep -qiE 'proxy|dial tcp|no such host|i/o timeout|connection refused' "$log"; then
+        log "  the Go module proxy ($(go env GOPROXY)) could not be reached: check GOPROXY / https_proxy and rerun"
+      fi
+      rm -rf "$tmp"; return 1
+    fi
+    touch "$tmp/.complete"
+    if [[ -f "$top/.complete" ]]; then rm -rf "$tmp"      # a concurrent set-up was first
+    elif ! { rm -rf "$top" && mv -T "$tmp" "$top"; }; then rm -rf "$tmp"; return 1
+    fi
+  fi
+  v="$("$top/kubelet" --version 2>/dev/null | awk '{print $2}')"
+  [[ "$v" == "$version" ]] || { log "kubelet: $top/kubelet does not run or is not $version ('$v')"; return 1; }
+  export NODEMAINT_KUBELET="$top/kubelet"
+  log "kubelet: using $NODEMAINT_KUBELET (kubelet $v, built from the Go module proxy, cached)"
+}
+
+# The kubelet's Go build (CPU-bound, about 5 min on a fresh machine) in the background while the
+# rest of the set-up runs, like setup_containerd_go_start / _wait. Quick when built.
+setup_kubelet_start() {
+  SETUP_KUBELET_LOG="$(mktemp)"
+  ( setup_kubelet ) >"$SETUP_KUBELET_LOG" 2>&1 &
+  SETUP_KUBELET_PID=$!
+}
+
+setup_kubelet_wait() {
+  local rc=0
+  [[ -n "${SETUP_KUBELET_PID:-}" ]] || return 1   # never started (an earlier set-up step failed)
+  wait "$SETUP_KUBELET_PID" || rc=1
+  cat "$SETUP_KUBELET_LOG" >&2; rm -f "$SETUP_KUBELET_LOG"
+  [[ $rc == 0 ]] && setup_kubelet >/dev/null 2>&1   # the export, from the finished build
+}
+
 # The older name: containerd 2.1 only (exports NODEMAINT_CONTAINERD2_DIR).
 setup_containerd2() { setup_containerds 2.1; }
 

@@ -68,12 +68,23 @@ def collections_path():
     return _COLLECTIONS[0]
 
 
+def lab_kubelet_root(lab):
+    """The lab's kubelet root (``<base>/kubelet``, with its ``pods/``, made here), where the tests
+    record the pods an emulated kubelet tracks (tests.lab.pods.track_pod): none unless a test says so.
+    The lab runs no kubelet, so no root would be found live (every pod would count as live): the
+    tests that build pods straight through the CRI name this root, as an operator sets kubelet_root."""
+    os.makedirs(os.path.join(lab.kubelet_root, 'pods'), exist_ok=True)
+    return lab.kubelet_root
+
+
 def runtime_args(lab, **extra):
-    """Module options that point at the lab (the real crictl, the lab's ctr and socket)."""
+    """Module options that point at the lab (the real crictl, the lab's ctr and socket, its kubelet
+    root)."""
     args = {
         'crictl_path': lab.crictl_bin,
         'ctr_path': lab.ctr_bin,
         'runtime_endpoint': lab.endpoint,
+        'kubelet_root': lab_kubelet_root(lab),
     }
     args.update(extra)
     return args

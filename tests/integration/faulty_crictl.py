@@ -15,6 +15,10 @@ environment variable ``FAULTY_CRICTL_CONTROL`` (set through the task's ``environ
   rest, then fail that id the way crictl does (``level=fatal msg="removing container ..."``).
 - ``import-on-rmi``: on ``rmi``, first import a new image (tests.lab.images), then delegate.
 - ``garbage-ps``: ``ps`` prints non-JSON and exits 0.
+- ``pause-on-remove``: on the first ``rm``/``rmi``/``rmp``, create the file ``control["fired"]`` and
+  wait (up to ``control["timeout"]`` s, default 60) until the file ``control["go"]`` exists, then
+  delegate: the test changes the node while the run is in progress, between its listing and its
+  first removal.
 
 "First" is tracked by a marker file next to the control file.
 """
@@ -143,6 +147,14 @@ def main(argv):
             else:
                 sys.stderr.write('time="%s" level=fatal msg="%s"\n' % (_ts(), msg))
             return 1 if rc == 0 else rc
+
+    if fault == 'pause-on-remove' and verb in REMOVALS and _first(control_path, 'pause'):
+        _log(control, 'pause-on-remove %s' % verb)
+        open(control['fired'], 'w').close()
+        end = time.monotonic() + float(control.get('timeout', 60))
+        while not os.path.exists(control['go']) and time.monotonic() < end:
+            time.sleep(0.1)
+        return delegate(argv)
 
     if fault == 'import-on-rmi' and verb == 'rmi' and _first(control_path, 'import'):
         img = _images_module()

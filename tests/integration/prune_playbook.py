@@ -6,6 +6,7 @@ import os
 import re
 
 from tests.integration import fleet_synthetic
+from tests.integration.ansible_play import lab_kubelet_root
 
 PLAYBOOK = 'nodemaint.image_gc.prune'
 
@@ -46,6 +47,7 @@ def inventory_vars(lab, **extra):
         'image_gc_crictl_path': lab.crictl_bin,
         'image_gc_ctr_path': lab.ctr_bin,
         'image_gc_runtime_endpoint': lab.endpoint,
+        'image_gc_kubelet_root': lab_kubelet_root(lab),
         'image_gc_lock_path': os.path.join(lab.base, 'run.lock'),
         'image_gc_image_record_path': os.path.join(lab.base, 'images.json'),
         'image_gc_image_min_age': '0s',          # the lab's images are seconds old

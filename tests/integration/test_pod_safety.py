@@ -171,13 +171,16 @@ def test_a_tracked_pod_keeps_its_notready_sandbox_and_containers_an_untracked_on
     assert _stays(out, 'images', P.ensure_images(lab, P.IMAGES['done'])[P.IMAGES['done']])
 
 
-def test_without_a_kubelet_root_pods_are_judged_by_their_sandboxes_and_the_run_says_so(clean):
+def test_without_a_live_kubelet_root_every_pod_counts_as_live_and_the_run_says_so(clean):
+    """No kubelet_root and no kubelet running for this lab (issue 25): no root is live, so the pod
+    keeps its newest exited container and newest sandbox, and the run says so, naming the setting."""
     lab = clean
     pod, cid = _notready_pod_with_exited(lab, 'job-done')
-    out = plan_then_run(lab)
-    assert any(w.startswith('no kubelet root found (tried /var/lib/kubelet (well-known kubelet root)')
-               for w in out['run']['warnings']), out['run']['warnings']
-    assert _gone(out, 'containers', cid) and _gone(out, 'pods', pod['id'])
+    out = plan_then_run(lab, kubelet_root=None)
+    warned = [w for w in out['run']['warnings'] if w.startswith('no live kubelet root found (')]
+    assert len(warned) == 1 and 'Set kubelet_root to the kubelet\'s --root-dir' in warned[0], out['run']['warnings']
+    assert out['run']['runtime']['kubelet_root'] is None
+    assert _stays(out, 'containers', cid) and _stays(out, 'pods', pod['id'])
 
 
 def test_older_sandbox_of_a_live_pod_goes_its_newest_notready_one_stays(clean):

@@ -33,6 +33,7 @@ class Node(object):
         # pod_aware: false - the counts below take exit1 (exited in the Ready pod) as garbage: the blunt mode
         config.update(report_path=self.report, textfile_path=self.prom, image_exclude=EXCLUDE,
                       sandbox_min_age='1s', pod_aware=False)
+        del config['kubelet_root']          # the blunt mode asks no kubelet root (and the test resets the lab's)
         with open(self.config, 'w') as handle:
             json.dump(config, handle)
 

@@ -14,7 +14,7 @@
 - lock_holder: another process holding the run lock.
 """
 
-from testlib.discovery import fake_discovery, node_discovery
+from testlib.discovery import fake_discovery, node_discovery, running_kubelet
 from testlib.engine import NO_PEER_ROOT, deep, ids, make_engine, run_phase, stub_engine
 from testlib.fixtures import (
     CRICTL, CRICTL_PREFIX, CTR, CTR_PREFIX, FIXTURES, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE,
@@ -34,5 +34,5 @@ __all__ = [
     'fake_discovery', 'fixture_json', 'fixture_path', 'fixture_text', 'ids', 'images_check_reply', 'inspect_reply',
     'json_reply',
     'lock_held_elsewhere', 'make_engine', 'metric_names', 'node_discovery', 'node_runner', 'recorded',
-    'run_module', 'run_phase', 'runner_textfile', 'stub_engine',
+    'run_module', 'run_phase', 'runner_textfile', 'running_kubelet', 'stub_engine',
 ]

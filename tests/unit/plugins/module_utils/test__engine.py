@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk, _engine, _mirror, _settings, _text, _units
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk, _engine, _mirror, _node, _settings, _text, _units
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandError, ImageGCError
 
 from image_gc_testlib import (
     CRICTL_PREFIX, CTR_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16,
     V21, VERSIONS, Reply, command_key, fixture_json, fixture_text, ids, json_reply, make_engine,
-    node_runner, run_phase)
+    node_runner, run_phase, running_kubelet)
 
 PHASES = ('containers', 'sandboxes', 'images', 'content')
 PS = CRICTL_PREFIX + ['ps', '--all', '--output', 'json']
@@ -583,21 +583,23 @@ def test_no_crictl_info_when_the_runtime_pins_images(peer_root):
 
 # -- issue 16: the kubelet's rules are the default -------------------------------------------
 
-def pod_engine(runner, peer_root, dirs=(), **settings):
+def pod_engine(runner, peer_root, dirs=(), proc='/nonexistent/proc', **settings):
     """An engine with the defaults of the kubelet's rules (pod_aware: true)."""
     from image_gc_testlib import node_discovery
     return make_engine(runner, settings=dict({'pod_aware': True}, **settings), peer_root=peer_root,
-                       discovery=node_discovery(dirs=dirs))
+                       discovery=node_discovery(dirs=dirs, proc=proc))
 
 
 @pytest.mark.parametrize('version', VERSIONS)
-def test_default_rules_check_mode_and_real_run_plan_the_same(version, peer_root):
+def test_default_rules_check_mode_and_real_run_plan_the_same(version, peer_root, tmp_path):
     """exit1 is the newest exited instance in the Ready pod feas-c: it stays, and its image; exit0's pod
-    feas-a is not live (NotReady, no kubelet root): exit0 and feas-a go. No kubelet root: a warning."""
+    feas-a is not live (NotReady, and the running kubelet's root, found in /proc, has no directory for
+    it): exit0 and feas-a go."""
     ids_ = IDS[version]
-    check = run_all(pod_engine(node_runner(version), peer_root, sandbox_min_age='0s'), check_mode=True)
+    proc, root = running_kubelet(tmp_path, version)
+    check = run_all(pod_engine(node_runner(version), peer_root, proc=proc, sandbox_min_age='0s'), check_mode=True)
     runner = node_runner(version)
-    engine = pod_engine(runner, peer_root, sandbox_min_age='0s')
+    engine = pod_engine(runner, peer_root, proc=proc, sandbox_min_age='0s')
     run = engine.run()
     real = dict((r['phase'], r) for r in run['phases'])
     assert ids(real['containers']['removed']) == [ids_['exit0']]
@@ -611,11 +613,42 @@ def test_default_rules_check_mode_and_real_run_plan_the_same(version, peer_root)
         assert [(i['id'], i['reason']) for i in check[phase]['kept']] == \
             [(i['id'], i['reason']) for i in real[phase]['kept']], phase
     assert runner.ran('crictl', 'rm') == [CRICTL_PREFIX + ['rm', ids_['exit0']]]
-    assert run['warnings'][0].startswith('no kubelet root found (tried /var/lib/kubelet (well-known kubelet root), '
-                                         '/var/snap/microk8s/common/var/lib/kubelet (well-known kubelet root))')
+    assert not [w for w in run['warnings'] if 'kubelet root' in w], run['warnings']
     # one crictl inspect per run, of the containers that stay
     assert runner.ran('crictl', 'inspect') == [inspect('sleeper', 'exit1', version=version)]
+    assert run['runtime']['kubelet_root'] == root
+    assert run['runtime']['sources']['kubelet_root'] == (
+        'the running kubelet (pid 4242, --root-dir); live: 2 of the node\'s pods have a directory there, every '
+        'Ready sandbox\'s among them')
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_without_a_live_kubelet_root_every_pod_counts_as_live_and_the_run_says_so_once(version, peer_root, tmp_path):
+    """The same node with no kubelet running and no root at the distribution defaults (a node whose
+    kubelet uses another --root-dir, or is not up yet): exit0, the newest exited instance in feas-a,
+    stays, and feas-a's sandbox, and their images; one warning names kubelet_root."""
+    ids_ = IDS[version]
+    runner = node_runner(version)
+    run = pod_engine(runner, peer_root, sandbox_min_age='0s').run()
+    real = dict((r['phase'], r) for r in run['phases'])
+    assert ids(real['containers']['removed']) == []
+    assert dict((i['id'], i['reason']) for i in real['containers']['kept'])[ids_['exit0']] == (
+        'newest exited instance of exit0 (attempt 0) in live pod feas/feas-a (%s): the kubelet keeps it for its '
+        'status, restart count and logs' % _node.NO_LIVE_ROOT)
+    assert ids(real['sandboxes']['removed']) == []
+    kept = dict((i['id'], i) for i in real['containers']['kept'])[ids_['exit0']]
+    assert kept['image_ref'] not in ids(real['images']['removed'])             # the image of a container that stays
+    assert ids(real['images']['removed']) == [IMG_UNUSED3, IMG_BUSYBOX1]     # used by no container at all
+    assert runner.ran('crictl', 'rm') == [] and runner.ran('crictl', 'rmp') == []
+    warned = [w for w in run['warnings'] if 'kubelet root' in w]
+    assert warned == [
+        'no live kubelet root found (/var/lib/kubelet (well-known kubelet root): no pods directory; '
+        '/var/snap/microk8s/common/var/lib/kubelet (well-known kubelet root): no pods directory): every pod counts '
+        'as live in phases 1 and 2, so its newest containers and newest sandbox stay, and the images they use; the '
+        'leftovers of deleted pods are left to the kubelet\'s own garbage collection. Set kubelet_root to the '
+        'kubelet\'s --root-dir to remove them'], run['warnings']
     assert run['runtime']['kubelet_root'] is None
+    assert run['runtime']['sources']['kubelet_root'] == 'none live: every pod counts as live'
 
 
 def test_the_kubelet_root_is_found_and_a_tracked_pod_keeps_its_notready_sandbox(peer_root, tmp_path):

@@ -396,3 +396,14 @@ def test_the_disk_target_goes_into_the_phase_event_as_figures_and_counts():
 def test_human_bytes_writes_sizes_as_ansible_human_readable_does():
     assert [_units.human_bytes(n) for n in (0, 1023, 1024, 11953766, 5 * 1024 ** 4, 3 * 1024 ** 5)] == [
         '0.00 Bytes', '1023.00 Bytes', '1.00 KB', '11.40 MB', '5.00 TB', '3072.00 TB']
+
+
+def test_the_report_says_which_kubelet_root_the_pods_were_judged_by(node):
+    """pod_aware (the default): the report names the kubelet root and where it came from; on the recorded
+    node no kubelet runs and no default root exists, so none is live and the report says so."""
+    node.write_config(pod_aware=True)
+    code, events = node.run()
+    assert code == 0
+    report = json.loads(node.report.read_text())
+    assert report['kubelet_root'] == {'path': None, 'source': 'none live: every pod counts as live'}
+    assert [w for w in report['warnings'] if w.startswith('no live kubelet root found (')]

@@ -8,7 +8,8 @@ from ansible_collections.nodemaint.image_gc.plugins.modules import crictl_prune
 
 from image_gc_testlib import (
     CRICTL_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS,
-    documented_returns, failure_before_any_command, ids, lock_held_elsewhere, node_runner, run_module)
+    documented_returns, failure_before_any_command, ids, lock_held_elsewhere, node_discovery, node_runner, run_module,
+    running_kubelet)
 
 
 @pytest.fixture
@@ -172,13 +173,16 @@ def test_lock_held_elsewhere_fails_naming_lock_wait(args, monkeypatch, tmp_path)
 
 
 @pytest.mark.parametrize('version', VERSIONS)
-def test_default_rules_keep_the_newest_exited_instance_of_a_ready_pod_and_its_image(version, args, monkeypatch):
+def test_default_rules_keep_the_newest_exited_instance_of_a_ready_pod_and_its_image(
+        version, args, monkeypatch, tmp_path):
     """pod_aware (the default): exit1 is the newest (only) exited instance of its name in feas-c, whose
-    sandbox is Ready: it stays, and the old busybox:1 it uses with it; exit0's pod feas-a is not live."""
+    sandbox is Ready: it stays, and the old busybox:1 it uses with it; exit0's pod feas-a is not live (the
+    running kubelet's live root has no directory for it)."""
     args = dict(args)
     del args['pod_aware']
+    found = node_discovery(proc=running_kubelet(tmp_path, version)[0])
     runner = node_runner(version)
-    check = run_module(monkeypatch, crictl_prune, args, runner, check_mode=True).result
+    check = run_module(monkeypatch, crictl_prune, args, runner, discovery=found, check_mode=True).result
     assert ids(check['containers']) == [IDS[version]['exit0']]
     assert check['containers'][0]['reason'].startswith('exited, and pod feas/feas-a is not live')
     kept = dict((i['id'], i['reason']) for i in check['containers_kept'])
@@ -189,6 +193,6 @@ def test_default_rules_keep_the_newest_exited_instance_of_a_ready_pod_and_its_im
     assert images_kept[IMG_OLD_BUSYBOX1].startswith('in use by container exit1')
     check_against_return_doc(check)
     real_runner = node_runner(version)
-    real = run_module(monkeypatch, crictl_prune, args, real_runner).result
+    real = run_module(monkeypatch, crictl_prune, args, real_runner, discovery=found).result
     assert real_runner.ran('crictl', 'rm') == [CRICTL_PREFIX + ['rm', IDS[version]['exit0']]]
     assert [(i['id'], i['reason']) for i in real['containers']] == [(i['id'], i['reason']) for i in check['containers']]

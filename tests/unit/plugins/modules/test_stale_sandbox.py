@@ -9,13 +9,19 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.modules import stale_sandbox
 
 from image_gc_testlib import (
-    CRICTL_PREFIX, IDS, V21, VERSIONS, documented_returns, failure_before_any_command, ids, node_runner,
-    run_module)
+    CRICTL_PREFIX, IDS, V21, VERSIONS, documented_returns, failure_before_any_command, ids, node_discovery,
+    node_runner, run_module, running_kubelet)
 
 
 @pytest.fixture
 def args(tmp_path):
     return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s'}
+
+
+def kubelet(tmp_path, version=V21):
+    """The recorded node with a kubelet running whose live root tracks the Ready pods feas-b and
+    feas-c (not feas-a): the discovery to pass to run_module."""
+    return node_discovery(proc=running_kubelet(tmp_path, version)[0])
 
 
 def check_against_return_doc(result):
@@ -27,24 +33,36 @@ def check_against_return_doc(result):
 
 
 @pytest.mark.parametrize('version', VERSIONS)
-def test_check_mode_and_real_run(version, args, monkeypatch):
+def test_check_mode_and_real_run(version, args, monkeypatch, tmp_path):
     check_runner = node_runner(version)
-    check = run_module(monkeypatch, stale_sandbox, args, check_runner, check_mode=True).result
+    found = kubelet(tmp_path, version)
+    check = run_module(monkeypatch, stale_sandbox, args, check_runner, discovery=found, check_mode=True).result
     assert check['changed'] is True
     assert ids(check['sandboxes']) == [IDS[version]['feas-a']]
-    # pod_aware (the default): feas-a's pod is not live - its only sandbox is NotReady, and no kubelet root
-    # is found here to say the kubelet still tracks it
+    # pod_aware (the default): feas-a's pod is not live - its only sandbox is NotReady, and the running
+    # kubelet's root (found in /proc, live) has no directory for it
     assert check['sandboxes'][0]['reason'].startswith('NotReady, pod feas/feas-a is not live (its newest sandbox ')
-    assert 'no kubelet root is known to ask), created 2h' in check['sandboxes'][0]['reason']
+    assert 'the kubelet does not track it (no %s/kubelet/pods/' % tmp_path in check['sandboxes'][0]['reason']
     assert check_runner.removals() == []
     check_against_return_doc(check)
     runner = node_runner(version)
-    real = run_module(monkeypatch, stale_sandbox, args, runner).result
+    real = run_module(monkeypatch, stale_sandbox, args, runner, discovery=found).result
     assert real['changed'] is True
     assert ids(real['sandboxes']) == ids(check['sandboxes'])
     assert runner.removals() == [CRICTL_PREFIX + ['rmp', IDS[version]['feas-a']]]
     assert real['commands'] == runner.calls
     check_against_return_doc(real)
+
+
+def test_without_a_live_kubelet_root_feas_a_stays(args, monkeypatch):
+    """No kubelet running, no root at the distribution defaults: feas-a counts as live, its newest
+    (only) sandbox stays, and the module says why."""
+    runner = node_runner(V21)
+    result = run_module(monkeypatch, stale_sandbox, args, runner).result
+    assert result['changed'] is False and result['sandboxes'] == []
+    assert dict((i['id'], i['reason']) for i in result['sandboxes_kept'])[IDS[V21]['feas-a']].startswith(
+        'NotReady, but the newest sandbox of live pod feas/feas-a (no live kubelet root was found')
+    assert runner.removals() == []
 
 
 @pytest.mark.parametrize('version', VERSIONS)
@@ -55,9 +73,9 @@ def test_second_run_is_not_changed(version, args, monkeypatch):
     assert runner.removals() == []
 
 
-def test_min_age_keeps_a_younger_sandbox(args, monkeypatch):
+def test_min_age_keeps_a_younger_sandbox(args, monkeypatch, tmp_path):
     runner = node_runner(V21)
-    result = run_module(monkeypatch, stale_sandbox, dict(args, min_age='3h'), runner).result
+    result = run_module(monkeypatch, stale_sandbox, dict(args, min_age='3h'), runner, discovery=kubelet(tmp_path)).result
     assert result['changed'] is False
     assert ids(result['sandboxes_kept']) == [IDS[V21]['feas-a']]
     assert 'younger than min_age 3h' in result['sandboxes_kept'][0]['reason']
@@ -72,8 +90,9 @@ def test_namespace_filters(extra, args, monkeypatch):
     assert runner.removals() == []
 
 
-def test_diff(args, monkeypatch):
-    result = run_module(monkeypatch, stale_sandbox, args, node_runner(V21), check_mode=True, diff=True).result
+def test_diff(args, monkeypatch, tmp_path):
+    result = run_module(monkeypatch, stale_sandbox, args, node_runner(V21), discovery=kubelet(tmp_path),
+                        check_mode=True, diff=True).result
     assert result['diff'] == {'before': {'sandboxes': [IDS[V21]['feas-a']]}, 'after': {'sandboxes': []}}
 
 
