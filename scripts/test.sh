@@ -3,7 +3,8 @@
 #
 # Installs what it needs (Debian packages, the real crictl -- from PATH if new enough, else built
 # once with `go install` into the cache --, containerd 1.7.24 (Debian 13) and 2.1.9 (Debian sid)
-# unpacked into the cache, containerd 2.4.2 built once with `go install` into the cache, a tools
+# unpacked into the cache, containerd 2.4.2 built once with `go install` into the cache, CRI-O 1.34.0
+# built once from the Go module proxy into the cache, a tools
 # venv, containers.podman, promtool; versions pinned in scripts/lib/versions.env), copies the
 # working tree to <cache>/build/run.XXXXXX/ansible_collections/nodemaint/image_gc (one per
 # run, removed at exit), points ANSIBLE_COLLECTIONS_PATH at it, then runs, in this order:
@@ -285,13 +286,15 @@ main() {
     exec 9>"$CACHE_DIR/setup.lock"
     flock -w 900 9 || log "setup lock not acquired after 15 min (continuing)"
     # containerd 2.4's Go build runs while the downloads and the venv are made (fresh machine)
-    setup_crictl && setup_containerd_go_start && setup_containerds 1.7 2.1 && setup_venv && setup_collections \
-      && setup_promtool || setup_ok=0
+    # CRI-O's Go build likewise (the lab's CRI-O lane; exports NODEMAINT_CRIO)
+    setup_crictl && setup_containerd_go_start && setup_crio_start && setup_containerds 1.7 2.1 && setup_venv \
+      && setup_collections && setup_promtool || setup_ok=0
     setup_containerd_go_wait || setup_ok=0
+    setup_crio_wait || setup_ok=0
     flock -u 9; exec 9>&-
     [[ $setup_ok == 1 ]] && { setup_build_tree || setup_ok=0; }
   fi
-  [[ $setup_ok == 1 ]] && log "crictl $NODEMAINT_CRICTL_VERSION ($NODEMAINT_CRICTL); containerd 1.6: $(command -v containerd), 1.7: $NODEMAINT_CONTAINERD17_DIR, 2.1: $NODEMAINT_CONTAINERD21_DIR, 2.4: $NODEMAINT_CONTAINERD24_DIR"
+  [[ $setup_ok == 1 ]] && log "crictl $NODEMAINT_CRICTL_VERSION ($NODEMAINT_CRICTL); containerd 1.6: $(command -v containerd), 1.7: $NODEMAINT_CONTAINERD17_DIR, 2.1: $NODEMAINT_CONTAINERD21_DIR, 2.4: $NODEMAINT_CONTAINERD24_DIR; CRI-O: $NODEMAINT_CRIO"
   printf '===== [setup] %s in %ss\n' "$([[ $setup_ok == 1 ]] && echo 'done' || echo 'FAILED')" "$((SECONDS - total_start))"
   if [[ $setup_ok != 1 ]]; then
     log "setup failed; no step can run"

@@ -69,12 +69,13 @@ def collections_path():
 
 
 def runtime_args(lab, **extra):
-    """Module options that point at the lab (the real crictl, the lab's ctr and socket)."""
+    """Module options that point at the lab (the real crictl, the lab's ctr and socket; no ctr on CRI-O)."""
     args = {
         'crictl_path': lab.crictl_bin,
-        'ctr_path': lab.ctr_bin,
         'runtime_endpoint': lab.endpoint,
     }
+    if lab.ctr_bin:
+        args['ctr_path'] = lab.ctr_bin
     args.update(extra)
     return args
 

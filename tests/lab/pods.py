@@ -87,7 +87,7 @@ def ensure_images(lab, *refs, timeout=10.0):
     blobs = {r: img.build(r) for r in refs}
     missing = [b for r, b in blobs.items() if not c.image_status(r).image.id]
     if missing:
-        img.import_images(lab.ctr_argv, missing, lab.work)
+        lab.import_images(missing)
         # the CRI plugin learns of imported images from containerd's events, asynchronously:
         # a CreateContainer right after the import failed now and then on 2.1.9 with
         # `failed to resolve image "REF": not found`
@@ -98,7 +98,7 @@ def ensure_images(lab, *refs, timeout=10.0):
                     raise RuntimeError("the CRI does not list %s %.0fs after its import"
                                        % (b.name, timeout))
                 time.sleep(0.02)
-    return {r: b.image_id for r, b in blobs.items()}
+    return {r: lab.cri_image_id(b) for r, b in blobs.items()}
 
 
 def pin_image(lab, ref, timeout=10.0):
