@@ -29,7 +29,7 @@ The version matrix (instead of running the whole suite once per line):
   SKIPS a test there with that reason (what it checks does not exist on CRI-O: ctr, the content
   store, containerd's config). Nothing else runs on CRI-O: the rest is deselected there.
 - Switches (environment): NODEMAINT_LAB_VERSIONS=1.6,2.4 runs only these lines (default all four;
-  the others are deselected); NODEMAINT_LAB_FULL=2.1 runs the whole suite on that line instead,
+  the others are deselected; `none`: no lab test runs); NODEMAINT_LAB_FULL=2.1 runs the whole suite on that line instead,
   NODEMAINT_LAB_FULL=all on every selected line (the full matrix, as before this existed).
 
 Every crictl call goes to the real upstream crictl (tests.lab.find_crictl: $NODEMAINT_CRICTL,
@@ -91,9 +91,12 @@ def full_lines(environ=None):
 
 
 def _lines(name, raw):
-    """The lines a variable's value names ('1.6,2.4', or 'all'); a usage error naming the unknown ones."""
+    """The lines a variable's value names ('1.6,2.4', 'all', or 'none': scripts/test.sh's pytest step when
+    every line runs in its other pytest process); a usage error naming the unknown ones."""
     if raw == "all":
         return LAB_LINES
+    if raw == "none":
+        return ()
     lines = tuple(x for x in raw.split(",") if x)
     bad = [x for x in lines if x not in LAB_LINES]
     if bad:
