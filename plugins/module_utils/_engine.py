@@ -66,6 +66,7 @@ class Engine:
         self.ctr = Ctr(self.runtime, self.runner, s['content_namespace'])
         self.node = Node(self.crictl, self.clock, self.runtime.kubelet_root)
         self._sandbox_image = None
+        self._runtime_name = None
         self._record = None
         self._disk_before = None         # the image filesystems of the disk report before the run
         self._fs_path = None             # the path statvfs reads for the image filesystem's figure
@@ -77,6 +78,20 @@ class Engine:
                 'containers and sandbox of a pod the kubelet still tracks but whose sandbox is NotReady (a '
                 'completed Job, a pod being restarted) may go; set kubelet_root to the kubelet\'s --root-dir'
                 % ', '.join(t for t in self.runtime.tried if 'kubelet root' in t))
+
+    def runtime_name(self):
+        """The runtime behind the endpoint as ``crictl version`` names it (``containerd``, ``cri-o``),
+        asked once per engine; '' when crictl cannot tell (then nothing runtime-specific applies)."""
+        if self._runtime_name is None:
+            try:
+                self._runtime_name = self.crictl.runtime_name()
+            except Exception:  # pylint: disable=broad-except  # the phases report crictl's failure
+                self._runtime_name = ''
+        return self._runtime_name
+
+    def is_crio(self):
+        """CRI-O: no content store (phase 4 does not apply), no ctr, images in containers/storage."""
+        return self.runtime_name() == 'cri-o'
 
     def sandbox_images(self, images=()):
         """The sandbox images, a list: the ``sandbox_image`` setting added to
@@ -106,7 +121,8 @@ class Engine:
         emit = on_event or (lambda kind, data: None)
         first_command = len(self.runner.history)
         out = {'check_mode': check_mode, 'phases': [], 'disk_before': None, 'disk_after': None,
-               'skip_reason': None, 'warnings': self.warnings, 'runtime': self.runtime.to_dict()}
+               'skip_reason': None, 'warnings': self.warnings,
+               'runtime': dict(self.runtime.to_dict(), name=self.runtime_name() or 'unknown')}
         if 'disk' in self.phases:
             out['disk_before'] = self._disk_report('before', emit)
             out['skip_reason'] = _disk.below_threshold(out['disk_before'], self.settings['disk_usage_threshold'])

@@ -191,8 +191,15 @@ class ImagesPhase(Phase):
         self.images = images
         sandbox_images = engine.sandbox_images(images)
         volumes = self.node.image_volumes(staying)
-        ages = None
-        if s['image_min_age']:
+        ages = age_source = None
+        if s['image_min_age'] and engine.is_crio():
+            # CRI-O has no content store to date an image by: the age is how long this collection
+            # has known it (its last-use record's first_seen), a lower bound of the image's real
+            # age, so image_min_age keeps at least what it keeps on containerd. No ctr is needed.
+            now = engine.now()
+            ages = {i: max(0, now - e['first_seen']) for i, e in engine.last_use(images).items()}
+            age_source = 'known to this collection for'
+        elif s['image_min_age']:
             ages = _content.image_manifest_ages(engine.ctr.content())
         disk = None
         if s['disk_high']:
@@ -206,7 +213,7 @@ class ImagesPhase(Phase):
                               trust_ages=engine.ages_trusted())
         plan = _plan.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
                                  ages, removed_containers=list(self.node.removed['containers']), retention=retention,
-                                 image_volumes=volumes)
+                                 image_volumes=volumes, age_source=age_source)
         result['sandbox_image'] = ', '.join(sandbox_images) or None
         if plan.disk:
             result['disk_target'] = plan.disk
@@ -289,6 +296,9 @@ class ContentPhase(Phase):
     SETTLE = 5.0                     # seconds to wait for containerd's garbage collection after the prune
 
     def skip_reason(self):
+        if self.engine.is_crio():
+            return ('not applicable: CRI-O has no content store (its images live in containers/storage, with no '
+                    'compressed layer blobs for ctr to prune)')
         mirror = detect_peer_mirror(self.engine.peer_mirror_root)
         if not mirror:
             return None
