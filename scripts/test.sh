@@ -45,7 +45,7 @@
 #   KEEP_BUILD=1           keep the per-run build tree (path printed at setup) for debugging
 #   TEST_JOBS=1            no second lane: every step in the foreground, in the order above
 #   NODEMAINT_LAB_VERSIONS=1.6,2.4  containerd lines the integration tests run on (default: all four)
-#   NODEMAINT_LAB_LANE=2.1,2.4  the lab lines the `matrix` step runs (in the lane); `pytest` runs the
+#   NODEMAINT_LAB_LANE=2.1,2.4,crio  the lab lines the `matrix` step runs (in the lane; crio: CRI-O); `pytest` runs the
 #                          rest. Deselecting `matrix` (TEST_ONLY=pytest, SKIP=matrix) gives every line to pytest
 #   NODEMAINT_LAB_FULL=2.1 the line that runs the whole integration suite (default 1.7; "all": every
 #                          line runs the whole suite, the full matrix)
@@ -264,8 +264,8 @@ has_pytest_files() {
 # (WHICH=lane) step runs: those of NODEMAINT_LAB_VERSIONS (default all) that are (lane) or are not
 # (rest) in NODEMAINT_LAB_LANE; when `matrix` is deselected, `pytest` runs them all.
 lab_lines() {
-  local which="$1" line out=() all lane=",${NODEMAINT_LAB_LANE:-2.1,2.4},"
-  all="$(cd "$COLLECTION_DIR" && python -c 'from tests.lab import versions; print(" ".join(versions.CONTAINERD_LINES))')" \
+  local which="$1" line out=() all lane=",${NODEMAINT_LAB_LANE:-2.1,2.4,crio},"
+  all="$(cd "$COLLECTION_DIR" && python -c 'from tests.lab import versions; print(" ".join(versions.LAB_LINES))')" \
     || return 1
   [[ -n "${NODEMAINT_LAB_VERSIONS:-}" && "${NODEMAINT_LAB_VERSIONS}" != all ]] && all="${NODEMAINT_LAB_VERSIONS//,/ }"
   for line in $all; do

@@ -27,7 +27,8 @@ The version matrix (instead of running the whole suite once per line):
 - The CRI-O line (``crio``) runs the matrix-marked tests too: crictl speaks to CRI-O as to
   containerd, and these are the checks where runtimes differ. ``@pytest.mark.containerd_only(reason)``
   SKIPS a test there with that reason (what it checks does not exist on CRI-O: ctr, the content
-  store, containerd's config). Nothing else runs on CRI-O: the rest is deselected there.
+  store, containerd's config). ``@pytest.mark.crio_only`` (with ``matrix``): a CRI-O check, run on
+  the CRI-O line alone. Nothing else runs on CRI-O: the rest is deselected there.
 - Switches (environment): NODEMAINT_LAB_VERSIONS=1.6,2.4 runs only these lines (default all four;
   the others are deselected; `none`: no lab test runs); NODEMAINT_LAB_FULL=2.1 runs the whole suite on that line instead,
   NODEMAINT_LAB_FULL=all on every selected line (the full matrix, as before this existed).
@@ -112,6 +113,8 @@ def pytest_configure(config):
                                        "(tests/integration/conftest.py)")
     config.addinivalue_line("markers", "containerd_min(line, reason): needs containerd LINE or newer; skipped with "
                                        "REASON on older lines")
+    config.addinivalue_line("markers", "crio_only: a check of CRI-O alone: runs on the CRI-O line only (deselected "
+                                       "on the containerd lines, the whole-suite line included)")
     config.addinivalue_line("markers", "containerd_only(reason): a matrix check of something CRI-O does not have "
                                        "(ctr, the content store, containerd's config): skipped with REASON on the "
                                        "CRI-O line")
@@ -134,6 +137,9 @@ def pytest_collection_modifyitems(config, items):
             keep.append(item)
             continue
         matrix = item.get_closest_marker("matrix")
+        if item.get_closest_marker("crio_only") is not None and line != CRIO:
+            deselected.append(item)
+            continue
         if line not in run or (line not in full and (matrix is None or line not in matrix.kwargs.get("lines", (line,)))):
             deselected.append(item)
             continue

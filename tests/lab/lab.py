@@ -329,6 +329,11 @@ class CRILab:
     def remove_all_sandboxes(self):
         c = cri.CRIClient(self.endpoint, timeout=30)
         try:
+            for ct in c.list_containers():    # at once: see scenario.reset
+                try:
+                    c.stop_container(ct.id, 0)
+                except Exception:
+                    pass
             for p in c.list_pod_sandbox():
                 try:
                     c.stop_pod_sandbox(p.id)

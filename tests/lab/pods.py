@@ -288,7 +288,7 @@ def _ctr_info(lab, cid):
     listed = lab.client.list_containers(id=cid)
     return {"id": cid, "name": st.metadata.name, "attempt": int(st.metadata.attempt),
             "state": cri.enum_name("ContainerState", st.state), "exit_code": int(st.exit_code),
-            "image": st.image.image, "image_id": listed[0].image_ref if listed else "",
+            "image": st.image.image, "image_id": (listed[0].image_id or listed[0].image_ref) if listed else "",
             "pod_id": listed[0].pod_sandbox_id if listed else ""}
 
 

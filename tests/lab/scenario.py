@@ -78,9 +78,10 @@ def _pod_info(lab, pod_id, role):
 
 def _ctr_info(lab, cid, role, pod_name):
     st = _client(lab).container_status(cid).status
-    # ListContainers' image_ref is the image ID; ContainerStatus' may be a repo digest
+    # ListContainers' image_id is the image ID (its image_ref too on containerd; CRI-O's is a repo
+    # digest); ContainerStatus' may be a repo digest
     listed = _client(lab).list_containers(id=cid)
-    image_id = listed[0].image_ref if listed else ""
+    image_id = (listed[0].image_id or listed[0].image_ref) if listed else ""
     return {"id": cid, "name": st.metadata.name, "pod": pod_name,
             "pod_id": None, "role": role, "image": st.image.image,
             "image_ref": image_id, "status_image_ref": st.image_ref,
@@ -127,11 +128,14 @@ def reset(lab):
             call(*args)
         except cri.CRIError:
             pass                         # already gone, or never started: reset goes on
+    # containers stopped at once first: a pod's stop waits out its containers' stop timeout
+    # otherwise (CRI-O: 30 s at least per container whose process ignores SIGTERM, as sleep does)
+    for ct in c.list_containers():
+        attempt(c.stop_container, ct.id, 0)
     for p in c.list_pod_sandbox():
         attempt(c.stop_pod_sandbox, p.id)
         attempt(c.remove_pod_sandbox, p.id)
     for ct in c.list_containers():
-        attempt(c.stop_container, ct.id, 0)
         attempt(c.remove_container, ct.id)
     for im in c.list_images():
         attempt(c.remove_image, im.id)
