@@ -125,8 +125,8 @@ def test_never_pod(clean):
 
 def test_image_volume(clean):
     lab = clean
-    if lab.version[:2] < P.IMAGE_VOLUME_MIN:
-        with pytest.raises(L.Unsupported, match="containerd >= 2.1"):
+    if not P.supports(lab, P.IMAGE_VOLUME_MIN):
+        with pytest.raises(L.Unsupported, match="containerd >= 2.1" if lab.runtime == "containerd" else "vfs"):
             P.image_volume(lab)
         # and the runtime really cannot: Mount.image is ignored, CreateContainer fails
         p = P.pod(lab, "raw")
@@ -141,7 +141,7 @@ def test_image_volume(clean):
         [(P.IMAGES["volume"], "/vol", True)]
     # not the container's own image: only inspect tells that the volume image is in use
     ps = _ctrs(lab)[d["containers"]["container"]["id"]]
-    assert ps["imageRef"] == d["images"]["own"]["id"] != d["images"]["volume"]["id"]
+    assert _image_of(ps) == d["images"]["own"]["id"] != d["images"]["volume"]["id"]
     # an exited container keeps its image mount in its status
     e = P.image_volume(lab, name="image-volume-exited", state=P.EXITED)
     mounts = _inspect(lab, e["containers"]["container"]["id"])["mounts"]

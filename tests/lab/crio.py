@@ -249,6 +249,14 @@ class CrioLab(CRILab):
         self.wait_ready(timeout)
         return self
 
+    def kill_containers(self, ids):
+        """SIGKILL the processes of the containers ``ids`` through runc (CRI-O's runtime root):
+        CRI-O's StopContainer waits 30 s at least (ctr_stop_timeout's floor) for a process that
+        ignores SIGTERM, as the lab's sleepers (busybox sleep as PID 1) do."""
+        for cid in ids:
+            subprocess.run([shutil.which("runc") or "/usr/sbin/runc", "--root", self._path("run", "runc"),
+                            "kill", cid, "KILL"], capture_output=True, check=False)
+
     def conmon_pids(self):
         """conmon processes of this lab's containers (their command lines name paths in the base)."""
         return [p for p in pids_matching(self.base)
@@ -319,6 +327,14 @@ class CrioLab(CRILab):
         """CRI-O reports a repo digest for every named image it holds (NAME@<manifest digest>, from
         its storage), so there is nothing to add: returns that reference."""
         return blob.digest_ref
+
+    def digest_only(self, ref):
+        """Leave image ``ref`` with its repo digest only: ``podman untag`` removes its name, and CRI-O
+        still reports NAME@<manifest digest> for it. Returns that reference."""
+        status = self.client.image_status(ref).image
+        digests = list(status.repo_digests)
+        self.podman("untag", ref)
+        return digests[0]
 
     def cri_image_id(self, blob):
         """The image's id as the CRI reports it: CRI-O's is the config digest's hex alone, without

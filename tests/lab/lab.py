@@ -326,9 +326,14 @@ class CRILab:
             except Exception:
                 pass
 
+    def kill_containers(self, ids):
+        """Make the containers ``ids`` stop at once, before a StopContainer: nothing to do where
+        StopContainer's timeout 0 kills at once (containerd); CRI-O waits 30 s at least."""
+
     def remove_all_sandboxes(self):
         c = cri.CRIClient(self.endpoint, timeout=30)
         try:
+            self.kill_containers([ct.id for ct in c.list_containers() if ct.state == cri.CONTAINER_RUNNING])
             for ct in c.list_containers():    # at once: see scenario.reset
                 try:
                     c.stop_container(ct.id, 0)
@@ -573,6 +578,16 @@ class Lab(CRILab):
     def add_repo_digest(self, blob):
         """Give an imported image a repo digest, like a pulled image's (NAME@sha256:<manifest digest>)."""
         return images.add_repo_digest(self.ctr_argv, blob)
+
+    def digest_only(self, ref):
+        """Leave image ``ref`` with its repo digest only (as a pull by digest does): tag it
+        NAME@sha256:<manifest digest>, then remove the tag name. Returns the digest reference."""
+        lines = self.ctr("-n", "k8s.io", "images", "ls").stdout.splitlines()
+        digest = [line.split()[2] for line in lines[1:] if line.split() and line.split()[0] == ref][0]
+        digest_ref = ref.rsplit(":", 1)[0] + "@" + digest
+        self.ctr("-n", "k8s.io", "images", "tag", ref, digest_ref)
+        self.ctr("-n", "k8s.io", "images", "rm", ref)
+        return digest_ref
 
     def cri_image_id(self, blob):
         """The image's id as the CRI reports it: containerd's is the config digest, ``sha256:<hex>``."""

@@ -130,6 +130,7 @@ def reset(lab):
             pass                         # already gone, or never started: reset goes on
     # containers stopped at once first: a pod's stop waits out its containers' stop timeout
     # otherwise (CRI-O: 30 s at least per container whose process ignores SIGTERM, as sleep does)
+    lab.kill_containers([ct.id for ct in c.list_containers() if ct.state == cri.CONTAINER_RUNNING])
     for ct in c.list_containers():
         attempt(c.stop_container, ct.id, 0)
     for p in c.list_pod_sandbox():
