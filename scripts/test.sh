@@ -16,14 +16,16 @@
 #             create (tools in their own venv: tests/requirements-galaxy.txt; scripts/lib/galaxy.sh)
 #   molecule  molecule test for every molecule/<scenario>/molecule.yml (podman + systemd image)
 #   matrix    the lab tests (pytest -m lab tests/integration) on the lines of NODEMAINT_LAB_LANE
-#             (default 2.1,2.4), in the background lane: a second pytest process beside the first,
+#             (default 2.1,2.4,crio: crio is the CRI-O lane, CRI-O 1.34.0 instead of containerd, where
+#             the matrix-marked tests and test_crio.py run), in the background lane: a second pytest process beside the first,
 #             so the two cores share the lab lines; `pytest` then runs the other lines.
 #   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests.
 #             The integration tests run against four containerd lines as a version matrix:
 #             the WHOLE suite on 1.7.24 (the line most nodes run), and on 1.6.20 (Debian 12),
 #             2.1.9 (sid) and 2.4.2 (newest) only the tests marked `pytest.mark.matrix` (where
 #             the lines differ: crictl contract, prune scenario, sandbox image and pinning,
-#             content phase, pod safety); the rest shows as "deselected" there.
+#             content phase, pod safety); the rest shows as "deselected" there. The CRI-O lane runs
+#             them too, skipping with a reason those about ctr, the content store or containerd's config.
 #             Switches: NODEMAINT_LAB_VERSIONS=1.6,2.4 (only these lines), NODEMAINT_LAB_FULL=all
 #             (the whole suite on every line; or =2.1: on that line), see tests/integration/conftest.py.
 # Every step runs even if an earlier one failed; a step whose inputs do not exist yet is
@@ -44,7 +46,7 @@
 #   STEP_TIMEOUT=1800      time limit in seconds for each step's main command
 #   KEEP_BUILD=1           keep the per-run build tree (path printed at setup) for debugging
 #   TEST_JOBS=1            no second lane: every step in the foreground, in the order above
-#   NODEMAINT_LAB_VERSIONS=1.6,2.4  containerd lines the integration tests run on (default: all four)
+#   NODEMAINT_LAB_VERSIONS=1.6,2.4  lab lines the integration tests run on (default: all four, and crio)
 #   NODEMAINT_LAB_LANE=2.1,2.4,crio  the lab lines the `matrix` step runs (in the lane; crio: CRI-O); `pytest` runs the
 #                          rest. Deselecting `matrix` (TEST_ONLY=pytest, SKIP=matrix) gives every line to pytest
 #   NODEMAINT_LAB_FULL=2.1 the line that runs the whole integration suite (default 1.7; "all": every

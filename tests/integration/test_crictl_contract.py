@@ -171,7 +171,7 @@ def test_version(lab, feas_ro):
 
 
 @pytest.mark.containerd_only(reason="imageRef is a repo digest there (imageId the id: test__crio.py, test_crio.py), and "
-                                     "ListContainers' createdAt differs from ContainerStatus' by microseconds")
+                                    "ListContainers' createdAt differs from ContainerStatus' by microseconds")
 def test_ps_json(lab, feas_ro):
     args = ("ps", "--all", "--output", "json")  # the parser's exact arguments
     got = live_json(lab, *args)
@@ -270,7 +270,7 @@ def test_quiet_listings(lab, feas_ro):
 # --------------------------------------------------------------------------- removals
 
 @pytest.mark.containerd_only(reason="CRI-O refuses rmi of an image in use and prints no Deleted: line for a digest-only "
-                                     "image (recorded: rmi-inuse.*, rmi-prune.out of the CRI-O recording)")
+                                    "image (recorded: rmi-inuse.*, rmi-prune.out of the CRI-O recording)")
 def test_removal_output_lines(lab, feas_scenario):
     """rm prints the ids, rmp ``Removed sandbox <id>``, rmi ``Deleted: <ref>``, as recorded."""
     c, p = feas_scenario["containers"], feas_scenario["pods"]
@@ -324,7 +324,7 @@ def recorded_fatal(lab, name, mapping):
 
 
 @pytest.mark.containerd_only(reason="CRI-O's messages differ in wording (recorded: rm-missing.err, ...); the parser's "
-                                     "reading of them is not runtime-specific")
+                                    "reading of them is not runtime-specific")
 def test_failure_exit_codes_and_messages(lab, feas_scenario):
     """rm of a running container, rmp of a Ready pod, rm of a missing id: exit 1 and the recorded
     ``level=fatal`` message naming the id (the parser attributes failures to items by their id)."""

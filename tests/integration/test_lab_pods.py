@@ -150,7 +150,7 @@ def test_image_volume(clean):
 
 
 @pytest.mark.containerd_only(reason="pinning by the io.cri-containerd.pinned label (CRI-O pins by its "
-                                     "pinned_images configuration)")
+                                    "pinned_images configuration)")
 def test_pin_image(clean):
     lab = clean
     ref = P.IMAGES["extra"]

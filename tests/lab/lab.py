@@ -1,4 +1,4 @@
-# Over 300 lines: one job, a private CRI runtime for tests: what every runtime's lab shares (CRILab), and containerd's (its config per line, start, stop, teardown of shims and mounts, the tools it is driven with).
+# Over 300 lines: one job, a private CRI runtime for tests: what every runtime's lab shares, and containerd's (config, start, stop, teardown).
 """A private containerd with the CRI plugin, for tests, driven by the real crictl.
 
 containerd is Debian 12's package (1.6.20, on PATH) or, with ``containerd_dir``, the

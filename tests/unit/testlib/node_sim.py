@@ -96,4 +96,3 @@ def node_runner(version, state='before'):
         'crictl rmi': rmi,
         'crictl inspect': inspect,
     }, **ctr))
-
