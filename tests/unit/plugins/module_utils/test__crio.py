@@ -156,3 +156,13 @@ def test_the_runner_report_names_the_runtime(tmp_path):
     assert engine.run(check_mode=True)['runtime']['name'] == 'cri-o'
     assert engine.runtime_name() == 'cri-o'
     assert len(runner.ran('crictl', 'version')) == 1      # asked once per engine
+
+
+def test_the_unusable_image_check_is_not_applicable_on_crio(tmp_path):
+    """Phase 3's look for images the runtime cannot unpack again reads containerd's snapshotter
+    with ctr: on CRI-O it is not applicable, and no ctr runs."""
+    runner, engine = crio_engine({'image_min_age': '0s'}, phases=('images',), tmp=tmp_path)
+    phase = by_phase(engine.run(check_mode=True))['images']
+    assert phase['unusable'] == {'checked': False, 'why': 'not applicable: CRI-O has no containerd snapshotter '
+                                                          '(images live in containers/storage; ctr is not used)'}
+    assert not runner.ran('ctr')
