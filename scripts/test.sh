@@ -4,7 +4,7 @@
 # Installs what it needs (Debian packages, the real crictl -- from PATH if new enough, else built
 # once with `go install` into the cache --, containerd 1.7.24 (Debian 13) and 2.1.9 (Debian sid)
 # unpacked into the cache, containerd 2.4.2 built once with `go install` into the cache, the upstream
-# kubelet (for the lab's kubelet tests) built once from the Go module proxy into the cache, a tools
+# kubelet (for the lab's kubelet tests) and CRI-O 1.34.0 built once from the Go module proxy into the cache, a tools
 # venv, containers.podman, promtool; versions pinned in scripts/lib/versions.env), copies the
 # working tree to <cache>/build/run.XXXXXX/ansible_collections/nodemaint/image_gc (one per
 # run, removed at exit), points ANSIBLE_COLLECTIONS_PATH at it, then runs, in this order:
@@ -16,14 +16,16 @@
 #             create (tools in their own venv: tests/requirements-galaxy.txt; scripts/lib/galaxy.sh)
 #   molecule  molecule test for every molecule/<scenario>/molecule.yml (podman + systemd image)
 #   matrix    the lab tests (pytest -m lab tests/integration) on the lines of NODEMAINT_LAB_LANE
-#             (default 2.1,2.4), in the background lane: a second pytest process beside the first,
+#             (default 2.1,2.4,crio: crio is the CRI-O lane, CRI-O 1.34.0 instead of containerd, where
+#             the matrix-marked tests and test_crio.py run), in the background lane: a second pytest process beside the first,
 #             so the two cores share the lab lines; `pytest` then runs the other lines.
 #   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests.
 #             The integration tests run against four containerd lines as a version matrix:
 #             the WHOLE suite on 1.7.24 (the line most nodes run), and on 1.6.20 (Debian 12),
 #             2.1.9 (sid) and 2.4.2 (newest) only the tests marked `pytest.mark.matrix` (where
 #             the lines differ: crictl contract, prune scenario, sandbox image and pinning,
-#             content phase, pod safety); the rest shows as "deselected" there.
+#             content phase, pod safety); the rest shows as "deselected" there. The CRI-O lane runs
+#             them too, skipping with a reason those about ctr, the content store or containerd's config.
 #             Switches: NODEMAINT_LAB_VERSIONS=1.6,2.4 (only these lines), NODEMAINT_LAB_FULL=all
 #             (the whole suite on every line; or =2.1: on that line), see tests/integration/conftest.py.
 # Every step runs even if an earlier one failed; a step whose inputs do not exist yet is
@@ -44,8 +46,8 @@
 #   STEP_TIMEOUT=1800      time limit in seconds for each step's main command
 #   KEEP_BUILD=1           keep the per-run build tree (path printed at setup) for debugging
 #   TEST_JOBS=1            no second lane: every step in the foreground, in the order above
-#   NODEMAINT_LAB_VERSIONS=1.6,2.4  containerd lines the integration tests run on (default: all four)
-#   NODEMAINT_LAB_LANE=2.1,2.4  the lab lines the `matrix` step runs (in the lane); `pytest` runs the
+#   NODEMAINT_LAB_VERSIONS=1.6,2.4  lab lines the integration tests run on (default: all four, and crio)
+#   NODEMAINT_LAB_LANE=2.1,2.4,crio  the lab lines the `matrix` step runs (in the lane; crio: CRI-O); `pytest` runs the
 #                          rest. Deselecting `matrix` (TEST_ONLY=pytest, SKIP=matrix) gives every line to pytest
 #   NODEMAINT_LAB_FULL=2.1 the line that runs the whole integration suite (default 1.7; "all": every
 #                          line runs the whole suite, the full matrix)
@@ -264,8 +266,8 @@ has_pytest_files() {
 # (WHICH=lane) step runs: those of NODEMAINT_LAB_VERSIONS (default all) that are (lane) or are not
 # (rest) in NODEMAINT_LAB_LANE; when `matrix` is deselected, `pytest` runs them all.
 lab_lines() {
-  local which="$1" line out=() all lane=",${NODEMAINT_LAB_LANE:-2.1,2.4},"
-  all="$(cd "$COLLECTION_DIR" && python -c 'from tests.lab import versions; print(" ".join(versions.CONTAINERD_LINES))')" \
+  local which="$1" line out=() all lane=",${NODEMAINT_LAB_LANE:-2.1,2.4,crio},"
+  all="$(cd "$COLLECTION_DIR" && python -c 'from tests.lab import versions; print(" ".join(versions.LAB_LINES))')" \
     || return 1
   [[ -n "${NODEMAINT_LAB_VERSIONS:-}" && "${NODEMAINT_LAB_VERSIONS}" != all ]] && all="${NODEMAINT_LAB_VERSIONS//,/ }"
   for line in $all; do
@@ -345,15 +347,17 @@ main() {
     mkdir -p "$CACHE_DIR"
     exec 9>"$CACHE_DIR/setup.lock"
     flock -w 900 9 || log "setup lock not acquired after 15 min (continuing)"
-    # containerd 2.4's and the kubelet's Go builds run while the downloads and the venv are made (fresh machine)
-    setup_crictl && setup_containerd_go_start && setup_kubelet_start && setup_containerds 1.7 2.1 && setup_venv \
-      && setup_collections && setup_promtool || setup_ok=0
+    # containerd 2.4's, the kubelet's and CRI-O's Go builds run while the downloads and the venv are made
+    # (fresh machine); exports NODEMAINT_CONTAINERD24_DIR, NODEMAINT_KUBELET, NODEMAINT_CRIO
+    setup_crictl && setup_containerd_go_start && setup_kubelet_start && setup_crio_start && setup_containerds 1.7 2.1 \
+      && setup_venv && setup_collections && setup_promtool || setup_ok=0
     setup_containerd_go_wait || setup_ok=0
     setup_kubelet_wait || setup_ok=0
+    setup_crio_wait || setup_ok=0
     flock -u 9; exec 9>&-
     [[ $setup_ok == 1 ]] && { setup_build_tree || setup_ok=0; }
   fi
-  [[ $setup_ok == 1 ]] && log "crictl $NODEMAINT_CRICTL_VERSION ($NODEMAINT_CRICTL); containerd 1.6: $(command -v containerd), 1.7: $NODEMAINT_CONTAINERD17_DIR, 2.1: $NODEMAINT_CONTAINERD21_DIR, 2.4: $NODEMAINT_CONTAINERD24_DIR; kubelet: $NODEMAINT_KUBELET"
+  [[ $setup_ok == 1 ]] && log "crictl $NODEMAINT_CRICTL_VERSION ($NODEMAINT_CRICTL); containerd 1.6: $(command -v containerd), 1.7: $NODEMAINT_CONTAINERD17_DIR, 2.1: $NODEMAINT_CONTAINERD21_DIR, 2.4: $NODEMAINT_CONTAINERD24_DIR; kubelet: $NODEMAINT_KUBELET; CRI-O: $NODEMAINT_CRIO"
   printf '===== [setup] %s in %ss\n' "$([[ $setup_ok == 1 ]] && echo 'done' || echo 'FAILED')" "$((SECONDS - total_start))"
   if [[ $setup_ok != 1 ]]; then
     log "setup failed; no step can run"

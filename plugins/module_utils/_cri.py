@@ -36,6 +36,9 @@ class Container:
         self.created_ns = int(raw.get('createdAt') or 0)
         self.image = (raw.get('image') or {}).get('image', '')
         self.image_ref = raw.get('imageRef', '')
+        # The image's id where the runtime says it apart from imageRef (CRI ``image_id``): CRI-O's
+        # imageRef is the image's repo digest reference, containerd's is the id itself.
+        self.image_id = raw.get('imageId', '')
         self.pod_name = labels.get('io.kubernetes.pod.name', '')
         self.pod_namespace = labels.get('io.kubernetes.pod.namespace', '')
         self.pod_uid = labels.get('io.kubernetes.pod.uid', '')
@@ -212,6 +215,14 @@ class Crictl:
     def info(self):
         return self._json('info', '--output', 'json')
 
+    def runtime_name(self):
+        """The runtime's name as ``crictl version`` says it (``RuntimeName:``): ``containerd``,
+        ``cri-o``; '' when it does not say."""
+        result = self._run('version')
+        if result.rc != 0:
+            raise CommandError(describe_failure(result, 'crictl version'), result)
+        return parse_runtime_name(result.stdout)
+
     def sandbox_image(self, info=None):
         """The runtime's sandbox (pause) image as ``crictl info`` (``info``: its output, else asked
         now) reports it (containerd 1.6/1.7), or None."""
@@ -283,6 +294,15 @@ class Crictl:
 
     def remove_images(self, ids, before_batch=None):
         return self._remove('rmi', ids, lambda: [i.id for i in self.images()], before_batch)
+
+
+def parse_runtime_name(text):
+    """``RuntimeName:  cri-o`` of ``crictl version``'s output -> ``cri-o``; '' when absent."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(':')
+        if sep and key.strip() == 'RuntimeName':
+            return value.strip()
+    return ''
 
 
 def parse_image_volumes(entries, what='crictl inspect'):

@@ -3,15 +3,16 @@
 #
 # This module_utils is PRIVATE to the nodemaint.image_gc collection. It may change without notice.
 # It must not import Ansible (the node-side runner uses it with the standard library only).
-"""Find crictl, ctr and the runtime endpoints the way kubeadm, k3s, RKE2 and MicroK8s nodes need it.
+"""Find crictl, ctr and the runtime endpoints the way kubeadm, k3s, RKE2, MicroK8s and CRI-O nodes need it.
 
 The kubelet root: the option ``kubelet_root``, else every running kubelet's root and the
 distribution defaults as candidates, of which _node.Node takes the live one.
 
 Order for the CRI endpoint: explicit option, ``CONTAINER_RUNTIME_ENDPOINT`` (and
 ``IMAGE_SERVICE_ENDPOINT``), the file named by ``CRI_CONFIG_FILE``, the crictl config files of
-kubeadm/k3s/RKE2, then the well-known containerd sockets. Explicit choices are authoritative; the
-others are candidates that are skipped when their socket does not exist. Every place tried is
+kubeadm/k3s/RKE2, then the well-known containerd sockets, then CRI-O's. Which runtime answers
+there (``crictl version``'s RuntimeName) is the engine's to ask (_engine.Engine.runtime_name).
+Explicit choices are authoritative; the others are candidates that are skipped when their socket does not exist. Every place tried is
 kept, so an error can list them all.
 """
 
@@ -30,6 +31,8 @@ WELL_KNOWN_SOCKETS = (
     '/run/containerd/containerd.sock',                  # kubeadm, most packaged containerd
     '/run/k3s/containerd/containerd.sock',              # k3s and RKE2
     '/var/snap/microk8s/common/run/containerd.sock',    # MicroK8s
+    '/var/run/crio/crio.sock',                          # CRI-O (its default listen path)
+    '/run/crio/crio.sock',                              # CRI-O where /var/run is not /run's link
 )
 
 # The kubelet's root directory (--root-dir): kubeadm, k3s and RKE2 use the default; MicroK8s its
@@ -198,12 +201,14 @@ class Runtime:
 
 
 class Discovery:
-    """Resolves a Runtime. ``env``, ``exists``, ``is_socket``, ... and ``proc`` (the /proc whose
-    command lines name the running kubelet's root) are injectable for tests."""
+    """Resolves a Runtime. ``env``, ``exists``, ``is_socket``, ``root`` (the directory the
+    well-known sockets are looked up under, ``/`` on a node) and ``proc`` (the /proc whose command
+    lines name the running kubelet's root) are injectable for tests."""
 
     def __init__(self, env=None, exists=None, is_executable=None, is_socket=None, read_config=None, is_dir=None,
-                 proc='/proc'):
+                 root='/', proc='/proc'):
         self.env = os.environ if env is None else env
+        self.root = root
         self.proc = proc
         self.exists = exists or os.path.exists
         self.is_dir = is_dir or os.path.isdir
@@ -274,9 +279,10 @@ class Discovery:
                 tried.append('%s (%s)' % (endpoint, source))
                 if path and not self.is_socket(path):
                     raise ImageGCError(
-                        'runtime endpoint %s (from %s) is not a socket: is containerd running, and is '
-                        'this the right path? k3s/RKE2 use unix:///run/k3s/containerd/containerd.sock, '
-                        'MicroK8s unix:///var/snap/microk8s/common/run/containerd.sock.' % (endpoint, source))
+                        'runtime endpoint %s (from %s) is not a socket: is the container runtime running, '
+                        'and is this the right path? k3s/RKE2 use unix:///run/k3s/containerd/containerd.sock, '
+                        'MicroK8s unix:///var/snap/microk8s/common/run/containerd.sock, CRI-O '
+                        'unix:///var/run/crio/crio.sock.' % (endpoint, source))
                 image = image_endpoint or self.env.get('IMAGE_SERVICE_ENDPOINT') or endpoint
                 return endpoint, _as_endpoint(image), source
         configs = list(CRICTL_CONFIG_FILES)
@@ -301,6 +307,7 @@ class Discovery:
             image = image_endpoint or self.env.get('IMAGE_SERVICE_ENDPOINT') or values.get('image-endpoint') or endpoint
             return endpoint, _as_endpoint(image), 'crictl config %s' % path
         for sock in WELL_KNOWN_SOCKETS:
+            sock = os.path.join(self.root, sock.lstrip('/')) if self.root != '/' else sock
             tried.append('unix://%s (well-known socket)' % sock)
             if self.is_socket(sock):
                 endpoint = 'unix://' + sock
@@ -371,7 +378,7 @@ class Discovery:
             runtime_endpoint, image_endpoint, endpoint_tried)
         if not runtime.runtime_endpoint:
             raise ImageGCError(
-                'no container runtime socket found. Tried: %s. Start containerd, or set '
+                'no container runtime socket found. Tried: %s. Start containerd (or CRI-O), or set '
                 'runtime_endpoint (or CONTAINER_RUNTIME_ENDPOINT), e.g. '
                 'unix:///run/k3s/containerd/containerd.sock.' % '; '.join(endpoint_tried))
         runtime.sources['runtime_endpoint'] = source

@@ -67,6 +67,7 @@ class Engine:
         self.ctr = Ctr(self.runtime, self.runner, s['content_namespace'])
         self.node = Node(self.crictl, self.clock, self.runtime.kubelet_root, self.runtime.kubelet_candidates)
         self._sandbox_image = None
+        self._runtime_name = None
         self._info = None                # crictl info, asked once
         self._fsinfo = None              # the latest crictl imagefsinfo (the disk report's, if any)
         self._snapshotters = None        # (Snapshotters or None, the exception that kept them unknown)
@@ -93,6 +94,20 @@ class Engine:
             'containers and newest sandbox stay, and the images they use; the leftovers of deleted pods are '
             'left to the kubelet\'s own garbage collection. Set kubelet_root to the kubelet\'s --root-dir to '
             'remove them' % self.node.no_live_root)
+
+    def runtime_name(self):
+        """The runtime behind the endpoint as ``crictl version`` names it (``containerd``, ``cri-o``),
+        asked once per engine; '' when crictl cannot tell (then nothing runtime-specific applies)."""
+        if self._runtime_name is None:
+            try:
+                self._runtime_name = self.crictl.runtime_name()
+            except Exception:  # pylint: disable=broad-except  # the phases report crictl's failure
+                self._runtime_name = ''
+        return self._runtime_name
+
+    def is_crio(self):
+        """CRI-O: no content store (phase 4 does not apply), no ctr, images in containers/storage."""
+        return self.runtime_name() == 'cri-o'
 
     def sandbox_images(self, images=()):
         """The sandbox images, a list: the ``sandbox_image`` setting added to
@@ -146,7 +161,7 @@ class Engine:
         emit = on_event or (lambda kind, data: None)
         first_command = len(self.runner.history)
         out = {'check_mode': check_mode, 'phases': [], 'disk_before': None, 'disk_after': None,
-               'skip_reason': None, 'warnings': self.warnings, 'runtime': self.runtime.to_dict()}
+               'skip_reason': None, 'warnings': self.warnings}
         if 'disk' in self.phases:
             out['disk_before'] = self._disk_report('before', emit)
             out['skip_reason'] = _disk.below_threshold(out['disk_before'], self.settings['disk_usage_threshold'])
@@ -178,7 +193,8 @@ class Engine:
                 out['disk_after'] = self._disk_report('after', emit)
         if not check_mode and self.node.seen:
             self._save_record()
-        out['runtime'] = self.runtime.to_dict()      # with the kubelet root the phases chose
+        # with the kubelet root the phases chose, and the runtime crictl version named
+        out['runtime'] = dict(self.runtime.to_dict(), name=self.runtime_name() or 'unknown')
         out['write_failures'] = self.write_failures
         out['commands'] = [r.argv for r in self.runner.history[first_command:]]
         out['failed_phases'] = [r['phase'] for r in out['phases'] if r['status'] == 'failed']

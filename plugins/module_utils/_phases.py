@@ -195,8 +195,15 @@ class ImagesPhase(Phase):
         volumes = self.node.image_volumes(staying)
         self.volume_ids = {c.id for c in staying}   # the containers whose image volumes are known
         self.late_volumes = {}
-        ages = None
-        if s['image_min_age']:
+        ages = age_source = None
+        if s['image_min_age'] and engine.is_crio():
+            # CRI-O has no content store to date an image by: the age is how long this collection
+            # has known it (its last-use record's first_seen), a lower bound of the image's real
+            # age, so image_min_age keeps at least what it keeps on containerd. No ctr is needed.
+            now = engine.now()
+            ages = {i: max(0, now - e['first_seen']) for i, e in engine.last_use(images).items()}
+            age_source = 'known to this collection for'
+        elif s['image_min_age']:
             ages = _content.image_manifest_ages(engine.ctr.content())
         disk = None
         if s['disk_high']:
@@ -210,7 +217,7 @@ class ImagesPhase(Phase):
                               trust_ages=engine.ages_trusted())
         plan = _plan.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
                                  ages, removed_containers=list(self.node.removed['containers']), retention=retention,
-                                 image_volumes=volumes, unusable=unusable)
+                                 image_volumes=volumes, unusable=unusable, age_source=age_source)
         result['sandbox_image'] = ', '.join(sandbox_images) or None
         if plan.disk:
             result['disk_target'] = plan.disk
@@ -306,6 +313,10 @@ def find_unusable_images(run, images, result):
     ``result['unusable']`` says what was asked and found. Never fails the phase: when the
     snapshotter or ``ctr images check`` cannot be read, none is found (kept when in doubt), and a
     ctr that is there but fails is a warning."""
+    if run.is_crio():
+        result['unusable'] = {'checked': False, 'why': 'not applicable: CRI-O has no containerd snapshotter '
+                                                       '(images live in containers/storage; ctr is not used)'}
+        return {}
     snapshotters, exc = run.snapshotters()
     snapshotter = snapshotters.default if snapshotters is not None else None
     if not snapshotter:
@@ -347,6 +358,9 @@ class ContentPhase(Phase):
     SETTLE = 5.0                     # seconds to wait for containerd's garbage collection after the prune
 
     def skip_reason(self):
+        if self.engine.is_crio():
+            return ('not applicable: CRI-O has no content store (its images live in containers/storage, with no '
+                    'compressed layer blobs for ctr to prune)')
         mirror = detect_peer_mirror(self.engine.peer_mirror_root)
         message = mirror and ('%s: pruning content references removes the compressed layers this node serves to '
                               'its peers, and images can no longer be exported' % mirror)

@@ -204,7 +204,7 @@ def _describe_user(c, more):
 
 
 def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, manifest_ages=None,
-                removed_containers=(), retention=None, image_volumes=None, unusable=None):
+                removed_containers=(), retention=None, image_volumes=None, unusable=None, age_source=None):
     """Unused images with the semantics of ``crictl rmi --prune``, plus the collection's guards.
 
     ``images``, ``containers``: lists of _cri.Image / _cri.Container. An image is in use when any
@@ -213,7 +213,8 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
     ``removed_containers`` (removed earlier in the same run). Pinned images, the sandbox images
     (``sandbox_image``: a reference or a list of them - the setting and what the runtime reports),
     images matching an ``exclude`` pattern (on tags, digests or id) and images younger than
-    ``min_age`` (age of the image's manifest in the content store) are kept. When no sandbox image
+    ``min_age`` (age of the image's manifest in the content store, or where there is none, CRI-O,
+    ``manifest_ages`` from another source named by ``age_source``) are kept. When no sandbox image
     is named, images that look like one are kept (a runtime that pins one may have used others
     before: a changed sandbox image). ``retention`` (a _retention.Retention) then keeps a warm
     cache of recently used images.
@@ -280,8 +281,8 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
                               'image_min_age is set')
             plan.keep.append(item)
         elif min_age and age < min_age:
-            item['reason'] = 'younger than image_min_age %s (content store age %s)' % (
-                format_duration(min_age), format_duration(age))
+            item['reason'] = 'younger than image_min_age %s (%s %s)' % (
+                format_duration(min_age), age_source or 'content store age', format_duration(age))
             plan.keep.append(item)
         else:
             if image.id in freed_by:

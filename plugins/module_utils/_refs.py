@@ -83,7 +83,7 @@ def image_users(images, containers):
     by_ref = _refs_index(images)
     users = {}
     for c in containers:
-        for ref in (c.image_ref, c.image, normalize_ref(c.image)):
+        for ref in (c.image_id, c.image_ref, c.image, normalize_ref(c.image)):
             if ref and ref in by_ref:
                 users.setdefault(by_ref[ref], []).append(c)
                 break

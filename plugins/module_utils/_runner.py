@@ -175,6 +175,7 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory, full=F
     else:
         run = engine.run(check_mode=dry_run, on_event=on_event)
         status = run['status']
+        report['runtime'] = (run.get('runtime') or {}).get('name')
         if run['warnings']:
             report['warnings'] = list(run['warnings'])
         runtime = run.get('runtime') or {}

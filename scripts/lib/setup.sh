@@ -5,8 +5,11 @@
 # Every function is idempotent and quick when its result already exists.
 # Expects: REPO_ROOT, CACHE_DIR, log().
 
+# gcc and libc6-dev: CRI-O's build is cgo (containers/storage's unshare code, no other C library:
+# its build tags leave out gpgme (containers_image_openpgp), btrfs and devicemapper, and seccomp
+# is only built with the `seccomp` tag); conmon, CRI-O's container monitor, comes with podman.
 APT_PACKAGES=(containerd runc busybox-static podman debootstrap python3-venv uidmap shellcheck
-              git ca-certificates tar gzip util-linux iproute2)
+              git ca-certificates tar gzip util-linux iproute2 gcc libc6-dev conmon)
 
 # Version of the PyPI `ansible` bundle that containers.podman is taken from
 # (Galaxy is unreachable here; 12.x goes with ansible-core 2.19).
@@ -320,6 +323,72 @@ setup_kubelet_wait() {
   wait "$SETUP_KUBELET_PID" || rc=1
   cat "$SETUP_KUBELET_LOG" >&2; rm -f "$SETUP_KUBELET_LOG"
   [[ $rc == 0 ]] && setup_kubelet >/dev/null 2>&1   # the export, from the finished build
+}
+
+# CRI-O for the lab's CRI-O lane, built from the Go module proxy into the cache (.complete).
+# `go install github.com/cri-o/cri-o/cmd/crio@V` does not work (the proxy serves the module but
+# not its version list), so a wrapper module requires it, tidies, and builds its cmd/crio with
+# the tags that leave out gpgme, btrfs and devicemapper (lab-facts). pinns, CRI-O's namespace
+# pinner, is C and not built here: the lab brings a stand-in (tests/lab/crio.py). About 95 s of
+# CPU on 2 cores, at the lowest priority; the log: $CACHE_DIR/go/crio-build.log.
+# setup_crio: exports NODEMAINT_CRIO (the crio binary).
+setup_crio() {
+  local version="$CRIO_GO" top tmp v
+  local mod=github.com/cri-o/cri-o
+  top="$CACHE_DIR/crio-$version"
+  if [[ ! -f "$top/.complete" ]]; then
+    command -v go >/dev/null || { log "crio: no 'go' to build $mod@$version (install Go and rerun)"; return 1; }
+    log "crio: building $mod/cmd/crio@$version with $(go version | awk '{print $3}') into $top (first run: about 2-4 min)"
+    tmp="$(mktemp -d "$CACHE_DIR/.crio.XXXXXX")" && chmod 755 "$tmp" || return 1
+    mkdir -p "$tmp/mod" "$tmp/bin" "$CACHE_DIR/go"
+    printf 'module nodemaint.invalid/crio-build\n\ngo 1.24\n\nrequire %s %s\n' "$mod" "$version" >"$tmp/mod/go.mod"
+    printf 'package main\n\nimport _ "%s/pkg/config"\n\nfunc main() {}\n' "$mod" >"$tmp/mod/main.go"
+    local log_file="$CACHE_DIR/go/crio-build.log"
+    if ! (cd "$tmp/mod" && export GOPATH="$CACHE_DIR/go/path" GOMODCACHE="$CACHE_DIR/go/mod" \
+            GOCACHE="$CACHE_DIR/go/build" GOFLAGS="${GOFLAGS:-} -modcacherw -mod=mod" CGO_ENABLED=1 \
+          && nice -n 19 go mod tidy \
+          && nice -n 19 go build -o "$tmp/bin/crio" \
+               -tags "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper" \
+               "$mod/cmd/crio") >"$log_file" 2>&1; then
+      log "crio: the build failed (log: $log_file):"
+      tail -n 20 "$log_file" >&2
+      if grep -qiE 'dial tcp|no such host|i/o timeout|connection refused|proxyconnect|TLS handshake' "$log_file"; then
+        log "  the Go module proxy ($(go env GOPROXY)) could not be reached: CRI-O's lane needs it once, to build"
+        log "  $mod@$version into $top; rerun where it is reachable (or set GOPROXY to a reachable mirror)"
+      fi
+      rm -rf "$tmp"
+      return 1
+    fi
+    rm -rf "$tmp/mod"
+    touch "$tmp/.complete"
+    if [[ -f "$top/.complete" ]]; then
+      rm -rf "$tmp"  # a concurrent set-up was first
+    elif ! { rm -rf "$top" && mv -T "$tmp" "$top"; }; then
+      rm -rf "$tmp"; return 1
+    fi
+  fi
+  v="$("$top/bin/crio" --version 2>/dev/null | awk '$1 == "crio" && $2 == "version" {print $3}')"
+  [[ "$v" == "${version#v}" ]] \
+    || { log "crio: $top/bin/crio does not run or is not $version ('$v')"; return 1; }
+  export NODEMAINT_CRIO="$top/bin/crio"
+  log "crio: using $NODEMAINT_CRIO (CRI-O $v, go build, cached)"
+}
+
+# CRI-O's Go build (about 2-4 min on a fresh machine, CPU) in the background while the caller does
+# other set-up, like containerd 2.4's: setup_crio_start, then setup_crio_wait (prints its log,
+# exports NODEMAINT_CRIO). Quick when built.
+setup_crio_start() {
+  SETUP_CRIO_LOG="$(mktemp)"
+  ( setup_crio ) >"$SETUP_CRIO_LOG" 2>&1 &
+  SETUP_CRIO_PID=$!
+}
+
+setup_crio_wait() {
+  local rc=0
+  [[ -n "${SETUP_CRIO_PID:-}" ]] || return 1   # never started (an earlier set-up step failed)
+  wait "$SETUP_CRIO_PID" || rc=1
+  cat "$SETUP_CRIO_LOG" >&2; rm -f "$SETUP_CRIO_LOG"
+  [[ $rc == 0 ]] && setup_crio >/dev/null 2>&1   # the export, from the finished build
 }
 
 # The older name: containerd 2.1 only (exports NODEMAINT_CONTAINERD2_DIR).

@@ -78,14 +78,15 @@ def lab_kubelet_root(lab):
 
 
 def runtime_args(lab, **extra):
-    """Module options that point at the lab (the real crictl, the lab's ctr and socket, its kubelet
-    root)."""
+    """Module options that point at the lab (the real crictl, the lab's ctr (none on CRI-O) and socket,
+    its kubelet root)."""
     args = {
         'crictl_path': lab.crictl_bin,
-        'ctr_path': lab.ctr_bin,
         'runtime_endpoint': lab.endpoint,
         'kubelet_root': lab_kubelet_root(lab),
     }
+    if lab.ctr_bin:
+        args['ctr_path'] = lab.ctr_bin
     args.update(extra)
     return args
 

@@ -1,9 +1,10 @@
 """Fixtures for tests against a real, private containerd (the test lab, tests/lab).
 
-- ``lab`` (session, parametrized over the containerd lines): containerd started in a fresh temp
+- ``lab`` (session, parametrized over the lab's lines): containerd started in a fresh temp
   dir, always torn down. Lines (tests/lab/versions.py): 1.6 = Debian 12's 1.6.20 (on PATH),
   1.7 = Debian 13's 1.7.24, 2.1 = Debian sid's 2.1.9 (both unpacked into the cache),
-  2.4 = 2.4.2 (go install into the cache); scripts/test.sh exports each directory.
+  2.4 = 2.4.2 (go install into the cache); scripts/test.sh exports each directory. And ``crio``:
+  CRI-O 1.34.0 instead of containerd (tests/lab/crio.py; built by the set-up, $NODEMAINT_CRIO).
   pytest runs all tests of one lab, tears it down, then starts the next: two never run at once.
 - ``scenario`` (function): reset + the standard garbage state (tests.lab.scenario()).
 - ``feas_scenario`` (function): reset + the recorded fixture scenario (feas-a/b/c).
@@ -23,6 +24,11 @@ The version matrix (instead of running the whole suite once per line):
   slow check whose line-specific part is small, e.g. the demo: its set-up branch per line).
 - ``@pytest.mark.containerd_min("2.1", reason="image volumes")``: on an older line the test is
   SKIPPED with that reason.
+- The CRI-O line (``crio``) runs the matrix-marked tests too: crictl speaks to CRI-O as to
+  containerd, and these are the checks where runtimes differ. ``@pytest.mark.containerd_only(reason)``
+  SKIPS a test there with that reason (what it checks does not exist on CRI-O: ctr, the content
+  store, containerd's config). ``@pytest.mark.crio_only`` (with ``matrix``): a CRI-O check, run on
+  the CRI-O line alone. Nothing else runs on CRI-O: the rest is deselected there.
 - Switches (environment): NODEMAINT_LAB_VERSIONS=1.6,2.4 runs only these lines (default all four;
   the others are deselected; `none`: no lab test runs); NODEMAINT_LAB_FULL=2.1 runs the whole suite on that line instead,
   NODEMAINT_LAB_FULL=all on every selected line (the full matrix, as before this existed).
@@ -49,12 +55,15 @@ if ROOT not in sys.path:
 
 from tests import lab as labpkg  # noqa: E402
 from tests.lab import versions  # noqa: E402
+from tests.lab import crio as crio_lab  # noqa: E402
 
 REQUIRED = {"containerd": "containerd", "ctr": "containerd", "runc": "runc",
             "containerd-shim-runc-v2": "containerd"}
 
 
 CONTAINERD_VERSIONS = versions.CONTAINERD_LINES   # ("1.6", "1.7", "2.1", "2.4")
+CRIO = versions.CRIO_LINE                         # "crio": the CRI-O lane
+LAB_LINES = versions.LAB_LINES                    # the containerd lines, then "crio"
 FULL_LINE = "1.7"        # the whole suite runs on it (see the docstring for why)
 LINES_ENV, FULL_ENV = "NODEMAINT_LAB_VERSIONS", "NODEMAINT_LAB_FULL"
 _LAB_TIMES = []  # (param, containerd version string, seconds from lab start to its teardown)
@@ -66,8 +75,12 @@ def _as_tuple(line):
     return tuple(int(x) for x in line.split("."))
 
 
+def line_id(line):
+    return "crio" if line == CRIO else "containerd-" + line
+
+
 def selected_lines(environ=None):
-    """The containerd lines to run, from NODEMAINT_LAB_VERSIONS (a list of lines, or all; default: all)."""
+    """The lab lines to run, from NODEMAINT_LAB_VERSIONS (a list of lines, crio included, or all; default: all)."""
     environ = os.environ if environ is None else environ
     return _lines(LINES_ENV, (environ.get(LINES_ENV) or "").replace(" ", "") or "all")
 
@@ -75,21 +88,24 @@ def selected_lines(environ=None):
 def full_lines(environ=None):
     """The lines that run the whole suite: NODEMAINT_LAB_FULL (a line, or 'all'), default FULL_LINE."""
     environ = os.environ if environ is None else environ
-    return _lines(FULL_ENV, (environ.get(FULL_ENV) or FULL_LINE).replace(" ", ""))
+    raw = (environ.get(FULL_ENV) or FULL_LINE).replace(" ", "")
+    # 'all': every containerd line; the CRI-O lane runs its matrix-marked checks only (the rest
+    # assumes containerd: ctr, its config), unless named on its own (NODEMAINT_LAB_FULL=crio)
+    return CONTAINERD_VERSIONS if raw == "all" else _lines(FULL_ENV, raw)
 
 
 def _lines(name, raw):
     """The lines a variable's value names ('1.6,2.4', 'all', or 'none': scripts/test.sh's pytest step when
     every line runs in its other pytest process); a usage error naming the unknown ones."""
     if raw == "all":
-        return CONTAINERD_VERSIONS
+        return LAB_LINES
     if raw == "none":
         return ()
     lines = tuple(x for x in raw.split(",") if x)
-    bad = [x for x in lines if x not in CONTAINERD_VERSIONS]
+    bad = [x for x in lines if x not in LAB_LINES]
     if bad:
-        raise pytest.UsageError("%s=%s: unknown containerd line(s) %s (lines: %s, or all)"
-                                % (name, raw, ", ".join(bad), ", ".join(CONTAINERD_VERSIONS)))
+        raise pytest.UsageError("%s=%s: unknown lab line(s) %s (lines: %s, or all)"
+                                % (name, raw, ", ".join(bad), ", ".join(LAB_LINES)))
     return lines
 
 
@@ -100,10 +116,15 @@ def pytest_configure(config):
                                        "(tests/integration/conftest.py)")
     config.addinivalue_line("markers", "containerd_min(line, reason): needs containerd LINE or newer; skipped with "
                                        "REASON on older lines")
+    config.addinivalue_line("markers", "crio_only: a check of CRI-O alone: runs on the CRI-O line only (deselected "
+                                       "on the containerd lines, the whole-suite line included)")
+    config.addinivalue_line("markers", "containerd_only(reason): a matrix check of something CRI-O does not have "
+                                       "(ctr, the content store, containerd's config): skipped with REASON on the "
+                                       "CRI-O line")
 
 
 def lab_line(item):
-    """The containerd line ('1.7') of a test parametrized over ``lab``, else None."""
+    """The lab line ('1.7', 'crio') of a test parametrized over ``lab``, else None."""
     callspec = getattr(item, "callspec", None)
     return callspec.params.get("lab") if callspec is not None else None
 
@@ -119,11 +140,18 @@ def pytest_collection_modifyitems(config, items):
             keep.append(item)
             continue
         matrix = item.get_closest_marker("matrix")
+        if item.get_closest_marker("crio_only") is not None and line != CRIO:
+            deselected.append(item)
+            continue
         if line not in run or (line not in full and (matrix is None or line not in matrix.kwargs.get("lines", (line,)))):
             deselected.append(item)
             continue
+        only = item.get_closest_marker("containerd_only")
+        if line == CRIO and only is not None:
+            item.add_marker(pytest.mark.skip(reason="CRI-O: %s" % (
+                only.kwargs.get("reason") or (only.args[0] if only.args else "a containerd-only check"))))
         need = item.get_closest_marker("containerd_min")
-        if need is not None and _as_tuple(line) < _as_tuple(need.args[0]):
+        if need is not None and line != CRIO and _as_tuple(line) < _as_tuple(need.args[0]):
             item.add_marker(pytest.mark.skip(reason="containerd %s lacks %s (needs %s or newer)" % (
                 line, need.kwargs.get("reason") or "a feature this test needs", need.args[0])))
         keep.append(item)
@@ -152,6 +180,7 @@ def pytest_report_header(config):
         var = versions.CONTAINERD_DIR_ENV[v]
         out.append("containerd %s: %s" % (v, "on PATH" if var is None else "%s=%s" % (
             var, versions.containerd_dir(v) or "not set")))
+    out.append("CRI-O: %s=%s" % (crio_lab.CRIO_ENV, os.environ.get(crio_lab.CRIO_ENV) or "not set"))
     try:
         out.append("lab matrix: whole suite on %s; matrix-marked tests on %s (%s, %s)" % (
             ", ".join(full_lines()), ", ".join(selected_lines()), LINES_ENV, FULL_ENV))
@@ -162,8 +191,9 @@ def pytest_report_header(config):
 
 def pytest_terminal_summary(terminalreporter):
     for param, version, seconds in _LAB_TIMES:
-        terminalreporter.write_line("lab containerd-%s (containerd %s): %d tests (%s), %.0f s from start to teardown"
-                                    % (param, version, _PER_LINE.get(param, 0),
+        terminalreporter.write_line("lab %s (%s %s): %d tests (%s), %.0f s from start to teardown"
+                                    % (line_id(param), "CRI-O" if param == CRIO else "containerd", version,
+                                       _PER_LINE.get(param, 0),
                                        "whole suite" if param in full_lines() else "matrix-marked only", seconds))
 
 
@@ -195,11 +225,23 @@ def _containerd_dir(version):
     return d
 
 
-@pytest.fixture(scope="session", params=CONTAINERD_VERSIONS,
-                ids=["containerd-" + v for v in CONTAINERD_VERSIONS])
+def _crio_lab():
+    """A CRI-O lab (tests/lab/crio.py), or a failure saying how to get what it lacks."""
+    try:
+        binary = crio_lab.find_crio()
+    except FileNotFoundError as e:
+        pytest.fail("%s (or deselect the line: %s=1.6,1.7,2.1,2.4)" % (e, LINES_ENV), pytrace=False)
+    miss = crio_lab.missing_tools()
+    if miss:
+        pytest.fail("the CRI-O lab needs %s: apt-get install conmon runc podman util-linux" % ", ".join(miss),
+                    pytrace=False)
+    return crio_lab.CrioLab(crio=binary)
+
+
+@pytest.fixture(scope="session", params=LAB_LINES, ids=[line_id(v) for v in LAB_LINES])
 def lab(request):
     if os.geteuid() != 0:
-        pytest.skip("the containerd lab needs root")
+        pytest.skip("the lab needs root")
     miss = _missing()
     if miss:
         pytest.fail("lab prerequisites missing: %s -- install with: apt-get install "
@@ -208,12 +250,11 @@ def lab(request):
         labpkg.find_crictl()
     except FileNotFoundError as e:
         pytest.fail(str(e), pytrace=False)
-    cdir = _containerd_dir(request.param)
     if any(other.running() for other in _RUNNING):
         pytest.fail("two session labs at once: %s is still running" % _RUNNING, pytrace=False)
     del _RUNNING[:]
     started = time.monotonic()
-    the_lab = labpkg.Lab(containerd_dir=cdir)
+    the_lab = _crio_lab() if request.param == CRIO else labpkg.Lab(containerd_dir=_containerd_dir(request.param))
     atexit.register(the_lab.stop)  # belt and braces (e.g. KeyboardInterrupt)
     try:
         the_lab.start()
@@ -221,11 +262,11 @@ def lab(request):
         the_lab.stop()
         raise
     _RUNNING.append(the_lab)
-    want = tuple(int(x) for x in request.param.split("."))
+    want = crio_lab.crio_version(the_lab.crio_bin)[0][:2] if request.param == CRIO else _as_tuple(request.param)
     if the_lab.version[:2] != want:
         the_lab.stop()
-        pytest.fail("lab=containerd-%s started containerd %s (%s)"
-                    % (request.param, the_lab.version_string, the_lab.containerd_bin), pytrace=False)
+        pytest.fail("lab=%s started %s %s" % (line_id(request.param), the_lab.runtime, the_lab.version_string),
+                    pytrace=False)
     try:
         yield the_lab
     finally:

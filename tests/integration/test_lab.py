@@ -52,6 +52,7 @@ def test_api_desc_matches_proto(tmp_path):
 # --------------------------------------------------------------------------- real containerd
 
 @pytest.mark.matrix  # sandbox image pinned or not, per line
+@pytest.mark.containerd_only(reason="the scenario's digest-only image is made with ctr tags")
 def test_scenario_has_promised_objects(lab, scenario):
     s = scenario
     c = lab.client
@@ -113,6 +114,7 @@ def test_lab_uses_the_real_crictl(lab):
 
 
 @pytest.mark.matrix
+@pytest.mark.containerd_only(reason="the containerd binaries of the line; CRI-O's version: test_crio.py")
 def test_lab_runs_the_requested_containerd(lab, feas_scenario):
     r = subprocess.run([lab.ctr_bin, "--address", lab.socket, "version"], capture_output=True,
                        text=True, check=False)
@@ -147,6 +149,7 @@ def _private_lab(lab):
 
 
 @pytest.mark.matrix  # shims differ per line
+@pytest.mark.containerd_only(reason="shims; CRI-O's teardown (conmons, mounts, socket): test_crio.py")
 def test_teardown_leaves_nothing(lab):
     # lab: only to get the prerequisite checks of the session fixture
     l2 = _private_lab(lab)

@@ -51,6 +51,7 @@ def gapped_scenario(lab):
 
 
 @pytest.mark.matrix  # the prune scenario on every line
+@pytest.mark.containerd_only(reason="counts the content store's blobs (phase 4); CRI-O's run end to end: test_crio.py")
 def test_prune_check_then_real_then_idempotent(lab, gapped_scenario):
     sc = gapped_scenario
     exp, imgs = sc['expected'], sc['images']

@@ -226,21 +226,10 @@ def test_namespace_filters_apply_to_phase_1(clean):
     assert _stays(out, 'containers', system_ctr)
 
 
-def _digest_only(lab, ref):
-    """Leave image ``ref`` with its repo digest only (as a pull by digest does): tag it
-    NAME@sha256:<manifest digest>, then remove the tag name. Returns the digest reference."""
-    lines = lab.ctr('-n', 'k8s.io', 'images', 'ls').stdout.splitlines()
-    digest = [line.split()[2] for line in lines[1:] if line.split() and line.split()[0] == ref][0]
-    digest_ref = ref.rsplit(':', 1)[0] + '@' + digest
-    assert lab.ctr('-n', 'k8s.io', 'images', 'tag', ref, digest_ref).returncode == 0
-    assert lab.ctr('-n', 'k8s.io', 'images', 'rm', ref).returncode == 0
-    return digest_ref
-
-
 def test_image_exclude_forms(clean):
     lab = clean
     ids = P.ensure_images(lab, P.IMAGES['extra'], P.IMAGES['done'], P.IMAGES['crash'])
-    digest_ref = _digest_only(lab, P.IMAGES['extra'])
+    digest_ref = lab.digest_only(P.IMAGES['extra'])
     out = plan_then_run(lab, phases=('images',),
                         image_exclude=['docker.io/feas/extra:*', 'feas/done', 'docker.io/feas/nothing'])
     kept = _by_id(out['images']['kept'])

@@ -265,9 +265,14 @@ class CRIClient:
                 security_context=pb.LinuxSandboxSecurityContext(namespace_options=ns)))
 
     def container_config(self, name, image, command, labels=None, annotations=None):
+        """ContainerConfig with the namespace options of the lab's pods (``sandbox_config``), as
+        the kubelet gives each container its pod's."""
+        ns = pb.NamespaceOption(network=NS_NODE, pid=NS_CONTAINER, ipc=NS_POD)
         return pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=name, attempt=0),
             image=pb.ImageSpec(image=image),
             command=list(command),
             labels=labels or {},
-            annotations=annotations or {})
+            annotations=annotations or {},
+            linux=pb.LinuxContainerConfig(
+                security_context=pb.LinuxContainerSecurityContext(namespace_options=ns)))

@@ -1,4 +1,4 @@
-# Over 300 lines: one job, a private containerd for tests (its config per line, start, stop, teardown of shims and mounts, the tools it is driven with).
+# Over 300 lines: one job, a private CRI runtime for tests: what every runtime's lab shares, and containerd's (config, start, stop, teardown).
 """A private containerd with the CRI plugin, for tests, driven by the real crictl.
 
 containerd is Debian 12's package (1.6.20, on PATH) or, with ``containerd_dir``, the
@@ -22,6 +22,7 @@ import tempfile
 import time
 
 from . import cri
+from . import images
 from .versions import CRICTL_MIN, CRICTL_VERSION
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -204,7 +205,211 @@ def _wait_dead(pids, timeout):
     return not any(_pid_alive(p) for p in pids)
 
 
-class Lab:
+class CRILab:
+    """What a lab of any CRI runtime shares: the real crictl, the CRI client, the environment for
+    subprocesses, the kubelet root, readiness, the daemon's stop by PID, the teardown of what is
+    left below the base. Runtimes: ``Lab`` (containerd, below) and ``tests.lab.crio.CrioLab``.
+
+    A subclass sets ``runtime`` ('containerd', 'cri-o'), ``socket``, ``endpoint``, ``log_path``,
+    ``pid_path``, ``version``/``version_string``, ``pins_sandbox_image``/``reports_sandbox_image``,
+    and implements start/stop/restart/leftovers/to_dict and the image operations
+    ``import_images(blobs)``, ``add_repo_digest(blob)``, ``forget_images()``. ``ctr_bin`` is
+    None where the runtime has no ctr (CRI-O)."""
+
+    runtime = "cri"
+    ctr_bin = None
+
+    def _init_common(self, base, remove_base, crictl, sandbox_image, prefix):
+        if base is None:
+            base = tempfile.mkdtemp(prefix=prefix)
+            remove_base = True if remove_base is None else remove_base
+        self.base = os.path.realpath(base)
+        self.remove_base = bool(remove_base)
+        self.sandbox_image = sandbox_image
+        self.crictl_bin = os.path.realpath(crictl) if crictl else find_crictl()
+        self.bin_dir = os.path.dirname(self.crictl_bin)
+        self.work = os.path.join(self.base, "work")
+        self.pid = None
+        self._proc = None
+        self._client = None
+        self.version, self.version_string = (0, 0, 0), ""
+
+    @property
+    def kubelet_root(self):
+        """``<base>/kubelet``: the lab's kubelet root (not created here; see
+        ``tests.lab.pods.track_pod``)."""
+        return os.path.join(self.base, "kubelet")
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = cri.CRIClient(self.endpoint, timeout=60)
+        return self._client
+
+    def _drop_client(self):
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+            self._client = None
+
+    def env(self, base_env=None):
+        """Environment for subprocesses: the real crictl's directory first on PATH (then the
+        runtime's ``extra_path()``, e.g. the lab's containerd/ctr directory), the CRI endpoints
+        set, and what the runtime adds (``_env_extra()``: CONTAINERD_ADDRESS for ctr)."""
+        e = dict(os.environ if base_env is None else base_env)
+        path = [self.bin_dir] + self.extra_path()
+        e["PATH"] = os.pathsep.join(path + [e.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
+        e["CONTAINER_RUNTIME_ENDPOINT"] = self.endpoint
+        e["IMAGE_SERVICE_ENDPOINT"] = self.endpoint
+        e[CRICTL_ENV] = self.crictl_bin  # for wrappers (tests/integration/faulty_crictl.py)
+        e.update(self._env_extra())
+        return e
+
+    def extra_path(self):
+        return []
+
+    def _env_extra(self):
+        return {}
+
+    def running(self):
+        return bool(self.pid) and _pid_alive(self.pid)
+
+    def wait_ready(self, timeout=30):
+        end = time.time() + timeout
+        last = None
+        while time.time() < end:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError("%s exited with %s; log tail:\n%s"
+                                   % (self.runtime, self._proc.returncode, self.log_tail()))
+            if os.path.exists(self.socket):
+                try:
+                    c = cri.CRIClient(self.endpoint, timeout=2)
+                    try:
+                        c.version()
+                        st = c.status()
+                        conds = {x.type: x.status for x in st.status.conditions}
+                        if conds.get("RuntimeReady"):
+                            return
+                        last = "RuntimeReady false: %s" % st
+                    finally:
+                        c.close()
+                except Exception as e:  # not ready yet
+                    last = e
+            time.sleep(0.1)
+        raise RuntimeError("%s not ready after %ss (%s); log tail:\n%s"
+                           % (self.runtime, timeout, last, self.log_tail()))
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def _signal_daemon(self, *steps):
+        """Each (signal, seconds to wait for the exit) in turn until the daemon is gone; then reap it."""
+        self._drop_client()
+        for sig, wait in steps:
+            if not (self.pid and _pid_alive(self.pid)):
+                break
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                break
+            if _wait_dead([self.pid], wait):
+                break
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5)
+            except Exception:
+                pass
+
+    def kill_containers(self, ids):
+        """Make the containers ``ids`` stop at once, before a StopContainer: nothing to do where
+        StopContainer's timeout 0 kills at once (containerd); CRI-O waits 30 s at least."""
+
+    def remove_all_sandboxes(self):
+        c = cri.CRIClient(self.endpoint, timeout=30)
+        try:
+            self.kill_containers([ct.id for ct in c.list_containers() if ct.state == cri.CONTAINER_RUNNING])
+            for ct in c.list_containers():    # at once: see scenario.reset
+                try:
+                    c.stop_container(ct.id, 0)
+                except Exception:
+                    pass
+            for p in c.list_pod_sandbox():
+                try:
+                    c.stop_pod_sandbox(p.id)
+                except Exception:
+                    pass
+                try:
+                    c.remove_pod_sandbox(p.id)
+                except Exception:
+                    pass
+        finally:
+            c.close()
+
+    def _kill_and_unmount(self, helpers, errors, remove_base=None):
+        """The rest of a teardown once the daemon is stopped: its ``helpers`` (PIDs of shims,
+        conmons) TERM, then KILL; container processes whose root lies below the base KILLed;
+        every mount below the base unmounted, deepest first; the base removed if it is ours.
+        Returns ``errors`` with the problems appended."""
+        for p in helpers:
+            try:
+                os.kill(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if helpers and not _wait_dead(helpers, 5):
+            for p in helpers:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            _wait_dead(helpers, 5)
+        # container processes orphaned by killed helpers: their root is below our base
+        for p in pids_rooted_under(self.base):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for mp in sorted(mounts_under(self.base), key=len, reverse=True):
+            r = subprocess.run(["umount", mp], capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                r = subprocess.run(["umount", "-l", mp], capture_output=True, text=True, check=False)
+                if r.returncode != 0:
+                    errors.append("umount %s: %s" % (mp, r.stderr.strip()))
+        rb = self.remove_base if remove_base is None else remove_base
+        if rb and not mounts_under(self.base):
+            shutil.rmtree(self.base, ignore_errors=True)
+        elif os.path.exists(self.pid_path):
+            os.unlink(self.pid_path)
+        self.pid = None
+        return errors
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop()
+
+    def crictl(self, *args, env=None, timeout=120):
+        """Run the real crictl against this lab (endpoints from ``env``, default
+        ``self.env()``); returns CompletedProcess (text)."""
+        return subprocess.run([self.crictl_bin] + list(args),
+                              capture_output=True, text=True,
+                              env=env if env is not None else self.env(), timeout=timeout, check=False)
+
+    def write_json(self, path, extra=None):
+        d = self.to_dict()
+        if extra:
+            d.update(extra)
+        with open(path, "w") as f:
+            json.dump(d, f, indent=2, sort_keys=True)
+
+
+class Lab(CRILab):
     """A private containerd. ``Lab(base).start()`` ... ``stop()``.
 
     Attributes: ``base``, ``socket``, ``endpoint`` (unix://...), ``ctr_argv``,
@@ -213,18 +418,15 @@ class Lab:
     ``ctr_bin``, ``config_path``, ``log_path``, ``version`` (tuple), ``version_string``.
     """
 
+    runtime = "containerd"
+
     def __init__(self, base=None, sandbox_image=SANDBOX_IMAGE, containerd_dir=None,
                  remove_base=None, crictl=None, root_tmpfs=None):
         """``root_tmpfs``: a size (``"64m"``, mount's ``size=``) to put containerd's root on a
         tmpfs of its own, mounted at ``<base>/root`` by start() and unmounted by stop(): its
         statvfs figures are then the lab's alone (the machine's root filesystem is written by
         other processes all the time). None: containerd's root lies on the base's filesystem."""
-        if base is None:
-            base = tempfile.mkdtemp(prefix="feas-lab-")
-            remove_base = True if remove_base is None else remove_base
-        self.base = os.path.realpath(base)
-        self.remove_base = bool(remove_base)
-        self.sandbox_image = sandbox_image
+        self._init_common(base, remove_base, crictl, sandbox_image, "feas-lab-")
         self.containerd_dir = os.path.realpath(containerd_dir) if containerd_dir else None
         if self.containerd_dir:
             self.containerd_bin = os.path.join(self.containerd_dir, "containerd")
@@ -232,19 +434,12 @@ class Lab:
         else:
             self.containerd_bin = shutil.which("containerd") or "containerd"
             self.ctr_bin = shutil.which("ctr") or "ctr"
-        self.crictl_bin = os.path.realpath(crictl) if crictl else find_crictl()
-        self.bin_dir = os.path.dirname(self.crictl_bin)
         self.socket = os.path.join(self.base, "containerd.sock")
         self.endpoint = "unix://" + self.socket
         self.ctr_argv = [self.ctr_bin, "--address", self.socket]
         self.config_path = os.path.join(self.base, "config.toml")
         self.log_path = os.path.join(self.base, "containerd.log")
         self.pid_path = os.path.join(self.base, "containerd.pid")
-        self.work = os.path.join(self.base, "work")
-        self.pid = None
-        self._proc = None
-        self._client = None
-        self.version, self.version_string = (0, 0, 0), ""
         self.root_tmpfs = root_tmpfs
         self.root = os.path.join(self.base, "root")
 
@@ -276,41 +471,11 @@ class Lab:
                 "containerd_version": self.version_string,
                 "sandbox_image": self.sandbox_image}
 
-    @property
-    def kubelet_root(self):
-        """``<base>/kubelet``: the lab's kubelet root (not created here; see
-        ``tests.lab.pods.track_pod``)."""
-        return os.path.join(self.base, "kubelet")
+    def extra_path(self):
+        return [self.containerd_dir] if self.containerd_dir else []
 
-    @property
-    def client(self):
-        if self._client is None:
-            self._client = cri.CRIClient(self.endpoint, timeout=60)
-        return self._client
-
-    def _drop_client(self):
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:
-                pass
-            self._client = None
-
-    def env(self, base_env=None):
-        """Environment for subprocesses: the real crictl's directory first on PATH (then
-        the lab's containerd/ctr directory, if not Debian's), the CRI endpoints set, and
-        CONTAINERD_ADDRESS for ctr."""
-        e = dict(os.environ if base_env is None else base_env)
-        path = [self.bin_dir] + ([self.containerd_dir] if self.containerd_dir else [])
-        e["PATH"] = os.pathsep.join(path + [e.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
-        e["CONTAINER_RUNTIME_ENDPOINT"] = self.endpoint
-        e["IMAGE_SERVICE_ENDPOINT"] = self.endpoint
-        e["CONTAINERD_ADDRESS"] = self.socket
-        e[CRICTL_ENV] = self.crictl_bin  # for wrappers (tests/integration/faulty_crictl.py)
-        return e
-
-    def running(self):
-        return bool(self.pid) and _pid_alive(self.pid)
+    def _env_extra(self):
+        return {"CONTAINERD_ADDRESS": self.socket}
 
     # What the containerd lines do differently with the sandbox (pause) image (measured here,
     # see the fixture READMEs and lab-facts): 1.6 neither pins it nor keeps it from
@@ -362,38 +527,6 @@ class Lab:
         with open(self.pid_path, "w") as f:
             f.write(str(self.pid))
 
-    def wait_ready(self, timeout=30):
-        end = time.time() + timeout
-        last = None
-        while time.time() < end:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError("containerd exited with %s; log tail:\n%s"
-                                   % (self._proc.returncode, self.log_tail()))
-            if os.path.exists(self.socket):
-                try:
-                    c = cri.CRIClient(self.endpoint, timeout=2)
-                    try:
-                        c.version()
-                        st = c.status()
-                        conds = {x.type: x.status for x in st.status.conditions}
-                        if conds.get("RuntimeReady"):
-                            return
-                        last = "RuntimeReady false: %s" % st
-                    finally:
-                        c.close()
-                except Exception as e:  # not ready yet
-                    last = e
-            time.sleep(0.1)
-        raise RuntimeError("containerd not ready after %ss (%s); log tail:\n%s"
-                           % (timeout, last, self.log_tail()))
-
-    def log_tail(self, n=30):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
-
     def kill(self):
         """SIGKILL containerd (fault injection). Shims and containers survive."""
         self._signal_containerd((signal.SIGKILL, 10))
@@ -402,22 +535,7 @@ class Lab:
         self._signal_containerd((signal.SIGTERM, timeout), (signal.SIGKILL, 5))
 
     def _signal_containerd(self, *steps):
-        """Each (signal, seconds to wait for the exit) in turn until containerd is gone; then reap it."""
-        self._drop_client()
-        for sig, wait in steps:
-            if not (self.pid and _pid_alive(self.pid)):
-                break
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                break
-            if _wait_dead([self.pid], wait):
-                break
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=5)
-            except Exception:
-                pass
+        self._signal_daemon(*steps)
 
     def restart(self, timeout=30):
         """Stop (or after kill(): just start) containerd and start it again, same state."""
@@ -425,21 +543,6 @@ class Lab:
         self._spawn()
         self.wait_ready(timeout)
         return self
-
-    def remove_all_sandboxes(self):
-        c = cri.CRIClient(self.endpoint, timeout=30)
-        try:
-            for p in c.list_pod_sandbox():
-                try:
-                    c.stop_pod_sandbox(p.id)
-                except Exception:
-                    pass
-                try:
-                    c.remove_pod_sandbox(p.id)
-                except Exception:
-                    pass
-        finally:
-            c.close()
 
     def stop(self, remove_base=None):
         """Full teardown. Safe to call more than once and after failures."""
@@ -450,38 +553,7 @@ class Lab:
             except Exception as e:
                 errors.append("remove sandboxes: %s" % e)
         self._stop_containerd()
-        shims = shim_pids(self.socket)
-        for p in shims:
-            try:
-                os.kill(p, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        if shims and not _wait_dead(shims, 5):
-            for p in shims:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            _wait_dead(shims, 5)
-        # container processes orphaned by killed shims: their root is below our base
-        for p in pids_rooted_under(self.base):
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for mp in sorted(mounts_under(self.base), key=len, reverse=True):
-            r = subprocess.run(["umount", mp], capture_output=True, text=True, check=False)
-            if r.returncode != 0:
-                r = subprocess.run(["umount", "-l", mp], capture_output=True, text=True, check=False)
-                if r.returncode != 0:
-                    errors.append("umount %s: %s" % (mp, r.stderr.strip()))
-        rb = self.remove_base if remove_base is None else remove_base
-        if rb and not mounts_under(self.base):
-            shutil.rmtree(self.base, ignore_errors=True)
-        elif os.path.exists(self.pid_path):
-            os.unlink(self.pid_path)
-        self.pid = None
-        return errors
+        return self._kill_and_unmount(shim_pids(self.socket), errors, remove_base)
 
     def leftovers(self):
         """What teardown should have removed: {'containerd': [...], 'shims': [...],
@@ -491,12 +563,6 @@ class Lab:
         return {"containerd": cd, "shims": shim_pids(self.socket),
                 "mounts": mounts_under(self.base) if os.path.exists(self.base) else []}
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *a):
-        self.stop()
-
     # ------------------------------------------------------------------ helpers
     def ctr(self, *args, check=True):
         r = subprocess.run(self.ctr_argv + list(args), capture_output=True, text=True, check=False)
@@ -504,16 +570,32 @@ class Lab:
             raise RuntimeError("ctr %s failed: %s" % (" ".join(args), r.stderr))
         return r
 
-    def crictl(self, *args, env=None, timeout=120):
-        """Run the real crictl against this lab (endpoints from ``env``, default
-        ``self.env()``); returns CompletedProcess (text)."""
-        return subprocess.run([self.crictl_bin] + list(args),
-                              capture_output=True, text=True,
-                              env=env if env is not None else self.env(), timeout=timeout, check=False)
+    # the image operations every lab offers (CRI-O's: tests/lab/crio.py)
+    def import_images(self, blobs):
+        """Import ``images.ImageBlobs`` into the runtime (``ctr -n k8s.io images import``)."""
+        return images.import_images(self.ctr_argv, blobs, self.work)
 
-    def write_json(self, path, extra=None):
-        d = self.to_dict()
-        if extra:
-            d.update(extra)
-        with open(path, "w") as f:
-            json.dump(d, f, indent=2, sort_keys=True)
+    def add_repo_digest(self, blob):
+        """Give an imported image a repo digest, like a pulled image's (NAME@sha256:<manifest digest>)."""
+        return images.add_repo_digest(self.ctr_argv, blob)
+
+    def digest_only(self, ref):
+        """Leave image ``ref`` with its repo digest only (as a pull by digest does): tag it
+        NAME@sha256:<manifest digest>, then remove the tag name. Returns the digest reference."""
+        lines = self.ctr("-n", "k8s.io", "images", "ls").stdout.splitlines()
+        digest = [line.split()[2] for line in lines[1:] if line.split() and line.split()[0] == ref][0]
+        digest_ref = ref.rsplit(":", 1)[0] + "@" + digest
+        self.ctr("-n", "k8s.io", "images", "tag", ref, digest_ref)
+        self.ctr("-n", "k8s.io", "images", "rm", ref)
+        return digest_ref
+
+    def cri_image_id(self, blob):
+        """The image's id as the CRI reports it: containerd's is the config digest, ``sha256:<hex>``."""
+        return blob.image_id
+
+    def forget_images(self):
+        """Remove the image names the CRI does not list (e.g. made with ctr) in k8s.io."""
+        r = self.ctr("-n", "k8s.io", "images", "ls", "-q", check=False)
+        names = [l for l in r.stdout.split() if l]
+        if names:
+            self.ctr("-n", "k8s.io", "images", "rm", *names, check=False)

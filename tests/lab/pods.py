@@ -70,8 +70,24 @@ class Unsupported(Exception):
     the version and what is missing."""
 
 
+# CRI-O in the lab: pinning works (by configuration); image volumes do not, although CRI-O 1.34 has
+# them: it mounts the image read-only, which its storage driver must support, and the lab's, vfs, does
+# not (CreateContainer: "ImageVolumeMountFailed: mount storage: vfs driver does not support mount options").
+CRIO_LACKS = {IMAGE_VOLUME_MIN: "the lab's CRI-O storage driver, vfs, cannot mount an image volume (CRI-O 1.34 "
+                                "has them with a driver that mounts, such as overlay)"}
+
+
+def supports(lab, minimum):
+    """Whether the lab's runtime has a feature containerd has from ``minimum`` on."""
+    if lab.runtime == "cri-o":
+        return minimum not in CRIO_LACKS
+    return tuple(lab.version[:2]) >= minimum
+
+
 def _need(lab, minimum, what):
-    if tuple(lab.version[:2]) < minimum:
+    if lab.runtime == "cri-o" and not supports(lab, minimum):
+        raise Unsupported("%s: %s" % (what, CRIO_LACKS[minimum]))
+    if not supports(lab, minimum):
         raise Unsupported("%s needs containerd >= %s; this lab runs %s"
                           % (what, ".".join(str(x) for x in minimum), lab.version_string))
 
@@ -87,7 +103,7 @@ def ensure_images(lab, *refs, timeout=10.0):
     blobs = {r: img.build(r) for r in refs}
     missing = [b for r, b in blobs.items() if not c.image_status(r).image.id]
     if missing:
-        img.import_images(lab.ctr_argv, missing, lab.work)
+        lab.import_images(missing)
         # the CRI plugin learns of imported images from containerd's events, asynchronously:
         # a CreateContainer right after the import failed now and then on 2.1.9 with
         # `failed to resolve image "REF": not found`
@@ -98,7 +114,7 @@ def ensure_images(lab, *refs, timeout=10.0):
                     raise RuntimeError("the CRI does not list %s %.0fs after its import"
                                        % (b.name, timeout))
                 time.sleep(0.02)
-    return {r: b.image_id for r, b in blobs.items()}
+    return {r: lab.cri_image_id(b) for r, b in blobs.items()}
 
 
 def pin_image(lab, ref, timeout=10.0):
@@ -108,6 +124,10 @@ def pin_image(lab, ref, timeout=10.0):
     reads (2.1.9 reports it at once). containerd 1.6 has no image pinning at all (its binary
     does not know the label; the CRI reports ``pinned: false`` for every image, the sandbox
     image included): ``Unsupported``. Returns the image id."""
+    if lab.runtime == "cri-o":      # CRI-O pins by configuration: restarted with it
+        ensure_images(lab, ref)
+        lab.set_pinned_images(lab.pinned_images + [ref])
+        return lab.client.image_status(ref).image.id
     _need(lab, PIN_MIN, "pinning an image (label %s)" % PINNED_LABEL)
     ensure_images(lab, ref)
     lab.ctr("-n", "k8s.io", "images", "label", ref, PINNED_LABEL + "=pinned")
@@ -126,6 +146,10 @@ def unpin_image(lab, ref):
     """Remove the ``io.cri-containerd.pinned`` label from ``ref`` and from its ``sha256:``
     name (containerd >= 1.7, else ``Unsupported``). The image the runtime is configured to use
     as sandbox image stays pinned on 2.1.9 whatever its labels say. Returns the image id."""
+    if lab.runtime == "cri-o":      # CRI-O pins its pause image whatever its configuration says
+        image_id = lab.client.image_status(ref).image.id
+        lab.set_pinned_images([r for r in lab.pinned_images if r != ref])
+        return image_id
     _need(lab, PIN_MIN, "unpinning an image (label %s)" % PINNED_LABEL)
     image_id = lab.client.image_status(ref).image.id
     for name in (ref, image_id):
@@ -145,7 +169,7 @@ def sandbox_image_switched(lab, new_ref="docker.io/feas/pause:2"):
     ensure_images(lab, new_ref)
     _configure_sandbox_image(lab, new_ref)
     try:
-        if tuple(lab.version[:2]) >= PIN_MIN:
+        if lab.runtime == "cri-o" or tuple(lab.version[:2]) >= PIN_MIN:
             unpin_image(lab, old_ref)
         c = lab.client
         yield {k: {"id": st.id, "ref": r, "pinned": bool(st.pinned)}
@@ -156,6 +180,9 @@ def sandbox_image_switched(lab, new_ref="docker.io/feas/pause:2"):
 
 
 def _configure_sandbox_image(lab, ref):
+    if lab.runtime == "cri-o":
+        lab.set_sandbox_image(ref)
+        return
     lab.sandbox_image = ref
     with open(lab.config_path, "w") as f:
         f.write(labmod.config_toml(lab.base, ref, lab.version[0]))
@@ -288,7 +315,7 @@ def _ctr_info(lab, cid):
     listed = lab.client.list_containers(id=cid)
     return {"id": cid, "name": st.metadata.name, "attempt": int(st.metadata.attempt),
             "state": cri.enum_name("ContainerState", st.state), "exit_code": int(st.exit_code),
-            "image": st.image.image, "image_id": listed[0].image_ref if listed else "",
+            "image": st.image.image, "image_id": (listed[0].image_id or listed[0].image_ref) if listed else "",
             "pod_id": listed[0].pod_sandbox_id if listed else ""}
 
 

@@ -33,7 +33,7 @@ def _client(lab):
 
 
 def import_images(lab, images):
-    return img.import_images(lab.ctr_argv, images, lab.work)
+    return lab.import_images(images)
 
 
 def run_pod(lab, name, labels=None, namespace=NAMESPACE):
@@ -78,9 +78,10 @@ def _pod_info(lab, pod_id, role):
 
 def _ctr_info(lab, cid, role, pod_name):
     st = _client(lab).container_status(cid).status
-    # ListContainers' image_ref is the image ID; ContainerStatus' may be a repo digest
+    # ListContainers' image_id is the image ID (its image_ref too on containerd; CRI-O's is a repo
+    # digest); ContainerStatus' may be a repo digest
     listed = _client(lab).list_containers(id=cid)
-    image_id = listed[0].image_ref if listed else ""
+    image_id = (listed[0].image_id or listed[0].image_ref) if listed else ""
     return {"id": cid, "name": st.metadata.name, "pod": pod_name,
             "pod_id": None, "role": role, "image": st.image.image,
             "image_ref": image_id, "status_image_ref": st.image_ref,
@@ -89,8 +90,8 @@ def _ctr_info(lab, cid, role, pod_name):
 
 
 def _image_info(lab, blob, role, ref=None):
-    r = _client(lab).image_status(blob.image_id).image
-    return {"id": blob.image_id, "name": blob.name, "ref": ref or blob.name, "role": role,
+    r = _client(lab).image_status(lab.cri_image_id(blob)).image
+    return {"id": lab.cri_image_id(blob), "name": blob.name, "ref": ref or blob.name, "role": role,
             "manifest_digest": blob.manifest_digest, "digest_ref": blob.digest_ref,
             "repo_tags": list(r.repo_tags), "repo_digests": list(r.repo_digests),
             "pinned": bool(r.pinned), "size": int(r.size)}
@@ -127,19 +128,19 @@ def reset(lab):
             call(*args)
         except cri.CRIError:
             pass                         # already gone, or never started: reset goes on
+    # containers stopped at once first: a pod's stop waits out its containers' stop timeout
+    # otherwise (CRI-O: 30 s at least per container whose process ignores SIGTERM, as sleep does)
+    lab.kill_containers([ct.id for ct in c.list_containers() if ct.state == cri.CONTAINER_RUNNING])
+    for ct in c.list_containers():
+        attempt(c.stop_container, ct.id, 0)
     for p in c.list_pod_sandbox():
         attempt(c.stop_pod_sandbox, p.id)
         attempt(c.remove_pod_sandbox, p.id)
     for ct in c.list_containers():
-        attempt(c.stop_container, ct.id, 0)
         attempt(c.remove_container, ct.id)
     for im in c.list_images():
         attempt(c.remove_image, im.id)
-    # names CRI does not know (e.g. from ctr) in k8s.io
-    r = lab.ctr("-n", "k8s.io", "images", "ls", "-q", check=False)
-    names = [l for l in r.stdout.split() if l]
-    if names:
-        lab.ctr("-n", "k8s.io", "images", "rm", *names, check=False)
+    lab.forget_images()  # names the CRI does not list (e.g. made with ctr)
 
 
 # ---------------------------------------------------------------------------- feas
@@ -151,7 +152,7 @@ def feas(lab):
     bb2 = img.build("docker.io/feas/busybox:2")
     unused = img.build("docker.io/feas/unused:3")
     import_images(lab, [pause, bb1, bb2, unused])
-    img.add_repo_digest(lab.ctr_argv, bb1)
+    lab.add_repo_digest(bb1)
 
     a, a_cfg = run_pod(lab, "feas-a")
     exit0 = run_container(lab, a, a_cfg, "exit0", bb1.name, ["/bin/busybox", "true"])
@@ -215,7 +216,7 @@ def scenario(lab, gap=3.0):
     unused = img.build("docker.io/feas/unused:3")
     keep = img.build(EXCLUDED_IMAGE)
     import_images(lab, [pause, bb1, bb2, exitonly, notready, unused, keep])
-    img.add_repo_digest(lab.ctr_argv, bb1)
+    lab.add_repo_digest(bb1)
 
     c = _client(lab)
     pods, ctrs = {}, {}
@@ -345,5 +346,5 @@ def big(lab, containers=100, sandboxes=20, images=30, per_pod=100, parallel=MAX_
             break
         time.sleep(0.2)
     return {"kind": "big", "container_ids": cids, "host_pod_ids": [h[0] for h in hosts],
-            "notready_pod_ids": nr_ids, "image_ids": [u.image_id for u in unused],
+            "notready_pod_ids": nr_ids, "image_ids": [lab.cri_image_id(u) for u in unused],
             "image_refs": [u.name for u in unused], "seconds": time.time() - t0}

@@ -40,6 +40,13 @@ CONTAINERD_RELEASE = {"1.6": "1.6.20 (Debian 12's package, on PATH)",
                       "2.4": "%s (go install)" % PINNED["CONTAINERD_2_4_GO"]}
 
 
+# The lab's CRI-O lane (tests/lab/crio.py): one line, CRI-O CRIO_GO built by the set-up into the
+# cache and exported as NODEMAINT_CRIO. ``LAB_LINES``: every line the lab runs, CRI-O last.
+CRIO_LINE = "crio"
+CRIO_RELEASE = "%s (built from the Go module proxy)" % PINNED["CRIO_GO"]
+LAB_LINES = CONTAINERD_LINES + (CRIO_LINE,)
+
+
 def containerd_dir(line, environ=None):
     """The directory of containerd ``line``'s binaries from the environment; None for 1.6
     (Debian's, on PATH) and when the variable is not set. 2.1 also accepts the older

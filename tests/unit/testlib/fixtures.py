@@ -10,6 +10,8 @@ FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.
 V16 = 'crictl-1.36.0_containerd-1.6.20'
 V21 = 'crictl-1.36.0_containerd-2.1.9'
 VERSIONS = (V16, V21)
+VCRIO = 'crictl-1.37.0_crio-1.34.0'   # CRI-O: its own runner (node_sim.crio_runner), not in VERSIONS
+CRIO_SOCKET = '/var/run/crio/crio.sock'
 
 # The ids of the recorded scenario (README.md of each fixture dir).
 IMG_PAUSE = 'sha256:24d594dff834ff76c19a30248c9cb360ee8cb5080c2114cf12716b255381c9b2'
@@ -32,6 +34,19 @@ IDS = {
           'sleeper': 'ed13fb5a2e99bf9eee2eb7c6135b0c0876d06ba41f50123dc0400abc242d6fcc',
           'exit1': '7f2082b37718aa649212c277781b7ae88417aece161eb5f0d6047f5bb3e3af53'},
 }
+
+# The CRI-O recording's ids (its README.md): image ids without ``sha256:``.
+CRIO_IDS = {'feas-a': '55346aa366fd2e4c9abf2274d24fe5fdea9e93815da28cb5d441889b69e18c5a',
+            'feas-b': '5fcabcd2ab34349c8580809e4922d3eda2395d450e27a418fb6129a9f93c626e',
+            'exit0': '885e439b12aec947cfc686cd92b8f2466ac48788ce569d651e98cd0c0cb3451c',
+            'exit1': '219af495d67e8dbf3654eb6e6dd88800768814956807d5808154722e4a209412',
+            'sleeper': 'f36526b88c0abeb869bfb0e876ae61e409fb1f25f18bd5795b36d975a9aa7395',
+            'pause': '662a6f22e884c4bc48a233aca54712a4bb6f2aa8f60a80022477b63e793b5cb6',
+            'busybox1_old': 'fe72b35d8a1cff70647a1ec81e21e2e86f4c65d91fa41847c45d37ba02777d02',
+            'busybox1': '6f6c4b72f3c26450c44fbadda5c69a23c6e5cb5faa5f395e687a30238b223a3d',
+            'busybox2': '59a0618da8508f36896b24c59765c6bb648babcabdedec36b9ddd6e6ef8b86ba',
+            'unused3': '45218034cf7c2ef2dd55e9622e5525cf88cafc3d306f41f6137552e5a2de6afb'}
+CRIO_NOW_NS = 1796402072630968721 + 2 * 3600 * 10 ** 9   # two hours after its newest object
 
 # A clock two hours after the newest object of either recording: everything is "old".
 NOW_NS = 1795824621571634202 + 2 * 3600 * 10 ** 9
