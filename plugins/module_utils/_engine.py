@@ -77,8 +77,8 @@ class Engine:
         s = self.settings
         enabled = {p for p in self.phases if p == 'disk' or s[p]}
         # crictl serves every phase but the content prune: without it the run fails before it
-        # starts. ctr serves only phase 4 (and image_min_age): a missing ctr fails those alone,
-        # when they use it, with the error discovery found.
+        # starts. ctr serves only phase 4 (image_min_age is measured from the last-use record):
+        # a missing ctr fails that phase alone, with the error discovery found.
         self.runtime = (discovery or Discovery()).resolve(
             crictl_path=s['crictl_path'], ctr_path=s['ctr_path'], runtime_endpoint=s['runtime_endpoint'],
             image_endpoint=s['image_endpoint'], containerd_address=s['containerd_address'],
@@ -89,6 +89,7 @@ class Engine:
         self.node = Node(self.crictl, self.clock, self.runtime.kubelet_root)
         self._sandbox_image = None
         self._record = None
+        self.regret = None               # the re-pull counters after this run's record update
         self._disk_before = None
         self._fs_path = None             # the path statvfs reads for the image filesystem's figure
         self.warnings = []
@@ -161,6 +162,7 @@ class Engine:
                 out['disk_after'] = self._disk_report('after', emit)
         if not check_mode and self.node.seen:
             self._save_record()
+        out['regret'] = self.regret
         out['write_failures'] = self.write_failures
         out['commands'] = [r.argv for r in self.runner.history[first_command:]]
         out['failed_phases'] = [r['phase'] for r in out['phases'] if r['status'] == 'failed']
@@ -214,7 +216,8 @@ class Engine:
             self._record = _record.read(self.settings['image_record_path'], self.clock() // 10 ** 9)
             if self._record.warning:
                 self.warnings.append(self._record.warning)
-        return _record.merge(self._record.entries, self.clock() // 10 ** 9, self._evidence(images), images)
+        return _record.merge(self._record.entries, self.clock() // 10 ** 9, self._evidence(images), images,
+                             listed_at=self.node.listed_at.get('images'))
 
     def ages_trusted(self):
         """False when the last-use record was saved after now (the clock went back): ages measured
@@ -223,18 +226,22 @@ class Engine:
         return not self._record.saved_in_future
 
     def _save_record(self):
-        # What the run knows is there now (what it removed is forgotten): entries of other images go.
+        """The record updated with what this run saw and removed, in one short transaction under
+        the record's own lock (the observation pass writes it too, without the run lock)."""
+        self.last_use()                  # read once: its warnings are this run's
+        now = self.clock() // 10 ** 9
         images = self.node.current('images') if self.node.listed('images') else None
-        entries = self.last_use(images)
-        if self._record.keep_file:
-            return                       # a newer format: left as it is (load warned)
-        try:
-            _record.save(self.settings['image_record_path'], entries, self.clock() // 10 ** 9)
-        except OSError as exc:
-            self.write_failures.append({'file': 'record', 'path': self.settings['image_record_path'],
-                                        'error': exc.strerror or str(exc)})
-            self.warnings.append('could not write the last-use record %s: %s' % (
-                self.settings['image_record_path'], exc.strerror or exc))
+        removed = {image_id: {'at': now, 'size': image.size, 'refs': image.refs}
+                   for image_id, image in self.node.removed['images'].items()}
+        seen = _record.Observation(self.node.listed_at.get('images'), images, self._evidence(images), removed)
+        path = self.settings['image_record_path']
+        update = _record.update(path, seen, now, force=True)
+        self.regret = {'images': update.state['repulls']['images'], 'bytes': update.state['repulls']['bytes'],
+                       'found_now': update.repulled}
+        if update.error or update.skipped:
+            if update.error:
+                self.write_failures.append({'file': 'record', 'path': path, 'error': update.error})
+            self.warnings.append(update.warning)
 
     def _image_fs(self):
         """The fullest image filesystem (``used_bytes``/``size_bytes`` of the filesystem holding
@@ -513,7 +520,10 @@ class ImagesPhase(Phase):
         volumes = self.node.image_volumes(staying)
         ages = None
         if s['image_min_age']:
-            ages = _plan.image_manifest_ages(engine.ctr.content())
+            # from when the collection first saw each image (the kubelet's firstDetected), not from
+            # the content store: an image the record does not know yet is first seen now
+            now = engine.clock() // 10 ** 9
+            ages = {image_id: max(0, now - entry['first_seen']) for image_id, entry in engine.last_use(images).items()}
         disk = None
         if s['disk_high']:
             disk = engine._image_fs()

@@ -276,7 +276,9 @@ def lock_path(path):
 class Update:
     """What ``update`` did: ``state`` (the record after it), ``written`` (True, or False when
     nothing worth a write changed), ``repulled`` (re-pulls this writer found), ``warning`` (the
-    record could not be used or written: why; the state is then what it would have been)."""
+    record could not be used or written: why; the state is then what it would have been),
+    ``error`` (the write failed: why), ``skipped`` (the lock was not had: nothing was written)
+    and ``loaded`` (the record as read)."""
 
     def __init__(self, state, written, repulled, warning=None, loaded=None):
         self.state = state
@@ -284,29 +286,34 @@ class Update:
         self.repulled = repulled
         self.warning = warning
         self.loaded = loaded
+        self.error = None
+        self.skipped = False
 
 
-def update(path, seen, now, wait=LOCK_WAIT, after=None):
+def update(path, seen, now, wait=LOCK_WAIT, after=None, force=False):
     """Applies the Observation ``seen`` to the record at ``path`` in one transaction under the
-    record's own lock: read, ``apply``, write when ``significant``. ``after(update)``, if given,
+    record's own lock: read, ``apply``, write when ``significant`` (or ``force``: a run writes
+    at every real run, which keeps ``updated`` a true "last run" time). ``after(update)``, if given,
     runs still under the lock (the runner writes its metrics there, so that two writers never
-    export the re-pull counters out of order). Never raises for the file; an OSError writing it is
-    returned as the Update's ``warning`` with ``written`` False and ``error`` set."""
+    export the re-pull counters out of order). Never raises for the file: an OSError writing it is
+    the Update's ``error`` (and ``warning``); a lock not had within ``wait`` seconds, ``skipped``."""
     lock = RunLock(lock_path(path), wait, poll=0.05)
     try:
         held = lock.acquire()
     except OSError as exc:
-        return _unlocked(path, seen, now, 'the last-use record\'s lock %s cannot be taken (%s): this update is '
-                         'skipped' % (lock_path(path), exc.strerror or exc))
+        result = _unlocked(path, seen, now, 'could not write the last-use record %s: its lock %s cannot be taken (%s)'
+                           % (path, lock_path(path), exc.strerror or exc))
+        result.error = exc.strerror or str(exc)
+        return result
     if not held:
-        return _unlocked(path, seen, now, 'the last-use record\'s lock %s was held for longer than %ds (by pid %s): '
+        return _unlocked(path, seen, now, 'the last-use record\'s lock %s was held for longer than %ss (by pid %s): '
                          'this update is skipped; the next pass or run sees the node again'
                          % (lock_path(path), wait, lock.holder()))
     try:
         loaded = read(path, now)
         state, found = apply(loaded.state(), seen, now)
         result = Update(state, False, found, loaded.warning, loaded)
-        if not loaded.keep_file and (loaded.version != VERSION or significant(loaded.state(), state)):
+        if not loaded.keep_file and (force or loaded.version != VERSION or significant(loaded.state(), state)):
             try:
                 save(path, state, now)
                 result.written = True
@@ -320,11 +327,32 @@ def update(path, seen, now, wait=LOCK_WAIT, after=None):
         lock.release()
 
 
+class Locked:
+    """``with Locked(path) as held:`` the record's lock around something that must not interleave
+    with an update (the runner's report and metrics); ``held`` False: not had within ``wait``
+    seconds (or the lock file could not be opened), go on without it."""
+
+    def __init__(self, path, wait=LOCK_WAIT):
+        self.lock = RunLock(lock_path(path), wait, poll=0.05)
+        self.held = False
+
+    def __enter__(self):
+        try:
+            self.held = self.lock.acquire()
+        except OSError:
+            self.held = False
+        return self.held
+
+    def __exit__(self, *exc):
+        if self.held:
+            self.lock.release()
+
+
 def _unlocked(path, seen, now, warning):
     loaded = read(path, now)
     state, found = apply(loaded.state(), seen, now)
     result = Update(state, False, found, warning, loaded)
-    result.error = warning
+    result.skipped = True
     return result
 
 
