@@ -106,8 +106,8 @@ def summary(event, shown=SHOWN):
             if len(value) > shown:
                 out[key + '_total'] = len(value)
             value = value[:shown]
-            value = [{k: _cut(v) for k, v in item.items()} if isinstance(item, dict) else _cut(item)
-                     for item in value]
+            value = [{k: _cut(v) if isinstance(v, str) else v for k, v in item.items()} if isinstance(item, dict)
+                     else _cut(item) for item in value]
         elif isinstance(value, str):
             value = _cut(value)
         out[key] = value
