@@ -244,9 +244,10 @@ def apply(state, seen, now):
     return state, found
 
 
-def significant(old, new, step=LAST_USE_STEP):
+def significant(old, new, step=None):
     """Whether ``new`` differs from ``old`` (both states) by more than ``last_used`` times that moved
-    by less than ``step`` seconds: only then is the record worth writing."""
+    by less than ``step`` seconds (default LAST_USE_STEP): only then is the record worth writing."""
+    step = LAST_USE_STEP if step is None else step
     if old['removed'] != new['removed'] or old['repulls'] != new['repulls'] or set(old['images']) != set(new['images']):
         return True
     for image_id, entry in new['images'].items():
