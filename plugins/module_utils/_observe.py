@@ -17,10 +17,13 @@ record's lock: the runner writes the same file under it too, so the counters nev
 import json
 import time
 
-from . import _metrics, _plan, _record
-from ._common import CommandRunner, ImageGCError, write_atomic
-from ._cri import Crictl
+from . import _metrics, _record
+from ._common import CommandRunner, ImageGCError
+from ._cri import CONTAINER_RUNNING, Crictl
 from ._discovery import Discovery
+from ._files import write_atomic
+from ._refs import image_users
+from ._units import seconds
 
 
 def observe(settings, opts, runner=None, discovery=None, clock=None):
@@ -43,26 +46,26 @@ def observe(settings, opts, runner=None, discovery=None, clock=None):
         # Containers first: the kubelet pulls before it creates, so the image listing taken after
         # holds the image of every container listed (unless removed in between).
         containers = crictl.containers()
-        containers_at = clock() // 10 ** 9
+        containers_at = seconds(clock())
         images = crictl.images()
-        images_at = clock() // 10 ** 9
+        images_at = seconds(clock())
     except Exception as exc:  # pylint: disable=broad-except  # reported in the event, like a failed phase
         event.update(status='failed', error=str(exc) if isinstance(exc, ImageGCError) else 'unexpected %s: %s' % (
             type(exc).__name__, exc))
         event['crictl_calls'] = len(runner.history) - first
         return event
     event['crictl_calls'] = len(runner.history) - first
-    users = _plan.image_users(images, containers)
+    users = image_users(images, containers)
     image_of = {c.id: image_id for image_id, cs in users.items() for c in cs}
     seen = _record.Observation(images_at, images, _record.uses(containers, containers_at, image_of))
-    event.update(containers=len(containers), running=sum(1 for c in containers if c.state == _record.RUNNING),
+    event.update(containers=len(containers), running=sum(1 for c in containers if c.state == CONTAINER_RUNNING),
                  images=len(images))
     failures = []
 
     def metrics(update):
         if update.repulled and opts.get('textfile_path'):
             rewrite_metrics(opts, update.state['repulls'], failures)
-    update = _record.update(s['image_record_path'], seen, clock() // 10 ** 9, after=metrics)
+    update = _record.update(s['image_record_path'], seen, seconds(clock()), after=metrics)
     event['record'] = 'written' if update.written else (
         'not written' if update.error or update.skipped or update.loaded.keep_file else 'unchanged')
     event['repulled'] = update.repulled

@@ -35,11 +35,12 @@ the run.
 
 import json
 
-from ._common import RunLock, write_atomic
+from ._cri import CONTAINER_RUNNING
+from ._files import RunLock, write_atomic
+from ._units import seconds
 
 VERSION = 2
 READABLE = (1, 2)
-RUNNING = 'CONTAINER_RUNNING'
 # A last use that moved by less than this is not worth a write of its own (a container that runs for
 # days would otherwise rewrite the file at every observation pass); docs/architecture.md says why 30 min.
 LAST_USE_STEP = 30 * 60
@@ -143,13 +144,6 @@ def _repulls(value):
     return out
 
 
-def load(path, now=None):
-    """(entries, warning): ``{image id: {...}}`` and None, or an empty record and a warning saying
-    why the file could not be used (see ``read``)."""
-    loaded = read(path, now)
-    return loaded.entries, loaded.warning
-
-
 def _time(value):
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
@@ -157,11 +151,11 @@ def _time(value):
 def uses(containers, now, image_ids=None):
     """``{image id: seconds}``: the latest use each container is evidence of - now for a running
     container, its creation for any other (crictl lists no finish time). ``image_ids`` maps a
-    container to its image (``_plan.image_users``); without it the container's ``imageRef``,
+    container to its image (``_refs.image_users``); without it the container's ``imageRef``,
     the image id on containerd, is taken."""
     out = {}
     for c in containers:
-        when = now if c.state == RUNNING else c.created_ns // 10 ** 9
+        when = now if c.state == CONTAINER_RUNNING else seconds(c.created_ns)
         image_id = (image_ids or {}).get(c.id) or (c.image_ref if c.image_ref.startswith('sha256:') else None)
         if image_id and when > out.get(image_id, -1):
             out[image_id] = when

@@ -47,7 +47,7 @@ def _record(lab):
 
 
 def _phases(events):
-    return dict((e['phase'], e) for e in events if e['event'] == 'phase')
+    return {e['phase']: e for e in events if e['event'] == 'phase'}
 
 
 def test_a_pod_that_lived_only_between_two_runs_keeps_its_image_warm(lab, scenario):
@@ -72,7 +72,7 @@ def test_a_pod_that_lived_only_between_two_runs_keeps_its_image_warm(lab, scenar
     # the next run: unused for 30 minutes or more goes; unused:3 was used seconds ago
     images = _phases(_runner(lab, 'run', image_unused_for='30m', containers=False, sandboxes=False,
                              content=False))['images']
-    kept = dict((k['id'], k['reason']) for k in images['kept'])
+    kept = {k['id']: k['reason'] for k in images['kept']}
     assert kept.get(unused['id'], '').startswith('unused, last used '), (kept, images['ids'])
     assert kept[unused['id']].endswith('(image_unused_for 30m)')
     assert unused['id'] in runtime_state(lab)['images']

@@ -7,7 +7,7 @@ import io
 import json
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _observe, _runner
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import RunLock
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._files import RunLock
 
 from image_gc_testlib import IMG_BUSYBOX2, IMG_UNUSED3, NOW_NS, V21, make_engine, node_discovery, node_runner
 from testlib.metrics import metric_names

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _node, _plan
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _content, _node, _plan, _refs
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image, Sandbox, parse_content_ls  # noqa: F401
 
 from image_gc_testlib import (
@@ -302,7 +302,7 @@ def test_exclude_pattern_on_normalized_ref():
     ('', ''),
 ])
 def test_normalize_ref(ref, normalized):
-    assert _plan.normalize_ref(ref) == normalized
+    assert _refs.normalize_ref(ref) == normalized
 
 
 def test_image_min_age_younger_kept_older_removed():
@@ -357,7 +357,7 @@ def test_content_plan_equals_blobs_collected_by_the_prune(version):
     before = blobs(version, 'ctr-content-ls-after-rmi.txt')
     after = set(b.digest for b in blobs(version, 'ctr-content-ls-after-prune.txt'))
     collected = sorted(b.digest for b in before if b.digest not in after)
-    plan = _plan.plan_content(before)
+    plan = _content.plan_content(before)
     assert plan.ids == collected
     assert all(item['reason'] == 'layer blob referenced only by layer labels' for item in plan.remove)
     assert all(item['size'] == 1028000 for item in plan.remove)
@@ -369,7 +369,7 @@ def test_content_plan_equals_blobs_collected_by_the_prune(version):
 
 @pytest.mark.parametrize('version', VERSIONS)
 def test_content_plan_on_full_store_is_every_layer_named_in_the_dry_run(version):
-    plan = _plan.plan_content(blobs(version))
+    plan = _content.plan_content(blobs(version))
     assert len(plan.ids) == 5
     # the dry run names the 5 manifests whose l.0 label it drops; their l.0 targets are the plan
     manifests = [line.split('digest="', 1)[1].split('"', 1)[0]
@@ -379,29 +379,29 @@ def test_content_plan_on_full_store_is_every_layer_named_in_the_dry_run(version)
 
 
 def test_content_plan_after_prune_is_empty():
-    assert _plan.plan_content(blobs(V21, 'ctr-content-ls-after-prune.txt')).ids == []
+    assert _content.plan_content(blobs(V21, 'ctr-content-ls-after-prune.txt')).ids == []
 
 
 def test_blob_referenced_by_a_non_layer_label_is_not_planned():
     # DERIVED: a manifest that also references a layer blob through another content label.
     listed = blobs(V16, 'ctr-content-ls-after-rmi.txt')
     listed[1].labels['containerd.io/gc.ref.content.m.0'] = listed[0].digest
-    assert _plan.plan_content(listed).ids == []
+    assert _content.plan_content(listed).ids == []
 
 
 @pytest.mark.parametrize('version', VERSIONS)
 def test_without_images_simulates_the_store_after_upstream_rmi_prune(version):
     """Dropping the images upstream `crictl rmi --prune` deleted from the recorded store gives
     exactly the recorded store after it (ctr-content-ls-after-rmi.txt)."""
-    simulated = _plan.without_images(blobs(version), upstream_pruned_ids(version))
+    simulated = _content.without_images(blobs(version), upstream_pruned_ids(version))
     recorded_after = blobs(version, 'ctr-content-ls-after-rmi.txt')
     assert sorted(b.digest for b in simulated) == sorted(b.digest for b in recorded_after)
-    assert _plan.plan_content(simulated).ids == _plan.plan_content(recorded_after).ids
+    assert _content.plan_content(simulated).ids == _content.plan_content(recorded_after).ids
 
 
 def test_without_no_images_is_the_store_unchanged():
     listed = blobs(V21)
-    assert _plan.without_images(listed, []) == listed
+    assert _content.without_images(listed, []) == listed
 
 
 def test_exclude_pattern_without_registry_matches_the_qualified_name():
