@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The observation pass's cost (issue 26): crictl calls, CPU and memory per pass, record bytes
 written per day, on synthetic nodes of up to 10,000 containers.
 
@@ -258,7 +257,7 @@ def report(results, days, sizes, images):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--sizes', default='100,1000,10000')
     parser.add_argument('--images', type=int, default=300)
     parser.add_argument('--doc', help='replace the generated section of this markdown file')
@@ -275,8 +274,8 @@ def main():
     print(text)
     if args.json:
         with open(args.json, 'w') as handle:
-            json.dump({'passes': results, 'days': [dict(d, containers=k[0], running=k[1], step=k[2])
-                                                  for k, d in days.items()]}, handle, indent=1)
+            days_list = [dict(d, containers=k[0], running=k[1], step=k[2]) for k, d in days.items()]
+            json.dump({'passes': results, 'days': days_list}, handle, indent=1)
     if args.doc:
         with open(args.doc) as handle:
             doc = handle.read()
