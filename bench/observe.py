@@ -160,12 +160,12 @@ def simulated_day(containers, images, running, step):
     image pulled every 2 hours (never used), the ``running`` long-lived containers running all
     day (every image has one: its last use moves all day)."""
     sys.path.insert(0, _COLLECTIONS[0])
-    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _observe, _record
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _observe, _record, _record_merge
     from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandResult
     from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import Runtime
     base = tempfile.mkdtemp(prefix='observe-day-')
-    saved_step = _record.LAST_USE_STEP
-    _record.LAST_USE_STEP = step
+    saved_step = _record_merge.LAST_USE_STEP
+    _record_merge.LAST_USE_STEP = step
     written = {'writes': 0, 'bytes': 0}
     real_write = _record.write_atomic
 
@@ -218,7 +218,7 @@ def simulated_day(containers, images, running, step):
         return {'writes': written['writes'], 'bytes': written['bytes'],
                 'record_bytes': os.path.getsize(settings['image_record_path'])}
     finally:
-        _record.LAST_USE_STEP = saved_step
+        _record_merge.LAST_USE_STEP = saved_step
         _record.write_atomic = real_write
         shutil.rmtree(base, ignore_errors=True)
 

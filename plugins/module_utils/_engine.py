@@ -17,7 +17,7 @@ from ._phases import PHASE_TABLE, finish, new_result, plan_containers
 from ._settings import PHASES, validate_settings
 from ._text import describe, summary_line
 from ._units import seconds
-from . import _disk, _plan, _record, _refs
+from . import _disk, _plan, _record, _record_merge, _refs
 
 
 def phase_status(result):
@@ -190,7 +190,7 @@ class Engine:
         images = self.node.current('images') if self.node.listed('images') else None
         removed = {image_id: {'at': now, 'size': image.size, 'refs': image.refs}
                    for image_id, image in self.node.removed['images'].items()}
-        seen = _record.Observation(self.node.listed_at.get('images'), images, self._evidence(images), removed)
+        seen = _record_merge.Observation(self.node.listed_at.get('images'), images, self._evidence(images), removed)
         path = self.settings['image_record_path']
         update = _record.update(path, seen, now, force=True)
         self.regret = {'images': update.state['repulls']['images'], 'bytes': update.state['repulls']['bytes'],

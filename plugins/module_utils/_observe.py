@@ -17,7 +17,7 @@ record's lock: the runner writes the same file under it too, so the counters nev
 import json
 import time
 
-from . import _metrics, _record
+from . import _metrics, _record, _record_merge
 from ._common import CommandRunner, ImageGCError
 from ._cri import CONTAINER_RUNNING, Crictl
 from ._discovery import Discovery
@@ -57,7 +57,7 @@ def observe(settings, opts, runner=None, discovery=None, clock=None):
     event['crictl_calls'] = len(runner.history) - first
     users = image_users(images, containers)
     image_of = {c.id: image_id for image_id, cs in users.items() for c in cs}
-    seen = _record.Observation(images_at, images, _record.uses(containers, containers_at, image_of))
+    seen = _record_merge.Observation(images_at, images, _record.uses(containers, containers_at, image_of))
     event.update(containers=len(containers), running=sum(1 for c in containers if c.state == CONTAINER_RUNNING),
                  images=len(images))
     failures = []
@@ -83,7 +83,7 @@ def observe(settings, opts, runner=None, discovery=None, clock=None):
 def regret(repulls, found=()):
     """The report's ``regret``: the counters (all re-pulls seen so far), the latest ones, and those
     ``found`` by this writer."""
-    return {'window_seconds': _record.REGRET_WINDOW, 'images': repulls['images'], 'bytes': repulls['bytes'],
+    return {'window_seconds': _record_merge.REGRET_WINDOW, 'images': repulls['images'], 'bytes': repulls['bytes'],
             'recent': list(repulls['recent']), 'found_now': list(found)}
 
 
