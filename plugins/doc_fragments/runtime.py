@@ -107,7 +107,10 @@ options:
       - The last-use record on the node - when each image was first seen and last seen in use (a container of
         it exists - running counts as now, any other state as its creation time). Every real run that lists
         containers updates it (written atomically), so it survives restarts of the node, of containerd and of
-        the kubelet, which keeps this in memory only. It is shared with the C(node-image-gc) timer runner.
+        the kubelet, which keeps this in memory only. It is shared with the C(node-image-gc) timer runner and its
+        observation pass; each writer updates it under a short lock of its own (this path with C(.lock) appended),
+        never the run lock.
+      - It also remembers for 7 days which images a run removed, and counts those that come back (re-pulls).
       - A missing or corrupt record is a warning; every image it does not know counts as used now.
     type: path
     default: /var/lib/node-image-gc/images.json
@@ -199,12 +202,14 @@ options:
     default: []
   image_min_age:
     description:
-      - Keep images whose manifest entered the content store less recently than this (seconds or a duration
-        such as V(30m)), so that an image the kubelet has just pulled, and whose container it is about to
-        create, is not removed. V(0s) disables the check.
+      - Keep images first seen less recently than this (seconds or a duration such as V(30m)), so that an
+        image the kubelet has just pulled, and whose container it is about to create, is not removed. V(0s)
+        disables the check.
+      - An image is first seen when a run (or the timer role's observation pass) first lists it, as recorded
+        in the last-use record O(image_record_path) (the kubelet's C(firstDetected)); an image the record does
+        not know is first seen now, so the first run on a node removes no image for age. No C(ctr) is needed.
       - The default, 10 minutes, is above the kubelet's own guard (C(--minimum-image-ttl-duration), 2 minutes)
         and its longest back-off (5 minutes) between tries to create a container that failed to start.
-      - Needs C(ctr) (see O(ctr_path)); ctr reports ages coarsely (V(About an hour), V(2 days)).
     type: str
     default: 10m
   sandbox_image:

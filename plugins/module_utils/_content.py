@@ -3,8 +3,8 @@
 #
 # This module_utils is PRIVATE to the nodemaint.image_gc collection. It may change without notice.
 # It must not import Ansible (the node-side runner uses it with the standard library only).
-"""The content store as its labels describe it: how old each image's manifest is, what
-``ctr content prune references`` frees (phase 4's plan), and the store as it is once images went.
+"""The content store as its labels describe it: what ``ctr content prune references`` frees
+(phase 4's plan), and the store as it is once images went (image age is the last-use record's).
 Pure functions over ``ctr content ls`` listings (_cri.Blob)."""
 
 from ._plan import Plan
@@ -12,16 +12,6 @@ from ._plan import Plan
 LAYER_LABEL_PREFIX = 'containerd.io/gc.ref.content.l.'
 CONTENT_REF_PREFIX = 'containerd.io/gc.ref.content.'
 CONFIG_LABEL = 'containerd.io/gc.ref.content.config'
-
-
-def image_manifest_ages(blobs):
-    """Image id (config digest) -> age in seconds of the youngest manifest that names it."""
-    ages = {}
-    for blob in blobs:
-        config = blob.labels.get(CONFIG_LABEL)
-        if config and (config not in ages or blob.age < ages[config]):
-            ages[config] = blob.age
-    return ages
 
 
 def without_images(blobs, image_ids):

@@ -17,7 +17,7 @@ from ._phases import PHASE_TABLE, finish, new_result, plan_containers
 from ._settings import PHASES, validate_settings
 from ._text import describe, summary_line
 from ._units import seconds
-from . import _disk, _plan, _record, _refs, _snapshotters
+from . import _disk, _plan, _record, _record_merge, _refs, _snapshotters
 
 
 def phase_status(result):
@@ -56,8 +56,9 @@ class Engine:
         enabled = {p for p in self.phases if p == 'disk' or s[p]}
         # crictl serves every phase but the content prune: without it the run fails before it
         # starts (phase 4 reads the CRI's snapshotters with it, and is skipped without). ctr serves
-        # phase 4, image_min_age and phase 3's look for images the CRI cannot unpack again: a
-        # missing ctr fails the first two alone, when they use it, and the look is not made.
+        # phase 4 and phase 3's look for images the CRI cannot unpack again (image_min_age is
+        # measured from the last-use record): a missing ctr fails phase 4 alone, when it uses it,
+        # and the look is not made.
         self.runtime = (discovery or Discovery()).resolve(
             crictl_path=s['crictl_path'], ctr_path=s['ctr_path'], runtime_endpoint=s['runtime_endpoint'],
             image_endpoint=s['image_endpoint'], containerd_address=s['containerd_address'],
@@ -72,6 +73,7 @@ class Engine:
         self._fsinfo = None              # the latest crictl imagefsinfo (the disk report's, if any)
         self._snapshotters = None        # (Snapshotters or None, the exception that kept them unknown)
         self._record = None
+        self.regret = None               # the re-pull counters after this run's record update
         self._disk_before = None         # the image filesystems of the disk report before the run
         self._fs_path = None             # the path statvfs reads for the image filesystem's figure
         self.warnings = []
@@ -192,7 +194,11 @@ class Engine:
             else:
                 out['disk_after'] = self._disk_report('after', emit)
         if not check_mode and self.node.seen:
-            self._save_record()
+            # an image removed because the runtime could not run it again is no choice of the
+            # policy: the pull that brings it back is not a re-pull to count
+            self._save_record({i['id'] for r in out['phases'] if r['phase'] == 'images'
+                               for i in r.get('removed', []) if i.get('unusable')})
+        out['regret'] = self.regret
         # with the kubelet root the phases chose, and the runtime crictl version named
         out['runtime'] = dict(self.runtime.to_dict(), name=self.runtime_name() or 'unknown')
         out['write_failures'] = self.write_failures
@@ -229,7 +235,8 @@ class Engine:
             self._record = _record.read(self.settings['image_record_path'], self.now())
             if self._record.warning:
                 self.warnings.append(self._record.warning)
-        return _record.merge(self._record.entries, self.now(), self._evidence(images), images)
+        return _record.merge(self._record.entries, self.now(), self._evidence(images), images,
+                             listed_at=self.node.listed_at.get('images'))
 
     def ages_trusted(self):
         """False when the last-use record was saved after now (the clock went back): ages measured
@@ -237,19 +244,24 @@ class Engine:
         self.last_use()
         return not self._record.saved_in_future
 
-    def _save_record(self):
-        # What the run knows is there now (what it removed is forgotten): entries of other images go.
+    def _save_record(self, not_counted=()):
+        """The record updated with what this run saw and removed (less ``not_counted``: removed, but
+        not to be counted as a re-pull when they come back), in one short transaction under the
+        record's own lock (the observation pass writes it too, without the run lock)."""
+        self.last_use()                  # read once: its warnings are this run's
+        now = self.now()
         images = self.node.current('images') if self.node.listed('images') else None
-        entries = self.last_use(images)
-        if self._record.keep_file:
-            return                       # a newer format: left as it is (load warned)
-        try:
-            _record.save(self.settings['image_record_path'], entries, self.now())
-        except OSError as exc:
-            self.write_failures.append({'file': 'record', 'path': self.settings['image_record_path'],
-                                        'error': exc.strerror or str(exc)})
-            self.warnings.append('could not write the last-use record %s: %s' % (
-                self.settings['image_record_path'], exc.strerror or exc))
+        removed = {image_id: {'at': now, 'size': image.size, 'refs': image.refs}
+                   for image_id, image in self.node.removed['images'].items() if image_id not in not_counted}
+        seen = _record_merge.Observation(self.node.listed_at.get('images'), images, self._evidence(images), removed)
+        path = self.settings['image_record_path']
+        update = _record.update(path, seen, now, force=True)
+        self.regret = {'images': update.state['repulls']['images'], 'bytes': update.state['repulls']['bytes'],
+                       'found_now': update.repulled}
+        if update.error or update.skipped:
+            if update.error:
+                self.write_failures.append({'file': 'record', 'path': path, 'error': update.error})
+            self.warnings.append(update.warning)
 
     # -- the disk report (_disk) ----------------------------------------------------------------
     def _disk_report(self, when, emit):

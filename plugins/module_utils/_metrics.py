@@ -165,6 +165,13 @@ def metrics_text(report, counters, version=COLLECTION_VERSION):
         out.metric('node_image_gc_reclaimable_bytes', 'Bytes of images the last run left that the images phase '
                    'would still remove, as planned just after the run.', 'gauge',
                    [((), reclaimable)])
+    # Kept in the last-use record (a run and the observation pass both count there), not in the report.
+    repulls = report.get('regret') or {}
+    out.metric('node_image_gc_repulled_images_total', 'Images image GC removed that came back (listed again by a run '
+               'or the observation pass) within 7 days of their removal.', 'counter', [((), repulls.get('images', 0))])
+    out.metric('node_image_gc_repulled_bytes_total', 'Bytes of the images image GC removed that came back within 7 '
+               'days, at the size the runtime lists when they are seen again.', 'counter',
+               [((), repulls.get('bytes', 0))])
     out.metric('node_image_gc_runs_total', 'Real image GC runs that wrote a report, by outcome.', 'counter',
                _by_label('status', counters['runs']))
     out.metric('node_image_gc_removed_objects_total', 'Objects removed by image GC runs, per phase.', 'counter',

@@ -136,6 +136,7 @@ class Node:
         self.root_checked = bool(kubelet_root)
         self._items = {}
         self.first_listing = {}          # kind -> how many items the first listing of the run had
+        self.listed_at = {}              # kind -> when (seconds) its latest listing was taken
         self.removed = {kind: {} for kind in KINDS}   # what the run removed (check mode: planned)
         # Every container any listing of this run showed, with when (seconds): evidence of use
         # for the last-use record, removed ones included.
@@ -146,6 +147,7 @@ class Node:
     def list(self, kind):
         """A fresh listing of ``kind``, remembered as what is known."""
         items = getattr(self.crictl, kind)()
+        self.listed_at[kind] = seconds(self.clock())
         self._items[kind] = {i.id: i for i in items}
         self.first_listing.setdefault(kind, len(items))
         if kind == 'containers':

@@ -195,16 +195,12 @@ class ImagesPhase(Phase):
         volumes = self.node.image_volumes(staying)
         self.volume_ids = {c.id for c in staying}   # the containers whose image volumes are known
         self.late_volumes = {}
-        ages = age_source = None
-        if s['image_min_age'] and engine.is_crio():
-            # CRI-O has no content store to date an image by: the age is how long this collection
-            # has known it (its last-use record's first_seen), a lower bound of the image's real
-            # age, so image_min_age keeps at least what it keeps on containerd. No ctr is needed.
+        ages = None
+        if s['image_min_age']:
+            # from when the collection first saw each image (the kubelet's firstDetected), not from
+            # the content store: an image the record does not know yet is first seen now
             now = engine.now()
-            ages = {i: max(0, now - e['first_seen']) for i, e in engine.last_use(images).items()}
-            age_source = 'known to this collection for'
-        elif s['image_min_age']:
-            ages = _content.image_manifest_ages(engine.ctr.content())
+            ages = {image_id: max(0, now - entry['first_seen']) for image_id, entry in engine.last_use(images).items()}
         disk = None
         if s['disk_high']:
             disk = engine.image_fs()
@@ -217,7 +213,7 @@ class ImagesPhase(Phase):
                               trust_ages=engine.ages_trusted())
         plan = _plan.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
                                  ages, removed_containers=list(self.node.removed['containers']), retention=retention,
-                                 image_volumes=volumes, unusable=unusable, age_source=age_source)
+                                 image_volumes=volumes, unusable=unusable)
         result['sandbox_image'] = ', '.join(sandbox_images) or None
         if plan.disk:
             result['disk_target'] = plan.disk

@@ -203,8 +203,8 @@ def _describe_user(c, more):
                               ' and %d more' % more if more else '')
 
 
-def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, manifest_ages=None,
-                removed_containers=(), retention=None, image_volumes=None, unusable=None, age_source=None):
+def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, ages=None,
+                removed_containers=(), retention=None, image_volumes=None, unusable=None):
     """Unused images with the semantics of ``crictl rmi --prune``, plus the collection's guards.
 
     ``images``, ``containers``: lists of _cri.Image / _cri.Container. An image is in use when any
@@ -213,8 +213,7 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
     ``removed_containers`` (removed earlier in the same run). Pinned images, the sandbox images
     (``sandbox_image``: a reference or a list of them - the setting and what the runtime reports),
     images matching an ``exclude`` pattern (on tags, digests or id) and images younger than
-    ``min_age`` (age of the image's manifest in the content store, or where there is none, CRI-O,
-    ``manifest_ages`` from another source named by ``age_source``) are kept. When no sandbox image
+    ``min_age`` (``ages``: {image id: seconds since the last-use record first saw it}) are kept. When no sandbox image
     is named, images that look like one are kept (a runtime that pins one may have used others
     before: a changed sandbox image). ``retention`` (a _retention.Retention) then keeps a warm
     cache of recently used images.
@@ -249,7 +248,7 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
                 matched.add(pattern)
                 break
         sandbox = [sandbox_norm[r] for r in norm_refs if r in sandbox_norm] + [r for r in sandbox_refs if r == image.id]
-        age = (manifest_ages or {}).get(image.id)
+        age = (ages or {}).get(image.id)
         if image.id in users:
             item['reason'] = 'in use by container %s' % _describe_user(users[image.id][0], len(users[image.id]) - 1)
             item['used_by'] = [c.id for c in users[image.id]]
@@ -277,12 +276,11 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
             item['unusable'] = True
             plan.remove.append(item)
         elif min_age and age is None:
-            item['reason'] = ('age unknown (no manifest in the content store names it); kept because '
-                              'image_min_age is set')
+            item['reason'] = ('age unknown (not in the last-use record); kept because image_min_age is set')
             plan.keep.append(item)
         elif min_age and age < min_age:
-            item['reason'] = 'younger than image_min_age %s (%s %s)' % (
-                format_duration(min_age), age_source or 'content store age', format_duration(age))
+            item['reason'] = 'younger than image_min_age %s (first seen %s ago, per the last-use record)' % (
+                format_duration(min_age), format_duration(age))
             plan.keep.append(item)
         else:
             if image.id in freed_by:

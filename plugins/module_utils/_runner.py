@@ -4,12 +4,13 @@
 # This module_utils is PRIVATE to the nodemaint.image_gc collection. It may change without notice.
 # It must not import Ansible: the timer role installs these files on the node and runs them with
 # the node's python3 (3.8 or newer) and nothing else.
-"""The node-side runner: ``node-image-gc [--config FILE] run [--dry-run] | status``.
+"""The node-side runner: ``node-image-gc [--config FILE] run [--dry-run] | observe | status``.
 
 A thin adapter over the same Engine the modules use: the four phases in order, each failure-
 tolerant, one bounded JSON object per line on stdout (journald keeps them), a last-run report
 with every item, optional node_exporter textfile metrics, and the run lock shared with the modules
 (dry runs take it too). A state file that cannot be written is reported, never a reason to stop.
+``observe`` is the light observation pass (_observe): listings only, the last-use record, no run lock.
 """
 
 import argparse
@@ -19,7 +20,7 @@ import socket
 import sys
 import time
 
-from . import _metrics
+from . import _metrics, _observe, _record
 from ._common import ImageGCError
 from ._engine import Engine
 from ._files import RunLock, write_atomic
@@ -107,8 +108,8 @@ def summary(event, shown=SHOWN):
             if len(value) > shown:
                 out[key + '_total'] = len(value)
             value = value[:shown]
-            value = [{k: _cut(v) for k, v in item.items()} if isinstance(item, dict) else _cut(item)
-                     for item in value]
+            value = [{k: _cut(v) if isinstance(v, str) else v for k, v in item.items()} if isinstance(item, dict)
+                     else _cut(item) for item in value]
         elif isinstance(value, str):
             value = _cut(value)
         out[key] = value
@@ -153,6 +154,7 @@ def _write(path, text, what, failures):
 def _run_locked(settings, opts, dry_run, stream, started, engine_factory, full=False):
     report = {'host': socket.gethostname(), 'started': round(started, 3), 'dry_run': dry_run, 'phases': []}
     failures = []
+    run = None
 
     def on_event(kind, data):
         if kind == 'disk':
@@ -195,9 +197,15 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory, full=F
             sys.stderr.write('node-image-gc: warning: %s\n' % warning)
         report['last_success'] = report['finished'] if not failed else previous.get('last_success')
         report['counters'] = _metrics.accumulate(counters, report)
-        _write(opts['report_path'], json.dumps(report, indent=2, sort_keys=True) + '\n', 'report', failures)
-        if opts['textfile_path']:
-            _write(opts['textfile_path'], _metrics.metrics_text(report, report['counters']), 'metrics', failures)
+        # The re-pull counters are the record's, which the observation pass also moves: read and
+        # exported under the record's lock, so that the textfile never shows them going back.
+        record_path = settings_path(settings)
+        with _record.Locked(record_path):
+            found = ((run or {}).get('regret') or {}).get('found_now', [])
+            report['regret'] = _observe.regret(_record.read(record_path).repulls, found)
+            _write(opts['report_path'], json.dumps(report, indent=2, sort_keys=True) + '\n', 'report', failures)
+            if opts['textfile_path']:
+                _write(opts['textfile_path'], _metrics.metrics_text(report, report['counters']), 'metrics', failures)
     for failure in failures:
         if failure['file'] != 'record':          # the engine warned of the record already
             report.setdefault('warnings', []).append('could not write the %s %s: %s' % (
@@ -212,6 +220,25 @@ def _run_locked(settings, opts, dry_run, stream, started, engine_factory, full=F
     # A state file that could not be written (a full disk) fails the run's exit code even when
     # every phase did its work: the report and metrics can no longer tell.
     return EXIT_FAILED if failed or failures else EXIT_OK
+
+
+def settings_path(settings):
+    return settings.get('image_record_path') or SETTINGS['image_record_path'].default
+
+
+def observe(config_path, stream=None, observer=_observe.observe):
+    """One observation pass: one JSON line, exit 0 unless the listing or a state file failed."""
+    stream = stream or sys.stdout
+    started = time.monotonic()
+    try:
+        settings, opts = load_config(config_path)
+    except ImageGCError as exc:
+        emit(stream, 'observe', status='failed', error=str(exc), exit_code=EXIT_USAGE)
+        return EXIT_USAGE
+    event = observer(settings, opts)
+    event['duration'] = round(time.monotonic() - started, 3)
+    emit(stream, 'observe', **summary(event))
+    return EXIT_OK if event['status'] == 'ok' else EXIT_FAILED
 
 
 def read_report(path):
@@ -251,8 +278,14 @@ def main(argv=None):
     run_parser.add_argument('--full', action='store_true', help=(
         'print every removed and kept item of each phase (by default each line lists the first %d: '
         'the journal splits long lines; a real run\'s report has them all)' % SHOWN))
+    sub.add_parser('observe', help=(
+        'list the containers and images once and update the last-use record (what the images phase '
+        'keeps warm, when each image was first seen, re-pulls of removed images); removes nothing and '
+        'never waits for a run'))
     sub.add_parser('status', help='print the last run\'s report')
     args = parser.parse_args(argv)
     if args.command == 'run':
         return run(args.config, dry_run=args.dry_run, full=args.full)
+    if args.command == 'observe':
+        return observe(args.config)
     return status(args.config)

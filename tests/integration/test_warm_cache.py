@@ -103,7 +103,7 @@ def test_a_corrupt_record_keeps_every_image_whose_last_use_is_unknown(lab, scena
     after = runtime_state(lab)['images']
     for key in ('unused3', 'busybox1', 'notready'):        # no container was ever seen with these
         assert scenario['images'][key]['id'] in after, key
-    assert json.load(open(path))['version'] == 1           # rewritten whole
+    assert json.load(open(path))['version'] == 2           # rewritten whole, in the current format
 
 
 def test_the_disk_target_frees_least_recently_used_first_and_stops_when_met(lab, scenario, monkeypatch):

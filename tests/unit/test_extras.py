@@ -91,7 +91,7 @@ def test_every_alert_has_a_test_that_sees_it_fire_and_one_that_does_not():
                 (firing if case.get('exp_alerts') else quiet).add(case['alertname'])
     names = set(rule['alert'] for rule in alerts())
     assert names == {'NodeImageGCFailing', 'NodeImageGCNoRecentSuccess', 'NodeImageGCImageFilesystemStillFull',
-                     'NodeImageGCMetricsMissing'}
+                     'NodeImageGCMetricsMissing', 'NodeImageGCRepulls'}
     assert firing == names, 'alerts without a firing test case: %s' % sorted(names - firing)
     assert quiet == names, 'alerts without a case where they stay quiet: %s' % sorted(names - quiet)
 

@@ -13,6 +13,9 @@ UNIT = "node-image-gc"
     "/etc/systemd/system/node-image-gc.service",
     "/etc/systemd/system/node-image-gc.timer",
     "/etc/systemd/system/timers.target.wants/node-image-gc.timer",
+    "/etc/systemd/system/node-image-gc-observe.service",
+    "/etc/systemd/system/node-image-gc-observe.timer",
+    "/etc/systemd/system/timers.target.wants/node-image-gc-observe.timer",
     "/usr/local/sbin/node-image-gc",
     "/usr/local/lib/node-image-gc",
     "/etc/node-image-gc",
@@ -38,7 +41,7 @@ def test_held_lock_is_left_in_place(host):
 
 
 def test_units_unknown_to_systemd(host):
-    for unit in (UNIT + ".timer", UNIT + ".service"):
+    for unit in (UNIT + ".timer", UNIT + ".service", UNIT + "-observe.timer", UNIT + "-observe.service"):
         out = host.check_output("systemctl show -p LoadState,ActiveState %s", unit)
         assert "LoadState=not-found" in out, out
         assert "ActiveState=inactive" in out, out

@@ -139,7 +139,7 @@ def test_image_min_age_on_crio_dates_images_by_the_record_without_ctr(tmp_path):
     phase = by_phase(engine.run(check_mode=True))['images']
     assert phase['status'] == 'ok', phase.get('error')
     kept = {i['id']: i['reason'] for i in phase['kept']}
-    assert kept[CRIO_IDS['unused3']] == 'younger than image_min_age 10m (known to this collection for 0s)'
+    assert kept[CRIO_IDS['unused3']] == 'younger than image_min_age 10m (first seen 0s ago, per the last-use record)'
     assert phase['removed'] == []
     assert not runner.ran('ctr')
     now = CRIO_NOW_NS // 10 ** 9

@@ -13,7 +13,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import 
 
 from image_gc_testlib import (
     CRICTL_PREFIX, CTR_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16,
-    V21, VERSIONS, Reply, command_key, fixture_json, fixture_text, ids, json_reply, make_engine,
+    V21, VERSIONS, Reply, command_key, fixture_json, fixture_text, ids, json_reply, make_engine, NOW_NS,
     node_runner, run_phase, running_kubelet)
 
 PHASES = ('containers', 'sandboxes', 'images', 'content')
@@ -191,29 +191,41 @@ def test_sandbox_phase_frees_the_images_of_its_containers(peer_root):
     assert IMG_OLD_BUSYBOX1 not in ids(result['removed'])
 
 
-def test_image_min_age_reads_the_content_store(peer_root):
+def _record_file(tmp_path, first_seen):
+    path = tmp_path / 'images.json'
+    path.write_text(json.dumps({'version': 2, 'updated': NOW_NS // 10 ** 9 - 1, 'images': {
+        image_id: {'first_seen': NOW_NS // 10 ** 9 - ago, 'last_used': None, 'refs': []}
+        for image_id, ago in first_seen.items()}}))
+    return str(path)
+
+
+def test_image_min_age_is_measured_from_the_record_not_the_content_store(tmp_path, peer_root):
+    """Issue 25 item 5: image age is the time since the collection first saw the image (the
+    kubelet's firstDetected), so the images phase reads no content store (no ctr)."""
     runner = node_runner(V16)
-    engine = make_engine(runner, settings={'image_min_age': '8s'}, peer_root=peer_root)
+    path = _record_file(tmp_path, {IMG_BUSYBOX1: 7, IMG_UNUSED3: 86400, IMG_OLD_BUSYBOX1: 86400})
+    engine = make_engine(runner, settings={'image_min_age': '8s', 'image_record_path': path}, peer_root=peer_root)
     run_phase(engine, 'containers', check_mode=True)
     result = run_phase(engine, 'images', check_mode=True)
-    assert CONTENT_LS in runner.calls
+    assert CONTENT_LS not in runner.calls and runner.ran('ctr', 'content') == []    # ages: no content store read
     kept = dict((i['id'], i['reason']) for i in result['kept'])
-    assert kept[IMG_BUSYBOX1] == 'younger than image_min_age 8s (content store age 7s)'
+    assert kept[IMG_BUSYBOX1] == 'younger than image_min_age 8s (first seen 7s ago, per the last-use record)'
     assert ids(result['removed']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1]
 
 
 @pytest.mark.parametrize('version', VERSIONS)
-def test_default_image_min_age_keeps_the_recorded_fresh_images(version, peer_root):
-    """The recorded manifests are 7-13 seconds old: with the default image_min_age (10m) every
-    unused image stays, with its reason, and the content store is read for the ages."""
+def test_default_image_min_age_keeps_every_image_the_record_does_not_know(version, tmp_path, peer_root):
+    """No record yet: every image is first seen now (as the kubelet after a restart), so with the
+    default image_min_age (10m) an unused image stays unless a container shows it is older (the
+    creation of a container that used it: 2 h ago for the old busybox:1)."""
     runner = node_runner(version)
-    engine = make_engine(runner, settings={'image_min_age': None}, peer_root=peer_root)
+    engine = make_engine(runner, settings={'image_min_age': None, 'image_record_path': str(tmp_path / 'r.json')},
+                         peer_root=peer_root)
     assert engine.settings['image_min_age'] == 600
     images = engine.run()['phases'][2]
-    assert images['removed'] == [] and runner.ran('crictl', 'rmi') == []
     kept = dict((i['id'], i['reason']) for i in images['kept'])
-    for image_id in (IMG_UNUSED3, IMG_BUSYBOX1):
-        assert kept[image_id].startswith('younger than image_min_age 10m (content store age '), kept[image_id]
+    assert kept[IMG_UNUSED3] == 'younger than image_min_age 10m (first seen 0s ago, per the last-use record)'
+    assert IMG_UNUSED3 not in ids(images['removed'])
 
 
 def test_a_missing_ctr_fails_only_what_uses_it(peer_root):
@@ -222,13 +234,10 @@ def test_a_missing_ctr_fails_only_what_uses_it(peer_root):
     runner = node_runner(V16)
     run = make_engine(runner, settings={'image_min_age': '1h'}, discovery=discovery, peer_root=peer_root).run()
     status = dict((r['phase'], r['status']) for r in run['phases'])
-    assert status == {'containers': 'ok', 'sandboxes': 'ok', 'images': 'failed', 'content': 'failed'}
-    for result in run['phases'][2:]:
-        assert result['error'].startswith('ctr not found. Tried: ') and 'ctr_path' in result['error']
-    assert runner.ran('crictl', 'rmi') == []
-    # without image_min_age the images phase does not need ctr
-    run = make_engine(node_runner(V16), phases=('images',), discovery=discovery).run()
-    assert run['phases'][0]['status'] == 'ok'
+    # the images phase, image_min_age included, needs no ctr (issue 25 item 5)
+    assert status == {'containers': 'ok', 'sandboxes': 'ok', 'images': 'ok', 'content': 'failed'}
+    error = run['phases'][3]['error']
+    assert error.startswith('ctr not found. Tried: ') and 'ctr_path' in error
 
 
 def test_a_missing_crictl_fails_before_anything_runs(peer_root):

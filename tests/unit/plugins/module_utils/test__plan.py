@@ -305,32 +305,25 @@ def test_normalize_ref(ref, normalized):
     assert _refs.normalize_ref(ref) == normalized
 
 
-def test_manifest_ages_from_content_store_config_label():
-    ages = _content.image_manifest_ages(blobs(V16))
-    # manifest 561acb74 (age 7 s) names config 7a74b334 (re-tagged busybox:1), etc.
-    assert ages == {IMG_BUSYBOX1: 7, IMG_PAUSE: 10, IMG_BUSYBOX2: 9, IMG_UNUSED3: 9, IMG_OLD_BUSYBOX1: 10}
-
-
 def test_image_min_age_younger_kept_older_removed():
-    ages = _content.image_manifest_ages(blobs(V16))
-    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=8, manifest_ages=ages,
+    # seconds since the last-use record first saw each image
+    ages = {IMG_BUSYBOX1: 7, IMG_PAUSE: 10, IMG_BUSYBOX2: 9, IMG_UNUSED3: 9, IMG_OLD_BUSYBOX1: 10}
+    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=8, ages=ages,
                              removed_containers=[IDS[V16]['exit0'], IDS[V16]['exit1']])
-    assert reasons(plan.keep)[IMG_BUSYBOX1] == 'younger than image_min_age 8s (content store age 7s)'
+    assert reasons(plan.keep)[IMG_BUSYBOX1] == 'younger than image_min_age 8s (first seen 7s ago, per the last-use record)'
     assert sorted(plan.ids) == sorted([IMG_UNUSED3, IMG_OLD_BUSYBOX1])   # ages 9 and 10 >= 8
 
 
 def test_image_min_age_unknown_age_kept():
-    # After the recorded rmi, the content store no longer names unused:3's config.
-    ages = _content.image_manifest_ages(blobs(V16, 'ctr-content-ls-after-rmi.txt'))
-    assert IMG_UNUSED3 not in ages
-    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=1, manifest_ages=ages)
-    assert reasons(plan.keep)[IMG_UNUSED3] == ('age unknown (no manifest in the content store names it); kept '
-                                               'because image_min_age is set')
-    assert plan.ids == []
+    ages = {IMG_BUSYBOX1: 3600}
+    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=1, ages=ages)
+    assert reasons(plan.keep)[IMG_UNUSED3] == ('age unknown (not in the last-use record); kept because '
+                                               'image_min_age is set')
+    assert plan.ids == [IMG_BUSYBOX1]
 
 
 def test_image_min_age_zero_ignores_ages():
-    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=0, manifest_ages={})
+    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=0, ages={})
     assert sorted(plan.ids) == sorted([IMG_BUSYBOX1, IMG_UNUSED3])
 
 

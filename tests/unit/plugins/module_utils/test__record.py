@@ -48,9 +48,10 @@ def test_record_round_trip_and_format(tmp_path):
     entries = _record.merge({}, NOW, {'sha256:' + 'a' * 64: NOW - 60}, [image('a'), image('b')])
     _record.save(path, entries, NOW)
     data = json.loads(open(path).read())
-    assert data == {'version': 1, 'updated': NOW, 'images': {
-        'sha256:' + 'a' * 64: {'first_seen': NOW - 60, 'last_used': NOW - 60, 'refs': ['docker.io/x/a:1']},
-        'sha256:' + 'b' * 64: {'first_seen': NOW, 'last_used': None, 'refs': ['docker.io/x/b:1']}}}
+    assert data == {'version': 2, 'updated': NOW, 'images': {
+        'sha256:' + 'a' * 64: {'first_seen': NOW - 60, 'last_used': NOW - 60, 'refs': ['docker.io/x/a:1'], 'size': 1000},
+        'sha256:' + 'b' * 64: {'first_seen': NOW, 'last_used': None, 'refs': ['docker.io/x/b:1'], 'size': 1000}},
+        'removed': {}, 'repulls': {'images': 0, 'bytes': 0, 'recent': []}}
     assert load(path) == (entries, None)
     assert os.listdir(str(tmp_path / 'state')) == ['images.json']          # no temp file left
 
@@ -60,8 +61,9 @@ def test_missing_record_is_empty_without_warning(tmp_path):
 
 
 @pytest.mark.parametrize('text, why', [
-    ('{not json', 'cannot be read'), ('[]', 'is not a version 1 record'), ('{"version": 2, "images": {}}', 'version 1'),
-    ('{"version": 1, "images": []}', 'is not a version 1 record'),
+    ('{not json', 'cannot be read'), ('[]', 'is not a version 1 or 2 record'),
+    ('{"version": 0, "images": {}}', 'version 1 or 2'), ('{"version": 1, "images": []}', 'is not a version 1 or 2 record'),
+    ('{"version": 2, "images": null}', 'is not a version 1 or 2 record'),
 ])
 def test_corrupt_record_is_a_warning_and_empty(tmp_path, text, why):
     path = tmp_path / 'images.json'
@@ -76,7 +78,7 @@ def test_malformed_entries_are_dropped_with_a_warning(tmp_path):
         'sha256:good': {'first_seen': 5, 'last_used': 7}, 'sha256:bad': {'first_seen': 'yesterday'},
         'sha256:neg': {'first_seen': -1}}}))
     entries, warning = load(str(path))
-    assert entries == {'sha256:good': {'first_seen': 5, 'last_used': 7, 'refs': []}}
+    assert entries == {'sha256:good': {'first_seen': 5, 'last_used': 7, 'refs': [], 'size': 0}}
     assert '2 malformed entries' in warning
 
 
@@ -94,7 +96,7 @@ def test_merge_keeps_the_latest_use_drops_gone_images_and_clamps_future_times():
            'sha256:gone': {'first_seen': 1, 'last_used': 2, 'refs': []}}
     merged = _record.merge(old, NOW, {a: NOW - 3 * DAY, b: NOW + 3600}, [image('a'), image('b')])
     assert merged[a]['last_used'] == NOW - 2 * DAY            # an older use does not move it back
-    assert merged[b] == {'first_seen': NOW, 'last_used': NOW, 'refs': ['docker.io/x/b:1']}   # future: now
+    assert merged[b] == {'first_seen': NOW, 'last_used': NOW, 'refs': ['docker.io/x/b:1'], 'size': 1000}   # future: now
     assert 'sha256:gone' not in merged
     # without a listing nothing is dropped, and a container's imageRef names the image
     assert 'sha256:gone' in _record.merge(old, NOW, {}, None)
@@ -235,7 +237,7 @@ def test_a_corrupt_record_keeps_every_unknown_image_and_warns(tmp_path, peer_roo
     assert IMG_UNUSED3 not in removed and IMG_BUSYBOX1 not in removed
     assert removed == [IMG_OLD_BUSYBOX1]       # its containers (created 2 h ago) are evidence of older use
     assert any('cannot be read' in w for w in run['warnings'])
-    assert json.loads(path.read_text())['version'] == 1          # rewritten whole
+    assert json.loads(path.read_text())['version'] == 2          # rewritten whole
 
 
 def test_an_unwritable_record_is_a_warning(tmp_path, peer_root):
@@ -360,7 +362,7 @@ _record.save(sys.argv[1], {"sha256:new": {"first_seen": 2, "last_used": None, "r
     temps = [n for n in os.listdir(str(tmp_path)) if n != 'images.json']
     assert temps == ['.images.json.%d.node-image-gc-tmp' % child.pid]
     assert path.read_bytes() == old
-    assert load(str(path))[0] == {'sha256:old': {'first_seen': 1, 'last_used': None, 'refs': []}}
+    assert load(str(path))[0] == {'sha256:old': {'first_seen': 1, 'last_used': None, 'refs': [], 'size': 0}}
     # the next write (another process) removes the dead writer's temp file
     _record.save(str(path), {}, NOW)
     assert os.listdir(str(tmp_path)) == ['images.json']
@@ -410,16 +412,16 @@ def test_a_symlinked_record_is_written_through(tmp_path):
 def test_a_newer_format_record_plans_as_none_warns_and_is_left_alone(tmp_path, peer_root):
     (tmp_path / 'state').mkdir()
     path = tmp_path / 'state' / 'images.json'
-    text = json.dumps({'version': 2, 'updated': NOW_NS // 10 ** 9 - DAY, 'images': {
+    text = json.dumps({'version': 3, 'updated': NOW_NS // 10 ** 9 - DAY, 'images': {
         IMG_UNUSED3: {'first_seen': 0, 'last_used': 0}}, 'new_field': True})
     path.write_text(text)
     run = make_engine(node_runner(V21), {'image_record_path': str(path), 'image_unused_for': '1m'},
                       peer_root=peer_root).run()
     removed = ids(run['phases'][2]['removed'])
     assert removed == [IMG_OLD_BUSYBOX1]         # as with no record: UNUSED3 counts as first seen now
-    assert any('version 2 record, newer than' in w and 'left as it is' in w for w in run['warnings'])
+    assert any('version 3 record, newer than' in w and 'left as it is' in w for w in run['warnings'])
     assert path.read_text() == text
-    assert os.listdir(str(path.parent)) == ['images.json']
+    assert sorted(os.listdir(str(path.parent))) == ['images.json', 'images.json.lock']   # read under its lock
 
 
 def test_times_in_the_future_are_clamped_to_now_and_age_from_there():
