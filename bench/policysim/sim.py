@@ -14,7 +14,7 @@ At one instant: pods end, exited containers go, the collection runs, the kubelet
 import hashlib
 import heapq
 
-from plugins.module_utils import _cri, _plan
+from plugins.module_utils import _cri
 
 RUNNING = 'CONTAINER_RUNNING'
 END, GONE, COLLECTION, KUBELET, START = range(5)
@@ -91,7 +91,7 @@ class Node(object):
         for k, (ref, dummy) in enumerate(start.images):
             c = self.containers.get('%060x%04x' % (number, k))
             if c is not None:
-                c.state = _plan.EXITED
+                c.state = _cri.CONTAINER_EXITED
             self.last_end[image_id(ref)] = self.now
 
 
