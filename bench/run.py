@@ -160,8 +160,8 @@ class Bench:
 
 
     def settled(self, path):
-        from nodemaint_image_gc import _host  # pylint: disable=import-error,import-outside-toplevel
-        return _host.settled_figure(path, timeout=10)
+        from nodemaint_image_gc import _disk  # pylint: disable=import-error,import-outside-toplevel
+        return _disk.settled_figure(path, timeout=10)
 
     def disk_report(self):
         """The disk target's batches from the wrapped runner's report file."""

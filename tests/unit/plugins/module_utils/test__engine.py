@@ -26,7 +26,7 @@ CONTENT_LS = CTR_PREFIX + ['content', 'ls']
 
 def inspect(*names, version=V16):
     """``crictl inspect`` of the containers that stay, for their image volumes (one per run)."""
-    return CRICTL_PREFIX + ['inspect', '--output', 'json'] + sorted(IDS[version][n] for n in names)
+    return CRICTL_PREFIX + ['inspect', '--quiet', '--output', 'json'] + sorted(IDS[version][n] for n in names)
 
 
 def run_all(engine, check_mode):
