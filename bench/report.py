@@ -57,7 +57,8 @@ TITLES = {
 
 def _size(size_name, size, res):
     n_note = ', '.join('%s N=%d' % (v, res[v]['n']) for v in VARIANTS if v in res)
-    lines = ['### %s: %s' % (size_name, TITLES[size_name] % tuple(size)), '',
+    lines = [
+        '### %s: %s' % (size_name, TITLES[size_name] % tuple(size)), '',
         'Median wall time of N runs, each on a freshly rebuilt identical state (%s).' % n_note, '',
         '| variant | wall s (median) | runs | client CPU s | crictl procs | ctr procs '
         '| peak tree RSS MiB | largest process MiB | removed (ctr/sbx/img) | content bytes freed '
@@ -76,8 +77,9 @@ def _size(size_name, size, res):
     lines += ['', 'Peak memory per process (VmHWM sampled every 20 ms, largest first; MiB) and the load average '
               '(1, 5, 15 min) when each run ended:', '']
     for v in (v for v in VARIANTS if v in res):
-        lines.append('- %s: %s; load %s' % (v, ', '.join('%s %s' % (k, mib(b)) for k, b in res[v]['peak_by_process'].items()),
-                                             ' / '.join(', '.join('%.1f' % x for x in l) for l in res[v]['loadavg'] if l)))
+        peaks = ', '.join('%s %s' % (k, mib(b)) for k, b in res[v]['peak_by_process'].items())
+        loads = ' / '.join(', '.join('%.1f' % x for x in load) for load in res[v]['loadavg'] if load)
+        lines.append('- %s: %s; load %s' % (v, peaks, loads))
     if res.get('disk', {}).get('disk_report'):
         d = res['disk']
         rep = d['disk_report']

@@ -151,13 +151,11 @@ class Bench:
                  image_bytes_removed=before['image_bytes'] - after['image_bytes'], left=left)
         print('  %-8s %s wall=%.2fs rc=%s crictl=%d ctr=%d removed=%s left=%s build=%.0fs peak=%.0fMiB %s' % (
             variant, size, m['wall'], m['rc'], calls['crictl'], calls['ctr'], removed, left['objects'], build_s,
-            m['peak_tree_rss'] / 2.0 ** 20, ', '.join('%s %.0f' % (k, v / 2.0 ** 20)
-                                                      for k, v in list(m['peak_by_process'].items())[:3])),
-            flush=True)
+            m['peak_tree_rss'] / 2.0 ** 20,
+            ', '.join('%s %.0f' % (k, v / 2.0 ** 20) for k, v in list(m['peak_by_process'].items())[:3])), flush=True)
         if m['rc'] != 0:
             print(m['output'][-1500:], flush=True)
         return m
-
 
     def settled(self, path):
         from nodemaint_image_gc import _disk  # pylint: disable=import-error,import-outside-toplevel

@@ -238,7 +238,7 @@ class ImagesPhase(Phase):
         steps, sized, freed = [], 0, 0
         while figure is not None and candidates and figure['used_bytes'] * 100 > low * figure['size_bytes']:
             excess = figure['used_bytes'] - low * figure['size_bytes'] / 100.0
-            batch = target_batch(candidates, dict((i, by_id[i]['size']) for i in candidates), excess,
+            batch = target_batch(candidates, {i: by_id[i]['size'] for i in candidates}, excess,
                                  freed / float(sized) if sized else 1.0)
             del candidates[:len(batch)]
             for image_id in batch:
