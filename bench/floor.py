@@ -2,16 +2,18 @@
 
     python3 bench/floor.py --min-age SECONDS --timeout 2m --sandbox-image REF --batch-size N
 
-It lists containers, sandboxes and images once each (crictl JSON); removes the exited containers
-and the NotReady sandboxes older than --min-age, and the images no remaining container uses (not
-pinned, not the sandbox image), --batch-size ids per crictl call as the runner does (bench/run.py
-passes the library's batch_size default); then runs ``ctr -n k8s.io content prune references``.
-No report, no record, no guard beyond those. Standard library only: it runs under the node's
+It lists containers, sandboxes and images once each (crictl JSON, side by side as the runner
+lists them); plans as the runner's pod-aware rules do with no kubelet root (see ``plan``): exited
+containers and NotReady sandboxes older than --min-age, then the images no remaining container
+uses (not pinned, not the sandbox image); removes them --batch-size ids per crictl call as the
+runner does (bench/run.py passes the library's batch_size default); then runs ``ctr -n k8s.io
+content prune references``. No report, no record, no image-volume inspect, no guard beyond those. Standard library only: it runs under the node's
 python3, like the runner. crictl and ctr are taken from PATH (bench/run.py puts its counting
 wrappers first).
 """
 
 import argparse
+import concurrent.futures
 import json
 import subprocess
 import sys
@@ -30,11 +32,39 @@ def listing(timeout, verb, key, *args):
 
 
 def plan(containers, pods, images, cut_ns, sandbox_image):
-    """(container ids, sandbox ids, image ids) to remove."""
-    dead_pods = sorted(p['id'] for p in pods if p['state'] == 'SANDBOX_NOTREADY' and int(p['createdAt']) < cut_ns)
-    exited = [c['id'] for c in containers if c['state'] == 'CONTAINER_EXITED' and int(c['createdAt']) < cut_ns]
-    left = [c for c in containers if c['state'] != 'CONTAINER_EXITED' and c['podSandboxId'] not in dead_pods]
-    used = set(c['imageRef'] for c in left) | set(c['image']['image'] for c in left)
+    """(container ids, sandbox ids, image ids) to remove, by the runner's pod-aware rules with no
+    kubelet root (a pod is live when its newest sandbox is Ready): in a live pod the newest exited
+    instance of each container name stays, older ones go; in a pod that is not live (or not
+    listed) every exited container goes. A NotReady sandbox older than the cut goes unless it is
+    the newest of a live pod or holds a container that stays."""
+    by_uid = {}
+    for p in pods:
+        by_uid.setdefault(p['metadata'].get('uid') or p['id'], []).append(p)
+    live = {}                                       # sandbox id -> (pod key, live, newest sandbox id)
+    for key, group in by_uid.items():
+        newest = max(group, key=lambda p: (int(p['createdAt']), p['id']))
+        for p in group:
+            live[p['id']] = (key, newest['state'] == 'SANDBOX_READY', newest['id'])
+    newest_exited = {}
+    for c in containers:
+        if c['state'] == 'CONTAINER_EXITED' and c['podSandboxId'] in live:
+            k = (live[c['podSandboxId']][0], c['metadata']['name'])
+            rank = (int(c['createdAt']), int(c['metadata'].get('attempt') or 0), c['id'])
+            if k not in newest_exited or rank > newest_exited[k][0]:
+                newest_exited[k] = (rank, c['id'])
+    exited = []
+    for c in containers:
+        if c['state'] != 'CONTAINER_EXITED' or int(c['createdAt']) >= cut_ns:
+            continue
+        pod = live.get(c['podSandboxId'])
+        if pod is None or not pod[1] or newest_exited[(pod[0], c['metadata']['name'])][1] != c['id']:
+            exited.append(c['id'])
+    going = set(exited)
+    staying = [c for c in containers if c['id'] not in going]
+    holders = set(c['podSandboxId'] for c in staying)
+    dead_pods = sorted(p['id'] for p in pods if p['state'] == 'SANDBOX_NOTREADY' and int(p['createdAt']) < cut_ns
+                       and not (live[p['id']][1] and live[p['id']][2] == p['id']) and p['id'] not in holders)
+    used = set(c['imageRef'] for c in staying) | set(c['image']['image'] for c in staying)
     unused = [i['id'] for i in images if not i.get('pinned') and i['id'] not in used
               and not set(i.get('repoTags') or []) & (used | {sandbox_image})]
     return exited, dead_pods, unused
@@ -48,8 +78,10 @@ def main(argv=None):
     parser.add_argument('--batch-size', type=int, required=True, help='ids per crictl rm/rmp/rmi call')
     args = parser.parse_args(argv)
     cut_ns = (time.time() - args.min_age) * 1e9
-    removals = plan(listing(args.timeout, 'ps', 'containers', '--all'), listing(args.timeout, 'pods', 'items'),
-                    listing(args.timeout, 'images', 'images'), cut_ns, args.sandbox_image)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        lists = [pool.submit(listing, args.timeout, *a) for a in (
+            ('ps', 'containers', '--all'), ('pods', 'items'), ('images', 'images'))]
+        removals = plan(*([f.result() for f in lists] + [cut_ns, args.sandbox_image]))
     rc = 0
     for verb, ids in zip(('rm', 'rmp', 'rmi'), removals):
         for start in range(0, len(ids), args.batch_size):

@@ -1,12 +1,18 @@
 """Speed benchmark: floor vs shell pipeline vs node-side runner vs playbook, on real containerd.
 
-    python bench/run.py [--sizes small,large] [-n 3] [--n-large 1]
-        [--small 100,20,30] [--large 1000,200,300] [--crictl PATH] [--budget 2400]
-        [--variants floor,shell,runner,playbook] [--doc docs/performance.md] [--json FILE] [--shared]
+    python bench/run.py [--sizes small,large,memory,disk] [-n 3] [--n-large 1]
+        [--small 100,20,30] [--large 1000,200,300] [--memory 4000,400,300] [--disk-images 50]
+        [--crictl PATH] [--budget 2400] [--variants floor,shell,runner,playbook,disk]
+        [--doc docs/performance.md] [--json FILE] [--shared]
 
 Run as root with the tools venv's python (scripts/test.sh sets it up). It starts a private
-containerd through tests/lab; every measured run gets a fresh, identical state: ``reset(lab)``
-then ``big(lab, containers=N, sandboxes=M, images=K)``. The lab is torn down at the end whatever
+containerd through tests/lab, its root on a tmpfs of its own (so the disk figures are the lab's
+alone); every measured run gets a fresh, identical state: ``reset(lab)`` then
+``big(lab, containers=N, sandboxes=M, images=K, pods_gone=True)`` for small and large (every
+exited container is in a pod that is gone: garbage to the pod-aware runner too);
+``big(..., start=False)`` for memory (created containers in live pods, all of which stay, so the
+runner inspects every one: the memory case); 50 images with a payload of their own for disk
+(the disk target against the plain run over the same images). The lab is torn down at the end whatever
 happens (also on SIGTERM/SIGINT and when the budget runs out). What each variant is:
 bench/variants.py; measuring: bench/measure.py; the report: bench/report.py. Not a test.
 """
@@ -42,11 +48,18 @@ class Budget(Exception):
     pass
 
 
+# Which variants run on which state (of those asked for with --variants).
+ON_SIZE = {'small': ('floor', 'shell', 'runner', 'playbook'), 'large': ('floor', 'shell', 'runner', 'playbook'),
+           'memory': ('floor', 'runner'), 'disk': ('runner', 'disk')}
+PAYLOAD = 4 * 1024 * 1024     # bytes of random data in each disk-state image (frees about twice that)
+LAB_TMPFS = '1g'
+
+
 class Bench:
     def __init__(self, args):
         self.tmp = tempfile.mkdtemp(prefix='image-gc-bench-')
         self.deadline = time.monotonic() + args.budget
-        self.lab = L.Lab(os.path.join(self.tmp, 'lab'), crictl=args.crictl)
+        self.lab = L.Lab(os.path.join(self.tmp, 'lab'), crictl=args.crictl, root_tmpfs=LAB_TMPFS)
         self.log = os.path.join(self.tmp, 'calls.log')
         self.started = False
 
@@ -74,42 +87,91 @@ class Bench:
         if left < need:
             raise Budget('%.0f s left of the budget, %.0f s needed' % (left, need))
 
-    def build(self, size):
+    def build(self, size_name, size):
         """A fresh state of SIZE; one retry when the lab fails to build it (a loaded, shared machine)."""
         for attempt in (1, 2):
             try:
                 S.reset(self.lab)
-                return S.big(self.lab, containers=size[0], sandboxes=size[1], images=size[2])['seconds']
+                if size_name == 'disk':
+                    return self.build_disk(size[2])
+                return S.big(self.lab, containers=size[0], sandboxes=size[1], images=size[2],
+                             pods_gone=size_name != 'memory', start=size_name != 'memory')['seconds']
             except L.cri.CRIError as exc:
                 if attempt == 2:
                     raise
                 print('  building the state failed (%s); retrying once' % str(exc)[:200], flush=True)
         raise AssertionError('unreachable')
 
-    def one(self, variant, size, est):
+    def build_disk(self, n):
+        """N images of PAYLOAD random bytes each (and the shared busybox layer), all used an hour
+        ago by the last-use record; the disk target's levels: disk_low such that all but about 3
+        of the N must go (removing one frees about 2 x PAYLOAD: blob and unpacked snapshot)."""
+        start = time.time()
+        saved = L.images.marker_layer
+        L.images.marker_layer = lambda name, variant='': L.images._tar(
+            [('etc', 'dir', None, 0o755), ('etc/feas-image', 'file', os.urandom(PAYLOAD), 0o644)])
+        try:
+            built = [L.images.build('docker.io/feas/disk-%03d:1' % i) for i in range(n)]
+        finally:
+            L.images.marker_layer = saved
+        for i in range(0, n, 10):
+            L.images.import_images(self.lab.ctr_argv, built[i:i + 10], self.lab.work)
+        now = int(time.time())
+        with open(os.path.join(self.tmp, 'images.json'), 'w') as handle:
+            json.dump({'version': 1, 'updated': now, 'images': dict(
+                (im.image_id, {'first_seen': now - 30 * 86400, 'last_used': now - 3600 - i, 'refs': []})
+                for i, im in enumerate(built))}, handle)
+        fs = self.settled(self.lab.root)
+        low = int(100.0 * (fs['used_bytes'] - 2 * PAYLOAD * (n - 3)) / fs['size_bytes'])
+        self.variants.disk = (max(2, int(fs['used_percent']) - 1), max(1, low))
+        return time.time() - start
+
+    def one(self, variant, size_name, size, est):
         """One measured run of VARIANT on a fresh state of SIZE."""
         self.check_time(est)
-        build_s = self.build(size)
+        build_s = self.build(size_name, size)
+        self.variants.created_min_age = '1h' if size_name == 'memory' else '0s'
         time.sleep(SANDBOX_MIN_AGE + 0.5)
         before = measure.snapshot(self.lab, L.cri, self.parse_size)
         if os.path.exists(self.log):
             os.unlink(self.log)
         argv, env = self.variants.argv(variant)
         m = measure.measure(argv, env, max(60, self.deadline - time.monotonic()), cwd=self.tmp)
+        m['loadavg'] = os.getloadavg()
         calls = measure.count_calls(self.log)
         after = measure.snapshot(self.lab, L.cri, self.parse_size)
         left = self.variants.reclaimable()
         removed = dict((k, before[k] - after[k]) for k in ('exited', 'notready', 'images'))
+        if variant == 'disk':
+            m['disk_levels'] = list(self.variants.disk)
+            m['disk_report'] = self.disk_report()
         m.update(variant=variant, size=list(size), build_s=round(build_s, 1), before=before, after=after,
                  calls=calls, removed=removed, removed_total=sum(removed.values()),
                  content_bytes_freed=before['content_bytes'] - after['content_bytes'],
                  image_bytes_removed=before['image_bytes'] - after['image_bytes'], left=left)
-        print('  %-8s %s wall=%.2fs rc=%s crictl=%d ctr=%d removed=%s left=%s build=%.0fs' % (
-            variant, size, m['wall'], m['rc'], calls['crictl'], calls['ctr'], removed, left['objects'], build_s),
-            flush=True)
+        print('  %-8s %s wall=%.2fs rc=%s crictl=%d ctr=%d removed=%s left=%s build=%.0fs peak=%.0fMiB %s' % (
+            variant, size, m['wall'], m['rc'], calls['crictl'], calls['ctr'], removed, left['objects'], build_s,
+            m['peak_tree_rss'] / 2.0 ** 20,
+            ', '.join('%s %.0f' % (k, v / 2.0 ** 20) for k, v in list(m['peak_by_process'].items())[:3])), flush=True)
         if m['rc'] != 0:
             print(m['output'][-1500:], flush=True)
         return m
+
+    def settled(self, path):
+        from nodemaint_image_gc import _disk  # pylint: disable=import-error,import-outside-toplevel
+        return _disk.settled_figure(path, timeout=10)
+
+    def disk_report(self):
+        """The disk target's batches from the wrapped runner's report file."""
+        try:
+            with open(os.path.join(self.tmp, 'last-run-wrapped-disk.json')) as handle:
+                report = json.load(handle)
+        except (OSError, ValueError) as exc:
+            return {'error': str(exc)}
+        for phase in report.get('phases', []):
+            if phase.get('phase') == 'images' and phase.get('disk_target'):
+                return phase['disk_target'].get('measured')
+        return None
 
 
 def parse_size(text):
@@ -121,9 +183,12 @@ def parse_size(text):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
-    p.add_argument('--sizes', default='small,large', help='comma list of small,large (default both)')
+    p.add_argument('--sizes', default='small,large', help='comma list of small,large,memory,disk (default small,large)')
     p.add_argument('--small', type=parse_size, default=(100, 20, 30), help='CONTAINERS,SANDBOXES,IMAGES')
     p.add_argument('--large', type=parse_size, default=(1000, 200, 300), help='CONTAINERS,SANDBOXES,IMAGES')
+    p.add_argument('--memory', type=parse_size, default=(4000, 400, 300),
+                   help='CONTAINERS,SANDBOXES,IMAGES of the memory state (created containers that stay)')
+    p.add_argument('--disk-images', type=int, default=50, help='images of the disk state (default 50)')
     p.add_argument('-n', type=int, default=3, help='runs per variant (median); default 3')
     p.add_argument('--n-large', type=int, default=None, help='runs per variant for the large size (default -n)')
     p.add_argument('--variants', default=','.join(VARIANTS))
@@ -143,7 +208,8 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     variants = [v for v in args.variants.split(',') if v]
-    sizes = [(s, args.small if s == 'small' else args.large) for s in args.sizes.split(',') if s]
+    by_name = {'small': args.small, 'large': args.large, 'memory': args.memory, 'disk': (0, 0, args.disk_images)}
+    sizes = [(s, by_name[s]) for s in args.sizes.split(',') if s]
     bench = Bench(args)
     commit = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
                             check=False).stdout.strip()
@@ -161,17 +227,18 @@ def main(argv=None):
         print('machine: %s' % json.dumps(info), flush=True)
         est = {}
         for size_name, size in sizes:
-            n = args.n_large if (size_name == 'large' and args.n_large) else args.n
+            n = args.n_large if (size_name in ('large', 'memory') and args.n_large) else args.n
             res = results['by_size'].setdefault(size_name, {})
             print('%s %s N=%d' % (size_name, size, n), flush=True)
-            for v in variants:
+            for v in (v for v in variants if v in ON_SIZE[size_name]):
                 runs = []
                 for dummy in range(n):
-                    runs.append(bench.one(v, size, est.get(size_name, 30)))
+                    runs.append(bench.one(v, size_name, size, est.get(size_name, 30)))
                     est[size_name] = max(est.get(size_name, 0), runs[-1]['build_s'] + runs[-1]['wall'] + 20)
                 res[v] = report.summarize(runs)
-                res[v]['runs'] = [dict((k, x[k]) for k in ('wall', 'rc', 'calls', 'removed', 'left', 'build_s'))
-                                  for x in runs]
+                res[v]['runs'] = [dict((k, x.get(k)) for k in (
+                    'wall', 'rc', 'calls', 'removed', 'left', 'build_s', 'peak_tree_rss', 'peak_by_process',
+                    'loadavg', 'disk_levels', 'disk_report')) for x in runs]
     except (Budget, KeyboardInterrupt, L.cri.CRIError) as exc:   # keep and report what was measured
         results['incomplete'] = '%s: %s' % (type(exc).__name__, exc)
         print('STOPPED: %s' % exc, file=sys.stderr)

@@ -4,7 +4,10 @@
 - shell: ``bench/shell.sh`` -- the crictl/jq pipeline of a typical cron job;
 - runner: the node package installed by the timer role's own tasks, started as its service starts
   it (``node-image-gc --config FILE run``);
-- playbook: ``ansible-playbook nodemaint.image_gc.prune`` on localhost.
+- playbook: ``ansible-playbook nodemaint.image_gc.prune`` on localhost;
+- disk: the runner with the disk target (``image_unused_for: 7d``, every image used an hour ago
+  by the last-use record, ``disk_high``/``disk_low`` set by bench/run.py so that the target
+  needs most of the state's images to go), on the ``disk`` state only.
 
 Every variant runs under the node's python3 (or sh) with crictl and ctr wrappers first on PATH, so
 the processes it starts are counted. The crictl timeout and batch size are the library's defaults
@@ -20,7 +23,7 @@ import sys
 from tests.integration import ansible_play, node_package
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VARIANTS = ('floor', 'shell', 'runner', 'playbook')
+VARIANTS = ('floor', 'shell', 'runner', 'playbook', 'disk')
 SANDBOX_MIN_AGE = 1           # s; the big() sandboxes are older than this when a run starts
 
 
@@ -48,6 +51,9 @@ class Variants:
             return ['sh', os.path.join(HERE, 'shell.sh'), str(SANDBOX_MIN_AGE), self.timeout], self.env()
         if variant == 'runner':
             return [self.package.launcher, '--config', self.runner_config(wrapped=True), 'run'], self.env()
+        if variant == 'disk':
+            return [self.package.launcher, '--config', self.runner_config(wrapped=True, disk=self.disk), 'run'], \
+                self.env()
         if variant == 'playbook':
             return self.playbook()
         raise ValueError(variant)
@@ -73,16 +79,21 @@ class Variants:
         return [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', inventory,
                 'nodemaint.image_gc.prune'], env
 
-    def runner_config(self, wrapped):
-        name = 'wrapped' if wrapped else 'plain'
+    disk = None          # (disk_high, disk_low) for the disk variant: set by bench/run.py per state
+    created_min_age = '0s'   # the memory state's created containers stay: bench/run.py sets '1h'
+
+    def runner_config(self, wrapped, disk=None):
+        name = ('wrapped' if wrapped else 'plain') + ('-disk' if disk else '')
         path = os.path.join(self.tmp, 'config-%s.json' % name)
         cfg = {'crictl_path': os.path.join(self.wrap, 'crictl') if wrapped else self.lab.crictl_bin,
                'ctr_path': os.path.join(self.wrap, 'ctr') if wrapped else self.lab.ctr_bin,
-               'runtime_endpoint': self.lab.endpoint, 'created_min_age': '0s',
+               'runtime_endpoint': self.lab.endpoint, 'created_min_age': self.created_min_age,
                'sandbox_min_age': '%ds' % SANDBOX_MIN_AGE,
                'report_path': os.path.join(self.tmp, 'last-run-%s.json' % name),
                'lock_path': os.path.join(self.tmp, 'run.lock'), 'lock_wait': '30s',
                'image_record_path': os.path.join(self.tmp, 'images.json'), 'image_min_age': '0s'}
+        if disk:
+            cfg.update(image_unused_for='7d', disk_high=disk[0], disk_low=disk[1])
         with open(path, 'w') as handle:
             json.dump(cfg, handle)
         return path

@@ -155,6 +155,7 @@ class Crictl:
         except ValueError as exc:
             raise CommandError('%s printed malformed JSON (%s): %r. Is %s really crictl?'
                                % (what, exc, result.stdout[:200], ' '.join(self.runtime.crictl)), result)
+        result.stdout = ''               # the runner's history keeps the result for the run: not its answer
         return data
 
     def _parse(self, data, key, cls, what):
@@ -231,19 +232,34 @@ class Crictl:
             return config.get('sandboxImage') or config.get('sandbox_image') or None
         return None
 
+    # Containers per ``crictl inspect`` for the image volumes: crictl holds every answer of one
+    # process in memory before it prints (about 2.5 KB a container with --quiet, tens of KB
+    # without it, the verbose info being the runtime spec): a bounded batch keeps its memory,
+    # and ours, bounded whatever the number of containers.
+    INSPECT_BATCH = 500
+
     def image_volumes(self, ids):
         """{container id: [image reference...]}: the images each of ``ids`` mounts as an image
-        volume (``status.mounts[].image``, KEP-4639), from ONE ``crictl inspect ID...``."""
-        result = self._run('inspect', '--output', 'json', *ids)
-        what = 'crictl inspect (%d containers, for their image volumes)' % len(ids)
-        if result.rc != 0:
-            raise CommandError(describe_failure(result, what) + '; no image is removed while the image volumes '
-                               'of the containers are unknown', result)
-        try:
-            data = json.loads(result.stdout)
-        except ValueError as exc:
-            raise CommandError('%s printed malformed JSON (%s): %r' % (what, exc, result.stdout[:200]), result)
-        return parse_image_volumes(data if isinstance(data, list) else [data], what)
+        volume (``status.mounts[].image``, KEP-4639), from ``crictl inspect --quiet ID...`` in
+        batches of INSPECT_BATCH. ``--quiet`` leaves out the verbose ``info`` (the container's
+        whole runtime spec, most of the answer), which the status's mounts do not need; each
+        batch's answer is parsed and dropped before the next."""
+        out = {}
+        for start in range(0, len(ids), self.INSPECT_BATCH):
+            batch = ids[start:start + self.INSPECT_BATCH]
+            result = self._run('inspect', '--quiet', '--output', 'json', *batch)
+            what = 'crictl inspect (%d containers, for their image volumes)' % len(batch)
+            if result.rc != 0:
+                raise CommandError(describe_failure(result, what) + '; no image is removed while the image volumes '
+                                   'of the containers are unknown', result)
+            try:
+                data = json.loads(result.stdout)
+            except ValueError as exc:
+                raise CommandError('%s printed malformed JSON (%s): %r' % (what, exc, result.stdout[:200]), result)
+            result.stdout = ''           # the runner's history keeps the result: not its answer
+            out.update(parse_image_volumes(data if isinstance(data, list) else [data], what))
+            del data
+        return out
 
     # -- removals -----------------------------------------------------------------------------
     def _remove(self, verb, ids, listing, before_batch=None):

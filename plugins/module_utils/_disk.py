@@ -65,16 +65,20 @@ def filesystem_figure(path, usage=None):
 
 
 # containerd collects garbage (snapshots, blobs) asynchronously: a figure read right after a
-# removal may not show it yet. The reading is repeated until two agree, for a bounded time.
+# removal may not show it yet. The reading is repeated until two agree, for a bounded time: the
+# first re-reading after SETTLE_INTERVAL, and while they differ (something is being collected)
+# at intervals doubling up to SETTLE_MAX_INTERVAL. CRI's image removal collects synchronously and
+# phase 4 waits for its blobs to go, so a quiet filesystem agrees at the first re-reading.
 SETTLE_TIMEOUT = 5.0
-SETTLE_INTERVAL = 0.25
+SETTLE_INTERVAL = 0.05
+SETTLE_MAX_INTERVAL = 0.25
 
 
 def settled_figure(path, timeout=SETTLE_TIMEOUT, interval=SETTLE_INTERVAL, read=None, sleep=time.sleep,
-                   monotonic=time.monotonic):
-    """filesystem_figure(path) once two readings ``interval`` apart agree on the used bytes, at
-    most ``timeout`` seconds; ``settled`` (bool) and ``waited`` (seconds) say how it ended.
-    None when the filesystem cannot be read."""
+                   monotonic=time.monotonic, max_interval=SETTLE_MAX_INTERVAL):
+    """filesystem_figure(path) once two readings agree on the used bytes (``interval`` apart,
+    doubling up to ``max_interval`` while they differ), at most ``timeout`` seconds; ``settled``
+    (bool) and ``waited`` (seconds) say how it ended. None when the filesystem cannot be read."""
     read = read or filesystem_figure
     started = monotonic()
     last = read(path)
@@ -91,6 +95,7 @@ def settled_figure(path, timeout=SETTLE_TIMEOUT, interval=SETTLE_INTERVAL, read=
             last['settled'] = True
             break
         last = now
+        interval = min(interval * 2, max(interval, max_interval))
     if last is not None:
         last['waited'] = round(monotonic() - started, 2)
     return last

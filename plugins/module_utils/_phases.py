@@ -18,7 +18,7 @@ from ._common import CommandError, ImageGCError
 from ._mirror import detect_peer_mirror
 from ._node import KINDS, build_pods
 from ._refs import image_users, volume_users
-from ._retention import Retention
+from ._retention import Retention, target_batch
 from ._text import describe
 from ._units import short_id
 from . import _content, _plan, _snapshotters
@@ -231,30 +231,39 @@ class ImagesPhase(Phase):
         return outcome
 
     def _to_target(self, plan, target, by_id, outcome):
-        """The disk target, measured: the candidates go one at a time, least recently used
-        first, and the filesystem is read again (once containerd's garbage collection settled)
-        after each, until its usage is at or below disk_low or no candidate is left. ``plan``
-        is brought in line with what went (for Phase.apply) and ``target`` says what was
-        measured."""
+        """The disk target, measured, in batches: least recently used first, each batch sized by
+        target_batch (half of what the filesystem measures above disk_low, from the image sizes
+        scaled by what the batches before freed), the filesystem read again (once containerd's
+        garbage collection settled) after each, until its usage is at or below disk_low or no
+        candidate is left. The containers are listed afresh before each batch (_new_users).
+        ``plan`` is brought in line with what went (for Phase.apply) and ``target`` says what
+        was measured: ``steps``, one per batch (its ids and the figure after it)."""
         low, result = target['low'], self.result
         estimated = [i for i in target['candidates'] if by_id[i].get('disk_target')]
         candidates = list(target['candidates'])
         figure = self.engine.measure()
-        steps = []
+        steps, sized, freed = [], 0, 0
         while figure is not None and candidates and figure['used_bytes'] * 100 > low * figure['size_bytes']:
-            image_id = candidates.pop(0)
-            item = by_id[image_id]
-            item['reason'] = Retention.target_reason(round(target['used_percent']), low, '%s; %.1f%% before it '
-                                                     'went (measured)' % (plan.last_use[image_id],
-                                                                          figure['used_percent']))
-            step = self.engine.crictl.remove_images([image_id], before_batch=self._new_users)
+            excess = figure['used_bytes'] - low * figure['size_bytes'] / 100.0
+            batch = target_batch(candidates, {i: by_id[i]['size'] for i in candidates}, excess,
+                                 freed / float(sized) if sized else 1.0)
+            del candidates[:len(batch)]
+            for image_id in batch:
+                by_id[image_id]['reason'] = Retention.target_reason(
+                    round(target['used_percent']), low, '%s; %.1f%% before its batch of %d went (measured)' % (
+                        plan.last_use[image_id], figure['used_percent'], len(batch)))
+            step = self.engine.crictl.remove_images(batch, before_batch=self._new_users)
             for key in ('removed', 'gone', 'commands'):
                 getattr(outcome, key).extend(getattr(step, key))
             outcome.failed.update(step.failed)
             outcome.skipped.update(step.skipped)
+            before = figure
             figure = self.engine.measure()
-            steps.append({'id': image_id, 'used_percent': figure['used_percent'] if figure else None})
-        taken = [s['id'] for s in steps]
+            sized += sum(by_id[i]['size'] for i in step.removed)
+            freed += max(0, before['used_bytes'] - figure['used_bytes']) if figure else 0
+            steps.append({'ids': batch, 'used_percent': figure['used_percent'] if figure else None,
+                          'used_bytes': figure['used_bytes'] if figure else None})
+        taken = [i for s in steps for i in s['ids']]
         # plan.remove: what was tried; plan.keep (the result's kept): the candidates left, with why
         plan.remove[:] = [i for i in plan.remove if not i.get('disk_target')] + [by_id[i] for i in taken]
         plan.keep[:] = [i for i in plan.keep if i['id'] not in taken]
@@ -270,7 +279,7 @@ class ImagesPhase(Phase):
                               'reached': bool(figure) and figure['used_bytes'] * 100 <= low * figure['size_bytes']}
         if figure is None:
             result['warnings'].append('the image filesystem could not be read during the disk target: it stopped '
-                                      'after %d image(s)' % len(steps))
+                                      'after %d image(s)' % len(taken))
         elif not target['measured']['reached']:
             result['warnings'].append('the image filesystem is at %.1f%% (measured) after every unused image that may '
                                       'go was removed: disk_low %d%% is not reached' % (figure['used_percent'], low))

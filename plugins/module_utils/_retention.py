@@ -78,8 +78,8 @@ class Retention:
 
     ESTIMATE = ('an estimate: projected from the image sizes the runtime reports (compressed content, layers '
                 'shared with kept images counted in full), not from what removing them frees on disk; a real '
-                'run removes the candidates one at a time, least recently used first, and re-reads the '
-                'filesystem after each until it is at or below disk_low')
+                'run removes the candidates least recently used first, in batches sized to free half of what '
+                'is measured above disk_low, and re-reads the filesystem after each until it is at or below disk_low')
 
     def _free_to_target(self, plan, warm):
         """Moves warm images into ``plan.remove``, least recently used first (ties: the larger
@@ -88,7 +88,8 @@ class Retention:
         The projection is an estimate (``plan.disk['estimate']`` says from what); a check run
         reports it. ``plan.disk['candidates']`` lists every warm image the target may take, in
         the order it takes them (those the estimate moved are marked ``disk_target``): a real
-        run (the images phase) removes them one at a time and measures the filesystem after each."""
+        run (the images phase) removes them in batches (target_batch) and measures the filesystem
+        after each."""
         high, low = self.disk['high'], self.disk['low']
         used = self.disk['used_bytes']
         before = self._percent(used)
@@ -112,3 +113,25 @@ class Retention:
             plan.warnings.append('the image filesystem stays at %.0f%% after every unused image that may go is '
                                  'removed: disk_low %d%% is not reached' % (self._percent(projected), low))
         return order
+
+
+def target_batch(candidates, sizes, excess, freed_per_byte=1.0):
+    """The next batch of the disk target: the first of ``candidates`` (least recently used
+    first) until their sizes (``sizes``: {id: bytes the runtime reports}) times
+    ``freed_per_byte`` reach half of ``excess`` (bytes measured above disk_low); at least one.
+
+    ``freed_per_byte``: bytes the filesystem freed per byte of size in the batches before (1
+    before the first; never taken below 1, so that images freeing less than their size make
+    batches smaller, never larger). Half the excess leaves room for the estimate to be wrong by a
+    factor of two: when an image frees at most twice what ``freed_per_byte`` says, a batch ends
+    below disk_low by less than what its last image frees, the bound of removing one at a time;
+    and the excess halves with each batch, so the run measures about log2(images) times."""
+    goal = excess / 2.0
+    ratio = max(1.0, freed_per_byte)
+    batch, total = [], 0
+    for image_id in candidates:
+        if batch and total * ratio >= goal:
+            break
+        batch.append(image_id)
+        total += sizes[image_id]
+    return batch

@@ -89,15 +89,25 @@ def test_the_figure_after_is_lower_by_at_least_the_content_removed(small_lab, sm
 PAYLOAD = 4 * 1024 * 1024
 
 
-def _big_images(monkeypatch, names):
-    """Images of the lab's shared busybox layer and a layer of its own: PAYLOAD random bytes, so
-    removing one frees its unpacked snapshot and its blob (about 2 x PAYLOAD, measured on both
+def _big_images(monkeypatch, names, payload=PAYLOAD):
+    """Images of the lab's shared busybox layer and a layer of its own: ``payload`` random bytes,
+    so removing one frees its unpacked snapshot and its blob (about 2 x payload, measured on both
     containerd versions), while the runtime reports each image's size as the two layers' sum."""
     monkeypatch.setattr(labpkg.images, 'marker_layer', lambda name, variant='': labpkg.images._tar(
-        [('etc', 'dir', None, 0o755), ('etc/feas-image', 'file', os.urandom(PAYLOAD), 0o644)]))
+        [('etc', 'dir', None, 0o755), ('etc/feas-image', 'file', os.urandom(payload), 0o644)]))
     built = [labpkg.images.build('docker.io/feas/%s:1' % name) for name in names]
     monkeypatch.undo()
     return built
+
+
+def _warm(lab, built):
+    """The last-use record: every image of ``built`` used hours ago, the first least recently."""
+    now = int(time.time())
+    record = {'version': 1, 'updated': now, 'images': dict(
+        (im.image_id, {'first_seen': now - 30 * 86400, 'last_used': now - (len(built) + 10 - i) * 3600, 'refs': []})
+        for i, im in enumerate(built))}
+    with open(state_args(lab)['image_record_path'], 'w') as handle:
+        json.dump(record, handle)
 
 
 def test_the_disk_target_stops_as_soon_as_the_measured_usage_is_at_disk_low(small_lab, monkeypatch):
@@ -105,12 +115,7 @@ def test_the_disk_target_stops_as_soon_as_the_measured_usage_is_at_disk_low(smal
     order = ['lru-a', 'lru-b', 'lru-c', 'lru-d']                    # least recently used first
     built = _big_images(monkeypatch, order)
     labpkg.images.import_images(small_lab.ctr_argv, built, small_lab.work)
-    now = int(time.time())
-    record = {'version': 1, 'updated': now, 'images': dict(
-        (im.image_id, {'first_seen': now - 30 * 86400, 'last_used': now - (10 - i) * 3600, 'refs': []})
-        for i, im in enumerate(built))}
-    with open(state_args(small_lab)['image_record_path'], 'w') as handle:
-        json.dump(record, handle)
+    _warm(small_lab, built)
     # the target lies between one and two images' worth of freed space below the usage now
     fs = _disk.settled_figure(small_lab.root, timeout=10)
     step = 2 * PAYLOAD
@@ -127,9 +132,48 @@ def test_the_disk_target_stops_as_soon_as_the_measured_usage_is_at_disk_low(smal
     assert built[2].image_id in left and built[3].image_id in left
     measured = res['disk_target']['measured']
     assert measured['reached'] is True
-    steps = measured['steps']
-    assert [s['id'] for s in steps] == removed
-    assert steps[0]['used_percent'] > low >= steps[1]['used_percent'], (steps, low)
+    steps = measured['steps']                   # one per batch, the filesystem measured after each
+    assert [i for s in steps for i in s['ids']] == removed
+    assert all(s['used_bytes'] * 100 > low * fs['size_bytes'] for s in steps[:-1]), (steps, low)
+    assert steps[-1]['used_bytes'] * 100 <= low * fs['size_bytes'], (steps, low)
     after = res['disk_after']['filesystem']
     assert after['used_bytes'] * 100 <= low * after['size_bytes'] and after['settled'] is True
     assert all('(measured)' in i['reason'] for i in res['images'])
+
+
+def test_a_disk_target_batch_overshoots_disk_low_by_less_than_one_image(small_lab, monkeypatch):
+    """The disk target in batches (issue 26): each batch is sized, from the image sizes, to free
+    half of what the filesystem measures above disk_low (scaled by what the batches before it
+    freed per byte of size), at least one image. So the run measures far fewer times than it
+    removes images, and ends below disk_low by less than what one image frees: the bound of
+    removing one at a time, as long as an image frees at most twice what the sizes say (here
+    about 2 x payload for a size of payload plus the shared busybox layer)."""
+    labpkg.reset(small_lab)
+    payload = 1024 * 1024
+    built = _big_images(monkeypatch, ['batch-%02d' % i for i in range(12)], payload=payload)
+    labpkg.images.import_images(small_lab.ctr_argv, built, small_lab.work)
+    _warm(small_lab, built)
+    fs = _disk.settled_figure(small_lab.root, timeout=10)
+    one = 2 * payload + 256 * 1024            # what removing one of them frees, at most (blob, snapshot, metadata)
+    low = int(100.0 * (fs['used_bytes'] - 8.5 * 2 * payload) / fs['size_bytes'])   # about 8 to 9 must go
+    high = int(fs['used_percent']) - 1
+    assert 1 <= low < high, (fs, low, high)
+    low_bytes = low * fs['size_bytes'] / 100.0
+    res = run_tasks(small_lab, [('gc', PRUNE, _args(small_lab, image_unused_for='7d', disk_high=high, disk_low=low,
+                                                    content=False))])['gc']
+    assert not res.get('failed') and res['failed_phases'] == [], res
+    removed = [i['id'] for i in res['images']]
+    assert removed == [im.image_id for im in built[:len(removed)]], res['images']       # least recently used first
+    measured = res['disk_target']['measured']
+    steps = measured['steps']
+    assert measured['reached'] is True and [i for s in steps for i in s['ids']] == removed
+    # batched: fewer measurements than images, the first batch more than one image
+    assert len(steps[0]['ids']) > 1 and len(steps) < len(removed), steps
+    # every batch but the last left the filesystem above disk_low; the last brought it below by
+    # less than one image's worth
+    assert all(s['used_bytes'] > low_bytes for s in steps[:-1]), (steps, low_bytes)
+    after = res['disk_after']['filesystem']
+    assert after['settled'] is True and after['used_bytes'] <= low_bytes, (after, low_bytes)
+    assert low_bytes - after['used_bytes'] < one, ('overshoot', low_bytes - after['used_bytes'], one, steps)
+    left = runtime_state(small_lab)['images']
+    assert all(im.image_id in left for im in built[len(removed):])

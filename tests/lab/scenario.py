@@ -306,8 +306,14 @@ def min_age_between(d, now_ns=None):
 
 # ---------------------------------------------------------------------------- big
 
-def big(lab, containers=100, sandboxes=20, images=30, per_pod=100, parallel=MAX_PARALLEL):
+def big(lab, containers=100, sandboxes=20, images=30, per_pod=100, parallel=MAX_PARALLEL, pods_gone=False,
+        start=True):
     """Many exited containers (in Ready host pods), NotReady sandboxes and unused images.
+
+    ``pods_gone``: the host pods are stopped once their containers exited (NotReady, and no
+    kubelet root tracks them), so their containers and sandboxes are garbage to the pod-aware
+    rules too; otherwise each exited container is the newest instance of its name in a live pod
+    and stays. ``start=False``: the containers are created, never started (cheaper to build).
     Returns {container_ids, host_pod_ids, notready_pod_ids, image_ids, seconds}."""
     t0 = time.time()
     pause = img.build(SANDBOX_IMAGE)
@@ -334,17 +340,20 @@ def big(lab, containers=100, sandboxes=20, images=30, per_pod=100, parallel=MAX_
     def one(i):
         pid, cfg = hosts[i // per_pod]
         return run_container(lab, pid, cfg, "exit-%05d" % i, runner.name,
-                             ["/bin/busybox", "true"])
+                             ["/bin/busybox", "true"], start=start)
 
     with cf.ThreadPoolExecutor(parallel) as ex:
         cids = list(ex.map(one, range(containers)))
     end = time.time() + 120 + containers * 0.05
-    while time.time() < end:
+    while start and time.time() < end:
         running = [x for x in c.list_containers() if x.state != cri.CONTAINER_EXITED
                    and x.id in set(cids)]
         if not running:
             break
         time.sleep(0.2)
+    if pods_gone:
+        for h in hosts:
+            c.stop_pod_sandbox(h[0])
     return {"kind": "big", "container_ids": cids, "host_pod_ids": [h[0] for h in hosts],
             "notready_pod_ids": nr_ids, "image_ids": [lab.cri_image_id(u) for u in unused],
             "image_refs": [u.name for u in unused], "seconds": time.time() - t0}

@@ -34,6 +34,17 @@ def test_settles_when_two_readings_agree():
     assert got == {'path': '/x', 'used_bytes': 650, 'settled': True, 'waited': 0.75}
 
 
+def test_re_reads_soon_and_backs_off_while_the_readings_differ():
+    clock = Clock()
+    got = _disk.settled_figure('/x', timeout=5, read=reader(900, 700, 650, 640, 640), sleep=clock.sleep,
+                               monotonic=clock.monotonic)
+    # 0.05 s, then 0.1, 0.2 while they differ, then at most 0.25
+    assert got == {'path': '/x', 'used_bytes': 640, 'settled': True, 'waited': 0.6}
+    clock = Clock()
+    quiet = _disk.settled_figure('/x', timeout=5, read=reader(500, 500), sleep=clock.sleep, monotonic=clock.monotonic)
+    assert quiet['settled'] is True and quiet['waited'] == 0.05
+
+
 def test_gives_up_after_the_timeout_and_says_so():
     clock = Clock()
     got = _disk.settled_figure('/x', timeout=1, interval=0.25, read=reader(*range(1000, 0, -1)),

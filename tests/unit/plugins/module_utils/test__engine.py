@@ -28,7 +28,7 @@ IMAGES_CHECK = CTR_PREFIX + ['images', 'check', '--snapshotter', 'overlayfs']
 
 def inspect(*names, version=V16):
     """``crictl inspect`` of the containers that stay, for their image volumes (one per run)."""
-    return CRICTL_PREFIX + ['inspect', '--output', 'json'] + sorted(IDS[version][n] for n in names)
+    return CRICTL_PREFIX + ['inspect', '--quiet', '--output', 'json'] + sorted(IDS[version][n] for n in names)
 
 
 def run_all(engine, check_mode):

@@ -93,14 +93,26 @@ def test_each_kind_is_listed_once_and_a_removed_sandbox_takes_its_containers():
     assert sorted(node.seen) == sorted(IDS[V16][n] for n in ('exit0', 'exit1', 'sleeper'))
 
 
-def test_image_volumes_come_from_one_batched_inspect_and_none_without_containers():
+def test_image_volumes_come_from_one_batched_quiet_inspect_and_none_without_containers():
     node, runner = _node_over(volumes={IDS[V16]['sleeper']: ['docker.io/feas/vol:1']})
     containers = node.current('containers')
     found = node.image_volumes(containers)
     assert found[IDS[V16]['sleeper']] == ['docker.io/feas/vol:1'] and found[IDS[V16]['exit0']] == []
     node.image_volumes(containers)
     inspects = runner.ran('crictl', 'inspect')
-    assert inspects == [CRICTL_PREFIX + ['inspect', '--output', 'json'] + sorted(c.id for c in containers)]
+    # --quiet: without the verbose info (the runtime spec), which the status's mounts do not need
+    assert inspects == [CRICTL_PREFIX + ['inspect', '--quiet', '--output', 'json'] + sorted(c.id for c in containers)]
+
+
+def test_image_volumes_are_inspected_in_bounded_batches(monkeypatch):
+    node, runner = _node_over(volumes={IDS[V16]['sleeper']: ['docker.io/feas/vol:1']})
+    containers = node.current('containers')
+    monkeypatch.setattr(node.crictl, 'INSPECT_BATCH', 2)
+    found = node.image_volumes(containers)
+    assert found[IDS[V16]['sleeper']] == ['docker.io/feas/vol:1'] and set(found) == {c.id for c in containers}
+    batches = [argv[argv.index('json') + 1:] for argv in runner.ran('crictl', 'inspect')]
+    assert [len(b) for b in batches] == [2] * (len(containers) // 2) + [1] * (len(containers) % 2)
+    assert [i for b in batches for i in b] == sorted(c.id for c in containers)
     empty, runner = _node_over()
     assert empty.image_volumes([]) == {} and runner.calls == []
 
@@ -108,8 +120,16 @@ def test_image_volumes_come_from_one_batched_inspect_and_none_without_containers
 def test_one_container_inspect_prints_an_object_not_a_list():
     node, runner = _node_over(volumes={IDS[V16]['sleeper']: ['docker.io/feas/vol:1']})
     sleeper = [c for c in node.current('containers') if c.name == 'sleeper']
+    printed = []
+    real_run = runner.run
+
+    def run(argv, timeout=None):
+        result = real_run(argv, timeout)
+        printed.append(result.stdout)
+        return result
+    runner.run = run
     assert node.image_volumes(sleeper) == {IDS[V16]['sleeper']: ['docker.io/feas/vol:1']}
-    assert isinstance(json.loads(runner.history[-1].stdout), dict)
+    assert isinstance(json.loads(printed[-1]), dict)
 
 
 # -- issue 25, item 5: the kubelet's evict units (pod uid label, container name) ---------------

@@ -283,24 +283,42 @@ def test_disk_target_in_check_mode_is_the_estimate_and_says_so(tmp_path, peer_ro
     assert sum(1 for argv in runner.calls if 'imagefsinfo' in argv) == 1
 
 
-def test_disk_target_real_run_removes_one_at_a_time_until_the_measured_usage_is_at_disk_low(
+def test_disk_target_real_run_removes_in_batches_until_the_measured_usage_is_at_disk_low(
         tmp_path, peer_root, monkeypatch):
-    # measured: 88% before the target's first removal, 80% after it, 70% (= disk_low) after the second
+    # measured: 88% before the target's first batch, 80% after it, 70% (= disk_low) after the second;
+    # each image is about 1 MB (10%) and half of 18% (then of 10%) is less: one image a batch
     engine, runner = _target_engine(tmp_path, peer_root, monkeypatch, (88.0, 80.0, 70.0, 70.0))
     run = engine.run()
     images = run['phases'][2]
     target = images['disk_target']
     assert ids(images['removed']) == target['candidates'][:2], images['removed']
     assert [i['reason'].split('; ')[-1] for i in images['removed']] == [
-        '88.0% before it went (measured)', '80.0% before it went (measured)']
-    assert target['measured'] == {'steps': [{'id': target['candidates'][0], 'used_percent': 80.0},
-                                            {'id': target['candidates'][1], 'used_percent': 70.0}],
+        '88.0% before its batch of 1 went (measured)', '80.0% before its batch of 1 went (measured)']
+    assert target['measured'] == {'steps': [{'ids': target['candidates'][:1], 'used_percent': 80.0,
+                                             'used_bytes': 8 * 10 ** 6},
+                                            {'ids': target['candidates'][1:2], 'used_percent': 70.0,
+                                             'used_bytes': 7 * 10 ** 6}],
                                   'used_percent': 70.0, 'used_bytes': 7 * 10 ** 6, 'reached': True}
-    # one rmi per candidate, each after the containers were listed afresh; the third candidate stays
+    # one rmi per batch, each after the containers were listed afresh; the third candidate stays
     rmis = [argv for argv in runner.calls if 'rmi' in argv]
     assert [argv[-1] for argv in rmis] == target['candidates'][:2]
     assert target['candidates'][2] in ids(images['kept'])
     assert run['disk_after']['filesystem']['used_percent'] == 70.0
+
+
+def test_disk_target_batch_is_half_the_measured_excess_from_the_sizes_at_least_one():
+    sizes = {'a': 100, 'b': 100, 'c': 300, 'd': 100}
+    order = ['a', 'b', 'c', 'd']
+    # half of 500 is 250: a, b (200) are short of it, c crosses it
+    assert _retention.target_batch(order, sizes, 500) == ['a', 'b', 'c']
+    assert _retention.target_batch(order, sizes, 400) == ['a', 'b']
+    # never fewer than one, however small the excess
+    assert _retention.target_batch(order, sizes, 1) == ['a']
+    # the batches before freed twice their size per byte: half as many bytes of size are taken
+    assert _retention.target_batch(order, sizes, 400, freed_per_byte=2.0) == ['a']
+    # freeing less than the size makes batches no larger than the sizes alone would
+    assert _retention.target_batch(order, sizes, 400, freed_per_byte=0.1) == ['a', 'b']
+    assert _retention.target_batch(order, sizes, 10 ** 6) == order
 
 
 def test_disk_target_real_run_keeps_what_the_estimate_had_go_once_the_measure_says_enough(
