@@ -238,19 +238,27 @@ setup_containerds() {
 # The Go build of containerd 2.4 (about 3 min on a fresh machine, CPU) in the background while
 # the caller does other set-up (downloads, venv): start with setup_containerd_go_start, then
 # setup_containerd_go_wait (prints its log; exports like setup_containerds 2.4). Quick when built.
-setup_containerd_go_start() {
-  SETUP_GO_LOG="$(mktemp)"
-  ( setup_containerds 2.4 ) >"$SETUP_GO_LOG" 2>&1 &
-  SETUP_GO_PID=$!
+# in_background NAME CMD...: CMD in a subshell in the background (a CPU-bound Go build on a fresh
+# machine) while the caller does other set-up; background_wait NAME CMD...: wait for it, print its
+# output, then run CMD again in this shell (quick once built) for the exports it makes.
+declare -gA SETUP_BG_PID SETUP_BG_LOG
+in_background() {
+  local name="$1"; shift
+  SETUP_BG_LOG[$name]="$(mktemp)"
+  ( "$@" ) >"${SETUP_BG_LOG[$name]}" 2>&1 &
+  SETUP_BG_PID[$name]=$!
 }
 
-setup_containerd_go_wait() {
-  local rc=0
-  [[ -n "${SETUP_GO_PID:-}" ]] || return 1   # never started (an earlier set-up step failed)
-  wait "$SETUP_GO_PID" || rc=1
-  cat "$SETUP_GO_LOG" >&2; rm -f "$SETUP_GO_LOG"
-  [[ $rc == 0 ]] && setup_containerds 2.4 >/dev/null 2>&1   # the exports, from the finished build
+background_wait() {
+  local name="$1" rc=0; shift
+  [[ -n "${SETUP_BG_PID[$name]:-}" ]] || return 1   # never started (an earlier set-up step failed)
+  wait "${SETUP_BG_PID[$name]}" || rc=1
+  cat "${SETUP_BG_LOG[$name]}" >&2; rm -f "${SETUP_BG_LOG[$name]}"
+  [[ $rc == 0 ]] && "$@" >/dev/null 2>&1
 }
+
+setup_containerd_go_start() { in_background containerd-2.4 setup_containerds 2.4; }
+setup_containerd_go_wait() { background_wait containerd-2.4 setup_containerds 2.4; }
 
 # The upstream kubelet (KUBELET_VERSION, versions.env) for the lab's kubelet tests, built from
 # the Go module proxy into $CACHE_DIR/kubelet-VERSION/kubelet (.complete when done; about 5 min
@@ -311,19 +319,8 @@ setup_kubelet() {
 
 # The kubelet's Go build (CPU-bound, about 5 min on a fresh machine) in the background while the
 # rest of the set-up runs, like setup_containerd_go_start / _wait. Quick when built.
-setup_kubelet_start() {
-  SETUP_KUBELET_LOG="$(mktemp)"
-  ( setup_kubelet ) >"$SETUP_KUBELET_LOG" 2>&1 &
-  SETUP_KUBELET_PID=$!
-}
-
-setup_kubelet_wait() {
-  local rc=0
-  [[ -n "${SETUP_KUBELET_PID:-}" ]] || return 1   # never started (an earlier set-up step failed)
-  wait "$SETUP_KUBELET_PID" || rc=1
-  cat "$SETUP_KUBELET_LOG" >&2; rm -f "$SETUP_KUBELET_LOG"
-  [[ $rc == 0 ]] && setup_kubelet >/dev/null 2>&1   # the export, from the finished build
-}
+setup_kubelet_start() { in_background kubelet setup_kubelet; }
+setup_kubelet_wait() { background_wait kubelet setup_kubelet; }
 
 # CRI-O for the lab's CRI-O lane, built from the Go module proxy into the cache (.complete).
 # `go install github.com/cri-o/cri-o/cmd/crio@V` does not work (the proxy serves the module but
@@ -377,19 +374,8 @@ setup_crio() {
 # CRI-O's Go build (about 2-4 min on a fresh machine, CPU) in the background while the caller does
 # other set-up, like containerd 2.4's: setup_crio_start, then setup_crio_wait (prints its log,
 # exports NODEMAINT_CRIO). Quick when built.
-setup_crio_start() {
-  SETUP_CRIO_LOG="$(mktemp)"
-  ( setup_crio ) >"$SETUP_CRIO_LOG" 2>&1 &
-  SETUP_CRIO_PID=$!
-}
-
-setup_crio_wait() {
-  local rc=0
-  [[ -n "${SETUP_CRIO_PID:-}" ]] || return 1   # never started (an earlier set-up step failed)
-  wait "$SETUP_CRIO_PID" || rc=1
-  cat "$SETUP_CRIO_LOG" >&2; rm -f "$SETUP_CRIO_LOG"
-  [[ $rc == 0 ]] && setup_crio >/dev/null 2>&1   # the export, from the finished build
-}
+setup_crio_start() { in_background crio setup_crio; }
+setup_crio_wait() { background_wait crio setup_crio; }
 
 # The older name: containerd 2.1 only (exports NODEMAINT_CONTAINERD2_DIR).
 setup_containerd2() { setup_containerds 2.1; }

@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 
-from .lab import CACHE_DIR, _pid_alive, _wait_dead, pids_matching
+from .lab import CACHE_DIR, _pid_alive, _wait_dead, pids_matching, signal_until_dead
 from .versions import PINNED
 
 KUBELET_VERSION = PINNED["KUBELET_VERSION"]
@@ -197,19 +197,7 @@ class Kubelet:
     def stop(self, timeout=15):
         """SIGTERM, then SIGKILL; the pods' containers keep running (as on a node), the lab's
         teardown removes them. Safe to call twice."""
-        if self.pid and _pid_alive(self.pid):
-            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
-                try:
-                    os.kill(self.pid, sig)
-                except ProcessLookupError:
-                    break
-                if _wait_dead([self.pid], wait):
-                    break
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+        signal_until_dead(self.pid, self._proc, ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)))
         self.pid = None
         self._clean_host_dirs()
 

@@ -205,6 +205,25 @@ def _wait_dead(pids, timeout):
     return not any(_pid_alive(p) for p in pids)
 
 
+def signal_until_dead(pid, proc, steps):
+    """Each (signal, seconds to wait for the exit) of ``steps`` in turn until ``pid`` is gone; then
+    reap ``proc`` (its Popen, or None) so it leaves no zombie."""
+    for sig, wait in steps:
+        if not (pid and _pid_alive(pid)):
+            break
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        if _wait_dead([pid], wait):
+            break
+    if proc is not None:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 class CRILab:
     """What a lab of any CRI runtime shares: the real crictl, the CRI client, the environment for
     subprocesses, the kubelet root, readiness, the daemon's stop by PID, the teardown of what is
@@ -311,20 +330,7 @@ class CRILab:
     def _signal_daemon(self, *steps):
         """Each (signal, seconds to wait for the exit) in turn until the daemon is gone; then reap it."""
         self._drop_client()
-        for sig, wait in steps:
-            if not (self.pid and _pid_alive(self.pid)):
-                break
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                break
-            if _wait_dead([self.pid], wait):
-                break
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=5)
-            except Exception:
-                pass
+        signal_until_dead(self.pid, self._proc, steps)
 
     def kill_containers(self, ids):
         """Make the containers ``ids`` stop at once, before a StopContainer: nothing to do where
