@@ -8,8 +8,9 @@ the run sees it, and sequences the phases of PHASE_TABLE (_phases) between two d
 (_disk). The modules and the node runner are faces over it."""
 
 import time
+import traceback
 
-from ._common import CommandError, CommandRunner
+from ._common import CommandError, CommandRunner, ImageGCError
 from ._cri import Crictl, Ctr
 from ._discovery import Discovery
 from ._node import Node
@@ -126,6 +127,9 @@ class Engine:
                                     first)
                     if isinstance(exc, CommandError):
                         result['error_details'] = exc.to_dict()
+                    elif not isinstance(exc, ImageGCError):
+                        # a bug, not a state of the node: its traceback goes with it (a module's exception=)
+                        result['traceback'] = traceback.format_exc()
             result['status'] = phase_status(result)
             out['phases'].append(result)
             emit('phase', result)

@@ -463,7 +463,11 @@ def test_check_mode_disk_after_is_the_disk_before(peer_root):
     assert after.pop('filesystem') == dict(run['disk_before']['filesystem'], note=_disk.CHECK_MODE_NOTE)
     assert after == {k: v for k, v in run['disk_before'].items() if k != 'filesystem'}
     assert sum(1 for argv in runner.calls if 'imagefsinfo' in argv) == 1
-    assert run['summary'].startswith('would free ') and run['summary'].endswith('(check mode: nothing removed)')
+    fs = run['disk_before']['filesystem']
+    projected = 100.0 * (fs['used_bytes'] - run['bytes']) / fs['size_bytes']
+    assert run['summary'].startswith('would free ')
+    assert run['summary'].endswith('%.1f%% -> ~%.1f%% (estimate: check mode removes nothing)' % (
+        fs['used_percent'], projected))
 
 
 def _figures(monkeypatch, *used, size=1000):
@@ -487,8 +491,8 @@ def test_the_disk_figures_are_read_from_the_filesystem_before_and_after(peer_roo
     # the runtime's own figure is kept, apart and as what it is
     assert run['disk_after']['image_fs_used_bytes'] == 0 and run['disk_after']['filesystem_unknown'] is None
     images, blobs = len(run['phases'][2]['removed']), len(run['phases'][3]['removed'])
-    assert run['summary'] == 'freed %s (2 containers, 1 sandboxes, %d images, %d blobs); /var/lib/containerd ' \
-        '81.2%% -> 62.0%%' % (_units.human_bytes(run['bytes']), images, blobs)
+    assert run['summary'] == 'freed %s (2 containers, 1 sandbox, %s, %s); /var/lib/containerd ' \
+        '81.2%% -> 62.0%%' % (_units.human_bytes(run['bytes']), _text.count(images, 'image'), _text.count(blobs, 'blob'))
 
 
 def test_an_unknown_filesystem_figure_says_unknown(peer_root, monkeypatch):
@@ -504,7 +508,7 @@ def test_a_figure_still_changing_when_the_wait_ends_is_said_so():
     run = {'check_mode': False, 'phases': [{'phase': 'images', 'removed': [{}], 'bytes': 2048}],
            'disk_before': {'filesystem': {'path': '/x', 'used_percent': 50.0}},
            'disk_after': {'filesystem': {'path': '/x', 'used_percent': 49.0, 'settled': False, 'waited': 5.0}}}
-    assert _text.summary_line(run) == 'freed 2.00 KB (1 images); /x 50.0% -> 49.0% (still changing after 5.0s)'
+    assert _text.summary_line(run) == 'freed 2.00 KB (1 image); /x 50.0% -> 49.0% (still changing after 5.0s)'
 
 
 def test_a_failing_phase_is_recorded_and_the_next_still_runs(peer_root):
@@ -646,7 +650,7 @@ def test_an_empty_container_listing_with_ready_sandboxes_removes_no_image(peer_r
     images = run['phases'][2]
     assert images['status'] == 'failed' and images['removed'] == []
     assert images['error'] == (
-        'crictl ps --all listed no container while 2 sandbox(es) are Ready (feas-b, feas-c): the container listing is '
+        'crictl ps --all listed no container while 2 sandboxes are Ready (feas-b, feas-c): the container listing is '
         'not trusted and no image is removed. Endpoints used: runtime unix:///run/containerd/containerd.sock, image '
         'unix:///run/containerd/containerd.sock; set runtime_endpoint and image_endpoint to the runtime the kubelet uses')
     assert runner.ran('crictl', 'rmi') == [] and runner.ran('crictl', 'inspect') == []

@@ -40,7 +40,7 @@ def check_against_return_doc(result, images_enabled=True):
 @pytest.mark.parametrize('version', VERSIONS)
 def test_check_mode_plans_and_removes_nothing(version, args, monkeypatch):
     runner = node_runner(version)
-    out = run_module(monkeypatch, crictl_prune, args, runner, check_mode=True)
+    out = run_module(monkeypatch, crictl_prune, dict(args, return_commands=True), runner, check_mode=True)
     assert not out.failed, out.result
     result = out.result
     assert result['changed'] is True
@@ -59,7 +59,7 @@ def test_check_mode_plans_and_removes_nothing(version, args, monkeypatch):
 def test_real_run_removes_what_check_mode_reported(version, args, monkeypatch, tmp_path):
     check = run_module(monkeypatch, crictl_prune, args, node_runner(version), check_mode=True).result
     runner = node_runner(version)
-    real = run_module(monkeypatch, crictl_prune, args, runner).result
+    real = run_module(monkeypatch, crictl_prune, dict(args, return_commands=True), runner).result
     assert real['changed'] is True
     assert ids(real['containers']) == ids(check['containers'])
     assert ids(real['images']) == ids(check['images'])

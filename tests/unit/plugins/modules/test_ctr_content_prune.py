@@ -100,5 +100,5 @@ def test_bad_option_fails_and_runs_nothing(option, value, args, monkeypatch):
 
 
 def test_empty_namespace_message_names_the_module_option(args, monkeypatch):
-    msg = failure_before_any_command(monkeypatch, ctr_content_prune, dict(args, namespace=''))
-    assert re.match(r'namespace: ', msg), msg
+    msg = failure_before_any_command(monkeypatch, ctr_content_prune, dict(args, content_namespace=''))
+    assert re.match(r'content_namespace: ', msg), msg
