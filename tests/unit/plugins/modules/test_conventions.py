@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ansible.module_utils.common import warnings
+from ansible.module_utils.common import arg_spec
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _adapter, _plan
 from ansible_collections.nodemaint.image_gc.plugins.modules import crictl_prune, ctr_content_prune, stale_sandbox
@@ -20,26 +20,37 @@ def args(tmp_path):
     return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s'}
 
 
-def deprecations_of(alias):
-    return [d for d in warnings.get_deprecation_messages() if "'%s'" % alias in d.get('msg', '')
-            or alias in str(d)]
+@pytest.fixture
+def deprecations(monkeypatch):
+    """The deprecation warnings the module's argument validation gives Ansible, as dicts."""
+    seen = []
+
+    def deprecate(msg, version=None, date=None, deprecator=None, **kw):
+        seen.append({'msg': msg, 'version': version, 'collection': getattr(deprecator, 'resolved_name', None)})
+    monkeypatch.setattr(arg_spec, 'deprecate', deprecate)
+    return seen
 
 
-def test_stale_sandbox_old_min_age_still_sets_sandbox_min_age_and_warns(args, monkeypatch):
+def of_alias(deprecations, alias):
+    return [d for d in deprecations if "Alias '%s' is deprecated" % alias in d['msg']]
+
+
+def test_stale_sandbox_old_min_age_still_sets_sandbox_min_age_and_warns(args, monkeypatch, deprecations):
     runner = node_runner(V21)
     result = run_module(monkeypatch, stale_sandbox, dict(args, min_age='3h'), runner).result
     assert ids(result['sandboxes_kept']) == [IDS[V21]['feas-a']]
     assert 'younger than sandbox_min_age 3h' in result['sandboxes_kept'][0]['reason']
-    found = deprecations_of('min_age')
-    assert found and all(d.get('version') == '1.0.0' for d in found), warnings.get_deprecation_messages()
+    found = of_alias(deprecations, 'min_age')
+    assert found == [{'msg': found[0]['msg'], 'version': '1.0.0', 'collection': 'nodemaint.image_gc'}], deprecations
 
 
 @pytest.mark.parametrize('module', [crictl_prune, ctr_content_prune], ids=['crictl_prune', 'ctr_content_prune'])
-def test_old_namespace_still_sets_content_namespace_and_warns(module, args, monkeypatch):
+def test_old_namespace_still_sets_content_namespace_and_warns(module, args, monkeypatch, deprecations):
     # the value goes to content_namespace: an empty one is refused under that name
     msg = failure_before_any_command(monkeypatch, module, dict(args, namespace=''))
     assert re.match(r'content_namespace: ', msg), msg
-    assert deprecations_of('namespace'), warnings.get_deprecation_messages()
+    found = of_alias(deprecations, 'namespace')
+    assert [(d['version'], d['collection']) for d in found] == [('1.0.0', 'nodemaint.image_gc')], deprecations
 
 
 def test_commands_are_left_out_by_default(args, monkeypatch):
