@@ -36,7 +36,8 @@ def run_all(engine, check_mode):
     return dict((r['phase'], r) for r in run['phases'])
 
 
-def four(runner, **kwargs):
+def engine_of_all_phases(runner, **kwargs):
+    """An Engine over ``runner`` that runs the four phases (no disk reports)."""
     return make_engine(runner, phases=PHASES, **kwargs)
 
 
@@ -103,7 +104,7 @@ def expected_real_commands(version):
 @pytest.mark.parametrize('version', VERSIONS)
 def test_real_run_of_the_four_phases(version, peer_root):
     runner = node_runner(version)
-    results = run_all(four(runner, peer_root=peer_root), check_mode=False)
+    results = run_all(engine_of_all_phases(runner, peer_root=peer_root), check_mode=False)
     assert runner.calls == expected_real_commands(version)
     assert all(t == 150 for t in runner.timeouts)
     ids_ = IDS[version]
@@ -135,11 +136,11 @@ def test_real_run_of_the_four_phases(version, peer_root):
 @pytest.mark.parametrize('version', VERSIONS)
 def test_check_mode_runs_no_removal_and_reports_what_the_real_run_removes(version, peer_root):
     check_runner = node_runner(version)
-    check = run_all(four(check_runner, peer_root=peer_root), check_mode=True)
+    check = run_all(engine_of_all_phases(check_runner, peer_root=peer_root), check_mode=True)
     assert check_runner.removals() == []
     assert check_runner.calls == [PS, PODS, IMAGES] + ([INFO] if version == V16 else []) + [
         inspect('sleeper', version=version), CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
-    real = run_all(four(node_runner(version), peer_root=peer_root), check_mode=False)
+    real = run_all(engine_of_all_phases(node_runner(version), peer_root=peer_root), check_mode=False)
     for phase in ('containers', 'sandboxes', 'images'):
         assert ids(check[phase]['removed']) == ids(real[phase]['removed']), phase
         assert [i['reason'] for i in check[phase]['removed']] == [i['reason'] for i in real[phase]['removed']]
@@ -159,7 +160,7 @@ def test_check_mode_runs_no_removal_and_reports_what_the_real_run_removes(versio
 @pytest.mark.parametrize('version', VERSIONS)
 def test_second_real_run_on_the_after_state_removes_nothing(version, peer_root):
     runner = node_runner(version, state='after')
-    results = run_all(four(runner, peer_root=peer_root), check_mode=False)
+    results = run_all(engine_of_all_phases(runner, peer_root=peer_root), check_mode=False)
     for phase, result in results.items():
         assert result['removed'] == [] and result['failed'] == [], phase
         assert result['changed'] is False, phase
@@ -364,7 +365,7 @@ def test_content_check_mode_plans_after_the_planned_image_removals(version, peer
     """Check mode of the whole run: the content phase plans over the store as it will be once
     unused:3, the old busybox:1 and busybox:1 (planned by phase 3) are gone."""
     runner = node_runner(version)
-    result = run_all(four(runner, peer_root=peer_root), check_mode=True)['content']
+    result = run_all(engine_of_all_phases(runner, peer_root=peer_root), check_mode=True)['content']
     assert ids(result['removed']) == ['sha256:5f4de468a2d94fad44b1fe435d8816e6a09e28f9f271edf57ce788021fd9fd55',
                                       'sha256:f51d6ffc6841a4945a2c9f5919c130cc077317b4d1f87750cc78e070b738bb4b']
     assert runner.removals() == []
@@ -373,7 +374,7 @@ def test_content_check_mode_plans_after_the_planned_image_removals(version, peer
 def test_images_phase_after_a_sandbox_removal_in_check_mode_frees_its_containers_images(peer_root):
     """feas-a goes in phase 2 with exit0; with exit1 removed in phase 1 too, the old busybox:1 is free."""
     runner = node_runner(V21)
-    result = run_all(four(runner, settings={'sandbox_min_age': '0s'}, peer_root=peer_root), check_mode=True)
+    result = run_all(engine_of_all_phases(runner, settings={'sandbox_min_age': '0s'}, peer_root=peer_root), check_mode=True)
     assert ids(result['sandboxes']['removed']) == [IDS[V21]['feas-a']]
     reasons = dict((i['id'], i['reason']) for i in result['images']['removed'])
     assert reasons[IMG_OLD_BUSYBOX1] == 'used only by containers removed in this run'
@@ -515,7 +516,7 @@ def test_a_failing_phase_is_recorded_and_the_next_still_runs(peer_root):
     runner = node_runner(V21)
     runner.on('crictl pods --output json', Reply(1, '', 'time="x" level=fatal msg="listing pods: boom"\n'))
     events = []
-    run = four(runner, peer_root=peer_root).run(on_event=lambda kind, data: events.append((kind, data['phase'])))
+    run = engine_of_all_phases(runner, peer_root=peer_root).run(on_event=lambda kind, data: events.append((kind, data['phase'])))
     status = dict((r['phase'], r['status']) for r in run['phases'])
     assert status == {'containers': 'ok', 'sandboxes': 'failed', 'images': 'ok', 'content': 'ok'}
     failed = run['phases'][1]
@@ -527,7 +528,7 @@ def test_a_failing_phase_is_recorded_and_the_next_still_runs(peer_root):
 
 
 def test_an_unexpected_exception_in_a_phase_is_recorded_too(peer_root, monkeypatch):
-    engine = four(node_runner(V21), peer_root=peer_root)
+    engine = engine_of_all_phases(node_runner(V21), peer_root=peer_root)
 
     def broken(self, check_mode=False):
         raise KeyError('surprise')
@@ -539,7 +540,7 @@ def test_an_unexpected_exception_in_a_phase_is_recorded_too(peer_root, monkeypat
 
 def test_disabled_phases_are_skipped_with_the_reason(peer_root):
     runner = node_runner(V21)
-    run = four(runner, settings={'containers': False, 'content': False}, peer_root=peer_root).run()
+    run = engine_of_all_phases(runner, settings={'containers': False, 'content': False}, peer_root=peer_root).run()
     skipped = dict((r['phase'], r['skip_reason']) for r in run['phases'] if r['status'] == 'skipped')
     assert skipped == {'containers': 'disabled (containers: false)', 'content': 'disabled (content: false)'}
     assert runner.ran('crictl', 'rm') == [] and runner.ran('ctr') == []
