@@ -101,36 +101,63 @@ def expected_real_commands(version):
     ]
 
 
-@pytest.mark.parametrize('version', VERSIONS)
-def test_real_run_of_the_four_phases(version, peer_root):
-    runner = node_runner(version)
+@pytest.fixture(params=VERSIONS)
+def real_run(request, peer_root):
+    """One real run of the four phases over the recorded node: its version, runner and results by phase."""
+    runner = node_runner(request.param)
     results = run_all(engine_of_all_phases(runner, peer_root=peer_root), check_mode=False)
+    return request.param, runner, results
+
+
+def test_a_real_run_runs_the_recorded_commands_with_the_timeout(real_run):
+    version, runner, _ = real_run
     assert runner.calls == expected_real_commands(version)
     assert all(t == 150 for t in runner.timeouts)
+
+
+def test_a_real_run_removes_the_recorded_garbage(real_run):
+    version, _, results = real_run
     ids_ = IDS[version]
     assert ids(results['containers']['removed']) == [ids_['exit0'], ids_['exit1']]
     assert ids(results['sandboxes']['removed']) == [ids_['feas-a']]
     assert ids(results['images']['removed']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1]
     assert results['images']['bytes'] == 1028854 + 1028853 + 1028856
+
+
+def test_a_real_run_keeps_the_sandbox_image_and_images_in_use_saying_why(real_run):
+    version, _, results = real_run
     kept = dict((i['id'], i['reason']) for i in results['images']['kept'])
     assert kept[IMG_PAUSE] == ('sandbox (pause) image of the runtime (docker.io/feas/pause:1)' if version == V16
                                else 'pinned by the runtime')
     assert kept[IMG_BUSYBOX2].startswith('in use by container sleeper')
-    reasons = dict((i['id'], i['reason']) for i in results['images']['removed'])
+    assert results['images']['sandbox_image'] == ('docker.io/feas/pause:1' if version == V16 else None)
+
+
+def test_an_image_used_only_by_removed_containers_goes_too(real_run):
+    reasons = dict((i['id'], i['reason']) for i in real_run[2]['images']['removed'])
     assert reasons[IMG_OLD_BUSYBOX1] == 'used only by containers removed in this run'
+
+
+def test_the_content_phase_reports_the_blobs_that_vanished(real_run):
+    version, _, results = real_run
     # content: the blobs that vanished between the recorded listings
     before = fixture_text(version, 'ctr-content-ls-after-rmi.txt')
     after = fixture_text(version, 'ctr-content-ls-after-prune.txt')
     gone = sorted(line.split('\t')[0] for line in before.splitlines()[1:] if line.split('\t')[0] not in after)
     assert ids(results['content']['removed']) == gone
     assert results['content']['labels_removed'] == (1 if version == V16 else 2)
-    for phase, result in results.items():
+
+
+def test_every_phase_of_a_real_run_changed_and_succeeded(real_run):
+    for phase, result in real_run[2].items():
         assert result['changed'] is True, phase
         assert result['failed'] == [] and result['gone'] == [] and result['check_mode'] is False
         assert result['status'] == 'ok', phase
-    # each phase reports exactly the commands it ran
+
+
+def test_each_phase_reports_exactly_the_commands_it_ran(real_run):
+    _, runner, results = real_run
     assert sum((r['commands'] for r in results.values()), []) == runner.calls
-    assert results['images']['sandbox_image'] == ('docker.io/feas/pause:1' if version == V16 else None)
 
 
 @pytest.mark.parametrize('version', VERSIONS)
