@@ -11,7 +11,7 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk, _engine, _mirror, _settings, _text, _units
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandError, ImageGCError
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, CTR_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16,
     V21, VERSIONS, Reply, command_key, fixture_json, fixture_text, ids, json_reply, make_engine,
     node_runner, run_phase)

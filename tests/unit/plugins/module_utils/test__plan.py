@@ -11,7 +11,7 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _content, _node, _plan, _refs
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image, Sandbox, parse_content_ls  # noqa: F401
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS, fixture_json,
     fixture_text)
 

@@ -14,7 +14,7 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk, _engine, _files, _runner, _units
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 
-from image_gc_testlib import IDS, V21, VERSIONS, Reply, lock_held_elsewhere, make_engine, node_runner
+from tests.unit.image_gc_testlib import IDS, V21, VERSIONS, Reply, lock_held_elsewhere, make_engine, node_runner
 
 
 @pytest.fixture

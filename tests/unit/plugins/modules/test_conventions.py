@@ -12,7 +12,7 @@ from ansible.module_utils.common import arg_spec
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _adapter, _plan
 from ansible_collections.nodemaint.image_gc.plugins.modules import crictl_prune, ctr_content_prune, stale_sandbox
 
-from image_gc_testlib import IDS, V21, failure_before_any_command, ids, node_runner, run_module
+from tests.unit.image_gc_testlib import IDS, V21, failure_before_any_command, ids, node_runner, run_module
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import crictl_prune
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS,
     documented_returns, failure_before_any_command, ids, lock_held_elsewhere, node_runner, run_module)
 

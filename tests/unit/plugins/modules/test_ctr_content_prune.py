@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import ctr_content_prune
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     CTR_PREFIX, IMG_UNUSED3, V16, V21, VERSIONS, documented_returns, failure_before_any_command,
     fixture_text, ids, node_runner, recorded, run_module)
 

@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import prune
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     IDS, IMG_BUSYBOX1, IMG_OLD_BUSYBOX1, IMG_UNUSED3, V16, V21, VERSIONS, Reply, documented_returns,
     failure_before_any_command, ids, node_runner, run_module)
 

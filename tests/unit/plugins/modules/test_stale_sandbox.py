@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import stale_sandbox
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, IDS, V21, VERSIONS, documented_returns, failure_before_any_command, ids, node_runner,
     run_module)
 
