@@ -62,7 +62,7 @@ def test_prune_check_then_real_then_idempotent(lab, gapped_scenario):
     planned = fleet(check.stdout)
     node_check = task_output(check.stdout, 'Report this node')['msg']
     assert node_check.startswith('would free '), node_check
-    assert '(check mode: nothing removed)' in node_check, node_check
+    assert '(estimate: check mode removes nothing)' in node_check, node_check
     assert planned['hosts'] == 1 and planned['hosts_failed'] == [] and planned['hosts_with_failed_phases'] == {}
     assert planned['containers'] == len(exp['exited_container_ids'])
     assert planned['sandboxes'] == len(exp['notready_old_pod_ids'])
