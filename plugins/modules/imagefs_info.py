@@ -57,8 +57,7 @@ options:
 notes:
   - The filesystem's figure (RV(imagefs.filesystem)) is a measurement (statvfs); RV(imagefs.reclaimable_bytes) is an
     estimate from the image sizes the runtime reports, which counts shared layers once per image.
-requirements:
-  - C(ctr) is not needed.
+  - Needs C(crictl) only, not C(ctr).
 seealso:
   - module: nodemaint.image_gc.crictl_prune
 '''
