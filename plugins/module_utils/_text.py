@@ -40,10 +40,11 @@ def _figure_text(disk):
 def projected_percent(fs, freed):
     """The used percent the filesystem ``fs`` (a disk report's ``filesystem``) would show once
     ``freed`` bytes are gone: an estimate from the sizes the runtime reports (shared layers
-    count once per image, ctr rounds blob sizes), or None when the figure cannot be made."""
-    if not fs or not fs.get('size_bytes') or fs.get('used_bytes') is None:
+    count once per image, ctr rounds blob sizes), or None when the figure cannot be made -- the
+    filesystem was not read, or the plan's sizes reach the bytes used (images sharing layers)."""
+    if not fs or not fs.get('size_bytes') or fs.get('used_bytes') is None or freed >= fs['used_bytes']:
         return None
-    return 100.0 * max(fs['used_bytes'] - freed, 0) / fs['size_bytes']
+    return 100.0 * (fs['used_bytes'] - freed) / fs['size_bytes']
 
 
 def summary_line(run):
@@ -64,7 +65,12 @@ def summary_line(run):
         return line
     fs = (before or {}).get('filesystem') or (after or {}).get('filesystem') or {}
     if run.get('check_mode'):
-        projected = projected_percent((before or {}).get('filesystem'), freed)
+        before_fs = (before or {}).get('filesystem')
+        projected = projected_percent(before_fs, freed)
+        if projected is None and before_fs and before_fs.get('used_bytes') is not None:
+            return line + '; %s %s -> unknown (no estimate: the plan\'s sizes reach the %s used, layers shared ' \
+                'by images counted once per image; check mode removes nothing)' % (
+                    fs['path'], _figure_text(before), human_bytes(before_fs['used_bytes']))
         if projected is None:
             return line + '; %s %s -> unknown (check mode removes nothing)' % (
                 fs.get('path', 'image filesystem'), _figure_text(before))

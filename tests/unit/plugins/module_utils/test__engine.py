@@ -682,3 +682,19 @@ def test_an_empty_container_listing_with_ready_sandboxes_removes_no_image(peer_r
         'not trusted and no image is removed. Endpoints used: runtime unix:///run/containerd/containerd.sock, image '
         'unix:///run/containerd/containerd.sock; set runtime_endpoint and image_endpoint to the runtime the kubelet uses')
     assert runner.ran('crictl', 'rmi') == [] and runner.ran('crictl', 'inspect') == []
+
+
+def test_check_mode_makes_no_estimate_when_the_plan_reaches_the_bytes_used():
+    """Images sharing a layer count it once each: their sizes can pass what the filesystem holds."""
+    run = {'check_mode': True, 'phases': [{'phase': 'images', 'removed': [{}, {}], 'bytes': 900}],
+           'disk_before': {'filesystem': {'path': '/x', 'used_bytes': 800, 'size_bytes': 10000, 'used_percent': 8.0}}}
+    assert _text.summary_line(run) == (
+        "would free 900.00 Bytes (2 images); /x 8.0% -> unknown (no estimate: the plan's sizes reach the 800.00 Bytes "
+        "used, layers shared by images counted once per image; check mode removes nothing)")
+    run['phases'][0]['bytes'] = 300
+    assert _text.summary_line(run).endswith('/x 8.0% -> ~5.0% (estimate: check mode removes nothing)')
+
+
+def test_the_counts_are_in_the_right_number():
+    assert [_text.count(n, 'sandbox') for n in (0, 1, 2)] == ['0 sandboxes', '1 sandbox', '2 sandboxes']
+    assert [_text.count(n, 'image') for n in (0, 1, 2)] == ['0 images', '1 image', '2 images']
