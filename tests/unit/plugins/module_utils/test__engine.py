@@ -110,13 +110,13 @@ def real_run(request, peer_root):
 
 
 def test_a_real_run_runs_the_recorded_commands_with_the_timeout(real_run):
-    version, runner, _ = real_run
+    version, runner = real_run[:2]
     assert runner.calls == expected_real_commands(version)
     assert all(t == 150 for t in runner.timeouts)
 
 
 def test_a_real_run_removes_the_recorded_garbage(real_run):
-    version, _, results = real_run
+    version, results = real_run[0], real_run[2]
     ids_ = IDS[version]
     assert ids(results['containers']['removed']) == [ids_['exit0'], ids_['exit1']]
     assert ids(results['sandboxes']['removed']) == [ids_['feas-a']]
@@ -125,7 +125,7 @@ def test_a_real_run_removes_the_recorded_garbage(real_run):
 
 
 def test_a_real_run_keeps_the_sandbox_image_and_images_in_use_saying_why(real_run):
-    version, _, results = real_run
+    version, results = real_run[0], real_run[2]
     kept = dict((i['id'], i['reason']) for i in results['images']['kept'])
     assert kept[IMG_PAUSE] == ('sandbox (pause) image of the runtime (docker.io/feas/pause:1)' if version == V16
                                else 'pinned by the runtime')
@@ -139,7 +139,7 @@ def test_an_image_used_only_by_removed_containers_goes_too(real_run):
 
 
 def test_the_content_phase_reports_the_blobs_that_vanished(real_run):
-    version, _, results = real_run
+    version, results = real_run[0], real_run[2]
     # content: the blobs that vanished between the recorded listings
     before = fixture_text(version, 'ctr-content-ls-after-rmi.txt')
     after = fixture_text(version, 'ctr-content-ls-after-prune.txt')
@@ -156,7 +156,7 @@ def test_every_phase_of_a_real_run_changed_and_succeeded(real_run):
 
 
 def test_each_phase_reports_exactly_the_commands_it_ran(real_run):
-    _, runner, results = real_run
+    runner, results = real_run[1:]
     assert sum((r['commands'] for r in results.values()), []) == runner.calls
 
 
