@@ -78,7 +78,9 @@ notes:
   - Commands are run as argument lists, never through a shell, with E(LC_ALL=C).
   - crictl warnings on stderr (such as a missing C(/etc/crictl.yaml)) are not failures.
 requirements:
+  - Python 3.8 or later on the node (the standard library only).
   - C(crictl) (cri-tools) on the node, talking to containerd 1.6, 1.7 or 2.x over CRI v1.
+  - Root on the node (C(become)), to reach the runtime's socket.
 '''
 
     # Options of LOCK_ARGUMENT_SPEC in plugins/module_utils/_adapter.py
@@ -222,6 +224,19 @@ options:
     type: str
 '''
 
+    # Option of COMMANDS_ARGUMENT_SPEC in plugins/module_utils/_adapter.py
+    COMMANDS = r'''
+options:
+  return_commands:
+    description:
+      - Return RV(commands), every command line the run ran (every argument, every ID). Also returned,
+        without this option, when the task runs at verbosity 2 (C(-vv)) or more.
+      - Off by default - on a busy node the list holds thousands of IDs the other return values already name.
+    type: bool
+    default: false
+'''
+
+    # The attributes of the modules that remove things (imagefs_info states its own: it only reads)
     ATTRIBUTES = r'''
 attributes:
   check_mode:
@@ -234,4 +249,19 @@ attributes:
     support: full
     details:
       - The diff lists the object IDs present before and after.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+      - This assumes that the system controlled/queried by the module has not changed in a relevant way.
+    support: partial
+    details:
+      - A second run right after the first removes nothing, unless in between a container exited, a sandbox
+        became NotReady, an image fell out of use, or an object crossed an age threshold (C(created_min_age),
+        C(sandbox_min_age), C(image_min_age), C(image_unused_for)) - time alone can make new garbage.
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+    details:
+      - Linux nodes running containerd with its CRI plugin.
 '''

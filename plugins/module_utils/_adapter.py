@@ -4,20 +4,27 @@
 # This module_utils is PRIVATE to the nodemaint.image_gc collection. It may change without notice.
 # It deliberately does not import Ansible: it only calls methods of the AnsibleModule it is given.
 """What every module shares: option specs built from the settings table, one way to run the
-engine under the run lock, error reporting and the diff."""
+engine under the run lock, error reporting, the diff and the result's ``commands``."""
+
+import traceback
 
 from ._common import CommandError, ImageGCError
 from ._engine import Engine
 from ._files import RunLock
-from ._settings import ENGINE_SETTINGS, SETTINGS, default, names
+from ._settings import ENGINE_SETTINGS, OLD_OPTIONS, REMOVED_IN, SETTINGS, default, names
 from ._units import parse_duration
 
 _TYPES = {'str': 'str', 'path': 'path', 'duration': 'str', 'bool': 'bool', 'count': 'int', 'percent': 'int',
           'level': 'int', 'list': 'list'}
 
 
-def option(name, **extra):
-    """The argument spec of the setting ``name``: its type and its default, from the table."""
+COLLECTION = 'nodemaint.image_gc'
+
+
+def option(name, old_names=False, **extra):
+    """The argument spec of the setting ``name``: its type and its default, from the table;
+    ``old_names``: its names before 0.1.0 (_settings.OLD_OPTIONS) as deprecated aliases, for the
+    modules that used them."""
     setting = SETTINGS[name]
     if isinstance(setting.kind, tuple):
         spec = {'type': 'str', 'choices': list(setting.kind)}
@@ -27,6 +34,10 @@ def option(name, **extra):
             spec['elements'] = 'str'
     if setting.default is not None:
         spec['default'] = default(name)
+    if old_names:
+        spec['aliases'] = list(OLD_OPTIONS[name])
+        spec['deprecated_aliases'] = [{'name': old, 'version': REMOVED_IN, 'collection_name': COLLECTION}
+                                      for old in OLD_OPTIONS[name]]
     spec.update(extra)
     return spec
 
@@ -38,6 +49,10 @@ def options(*settings):
 # Options of plugins/doc_fragments/runtime.py (DOCUMENTATION and LOCK)
 RUNTIME_ARGUMENT_SPEC = options(*names('runtime'))
 LOCK_ARGUMENT_SPEC = options(*names('lock'))
+# Option of the COMMANDS doc fragment (a module's own, not a setting: the runner logs its commands)
+COMMANDS_ARGUMENT_SPEC = {'return_commands': {'type': 'bool', 'default': False}}
+# -vv and more: the result carries ``commands`` (as with return_commands=true)
+COMMANDS_VERBOSITY = 2
 
 
 def argument_spec(*parts, **own):
@@ -48,16 +63,10 @@ def argument_spec(*parts, **own):
     return spec
 
 
-def settings_from(params, renames=None):
-    """Engine settings from module params (only the keys the engine knows; ``renames`` maps
-    module option -> setting name)."""
-    renames = renames or {}
-    settings = {}
-    for key, value in params.items():
-        name = renames.get(key, key)
-        if name in ENGINE_SETTINGS and value is not None:
-            settings[name] = value
-    return settings
+def settings_from(params):
+    """Engine settings from module params (only the keys the engine knows: a module option is
+    named as its setting; Ansible has already moved an old name's value to it)."""
+    return {key: value for key, value in params.items() if key in ENGINE_SETTINGS and value is not None}
 
 
 def fail(module, exc, **extra):
@@ -65,6 +74,25 @@ def fail(module, exc, **extra):
     details = exc.to_dict() if isinstance(exc, CommandError) else {'msg': str(exc)}
     details.update(extra)
     module.fail_json(**details)
+
+
+def guarded(module, body):
+    """``body()``, with an exception nobody expected (a bug, not an ImageGCError) failing the
+    module with its type and message and the traceback (shown with -vvv), not a bare message."""
+    try:
+        return body()
+    except ImageGCError as exc:
+        fail(module, exc)
+    except Exception as exc:  # pylint: disable=broad-except  # reported with its traceback
+        module.fail_json(msg='unexpected %s: %s (a bug of nodemaint.image_gc: please report it with the traceback '
+                             'shown at -vvv)' % (type(exc).__name__, exc),
+                         exception=traceback.format_exc())
+    return None
+
+
+def wants_commands(module):
+    """Whether the result carries ``commands``: with return_commands=true, or at -vv and more."""
+    return bool(module.params.get('return_commands')) or module._verbosity >= COMMANDS_VERBOSITY
 
 
 class ModuleLock:
@@ -83,20 +111,18 @@ class ModuleLock:
         self.lock.release()
 
 
-def module_engine(module, phases, renames=None):
-    """The Engine a module runs, with the module's options as settings (``renames``: module option
-    -> setting name); errors name the module's option."""
-    labels = {setting: opt for opt, setting in (renames or {}).items()}
-    return Engine(settings_from(module.params, renames), phases, labels=labels)
+def module_engine(module, phases):
+    """The Engine a module runs, with the module's options as settings."""
+    return Engine(settings_from(module.params), phases)
 
 
-def run_engine(module, phases, renames=None, fail_on_error=True):
+def run_engine(module, phases, fail_on_error=True):
     """Engine.run for a module: ``phases`` (of the engine's, ``disk`` included) with the module's
     options, under the run lock, in check mode when the module is. Bad options, discovery errors
     and the lock fail the module before anything runs; a phase that raised fails it too unless
     ``fail_on_error`` is false. Every warning of the run becomes a module warning."""
     try:
-        engine = module_engine(module, phases, renames)
+        engine = module_engine(module, phases)
         with ModuleLock(module):
             run = engine.run(check_mode=module.check_mode)
     except ImageGCError as exc:
@@ -107,21 +133,35 @@ def run_engine(module, phases, renames=None, fail_on_error=True):
     if errors and fail_on_error:
         first = errors[0]
         details = dict(first.get('error_details') or {}, msg=first['error'])
+        if first.get('traceback'):
+            details['exception'] = first['traceback']
         module.fail_json(partial=[r for r in run['phases'] if not r.get('error')], **details)
     return run
 
 
-def ids_diff(kind, results):
-    """``diff`` for ``--diff``: object ids present before and after (or, in check mode, after the plan)."""
-    before, after = [], []
-    for result in results:
+def ids_diff(results):
+    """``diff`` for ``--diff``: per kind of object, the ids present before and after (in check
+    mode, after the plan). ``results``: (kind, phase result) pairs, one per phase shown."""
+    diff = {'before': {}, 'after': {}}
+    for kind, result in results:
         gone = {item['id'] for item in result['removed'] + result.get('gone', [])}
-        present = [item['id'] for item in result['removed'] + result.get('gone', []) + result['kept'] + result['failed']]
-        before += present
-        after += [i for i in present if i not in gone]
-    return {'before': {kind: sorted(set(before))}, 'after': {kind: sorted(set(after))}}
+        present = {item['id'] for item in result['removed'] + result.get('gone', []) + result['kept'] + result['failed']}
+        diff['before'][kind] = sorted(present)
+        diff['after'][kind] = sorted(present - gone)
+    return diff
 
 
-__all__ = ['ImageGCError', 'CommandError', 'RUNTIME_ARGUMENT_SPEC', 'LOCK_ARGUMENT_SPEC', 'option', 'options',
-           'argument_spec', 'settings_from', 'fail', 'ModuleLock', 'module_engine', 'run_engine',
-           'ids_diff']
+def finish(module, out, diff_results):
+    """exit_json with ``out``, the diff of ``diff_results`` (see ids_diff) under --diff, and
+    ``commands`` only when asked for (wants_commands)."""
+    commands = out.pop('commands')
+    if wants_commands(module):
+        out['commands'] = commands
+    if module._diff:
+        out['diff'] = ids_diff(diff_results)
+    module.exit_json(**out)
+
+
+__all__ = ['ImageGCError', 'CommandError', 'RUNTIME_ARGUMENT_SPEC', 'LOCK_ARGUMENT_SPEC', 'COMMANDS_ARGUMENT_SPEC',
+           'option', 'options', 'argument_spec', 'settings_from', 'fail', 'guarded', 'wants_commands',
+           'ModuleLock', 'module_engine', 'run_engine', 'ids_diff', 'finish']

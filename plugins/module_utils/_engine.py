@@ -9,6 +9,7 @@ the run sees it, and sequences the phases of PHASE_TABLE (_phases) between two d
 
 import concurrent.futures
 import time
+import traceback
 
 from ._common import CommandError, CommandRunner, ImageGCError
 from ._cri import Crictl, Ctr
@@ -184,6 +185,9 @@ class Engine:
                                     first)
                     if isinstance(exc, CommandError):
                         result['error_details'] = exc.to_dict()
+                    elif not isinstance(exc, ImageGCError):
+                        # a bug, not a state of the node: its traceback goes with it (a module's exception=)
+                        result['traceback'] = traceback.format_exc()
             result['status'] = phase_status(result)
             self._note_kubelet_root()
             out['phases'].append(result)

@@ -19,7 +19,7 @@ from ._mirror import detect_peer_mirror
 from ._node import KINDS, build_pods
 from ._refs import image_users, volume_users
 from ._retention import Retention, target_batch
-from ._text import describe
+from ._text import count, describe
 from ._units import short_id
 from . import _content, _plan, _snapshotters
 
@@ -176,10 +176,11 @@ class ImagesPhase(Phase):
         if ready:
             rt = self.engine.runtime
             raise ImageGCError(
-                'crictl ps --all listed no container while %d sandbox(es) are Ready (%s): the container listing is '
+                'crictl ps --all listed no container while %s %s Ready (%s): the container listing is '
                 'not trusted and no image is removed. Endpoints used: runtime %s, image %s; set runtime_endpoint '
                 'and image_endpoint to the runtime the kubelet uses' % (
-                    len(ready), ', '.join(sorted(x.name or short_id(x.id) for x in ready))[:200],
+                    count(len(ready), 'sandbox'), 'is' if len(ready) == 1 else 'are',
+                    ', '.join(sorted(x.name or short_id(x.id) for x in ready))[:200],
                     rt.runtime_endpoint, rt.image_endpoint))
 
     def plan(self):
@@ -279,7 +280,7 @@ class ImagesPhase(Phase):
                               'reached': bool(figure) and figure['used_bytes'] * 100 <= low * figure['size_bytes']}
         if figure is None:
             result['warnings'].append('the image filesystem could not be read during the disk target: it stopped '
-                                      'after %d image(s)' % len(taken))
+                                      'after %s' % count(len(taken), 'image'))
         elif not target['measured']['reached']:
             result['warnings'].append('the image filesystem is at %.1f%% (measured) after every unused image that may '
                                       'go was removed: disk_low %d%% is not reached' % (figure['used_percent'], low))

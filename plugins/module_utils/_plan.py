@@ -163,7 +163,7 @@ def plan_sandboxes(sandboxes, containers, now_ns, min_age=600, namespaces=None, 
             item['reason'] = 'NotReady, but the newest sandbox of live pod %s (%s)' % (pod.label, why)
             plan.keep.append(item)
         elif item['age'] < min_age:
-            item['reason'] = 'NotReady but only %s old, younger than min_age %s' % (
+            item['reason'] = 'NotReady but only %s old, younger than sandbox_min_age %s' % (
                 format_duration(item['age']), format_duration(min_age))
             plan.keep.append(item)
         elif s.id in blockers:
@@ -175,15 +175,15 @@ def plan_sandboxes(sandboxes, containers, now_ns, min_age=600, namespaces=None, 
                     c.name, short_id(c.id), state_word(c.state))
             plan.keep.append(item)
         elif pods is None:
-            item['reason'] = 'NotReady, created %s ago (min_age %s)' % (
+            item['reason'] = 'NotReady, created %s ago (sandbox_min_age %s)' % (
                 format_duration(item['age']), format_duration(min_age))
             plan.remove.append(item)
         elif live:
-            item['reason'] = 'older sandbox of live pod %s (newest: %s), created %s ago (min_age %s)' % (
+            item['reason'] = 'older sandbox of live pod %s (newest: %s), created %s ago (sandbox_min_age %s)' % (
                 pod.label, short_id(pod.newest.id), format_duration(item['age']), format_duration(min_age))
             plan.remove.append(item)
         else:
-            item['reason'] = 'NotReady, pod %s is not live (%s), created %s ago (min_age %s)' % (
+            item['reason'] = 'NotReady, pod %s is not live (%s), created %s ago (sandbox_min_age %s)' % (
                 pod.label, why, format_duration(item['age']), format_duration(min_age))
             plan.remove.append(item)
     return plan

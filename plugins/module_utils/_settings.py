@@ -64,6 +64,23 @@ SETTINGS = collections.OrderedDict([
     ('textfile_path', Setting('path', None, 'runner')),
 ])
 
+# Names that went before 0.1.0, kept working with a deprecation warning until REMOVED_IN: the setting
+# -> its old module option names. Every face derives its names from here: the module aliases
+# (_adapter.option).
+OLD_OPTIONS = {
+    'sandbox_min_age': ('min_age',),        # stale_sandbox
+    'content_namespace': ('namespace',),    # crictl_prune, ctr_content_prune
+}
+REMOVED_IN = '1.0.0'
+# The prefix of each face's names: the setting NAME is the role variable timer_NAME (the role is
+# nodemaint.image_gc.timer: Ansible's convention, which ansible-lint's var-naming checks, prefixes a
+# role's variables and tags with the role's name) and the playbook variable image_gc_NAME (the
+# collection's name: a playbook's variables live in the inventory, beside other collections').
+PREFIXES = {'role': 'timer_', 'playbook': 'image_gc_'}
+# The role's tags before 0.1.0 (node_image_gc, node_image_gc_<part>): still on its tasks, with a warning.
+OLD_ROLE_TAG = 'node_image_gc'
+
+
 PHASES = ('containers', 'sandboxes', 'images', 'content')
 ENGINE_GROUPS = ('runtime', 'pods') + PHASES + ('run',)
 

@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - nodemaint.image_gc.runtime.containers
   - nodemaint.image_gc.runtime.pods
   - nodemaint.image_gc.runtime.images
+  - nodemaint.image_gc.runtime.commands
   - nodemaint.image_gc.runtime.attributes
 options:
   containers:
@@ -40,11 +41,19 @@ options:
       - Remove images no container uses.
     type: bool
     default: true
-  namespace:
+  content_namespace:
     description:
       - containerd namespace of the CRI plugin, used to read image ages when O(image_min_age) is set.
+      - The alias O(namespace) (its name before 0.1.0, too close to O(namespaces), the Kubernetes namespaces)
+        is deprecated and will be removed in 1.0.0.
+    aliases: [namespace]
     type: str
     default: k8s.io
+notes:
+  - Takes the run lock (O(lock_path)) for the whole run, in check mode too, so it never overlaps the timer's runner.
+  - A real run that lists containers updates the last-use record (O(image_record_path)); check mode writes nothing.
+requirements:
+  - C(ctr) on the node when O(image_min_age) is not V(0s) (the image ages come from the content store).
 seealso:
   - module: nodemaint.image_gc.stale_sandbox
   - module: nodemaint.image_gc.ctr_content_prune
@@ -192,29 +201,34 @@ sandbox_image:
   type: str
   sample: registry.k8s.io/pause:3.9
 commands:
-  description: The command lines that were run.
-  returned: always
+  description: The command lines that were run, each an argument list.
+  returned: when O(return_commands=true), or at verbosity 2 (C(-vv)) or more
   type: list
   elements: list
+  sample: [[/usr/local/bin/crictl, --timeout, 120s, rm, 13f0c812c8370f32440a3427a39a8bff92def7777cff7b566352ab9b8d5c07c0]]
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, argument_spec, ids_diff, option, options, run_engine)
+    COMMANDS_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, argument_spec, finish, guarded, option, options,
+    run_engine)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC,
+            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, COMMANDS_ARGUMENT_SPEC,
             options('containers', 'created_min_age', 'pod_aware', 'namespaces', 'exclude_namespaces', 'images', 'image_exclude', 'image_min_age',
                     'sandbox_image', 'image_unused_for', 'disk_high', 'disk_low', 'image_record_path'),
-            namespace=option('content_namespace'),
+            content_namespace=option('content_namespace', old_names=True),
         ),
         supports_check_mode=True,
     )
-    run = run_engine(module, ('containers', 'images'), {'namespace': 'content_namespace'})
+    guarded(module, lambda: report(module, run_engine(module, ('containers', 'images'))))
+
+
+def report(module, run):
     by_phase = {r['phase']: r for r in run['phases']}
     containers, images = by_phase['containers'], by_phase['images']
     out = {
@@ -229,11 +243,7 @@ def main():
     }
     if not images['skipped']:
         out['sandbox_image'] = images.get('sandbox_image')
-    if module._diff:
-        before_c, before_i = ids_diff('containers', [containers]), ids_diff('images', [images])
-        out['diff'] = {'before': dict(before_c['before'], **before_i['before']),
-                       'after': dict(before_c['after'], **before_i['after'])}
-    module.exit_json(**out)
+    finish(module, out, [('containers', containers), ('images', images)])
 
 
 if __name__ == '__main__':

@@ -26,11 +26,14 @@ author:
 extends_documentation_fragment:
   - nodemaint.image_gc.runtime
   - nodemaint.image_gc.runtime.lock
+  - nodemaint.image_gc.runtime.commands
   - nodemaint.image_gc.runtime.attributes
 options:
-  namespace:
+  content_namespace:
     description:
-      - containerd namespace of the CRI plugin.
+      - containerd namespace of the CRI plugin (C(ctr -n)).
+      - The alias O(namespace) (its name before 0.1.0) is deprecated and will be removed in 1.0.0.
+    aliases: [namespace]
     type: str
     default: k8s.io
   peer_mirror_action:
@@ -42,6 +45,11 @@ options:
     type: str
     choices: [warn, skip]
     default: warn
+notes:
+  - Takes the run lock (O(lock_path)) for the whole run, in check mode too, so it never overlaps the timer's runner.
+  - Blob sizes are those C(ctr content ls) prints, rounded to four significant digits.
+requirements:
+  - containerd's C(ctr) on the node (see O(ctr_path)); CRI-O has no content store, and the module fails there.
 seealso:
   - module: nodemaint.image_gc.crictl_prune
 '''
@@ -102,36 +110,39 @@ skip_reason:
   returned: when RV(skipped=true)
   type: str
 commands:
-  description: The command lines that were run.
-  returned: always
+  description: The command lines that were run, each an argument list.
+  returned: when O(return_commands=true), or at verbosity 2 (C(-vv)) or more
   type: list
   elements: list
+  sample: [[/usr/bin/ctr, --address, /run/containerd/containerd.sock, -n, k8s.io, content, prune, references]]
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, argument_spec, ids_diff, option, options, run_engine)
+    COMMANDS_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, RUNTIME_ARGUMENT_SPEC, argument_spec, finish, guarded, option, options,
+    run_engine)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, options('peer_mirror_action'),
-            namespace=option('content_namespace'),
+            RUNTIME_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, COMMANDS_ARGUMENT_SPEC, options('peer_mirror_action'),
+            content_namespace=option('content_namespace', old_names=True),
         ),
         supports_check_mode=True,
     )
-    run = run_engine(module, ('content',), {'namespace': 'content_namespace'})
+    guarded(module, lambda: report(module, run_engine(module, ('content',))))
+
+
+def report(module, run):
     result = run['phases'][0]
     out = {'changed': result['changed'], 'blobs': result['removed'], 'content_space_reclaimed': result['bytes'],
            'labels_removed': result.get('labels_removed', 0), 'skipped': result['skipped'],
            'commands': result['commands']}
     if result['skipped']:
         out['skip_reason'] = result['skip_reason']
-    if module._diff:
-        out['diff'] = ids_diff('blobs', [result])
-    module.exit_json(**out)
+    finish(module, out, [('blobs', result)])
 
 
 if __name__ == '__main__':

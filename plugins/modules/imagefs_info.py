@@ -22,7 +22,22 @@ attributes:
       - The module changes nothing; it runs the same in check mode.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
+    support: N/A
+    details:
+      - The module changes nothing.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+      - This assumes that the system controlled/queried by the module has not changed in a relevant way.
+    support: full
+    details:
+      - The module changes nothing (it takes no lock either).
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+    details:
+      - Linux nodes running containerd with its CRI plugin.
 options:
   largest:
     description:
@@ -39,6 +54,10 @@ options:
     description:
       - The runtime's sandbox image, when C(crictl info) does not report it.
     type: str
+notes:
+  - The filesystem's figure (RV(imagefs.filesystem)) is a measurement (statvfs); RV(imagefs.reclaimable_bytes) is an
+    estimate from the image sizes the runtime reports, which counts shared layers once per image.
+  - Needs C(crictl) only, not C(ctr).
 seealso:
   - module: nodemaint.image_gc.crictl_prune
 '''
@@ -120,7 +139,7 @@ imagefs:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    ImageGCError, RUNTIME_ARGUMENT_SPEC, argument_spec, fail, module_engine, options)
+    RUNTIME_ARGUMENT_SPEC, argument_spec, guarded, module_engine, options)
 
 
 def main():
@@ -133,10 +152,7 @@ def main():
     )
     if module.params['largest'] < 0:
         module.fail_json(msg='largest: expected 0 or more, got %d' % module.params['largest'])
-    try:
-        facts = module_engine(module, ('disk',)).disk_state(largest=module.params['largest'])
-    except ImageGCError as exc:
-        fail(module, exc)
+    facts = guarded(module, lambda: module_engine(module, ('disk',)).disk_state(largest=module.params['largest']))
     module.exit_json(changed=False, imagefs=facts)
 
 

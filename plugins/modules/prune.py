@@ -5,7 +5,7 @@
 DOCUMENTATION = r'''
 module: prune
 short_description: One whole image GC run - exited containers, stale sandboxes, unused images, content
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Runs the four phases of the node image GC in one invocation, in order, under the run lock shared with
     the C(node-image-gc) timer - (1) exited containers (C(crictl rm)), (2) NotReady pod sandboxes older than
@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - nodemaint.image_gc.runtime.containers
   - nodemaint.image_gc.runtime.pods
   - nodemaint.image_gc.runtime.images
+  - nodemaint.image_gc.runtime.commands
   - nodemaint.image_gc.runtime.attributes
 options:
   containers:
@@ -177,6 +178,17 @@ failures:
   returned: always
   type: list
   elements: dict
+  contains:
+    id:
+      description: The item's ID.
+      type: str
+    phase:
+      description: The phase that tried to remove it.
+      type: str
+      sample: images
+    msg:
+      description: Why the removal failed (it names the cause and the fix).
+      type: str
   sample: []
 phases:
   description:
@@ -233,14 +245,69 @@ disk_before:
       filesystem itself (statvfs), C(image_fs_used_bytes) the runtime's own (CRI imagefsinfo).
   returned: always
   type: dict
+  contains:
+    when:
+      description: V(before) or V(after).
+      type: str
+      sample: before
+    filesystem:
+      description:
+        - The figure read from the filesystem holding the image store (statvfs) - C(path), C(used_bytes),
+          C(size_bytes), C(free_bytes), C(used_percent), C(source); after a real run also C(settled) and
+          C(waited) (seconds); in check mode C(note). V(null) when it could not be read.
+      type: dict
+      sample: {path: /var/lib/containerd, used_bytes: 8126464000, size_bytes: 10000000000, free_bytes: 1873536000,
+               used_percent: 81.3, source: statvfs}
+    filesystem_unknown:
+      description: Why C(filesystem) is V(null).
+      type: str
+      returned: when the filesystem could not be read
+    image_filesystems:
+      description: One entry per image filesystem the runtime reports (see RV(nodemaint.image_gc.imagefs_info#module:imagefs)).
+      type: list
+      elements: dict
+    image_fs_used_bytes:
+      description: The runtime's own figure (CRI imagefsinfo), not a measurement of the disk.
+      type: int
+      sample: 10182656
+    containers:
+      description: Number of containers per state.
+      type: dict
+      sample: {running: 1, exited: 2}
+    sandboxes:
+      description: Number of pod sandboxes per state.
+      type: dict
+      sample: {ready: 2, notready: 1}
+    images:
+      description: Number of images.
+      type: int
+      sample: 5
+    images_bytes:
+      description: Sum of the image sizes the runtime reports.
+      type: int
+      sample: 5144270
+    error:
+      description: Why the disk state could not be read (the other keys are then missing).
+      type: str
+      returned: when it could not be read
 disk_after:
   description:
     - The disk state after the run. The filesystem is read again once containerd's garbage collection has
       settled (two readings agree, at most a few seconds; C(filesystem.settled) says whether they did); the
       object counts are those of the run's listings less what it removed. In check mode the same as
-      RV(disk_before), its C(filesystem.note) saying so.
+      RV(disk_before), its C(filesystem.note) saying so; the projected figure is in RV(summary), marked as an estimate.
   returned: always
   type: dict
+  contains:
+    when:
+      description: V(after).
+      type: str
+      sample: after
+    filesystem:
+      description: As in RV(disk_before.filesystem).
+      type: dict
+      sample: {path: /var/lib/containerd, used_bytes: 6200000000, size_bytes: 10000000000, free_bytes: 3800000000,
+               used_percent: 62.0, source: statvfs, settled: true, waited: 1.5}
 summary:
   description:
     - The run in one line - what the phases removed and its sum, and the image filesystem's used percent
@@ -265,17 +332,19 @@ sandbox_image:
   type: str
   sample: registry.k8s.io/pause:3.9
 commands:
-  description: The command lines that were run, the disk reports' included, in order.
-  returned: always
+  description: The command lines that were run, the disk reports' included, in order, each an argument list.
+  returned: when O(return_commands=true), or at verbosity 2 (C(-vv)) or more
   type: list
   elements: list
+  sample: [[/usr/local/bin/crictl, --timeout, 120s, imagefsinfo], [/usr/local/bin/crictl, --timeout, 120s, ps, --all, -o, json]]
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
-    LOCK_ARGUMENT_SPEC, argument_spec, ids_diff, options, run_engine)
+    COMMANDS_ARGUMENT_SPEC, LOCK_ARGUMENT_SPEC, argument_spec, finish, guarded, options, run_engine)
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings import ENGINE_SETTINGS
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._text import count
 
 # What each phase's removed items are called in the return value.
 ITEMS = (('containers', 'containers'), ('sandboxes', 'sandboxes'), ('images', 'images'), ('content', 'blobs'))
@@ -284,13 +353,16 @@ ITEMS = (('containers', 'containers'), ('sandboxes', 'sandboxes'), ('images', 'i
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            options(*ENGINE_SETTINGS), LOCK_ARGUMENT_SPEC,
+            options(*ENGINE_SETTINGS), LOCK_ARGUMENT_SPEC, COMMANDS_ARGUMENT_SPEC,
             fail_on_phase_error={'type': 'bool', 'default': False},
         ),
         supports_check_mode=True,
     )
-    run = run_engine(module, ('containers', 'sandboxes', 'images', 'content', 'disk'),
-                     fail_on_error=module.params['fail_on_phase_error'])
+    guarded(module, lambda: report(module, run_engine(module, ('containers', 'sandboxes', 'images', 'content', 'disk'),
+                                                      fail_on_error=module.params['fail_on_phase_error'])))
+
+
+def report(module, run):
     by_phase = {r['phase']: r for r in run['phases']}
     out = {'changed': run['changed'], 'failures': [], 'commands': run['commands'], 'failed_phases': run['failed_phases'],
            'disk_before': run['disk_before'], 'disk_after': run['disk_after'], 'phases': [],
@@ -317,13 +389,9 @@ def main():
         out['skip_reason'] = run['skip_reason']
     if run['failed_phases']:
         module.warn('phase(s) failed: %s' % '; '.join(
-            '%s: %s' % (r['phase'], r.get('error') or '%d item(s) could not be removed' % len(r['failed']))
+            '%s: %s' % (r['phase'], r.get('error') or '%s could not be removed' % count(len(r['failed']), 'item'))
             for r in run['phases'] if r['status'] == 'failed'))
-    if module._diff:
-        diffs = [ids_diff(name, [by_phase[phase]]) for phase, name in ITEMS]
-        out['diff'] = {'before': {k: v for d in diffs for k, v in d['before'].items()},
-                       'after': {k: v for d in diffs for k, v in d['after'].items()}}
-    module.exit_json(**out)
+    finish(module, out, [(name, by_phase[phase]) for phase, name in ITEMS])
 
 
 if __name__ == '__main__':

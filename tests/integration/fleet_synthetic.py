@@ -114,7 +114,8 @@ def check(stdout, data, report_dir=None):
         sums['containers'], sums['sandboxes'], sums['images'], sums['blobs']], total
     assert total['freed'] == human(sums['bytes_reclaimed']), total
     with_failed = sum(1 for r in done.values() if r['failed_phases'])
-    assert ': %d host(s), %d failed, %d with failed phases;' % (len(data), len(failed), with_failed) in title, title
+    hosts = '%d host%s' % (len(data), '' if len(data) == 1 else 's')
+    assert ': %s, %d failed, %d with failed phases;' % (hosts, len(failed), with_failed) in title, title
     if report_dir:
         with open(os.path.join(report_dir, 'report.json')) as handle:
             doc = json.load(handle)

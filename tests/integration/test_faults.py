@@ -143,7 +143,8 @@ def killed_before_image_removal(lab):
     before = state(lab)
     extras, log = fault(lab, 'kill-on-remove', containerd_pid=lab.pid)
     try:
-        res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE, containers=False, **FRESH_IMAGES),
+        res = run_tasks(lab, [('prune', CRICTL_PRUNE, faulty_args(lab, image_exclude=EXCLUDE, containers=False,
+                                                                  return_commands=True, **FRESH_IMAGES),
                                extras)])
     finally:
         lab.restart()

@@ -142,7 +142,7 @@ def test_stale_sandbox_check_then_real_then_idempotent(lab, gapped_scenario):
     assert ids(real['sandboxes']['sandboxes']) == sorted(exp['notready_old_pod_ids'])
     kept = dict((i['id'], i['reason']) for i in real['sandboxes']['sandboxes_kept'])
     assert sorted(kept) == sorted(exp['notready_young_pod_ids'])
-    assert all('younger than min_age' in r for r in kept.values())
+    assert all('younger than sandbox_min_age' in r for r in kept.values())
 
     after = state(lab)
     assert not set(exp['notready_old_pod_ids']) & set(after['pods'])

@@ -63,12 +63,12 @@ def test_prune_check_then_real_then_idempotent(lab, gapped_scenario):
     planned = fleet(check.stdout)
     node_check = task_output(check.stdout, 'Report this node')['msg']
     assert node_check.startswith('would free '), node_check
-    assert '(check mode: nothing removed)' in node_check, node_check
+    assert '(estimate: check mode removes nothing)' in node_check, node_check
     assert planned['hosts'] == 1 and planned['hosts_failed'] == [] and planned['hosts_with_failed_phases'] == {}
     assert planned['containers'] == len(exp['exited_container_ids'])
     assert planned['sandboxes'] == len(exp['notready_old_pod_ids'])
     assert planned['images'] == 5 and planned['blobs'] > 0 and planned['freed'] != '0.00 Bytes', planned
-    assert planned['title'].startswith('Fleet dry run (would remove): 1 host(s), 0 failed, 0 with failed phases;')
+    assert planned['title'].startswith('Fleet dry run (would remove): 1 host, 0 failed, 0 with failed phases;')
 
     real = run_playbook(lab, PLAYBOOK, inventory_vars(lab), extra_vars=extra_vars(sc))
     assert real.returncode == 0, real.stdout[-4000:] + real.stderr[-2000:]
@@ -190,12 +190,17 @@ def test_prune_writes_the_fleet_report_when_asked(lab, scenario, tmp_path):
                    'disk_before': fleet_synthetic.percent(float(host['percent_before'])),
                    'disk_after': fleet_synthetic.percent(float(host['percent_after'])), 'failed': '-'}, (row, host)
     assert int(host['bytes_reclaimed']) > 0 and int(host['used_before']) > 0
-    # a dry run removes nothing: the filesystem's figure after is the one before, stated as such
-    assert host['used_after'] == host['used_before'] and '(check mode: nothing removed)' in host['line']
+    # a dry run removes nothing: the filesystem's figure after is the one before; the line projects
+    # the after-figure from the plan's sizes, marked as an estimate
+    assert host['used_after'] == host['used_before'] and '(estimate: check mode removes nothing)' in host['line']
     markdown = (out / 'report.md').read_text()
     assert markdown.startswith('# Image GC fleet report (dry run')
     assert '| localhost | %s | %s | %s |' % (host['containers'], host['sandboxes'], host['images']) in markdown
     assert '### localhost' in markdown and '| images | ok | %s |' % table['images'] in markdown
+    # the report carries the table the playbook printed, line for line
+    printed = fleet_synthetic.task_msg(proc.stdout, 'Report the fleet')
+    block = markdown.split('```\n')[1]
+    assert [line.rstrip() for line in block.strip().splitlines()] == [line.rstrip() for line in printed]
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,7 +229,7 @@ def test_prune_lists_an_unreachable_host_as_failed_and_goes_on(lab, scenario, tm
     assert table['rows']['gone']['failed'] == 'HOST FAILED (unreachable or its task failed)'
     assert table['rows']['localhost']['containers'] == str(len(scenario['expected']['exited_container_ids']))
     assert table['hosts'] == 1 and table['containers'] == len(scenario['expected']['exited_container_ids'])
-    assert table['title'].startswith('Fleet dry run (would remove): 2 host(s), 1 failed,'), table['title']
+    assert table['title'].startswith('Fleet dry run (would remove): 2 hosts, 1 failed,'), table['title']
     assert recap(out, 'gone')['failed'] == 1 and recap(out, 'localhost')['failed'] == 0, out[-2000:]
     assert 'no result from gone: unreachable' in out
     assert proc.returncode == 2, (proc.returncode, out[-3000:])

@@ -8,7 +8,8 @@ dir with ``ansible_collections/nodemaint/image_gc`` -> repo root is put first on
 happens at conftest import time, before any test module imports the collection.
 
 Shared helpers (stub runner, fake discovery, fixture readers) live in the ``testlib`` package
-next to this file (re-exported by ``image_gc_testlib``); this dir is put on sys.path so tests can ``from image_gc_testlib import ...``.
+next to this file; every test imports them one way, ``from tests.unit.image_gc_testlib import ...``
+(the repo root is put on sys.path for that, as for ``tests.integration``).
 """
 
 import atexit
@@ -21,8 +22,8 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
 
 
 def _collection_importable():

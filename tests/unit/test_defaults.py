@@ -13,14 +13,13 @@ import re
 import pytest
 import yaml
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings import SETTINGS, names
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings import (
+    OLD_OPTIONS, OLD_ROLE_TAG, PREFIXES, SETTINGS, names)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULES = ('crictl_prune', 'stale_sandbox', 'ctr_content_prune', 'imagefs_info', 'prune')
-# module option -> setting, where a module names a setting differently
-RENAMES = {'stale_sandbox': {'min_age': 'sandbox_min_age'},
-           'crictl_prune': {'namespace': 'content_namespace'},
-           'ctr_content_prune': {'namespace': 'content_namespace'}}
+# options of a module's own, not settings of the run (each module names a setting as the table does)
+MODULE_OWN = {'largest', 'fail_on_phase_error', 'return_commands'}
 # role variables that do not mirror the runner's default on purpose
 ROLE_OWN = {'textfile_path': 'written only with timer_metrics_enabled (the runner writes no metrics by default)'}
 
@@ -61,15 +60,30 @@ def _same(value, setting):
     return value == setting.default
 
 
-CASES = [(m, opt, RENAMES.get(m, {}).get(opt, opt)) for m in MODULES for opt in _documented(m)
-         if RENAMES.get(m, {}).get(opt, opt) in SETTINGS]
+CASES = [(m, opt) for m in MODULES for opt in _documented(m) if opt in SETTINGS]
 
 
-@pytest.mark.parametrize('module, option, setting', CASES, ids=['%s.%s' % c[:2] for c in CASES])
-def test_module_doc_default_is_the_table_default(module, option, setting):
+@pytest.mark.parametrize('module, option', CASES, ids=['%s.%s' % c for c in CASES])
+def test_module_doc_default_is_the_table_default(module, option):
     documented = _documented(module)[option].get('default')
-    assert _same(documented, SETTINGS[setting]), '%s: %s documents %r, the table says %r' % (
-        module, option, documented, SETTINGS[setting].default)
+    assert _same(documented, SETTINGS[option]), '%s: %s documents %r, the table says %r' % (
+        module, option, documented, SETTINGS[option].default)
+
+
+@pytest.mark.parametrize('module', MODULES)
+def test_every_module_option_is_a_setting_by_its_name_or_the_modules_own(module):
+    assert set(_documented(module)) - set(SETTINGS) <= MODULE_OWN
+
+
+@pytest.mark.parametrize('module', MODULES)
+def test_an_old_option_name_is_only_a_documented_alias_of_its_setting(module):
+    old = {name: setting for setting, olds in OLD_OPTIONS.items() for name in olds}
+    documented = _documented(module)
+    assert not set(documented) & set(old), 'an old name is an option of its own'
+    for option, doc in documented.items():
+        for alias in doc.get('aliases', []):
+            assert old.get(alias) == option, '%s: alias %s of %s is not an old name of it' % (module, alias, option)
+            assert 'O(%s) (' % alias in ' '.join(doc['description']) and 'deprecated' in ' '.join(doc['description'])
 
 
 def test_the_prune_module_offers_every_engine_and_lock_setting_by_its_name():
@@ -99,7 +113,7 @@ def _render(value, defaults):
 @pytest.mark.parametrize('setting', [s for s in SETTINGS if s not in ROLE_OWN])
 def test_role_default_is_the_table_default(setting):
     defaults, specs = _role()
-    var = 'timer_' + setting
+    var = PREFIXES['role'] + setting
     assert var in defaults, '%s: the role has no %s' % (setting, var)
     assert _same(_render(defaults[var], defaults), SETTINGS[setting]), '%s: %r' % (var, defaults[var])
     assert specs[var].get('default') == defaults[var], '%s: argument_specs and defaults/main.yml disagree' % var
@@ -125,7 +139,7 @@ def test_the_prune_playbook_passes_every_setting_and_defaults_none():
     task = [t for t in plays[0]['tasks'] if 'nodemaint.image_gc.prune' in t][0]['nodemaint.image_gc.prune']
     assert set(task) == set(_documented('prune'))
     for option, value in task.items():
-        assert value == '{{ image_gc_%s | default(omit) }}' % option, option
+        assert value == '{{ %s%s | default(omit) }}' % (PREFIXES['playbook'], option), option
     # the only defaults the playbook writes are its own variables'
     own = ['image_gc_hosts', 'image_gc_pipelining', 'image_gc_serial']
     assert sorted(set(re.findall(r'(image_gc_\w+) \| default\((?!omit)', text))) == own
@@ -163,3 +177,24 @@ def test_readme_playbook_variables_state_the_table_defaults():
             value = values[index] if len(values) > 1 else values[0]
             assert yaml.safe_load(value) == setting.default or value == setting.default, (name, value)
     assert set(names('runtime', 'pods', 'containers', 'sandboxes', 'images', 'content', 'run', 'lock')) <= seen
+
+
+def _role_task_tags():
+    tags = set()
+    for name in os.listdir(os.path.join(ROOT, 'roles', 'timer', 'tasks')):
+        with open(os.path.join(ROOT, 'roles', 'timer', 'tasks', name)) as handle:
+            for task in yaml.safe_load(handle) or []:
+                tags.update(task.get('tags', []) if isinstance(task.get('tags', []), list) else [task['tags']])
+                tags.update((task.get('ansible.builtin.include_tasks', {}).get('apply') or {}).get('tags', []))
+    return tags
+
+
+def test_the_roles_tags_carry_the_roles_prefix_or_are_the_old_ones():
+    """One prefix a face: the role's tags are timer and timer_<part> (its variables' prefix); the
+    old node_image_gc ones stay beside them, each with its new one, until they go."""
+    tags = _role_task_tags() - {'always'}
+    prefix = PREFIXES['role'][:-1]
+    new = {t for t in tags if t == prefix or t.startswith(PREFIXES['role'])}
+    old = tags - new
+    assert new and all(t == OLD_ROLE_TAG or t.startswith(OLD_ROLE_TAG + '_') for t in old), old
+    assert {prefix + t[len(OLD_ROLE_TAG):] for t in old} <= new

@@ -12,8 +12,8 @@ import re
 import pytest
 import yaml
 
-from image_gc_testlib import metric_names, runner_textfile
-from promtool_lib import promtool
+from tests.unit.image_gc_testlib import metric_names, runner_textfile
+from tests.unit.promtool_lib import promtool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RULES = os.path.join(ROOT, 'extras', 'prometheus', 'node-image-gc.rules.yml')

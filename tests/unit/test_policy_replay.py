@@ -39,7 +39,8 @@ from bench.policysim import bound, policies, report, sim, trace, workloads  # no
 IN_USE = 408000
 
 
-def tiny():
+def six_pods_three_images():
+    """Six pods over two days, starting and ending at set times, of three images (a, b, c) on a 100-byte disk."""
     def start(t, pod, end, ref, size):
         return trace.Start(t, pod, end - t, [(ref, size)])
     return trace.Trace('tiny', [
@@ -49,14 +50,14 @@ def tiny():
 
 
 def test_kubelet_re_pulls():
-    figures = sim.replay(tiny(), policies.make('kubelet'))
+    figures = sim.replay(six_pods_three_images(), policies.make('kubelet'))
     assert (figures['cold'], figures['repulls'], figures['repull_bytes']) == (3, 2, 30 + 50)
     assert figures['kubelet_passes'] == 3      # 7500 (B), 30300 (A), 86700 (B: A pulled, usage 90)
     assert figures['peak'] == 90.0
 
 
 def test_seed_re_pulls():
-    figures = sim.replay(tiny(), policies.make('seed'))
+    figures = sim.replay(six_pods_three_images(), policies.make('seed'))
     assert (figures['cold'], figures['repulls'], figures['repull_bytes']) == (3, 3, 30 + 10 + 50)
     # runs at 21600 (A, C), 43200 (B), 64800 (C), 86400 (nothing), 108000 (A), 129600, 151200 (nothing)
     assert (figures['runs'], figures['empty_runs']) == (7, 3)
@@ -66,7 +67,7 @@ def test_seed_re_pulls():
     (IN_USE, 3), (IN_USE + 421999, 3), (IN_USE + 422000, 2), (IN_USE + 1300999, 2), (IN_USE + 1301000, 1),
     (IN_USE + 5441000, 0)])
 def test_bound(budget, expected):
-    b = bound.Bound(tiny())
+    b = bound.Bound(six_pods_three_images())
     assert (b.in_use, b.gaps) == (IN_USE, 3)
     assert b.repulls(budget) == expected
 
@@ -80,9 +81,9 @@ def test_no_policy_beats_the_bound_at_its_own_disk_use(name):
 
 def test_trace_round_trip(tmp_path):
     path = str(tmp_path / 'tiny.jsonl')
-    tiny().write(path)
+    six_pods_three_images().write(path)
     again = trace.read(path)
-    assert [s.to_dict() for s in again.starts] == [s.to_dict() for s in tiny().starts]
+    assert [s.to_dict() for s in again.starts] == [s.to_dict() for s in six_pods_three_images().starts]
     assert (again.disk_bytes, again.base_bytes, again.horizon) == (100, 0, 2 * 86400)
     rows, b = report.measure(again, ['seed', 'kubelet'])
     assert [(name, f['repulls']) for name, dummy, f in rows] == [('seed', 3), ('kubelet', 2)]

@@ -22,8 +22,10 @@ except ImportError:          # ansible-core < 2.19: the _ANSIBLE_ARGS way
     patch_module_args = None
 
 
-class ModuleExit(Exception):
-    """Raised by the patched exit_json/fail_json; ``result`` holds what the module returned."""
+class ModuleExit(SystemExit):
+    """Raised by the patched exit_json/fail_json; ``result`` holds what the module returned. A
+    SystemExit, as the real exit_json/fail_json end the process: a module's ``except Exception``
+    must not catch it."""
 
     def __init__(self, result, failed):
         super().__init__(result)
@@ -52,7 +54,7 @@ def _module_args(monkeypatch, values):
 
 
 def run_module(monkeypatch, module, args, runner, discovery=None, now_ns=NOW_NS, peer_root=None,
-               check_mode=False, diff=False):
+               check_mode=False, diff=False, verbosity=0):
     """Run ``module.main()`` with ``args`` as Ansible would pass them; return a ModuleExit.
 
     The Engine class the adapter constructs (_adapter.Engine) is replaced by one built with the
@@ -67,7 +69,7 @@ def run_module(monkeypatch, module, args, runner, discovery=None, now_ns=NOW_NS,
     monkeypatch.setattr(basic.AnsibleModule, 'exit_json', _exit_json)
     monkeypatch.setattr(basic.AnsibleModule, 'fail_json', _fail_json)
     monkeypatch.setattr(_adapter, 'Engine', engine)
-    args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
+    args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff, _ansible_verbosity=verbosity)
     with _module_args(monkeypatch, args):
         try:
             module.main()

@@ -12,7 +12,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._files import RunLock
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._units import format_duration, parse_duration, parse_human_age, parse_human_size
 
-from image_gc_testlib import lock_held_elsewhere
+from tests.unit.image_gc_testlib import lock_held_elsewhere
 
 
 # -- durations -------------------------------------------------------------------------------

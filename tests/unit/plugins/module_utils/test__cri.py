@@ -12,7 +12,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import (
     Crictl, Ctr, describe_failure, error_lines, parse_content_ls)
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandResult
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, CTR_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21,
     VERSIONS, Reply, StubRunner, crictl_warning, fixture_text, json_reply, node_discovery, recorded)
 

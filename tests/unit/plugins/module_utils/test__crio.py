@@ -10,10 +10,10 @@ import json
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _cri, _refs
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import Discovery
 
-from testlib.discovery import fake_discovery
-from testlib.engine import ids, stub_engine
-from testlib.fixtures import CRICTL, CRIO_IDS, CRIO_NOW_NS, CRIO_SOCKET, V21, VCRIO, fixture_json, fixture_text
-from testlib.node_sim import node_runner
+from tests.unit.image_gc_testlib import fake_discovery
+from tests.unit.image_gc_testlib import ids, stub_engine
+from tests.unit.image_gc_testlib import CRICTL, CRIO_IDS, CRIO_NOW_NS, CRIO_SOCKET, V21, VCRIO, fixture_json, fixture_text
+from tests.unit.image_gc_testlib import node_runner
 
 NOT_APPLICABLE = ('not applicable: CRI-O has no content store (its images live in containers/storage, with no '
                   'compressed layer blobs for ctr to prune)')

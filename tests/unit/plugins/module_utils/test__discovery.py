@@ -9,7 +9,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import (
     CRICTL_CONFIG_FILES, MICROK8S_CTR, WELL_KNOWN_SOCKETS, Runtime, read_crictl_config)
 
-from image_gc_testlib import fake_discovery
+from tests.unit.image_gc_testlib import fake_discovery
 
 K8S_SOCK = '/run/containerd/containerd.sock'
 K3S_SOCK = '/run/k3s/containerd/containerd.sock'

@@ -11,7 +11,7 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk, _engine, _mirror, _node, _settings, _text, _units
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandError, ImageGCError
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, CTR_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16,
     V21, VERSIONS, Reply, command_key, fixture_json, fixture_text, ids, json_reply, make_engine, NOW_NS,
     node_runner, run_phase, running_kubelet)
@@ -38,7 +38,8 @@ def run_all(engine, check_mode):
     return dict((r['phase'], r) for r in run['phases'])
 
 
-def four(runner, **kwargs):
+def engine_of_all_phases(runner, **kwargs):
+    """An Engine over ``runner`` that runs the four phases (no disk reports)."""
     return make_engine(runner, phases=PHASES, **kwargs)
 
 
@@ -104,46 +105,73 @@ def expected_real_commands(version):
     ]
 
 
-@pytest.mark.parametrize('version', VERSIONS)
-def test_real_run_of_the_four_phases(version, peer_root):
-    runner = node_runner(version)
-    results = run_all(four(runner, peer_root=peer_root), check_mode=False)
+@pytest.fixture(params=VERSIONS)
+def real_run(request, peer_root):
+    """One real run of the four phases over the recorded node: its version, runner and results by phase."""
+    runner = node_runner(request.param)
+    results = run_all(engine_of_all_phases(runner, peer_root=peer_root), check_mode=False)
+    return request.param, runner, results
+
+
+def test_a_real_run_runs_the_recorded_commands_with_the_timeout(real_run):
+    version, runner = real_run[:2]
     assert runner.calls == expected_real_commands(version)
     assert all(t == 150 for t in runner.timeouts)
+
+
+def test_a_real_run_removes_the_recorded_garbage(real_run):
+    version, results = real_run[0], real_run[2]
     ids_ = IDS[version]
     assert ids(results['containers']['removed']) == [ids_['exit0'], ids_['exit1']]
     assert ids(results['sandboxes']['removed']) == [ids_['feas-a']]
     assert ids(results['images']['removed']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1]
     assert results['images']['bytes'] == 1028854 + 1028853 + 1028856
+
+
+def test_a_real_run_keeps_the_sandbox_image_and_images_in_use_saying_why(real_run):
+    version, results = real_run[0], real_run[2]
     kept = dict((i['id'], i['reason']) for i in results['images']['kept'])
     assert kept[IMG_PAUSE] == ('sandbox (pause) image of the runtime (docker.io/feas/pause:1)' if version == V16
                                else 'pinned by the runtime')
     assert kept[IMG_BUSYBOX2].startswith('in use by container sleeper')
-    reasons = dict((i['id'], i['reason']) for i in results['images']['removed'])
+    assert results['images']['sandbox_image'] == ('docker.io/feas/pause:1' if version == V16 else None)
+
+
+def test_an_image_used_only_by_removed_containers_goes_too(real_run):
+    reasons = dict((i['id'], i['reason']) for i in real_run[2]['images']['removed'])
     assert reasons[IMG_OLD_BUSYBOX1] == 'used only by containers removed in this run'
+
+
+def test_the_content_phase_reports_the_blobs_that_vanished(real_run):
+    version, results = real_run[0], real_run[2]
     # content: the blobs that vanished between the recorded listings
     before = fixture_text(version, 'ctr-content-ls-after-rmi.txt')
     after = fixture_text(version, 'ctr-content-ls-after-prune.txt')
     gone = sorted(line.split('\t')[0] for line in before.splitlines()[1:] if line.split('\t')[0] not in after)
     assert ids(results['content']['removed']) == gone
     assert results['content']['labels_removed'] == (1 if version == V16 else 2)
-    for phase, result in results.items():
+
+
+def test_every_phase_of_a_real_run_changed_and_succeeded(real_run):
+    for phase, result in real_run[2].items():
         assert result['changed'] is True, phase
         assert result['failed'] == [] and result['gone'] == [] and result['check_mode'] is False
         assert result['status'] == 'ok', phase
-    # each phase reports exactly the commands it ran
+
+
+def test_each_phase_reports_exactly_the_commands_it_ran(real_run):
+    runner, results = real_run[1:]
     assert sum((r['commands'] for r in results.values()), []) == runner.calls
-    assert results['images']['sandbox_image'] == ('docker.io/feas/pause:1' if version == V16 else None)
 
 
 @pytest.mark.parametrize('version', VERSIONS)
 def test_check_mode_runs_no_removal_and_reports_what_the_real_run_removes(version, peer_root):
     check_runner = node_runner(version)
-    check = run_all(four(check_runner, peer_root=peer_root), check_mode=True)
+    check = run_all(engine_of_all_phases(check_runner, peer_root=peer_root), check_mode=True)
     assert check_runner.removals() == []
     assert check_runner.calls == [PS, PODS, IMAGES, INFO, IMAGEFSINFO, IMAGES_CHECK,
                                   inspect('sleeper', version=version), CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
-    real = run_all(four(node_runner(version), peer_root=peer_root), check_mode=False)
+    real = run_all(engine_of_all_phases(node_runner(version), peer_root=peer_root), check_mode=False)
     for phase in ('containers', 'sandboxes', 'images'):
         assert ids(check[phase]['removed']) == ids(real[phase]['removed']), phase
         assert [i['reason'] for i in check[phase]['removed']] == [i['reason'] for i in real[phase]['removed']]
@@ -163,7 +191,7 @@ def test_check_mode_runs_no_removal_and_reports_what_the_real_run_removes(versio
 @pytest.mark.parametrize('version', VERSIONS)
 def test_second_real_run_on_the_after_state_removes_nothing(version, peer_root):
     runner = node_runner(version, state='after')
-    results = run_all(four(runner, peer_root=peer_root), check_mode=False)
+    results = run_all(engine_of_all_phases(runner, peer_root=peer_root), check_mode=False)
     for phase, result in results.items():
         assert result['removed'] == [] and result['failed'] == [], phase
         assert result['changed'] is False, phase
@@ -377,7 +405,7 @@ def test_content_check_mode_plans_after_the_planned_image_removals(version, peer
     """Check mode of the whole run: the content phase plans over the store as it will be once
     unused:3, the old busybox:1 and busybox:1 (planned by phase 3) are gone."""
     runner = node_runner(version)
-    result = run_all(four(runner, peer_root=peer_root), check_mode=True)['content']
+    result = run_all(engine_of_all_phases(runner, peer_root=peer_root), check_mode=True)['content']
     assert ids(result['removed']) == ['sha256:5f4de468a2d94fad44b1fe435d8816e6a09e28f9f271edf57ce788021fd9fd55',
                                       'sha256:f51d6ffc6841a4945a2c9f5919c130cc077317b4d1f87750cc78e070b738bb4b']
     assert runner.removals() == []
@@ -386,7 +414,7 @@ def test_content_check_mode_plans_after_the_planned_image_removals(version, peer
 def test_images_phase_after_a_sandbox_removal_in_check_mode_frees_its_containers_images(peer_root):
     """feas-a goes in phase 2 with exit0; with exit1 removed in phase 1 too, the old busybox:1 is free."""
     runner = node_runner(V21)
-    result = run_all(four(runner, settings={'sandbox_min_age': '0s'}, peer_root=peer_root), check_mode=True)
+    result = run_all(engine_of_all_phases(runner, settings={'sandbox_min_age': '0s'}, peer_root=peer_root), check_mode=True)
     assert ids(result['sandboxes']['removed']) == [IDS[V21]['feas-a']]
     reasons = dict((i['id'], i['reason']) for i in result['images']['removed'])
     assert reasons[IMG_OLD_BUSYBOX1] == 'used only by containers removed in this run'
@@ -477,7 +505,11 @@ def test_check_mode_disk_after_is_the_disk_before(peer_root):
     assert after.pop('filesystem') == dict(run['disk_before']['filesystem'], note=_disk.CHECK_MODE_NOTE)
     assert after == {k: v for k, v in run['disk_before'].items() if k != 'filesystem'}
     assert sum(1 for argv in runner.calls if 'imagefsinfo' in argv) == 1
-    assert run['summary'].startswith('would free ') and run['summary'].endswith('(check mode: nothing removed)')
+    fs = run['disk_before']['filesystem']
+    projected = 100.0 * (fs['used_bytes'] - run['bytes']) / fs['size_bytes']
+    assert run['summary'].startswith('would free ')
+    assert run['summary'].endswith('%.1f%% -> ~%.1f%% (estimate: check mode removes nothing)' % (
+        fs['used_percent'], projected))
 
 
 def _figures(monkeypatch, *used, size=1000):
@@ -501,8 +533,8 @@ def test_the_disk_figures_are_read_from_the_filesystem_before_and_after(peer_roo
     # the runtime's own figure is kept, apart and as what it is
     assert run['disk_after']['image_fs_used_bytes'] == 0 and run['disk_after']['filesystem_unknown'] is None
     images, blobs = len(run['phases'][2]['removed']), len(run['phases'][3]['removed'])
-    assert run['summary'] == 'freed %s (2 containers, 1 sandboxes, %d images, %d blobs); /var/lib/containerd ' \
-        '81.2%% -> 62.0%%' % (_units.human_bytes(run['bytes']), images, blobs)
+    assert run['summary'] == 'freed %s (2 containers, 1 sandbox, %s, %s); /var/lib/containerd ' \
+        '81.2%% -> 62.0%%' % (_units.human_bytes(run['bytes']), _text.count(images, 'image'), _text.count(blobs, 'blob'))
 
 
 def test_an_unknown_filesystem_figure_says_unknown(peer_root, monkeypatch):
@@ -518,14 +550,14 @@ def test_a_figure_still_changing_when_the_wait_ends_is_said_so():
     run = {'check_mode': False, 'phases': [{'phase': 'images', 'removed': [{}], 'bytes': 2048}],
            'disk_before': {'filesystem': {'path': '/x', 'used_percent': 50.0}},
            'disk_after': {'filesystem': {'path': '/x', 'used_percent': 49.0, 'settled': False, 'waited': 5.0}}}
-    assert _text.summary_line(run) == 'freed 2.00 KB (1 images); /x 50.0% -> 49.0% (still changing after 5.0s)'
+    assert _text.summary_line(run) == 'freed 2.00 KB (1 image); /x 50.0% -> 49.0% (still changing after 5.0s)'
 
 
 def test_a_failing_phase_is_recorded_and_the_next_still_runs(peer_root):
     runner = node_runner(V21)
     runner.on('crictl pods --output json', Reply(1, '', 'time="x" level=fatal msg="listing pods: boom"\n'))
     events = []
-    run = four(runner, peer_root=peer_root).run(on_event=lambda kind, data: events.append((kind, data['phase'])))
+    run = engine_of_all_phases(runner, peer_root=peer_root).run(on_event=lambda kind, data: events.append((kind, data['phase'])))
     status = dict((r['phase'], r['status']) for r in run['phases'])
     assert status == {'containers': 'ok', 'sandboxes': 'failed', 'images': 'ok', 'content': 'ok'}
     failed = run['phases'][1]
@@ -537,7 +569,7 @@ def test_a_failing_phase_is_recorded_and_the_next_still_runs(peer_root):
 
 
 def test_an_unexpected_exception_in_a_phase_is_recorded_too(peer_root, monkeypatch):
-    engine = four(node_runner(V21), peer_root=peer_root)
+    engine = engine_of_all_phases(node_runner(V21), peer_root=peer_root)
 
     def broken(self, check_mode=False):
         raise KeyError('surprise')
@@ -549,7 +581,7 @@ def test_an_unexpected_exception_in_a_phase_is_recorded_too(peer_root, monkeypat
 
 def test_disabled_phases_are_skipped_with_the_reason(peer_root):
     runner = node_runner(V21)
-    run = four(runner, settings={'containers': False, 'content': False}, peer_root=peer_root).run()
+    run = engine_of_all_phases(runner, settings={'containers': False, 'content': False}, peer_root=peer_root).run()
     skipped = dict((r['phase'], r['skip_reason']) for r in run['phases'] if r['status'] == 'skipped')
     assert skipped == {'containers': 'disabled (containers: false)', 'content': 'disabled (content: false)'}
     assert runner.ran('crictl', 'rm') == [] and runner.ran('ctr', 'content') == []
@@ -693,7 +725,23 @@ def test_an_empty_container_listing_with_ready_sandboxes_removes_no_image(peer_r
     images = run['phases'][2]
     assert images['status'] == 'failed' and images['removed'] == []
     assert images['error'] == (
-        'crictl ps --all listed no container while 2 sandbox(es) are Ready (feas-b, feas-c): the container listing is '
+        'crictl ps --all listed no container while 2 sandboxes are Ready (feas-b, feas-c): the container listing is '
         'not trusted and no image is removed. Endpoints used: runtime unix:///run/containerd/containerd.sock, image '
         'unix:///run/containerd/containerd.sock; set runtime_endpoint and image_endpoint to the runtime the kubelet uses')
     assert runner.ran('crictl', 'rmi') == [] and runner.ran('crictl', 'inspect') == []
+
+
+def test_check_mode_makes_no_estimate_when_the_plan_reaches_the_bytes_used():
+    """Images sharing a layer count it once each: their sizes can pass what the filesystem holds."""
+    run = {'check_mode': True, 'phases': [{'phase': 'images', 'removed': [{}, {}], 'bytes': 900}],
+           'disk_before': {'filesystem': {'path': '/x', 'used_bytes': 800, 'size_bytes': 10000, 'used_percent': 8.0}}}
+    assert _text.summary_line(run) == (
+        "would free 900.00 Bytes (2 images); /x 8.0% -> unknown (no estimate: the plan's sizes reach the 800.00 Bytes "
+        "used, layers shared by images counted once per image; check mode removes nothing)")
+    run['phases'][0]['bytes'] = 300
+    assert _text.summary_line(run).endswith('/x 8.0% -> ~5.0% (estimate: check mode removes nothing)')
+
+
+def test_the_counts_are_in_the_right_number():
+    assert [_text.count(n, 'sandbox') for n in (0, 1, 2)] == ['0 sandboxes', '1 sandbox', '2 sandboxes']
+    assert [_text.count(n, 'image') for n in (0, 1, 2)] == ['0 images', '1 image', '2 images']

@@ -11,7 +11,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import San
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import (
     KUBELET_ROOTS, Discovery, kubelet_root_of, read_cmdlines)
 
-from image_gc_testlib import fake_discovery
+from tests.unit.image_gc_testlib import fake_discovery
 
 
 def sandbox(sid, uid, state):

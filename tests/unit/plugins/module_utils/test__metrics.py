@@ -14,8 +14,8 @@ import yaml
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _metrics, _runner
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 
-from image_gc_testlib import V21, make_engine, node_runner
-from promtool_lib import promtool
+from tests.unit.image_gc_testlib import V21, make_engine, node_runner
+from tests.unit.promtool_lib import promtool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 PHASES = ('containers', 'sandboxes', 'images', 'content')

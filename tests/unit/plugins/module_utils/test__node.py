@@ -8,7 +8,7 @@ import json
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _node
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Crictl, Sandbox
 
-from image_gc_testlib import CRICTL_PREFIX, IDS, V16, StubRunner, fixture_json, inspect_reply, json_reply, node_discovery
+from tests.unit.image_gc_testlib import CRICTL_PREFIX, IDS, V16, StubRunner, fixture_json, inspect_reply, json_reply, node_discovery
 
 SEC = 10 ** 9
 

@@ -9,8 +9,8 @@ import json
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _observe, _runner
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._files import RunLock
 
-from image_gc_testlib import IMG_BUSYBOX2, IMG_UNUSED3, NOW_NS, V21, make_engine, node_discovery, node_runner
-from testlib.metrics import metric_names
+from tests.unit.image_gc_testlib import IMG_BUSYBOX2, IMG_UNUSED3, NOW_NS, V21, make_engine, node_discovery, node_runner
+from tests.unit.image_gc_testlib import metric_names
 
 NOW = NOW_NS // 10 ** 9
 
@@ -62,7 +62,7 @@ def test_a_pass_does_not_wait_for_a_held_run_lock(tmp_path):
 
 
 def test_a_listing_that_fails_fails_the_pass_and_writes_nothing(tmp_path):
-    from image_gc_testlib import Reply
+    from tests.unit.image_gc_testlib import Reply
     runner = node_runner(V21)
     runner.on('crictl ps --all --output json', Reply(1, '', 'level=fatal msg="validate service connection: connection refused"'))
     out = io.StringIO()

@@ -11,7 +11,7 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _content, _node, _plan, _refs
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image, Sandbox, parse_content_ls  # noqa: F401
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS, fixture_json,
     fixture_text)
 
@@ -139,7 +139,7 @@ def test_notready_sandbox_older_than_min_age_is_removed(version):
     now = feas_a_created(version) + 3600 * SEC
     plan = _plan.plan_sandboxes(sandboxes(version), containers(version), now, min_age=600)
     assert plan.ids == fixture_text(version, 'pods-notready-q.txt').split() == [IDS[version]['feas-a']]
-    assert plan.remove[0]['reason'] == 'NotReady, created 1h ago (min_age 10m)'
+    assert plan.remove[0]['reason'] == 'NotReady, created 1h ago (sandbox_min_age 10m)'
     assert plan.remove[0]['age'] == 3600
     assert plan.keep == []              # Ready sandboxes are not even considered
 
@@ -148,7 +148,7 @@ def test_notready_sandbox_younger_than_min_age_is_kept():
     now = feas_a_created(V21) + 599 * SEC
     plan = _plan.plan_sandboxes(sandboxes(V21), containers(V21), now, min_age=600)
     assert plan.ids == []
-    assert reasons(plan.keep) == {IDS[V21]['feas-a']: 'NotReady but only 9m59s old, younger than min_age 10m'}
+    assert reasons(plan.keep) == {IDS[V21]['feas-a']: 'NotReady but only 9m59s old, younger than sandbox_min_age 10m'}
     # at exactly min_age it goes
     assert _plan.plan_sandboxes(sandboxes(V21), containers(V21), now + SEC, min_age=600).ids == [IDS[V21]['feas-a']]
 
@@ -436,7 +436,7 @@ def test_pod_aware_sandboxes_newest_of_a_live_pod_stays_older_ones_go():
     plan = _plan.plan_sandboxes([old, new, lone], [], 3600 * SEC, 600, pods=pods)
     assert reasons(plan.keep) == {
         's-new': 'NotReady, but the newest sandbox of live pod feas/web (the kubelet still tracks it (/k/pods/u1 exists))'}
-    assert reasons(plan.remove)['s-old'] == 'older sandbox of live pod feas/web (newest: s-new), created 59m59s ago (min_age 10m)'
+    assert reasons(plan.remove)['s-old'] == 'older sandbox of live pod feas/web (newest: s-new), created 59m59s ago (sandbox_min_age 10m)'
     assert reasons(plan.remove)['s-lone'].startswith('NotReady, pod feas/lone is not live (its newest sandbox s-lone is '
                                                      'NotReady, the kubelet does not track it (no /k/pods/u2))')
 

@@ -17,7 +17,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings import validate_settings
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, NOW_NS, V16, V21, ids, make_engine,
     node_runner)
 

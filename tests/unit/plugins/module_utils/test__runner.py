@@ -14,7 +14,7 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk, _engine, _files, _runner, _units
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 
-from image_gc_testlib import IDS, V21, VERSIONS, Reply, lock_held_elsewhere, make_engine, node_runner
+from tests.unit.image_gc_testlib import IDS, V21, VERSIONS, Reply, lock_held_elsewhere, make_engine, node_runner
 
 
 @pytest.fixture
@@ -128,21 +128,36 @@ def test_run_emits_start_disk_phases_disk_end(version, node):
     assert events[1]['images'] == 5 and events[1]['containers'] == {'exited': 2, 'running': 1}
 
 
-def test_report_and_metrics_written_atomically(node):
+@pytest.fixture
+def finished(node):
+    """One real run of the runner over the recorded node: its exit code, events, report and metrics."""
     code, events = node.run()
     assert code == 0
-    report = json.loads(node.report.read_text())
+    metrics = node.prom.read_text()
+    samples = dict(line.rsplit(' ', 1) for line in metrics.splitlines() if not line.startswith('#'))
+    return {'node': node, 'events': events, 'report': json.loads(node.report.read_text()), 'metrics': metrics,
+            'samples': samples}
+
+
+def test_the_report_says_the_run_and_its_phases(finished):
+    report, events = finished['report'], finished['events']
     assert report['status'] == 'ok'
     assert [p['phase'] for p in report['phases']] == ['containers', 'sandboxes', 'images', 'content']
     assert report['last_success'] == report['finished']
     assert report['disk_before']['images'] == 5
     assert report['removed'] == events[-1]['removed']
+
+
+def test_report_and_metrics_are_written_atomically_mode_0644(finished):
+    node = finished['node']
     # nothing but the two files (no temp files left), mode 0644
     assert files_under(node.dir / 'lib') == ['last-run.json']
     assert files_under(node.dir / 'textfile') == ['node_image_gc.prom']
     assert oct(os.stat(str(node.report)).st_mode & 0o777) == '0o644'
-    metrics = node.prom.read_text()
-    samples = dict(line.rsplit(' ', 1) for line in metrics.splitlines() if not line.startswith('#'))
+
+
+def test_the_metrics_say_success_time_and_what_each_phase_removed(finished):
+    report, samples = finished['report'], finished['samples']
     assert samples['node_image_gc_run_success'] == '1'
     assert float(samples['node_image_gc_last_success_timestamp_seconds']) == report['finished']
     assert float(samples['node_image_gc_last_run_timestamp_seconds']) == report['finished']
@@ -151,16 +166,27 @@ def test_report_and_metrics_written_atomically(node):
     assert samples['node_image_gc_last_run_removed_objects{phase="images"}'] == '3'
     assert samples['node_image_gc_last_run_reclaimed_bytes{phase="images"}'] == str(1028854 + 1028853 + 1028856)
     assert samples['node_image_gc_phase_success{phase="content"}'] == '1'
-    # the filesystem's figures (statvfs), as the report has them; the end line says them in words
+
+
+def test_the_metrics_carry_the_filesystems_figures_of_the_report(finished):
+    report, samples = finished['report'], finished['samples']
+    # the filesystem's figures (statvfs), as the report has them
     assert samples['node_image_gc_image_fs_used_bytes{when="before"}'] == str(
         report['disk_before']['filesystem']['used_bytes'])
     assert samples['node_image_gc_image_fs_used_bytes{when="after"}'] == str(
         report['disk_after']['filesystem']['used_bytes'])
+
+
+def test_the_end_line_says_the_figures_in_words(finished):
+    report, events = finished['report'], finished['events']
     assert events[-1]['summary'] == report['summary'] and report['summary'].startswith('freed ')
     assert ' -> ' in report['summary'] and report['summary'].split('; ')[1].startswith(
         report['disk_before']['filesystem']['path'] + ' ')
-    assert '# TYPE node_image_gc_run_success gauge' in metrics
-    assert metrics.endswith('\n')
+
+
+def test_the_metrics_file_is_well_formed(finished):
+    assert '# TYPE node_image_gc_run_success gauge' in finished['metrics']
+    assert finished['metrics'].endswith('\n')
 
 
 def test_write_atomic_failure_leaves_no_temp_file(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Ima
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._snapshotters import (
     content_prune_skip, cri_snapshotters, parse_images_check, unusable_images)
 
-from image_gc_testlib import V16, V21, fixture_text
+from tests.unit.image_gc_testlib import V16, V21, fixture_text
 
 CHECK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
                      'fixtures', 'ctr-images-check')

@@ -6,7 +6,7 @@ after the plan are re-checked before each removal batch."""
 
 import json
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_UNUSED3, V16, V21, Reply, fixture_json, fixture_text, ids,
     images_check_reply, inspect_reply, json_reply, make_engine, node_runner, recorded)
 

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import crictl_prune
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS,
     documented_returns, failure_before_any_command, ids, lock_held_elsewhere, node_discovery, node_runner, run_module,
     running_kubelet)
@@ -41,7 +41,7 @@ def check_against_return_doc(result, images_enabled=True):
 @pytest.mark.parametrize('version', VERSIONS)
 def test_check_mode_plans_and_removes_nothing(version, args, monkeypatch):
     runner = node_runner(version)
-    out = run_module(monkeypatch, crictl_prune, args, runner, check_mode=True)
+    out = run_module(monkeypatch, crictl_prune, dict(args, return_commands=True), runner, check_mode=True)
     assert not out.failed, out.result
     result = out.result
     assert result['changed'] is True
@@ -60,7 +60,7 @@ def test_check_mode_plans_and_removes_nothing(version, args, monkeypatch):
 def test_real_run_removes_what_check_mode_reported(version, args, monkeypatch, tmp_path):
     check = run_module(monkeypatch, crictl_prune, args, node_runner(version), check_mode=True).result
     runner = node_runner(version)
-    real = run_module(monkeypatch, crictl_prune, args, runner).result
+    real = run_module(monkeypatch, crictl_prune, dict(args, return_commands=True), runner).result
     assert real['changed'] is True
     assert ids(real['containers']) == ids(check['containers'])
     assert ids(real['images']) == ids(check['images'])

@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import ctr_content_prune
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, CTR, CTR_PREFIX, IMG_UNUSED3, SOCKET, V16, V21, VERSIONS, documented_returns, failure_before_any_command,
     Reply, fake_discovery, fixture_text, ids, node_runner, recorded, run_module)
 
@@ -137,5 +137,5 @@ def test_bad_option_fails_and_runs_nothing(option, value, args, monkeypatch):
 
 
 def test_empty_namespace_message_names_the_module_option(args, monkeypatch):
-    msg = failure_before_any_command(monkeypatch, ctr_content_prune, dict(args, namespace=''))
-    assert re.match(r'namespace: ', msg), msg
+    msg = failure_before_any_command(monkeypatch, ctr_content_prune, dict(args, content_namespace=''))
+    assert re.match(r'content_namespace: ', msg), msg

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import imagefs_info
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS, documented_returns, failure_before_any_command, node_runner,
     run_module)
 

@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import prune
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     IDS, IMG_BUSYBOX1, IMG_OLD_BUSYBOX1, IMG_UNUSED3, V16, V21, VERSIONS, Reply, documented_returns,
     failure_before_any_command, ids, node_runner, run_module)
 
@@ -39,33 +39,71 @@ def check_against_return_doc(result):
             assert isinstance(result[key], {'list': list, 'dict': dict, 'int': int}[spec['type']]), key
 
 
-@pytest.mark.parametrize('version', VERSIONS)
-def test_check_mode_reports_what_the_real_run_removes(version, args, monkeypatch):
-    check_runner = node_runner(version)
+@pytest.fixture(params=VERSIONS)
+def check_and_real(request, args, monkeypatch):
+    """One check-mode run and one real run of prune over the recorded node, with their runners."""
+    version = request.param
+    check_runner, real_runner = node_runner(version), node_runner(version)
     check = run_module(monkeypatch, prune, args, check_runner, check_mode=True).result
-    assert check_runner.removals() == []
-    real_runner = node_runner(version)
-    real = run_module(monkeypatch, prune, args, real_runner).result
+    real = run_module(monkeypatch, prune, dict(args, return_commands=True), real_runner).result
+    return {'version': version, 'check': check, 'real': real, 'check_runner': check_runner,
+            'real_runner': real_runner}
+
+
+def test_check_mode_removes_nothing(check_and_real):
+    assert check_and_real['check_runner'].removals() == []
+
+
+def test_check_mode_reports_what_the_real_run_removes_with_the_same_reasons(check_and_real):
+    check, real = check_and_real['check'], check_and_real['real']
     for key in ('containers', 'sandboxes', 'images'):
         assert ids(check[key]) == ids(real[key]), key
         assert [i['reason'] for i in check[key]] == [i['reason'] for i in real[key]], key
+    assert check['images_space_reclaimed'] == real['images_space_reclaimed'] > 0
+    assert check['changed'] is real['changed'] is True
+
+
+def test_the_real_run_removes_the_recorded_garbage(check_and_real):
+    version, real = check_and_real['version'], check_and_real['real']
     assert ids(real['containers']) == [IDS[version]['exit0'], IDS[version]['exit1']]
     assert ids(real['sandboxes']) == [IDS[version]['feas-a']]
     assert ids(real['images']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1]
-    assert check['images_space_reclaimed'] == real['images_space_reclaimed'] > 0
-    assert check['changed'] is real['changed'] is True
+
+
+def test_every_phase_runs_in_order_and_succeeds(check_and_real):
+    real = check_and_real['real']
     assert [p['phase'] for p in real['phases']] == PHASES
     assert all(p['status'] == 'ok' for p in real['phases']) and real['failed_phases'] == []
+
+
+def test_disk_after_counts_what_is_left_and_check_mode_states_after_as_before(check_and_real):
+    check, real = check_and_real['check'], check_and_real['real']
     assert real['disk_before']['images'] == 5 and real['disk_after']['images'] == 2
     assert check['disk_after']['images'] == 5                    # check mode: nothing was removed
-    # the one line: what was removed and the filesystem's figures (check mode: after = before, said so)
-    assert real['summary'].startswith('freed ') and ' -> ' in real['summary']
-    assert check['summary'].startswith('would free ') and check['summary'].endswith('(check mode: nothing removed)')
     assert check['disk_after']['filesystem']['used_bytes'] == check['disk_before']['filesystem']['used_bytes']
-    assert 'disk_target' not in real                             # disk_high unset
-    assert real['commands'] == real_runner.calls
-    check_against_return_doc(check)
-    check_against_return_doc(real)
+
+
+def test_the_summary_says_what_was_freed_and_check_mode_projects_an_estimate(check_and_real):
+    check, real = check_and_real['check'], check_and_real['real']
+    # the one line: what was removed and the filesystem's figures (check mode: a projection, said so)
+    assert real['summary'].startswith('freed ') and ' -> ' in real['summary']
+    assert check['summary'].startswith('would free ')
+    assert check['summary'].endswith('(estimate: check mode removes nothing)')
+    assert ' -> ~' in check['summary']
+
+
+def test_no_disk_target_without_disk_high(check_and_real):
+    assert 'disk_target' not in check_and_real['real']
+
+
+def test_commands_are_every_command_run_when_asked_for(check_and_real):
+    assert check_and_real['real']['commands'] == check_and_real['real_runner'].calls
+    assert 'commands' not in check_and_real['check']          # not asked for
+
+
+def test_both_results_match_the_return_doc(check_and_real):
+    check_against_return_doc(check_and_real['check'])
+    check_against_return_doc(check_and_real['real'])
 
 
 def test_second_run_changes_nothing(args, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import stale_sandbox
 
-from image_gc_testlib import (
+from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, IDS, V21, VERSIONS, documented_returns, failure_before_any_command, ids, node_discovery,
     node_runner, run_module, running_kubelet)
 
@@ -27,7 +27,9 @@ def kubelet(tmp_path, version=V21):
 def check_against_return_doc(result):
     doc = documented_returns(stale_sandbox)
     keys = set(result) - {'changed', 'diff'}
-    assert keys == set(k for k, v in doc.items() if v['returned'] == 'always') == set(doc)
+    always = set(k for k, v in doc.items() if v['returned'] == 'always')
+    assert keys - {'commands'} == always
+    assert set(doc) == always | {'commands'}            # commands: only when asked for
     for item in result['sandboxes']:
         assert set(item) == set(doc['sandboxes']['contains'])
 
@@ -46,7 +48,7 @@ def test_check_mode_and_real_run(version, args, monkeypatch, tmp_path):
     assert check_runner.removals() == []
     check_against_return_doc(check)
     runner = node_runner(version)
-    real = run_module(monkeypatch, stale_sandbox, args, runner, discovery=found).result
+    real = run_module(monkeypatch, stale_sandbox, dict(args, return_commands=True), runner, discovery=found).result
     assert real['changed'] is True
     assert ids(real['sandboxes']) == ids(check['sandboxes'])
     assert runner.removals() == [CRICTL_PREFIX + ['rmp', IDS[version]['feas-a']]]
@@ -73,12 +75,13 @@ def test_second_run_is_not_changed(version, args, monkeypatch):
     assert runner.removals() == []
 
 
-def test_min_age_keeps_a_younger_sandbox(args, monkeypatch, tmp_path):
+def test_sandbox_min_age_keeps_a_younger_sandbox(args, monkeypatch, tmp_path):
     runner = node_runner(V21)
-    result = run_module(monkeypatch, stale_sandbox, dict(args, min_age='3h'), runner, discovery=kubelet(tmp_path)).result
+    result = run_module(monkeypatch, stale_sandbox, dict(args, sandbox_min_age='3h'), runner,
+                        discovery=kubelet(tmp_path)).result
     assert result['changed'] is False
     assert ids(result['sandboxes_kept']) == [IDS[V21]['feas-a']]
-    assert 'younger than min_age 3h' in result['sandboxes_kept'][0]['reason']
+    assert 'younger than sandbox_min_age 3h' in result['sandboxes_kept'][0]['reason']
     assert runner.removals() == []
 
 
@@ -96,12 +99,13 @@ def test_diff(args, monkeypatch, tmp_path):
     assert result['diff'] == {'before': {'sandboxes': [IDS[V21]['feas-a']]}, 'after': {'sandboxes': []}}
 
 
-@pytest.mark.parametrize('option, value', [('min_age', '10x'), ('min_age', '-1'), ('min_age', '1.5h'),
+@pytest.mark.parametrize('option, value', [('sandbox_min_age', '10x'), ('sandbox_min_age', '-1'),
+                                           ('sandbox_min_age', '1.5h'),
                                            ('batch_size', 0), ('timeout', 'soon')])
 def test_bad_option_fails_and_runs_nothing(option, value, args, monkeypatch):
     assert repr(value) in failure_before_any_command(monkeypatch, stale_sandbox, dict(args, **{option: value}))
 
 
-def test_bad_min_age_message_names_the_module_option(args, monkeypatch):
-    msg = failure_before_any_command(monkeypatch, stale_sandbox, dict(args, min_age='10x'))
-    assert re.match(r"min_age: invalid duration '10x'", msg), msg
+def test_bad_sandbox_min_age_message_names_the_module_option(args, monkeypatch):
+    msg = failure_before_any_command(monkeypatch, stale_sandbox, dict(args, sandbox_min_age='10x'))
+    assert re.match(r"sandbox_min_age: invalid duration '10x'", msg), msg
