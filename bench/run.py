@@ -53,8 +53,8 @@ class Bench:
     def start(self):
         package = node_package.install(os.path.join(self.tmp, 'node'))   # as the timer role installs it
         sys.path.insert(0, package.lib)
-        from nodemaint_image_gc import _common  # pylint: disable=import-error,import-outside-toplevel
-        self.parse_size = _common.parse_human_size
+        from nodemaint_image_gc import _units  # pylint: disable=import-error,import-outside-toplevel
+        self.parse_size = _units.parse_human_size
         self.lab.start()
         self.started = True
         wrap = os.path.join(self.tmp, 'bin')

@@ -14,6 +14,9 @@
 #             lint, antsibull-docs lint-collection-docs --plugin-docs, ansible-builder introspect and
 #             create (tools in their own venv: tests/requirements-galaxy.txt; scripts/lib/galaxy.sh)
 #   molecule  molecule test for every molecule/<scenario>/molecule.yml (podman + systemd image)
+#   matrix    the lab tests (pytest -m lab tests/integration) on the lines of NODEMAINT_LAB_LANE
+#             (default 2.1,2.4), in the background lane: a second pytest process beside the first,
+#             so the two cores share the lab lines; `pytest` then runs the other lines.
 #   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests.
 #             The integration tests run against four containerd lines as a version matrix:
 #             the WHOLE suite on 1.7.24 (the line most nodes run), and on 1.6.20 (Debian 12),
@@ -41,6 +44,8 @@
 #   KEEP_BUILD=1           keep the per-run build tree (path printed at setup) for debugging
 #   TEST_JOBS=1            no second lane: every step in the foreground, in the order above
 #   NODEMAINT_LAB_VERSIONS=1.6,2.4  containerd lines the integration tests run on (default: all four)
+#   NODEMAINT_LAB_LANE=2.1,2.4  the lab lines the `matrix` step runs (in the lane); `pytest` runs the
+#                          rest. Deselecting `matrix` (TEST_ONLY=pytest, SKIP=matrix) gives every line to pytest
 #   NODEMAINT_LAB_FULL=2.1 the line that runs the whole integration suite (default 1.7; "all": every
 #                          line runs the whole suite, the full matrix)
 # Needs root (apt, podman, containerd) -- CI runs it as root.
@@ -49,7 +54,7 @@ set -uo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_DIR="${NODEMAINT_CACHE_DIR:-/var/cache/nodemaint-image-gc}"
 export NODEMAINT_CACHE_DIR="$CACHE_DIR"
-STEPS=(doc sanity lint galaxy molecule pytest)
+STEPS=(doc sanity lint galaxy molecule matrix pytest)
 
 # Plain output when not on a terminal (CI logs).
 if [[ ! -t 1 || -n "${CI:-}" ]]; then
@@ -115,10 +120,11 @@ load_result() {
 
 # The background lane: doc, sanity, lint, molecule, in a build tree of its own (ansible-test
 # writes tests/output/ into its tree, pytest writes caches into its own), output to a file.
-LANE_STEPS=(doc sanity lint galaxy molecule)
+LANE_STEPS=(matrix doc sanity lint galaxy molecule)
 run_lane() {
   setup_build_tree >/dev/null 2>&1 || { echo "background lane: cannot make its build tree"; return 1; }
   echo "$BUILD_ROOT" >"$STATE/lane-build-root"
+  run_step matrix step_matrix
   run_step doc step_doc
   run_step sanity step_sanity
   run_step lint step_lint
@@ -253,20 +259,74 @@ has_pytest_files() {
   [[ -n "$(find "$1" -type f \( -name "test_*.py" -o -name "*_test.py" \) -print -quit)" ]]
 }
 
-step_pytest() {
-  cd "$COLLECTION_DIR" || return 1
-  local dirs rc
-  mapfile -t dirs < <(pytest_dirs)
-  [[ ${#dirs[@]} -gt 0 ]] || { skip pytest "no test_*.py under tests/ yet"; return 2; }
-  echo "pytest ${dirs[*]}"
+# lab_lines WHICH: the containerd lines (comma-separated) the `pytest` (WHICH=rest) or `matrix`
+# (WHICH=lane) step runs: those of NODEMAINT_LAB_VERSIONS (default all) that are (lane) or are not
+# (rest) in NODEMAINT_LAB_LANE; when `matrix` is deselected, `pytest` runs them all.
+lab_lines() {
+  local which="$1" line out=() all lane=",${NODEMAINT_LAB_LANE:-2.1,2.4},"
+  all="$(cd "$COLLECTION_DIR" && python -c 'from tests.lab import versions; print(" ".join(versions.CONTAINERD_LINES))')" \
+    || return 1
+  [[ -n "${NODEMAINT_LAB_VERSIONS:-}" && "${NODEMAINT_LAB_VERSIONS}" != all ]] && all="${NODEMAINT_LAB_VERSIONS//,/ }"
+  for line in $all; do
+    if [[ "$which" == rest ]] && ! wanted matrix; then out+=("$line")
+    elif [[ "$which" == lane && "$lane" == *",$line,"* ]]; then out+=("$line")
+    elif [[ "$which" == rest && "$lane" != *",$line,"* ]]; then out+=("$line")
+    fi
+  done
+  local IFS=,
+  echo "${out[*]}"
+}
+
+# run_pytest NAME LINES ARGS...: pytest with the lab lines LINES, output to $STATE/NAME.out, its
+# closing line to $STATE/NAME.summary (for the summary at the end).
+run_pytest() {
+  local name="$1" lines="$2" rc
+  shift 2
+  echo "pytest $* (containerd lines: ${lines:-none})"
   # shellcheck disable=SC2086
-  PYTHONPATH="$BUILD_ROOT${PYTHONPATH:+:$PYTHONPATH}" limit python -m pytest -p no:cacheprovider \
-    ${PYTEST_ARGS:-} "${dirs[@]}" 2>&1 | tee "$STATE/pytest.out"
+  NODEMAINT_LAB_VERSIONS="$lines" PYTHONPATH="$BUILD_ROOT${PYTHONPATH:+:$PYTHONPATH}" \
+    limit python -m pytest -p no:cacheprovider ${PYTEST_ARGS:-} "$@" 2>&1 | tee "$STATE/$name.out"
   rc=${PIPESTATUS[0]}
-  grep -E '^(=+ )?([0-9]+ [a-z]+(, )?)+.* in [0-9.]+s|no tests ran in' "$STATE/pytest.out" | tail -n1 \
-    >"$STATE/pytest.summary" || true
+  grep -E '^(=+ )?([0-9]+ [a-z]+(, )?)+.* in [0-9.]+s|no tests ran in' "$STATE/$name.out" | tail -n1 \
+    >"$STATE/$name.summary" || true
   # Exit 5 = no tests collected although test files exist: a failure.
   return "$rc"
+}
+
+step_pytest() {
+  cd "$COLLECTION_DIR" || return 1
+  local dirs lines
+  mapfile -t dirs < <(pytest_dirs)
+  [[ ${#dirs[@]} -gt 0 ]] || { skip pytest "no test_*.py under tests/ yet"; return 2; }
+  lines="$(lab_lines rest)" || return 1
+  # No line left for this step (all in the lane): its lab tests are deselected, the rest runs.
+  run_pytest pytest "${lines:-none}" "${dirs[@]}"
+}
+
+step_matrix() {
+  cd "$COLLECTION_DIR" || return 1
+  local lines
+  [[ -d tests/integration ]] || { skip matrix "no tests/integration yet"; return 2; }
+  lines="$(lab_lines lane)" || return 1
+  [[ -n "$lines" ]] || { skip matrix "no lab line selected for the lane (NODEMAINT_LAB_LANE, NODEMAINT_LAB_VERSIONS)"; return 2; }
+  run_pytest matrix "$lines" -m lab tests/integration
+}
+
+# The closing lines of both pytest runs added up: a line with every count, then the plain closing
+# line "pytest: N passed, N failed, N skipped" (errors count as failed: each is a test that did not pass).
+pytest_total() {
+  local f
+  for f in "$STATE"/pytest.summary "$STATE"/matrix.summary; do [[ -s "$f" ]] && cat "$f"; done | python -c '
+import re, sys
+total = {}
+for line in sys.stdin:
+    for n, word in re.findall(r"(\d+) ([a-z]+)", line):
+        word = "errors" if word == "error" else word
+        total[word] = total.get(word, 0) + int(n)
+print("both pytest runs: " + ", ".join("%d %s" % (n, w) for w, n in sorted(total.items())))
+print("pytest: %d passed, %d failed, %d skipped" % (
+    total.get("passed", 0), total.get("failed", 0) + total.get("errors", 0), total.get("skipped", 0)))
+'
 }
 
 main() {
@@ -300,6 +360,8 @@ main() {
 
   local lane_wanted=0
   for s in "${LANE_STEPS[@]}"; do wanted "$s" && lane_wanted=1; done
+  # the lab lines of each pytest process (NODEMAINT_LAB_LANE: the lane's)
+  log "lab lines: pytest $(lab_lines rest || echo '?'), matrix $(lab_lines lane || echo '?')$(wanted matrix || echo ' (deselected: pytest runs every line)')"
   if [[ "${TEST_JOBS:-2}" -ge 2 && $lane_wanted == 1 ]] && wanted pytest; then
     log "background lane: ${LANE_STEPS[*]} (output shown when pytest is done; TEST_JOBS=1: one after the other)"
     set -m   # the lane in a process group of its own, so that stop_lane ends all of it
@@ -320,6 +382,7 @@ main() {
     run_step lint step_lint
     run_step galaxy step_galaxy
     run_step molecule step_molecule
+    run_step matrix step_matrix
     run_step pytest step_pytest
   fi
 
@@ -336,8 +399,13 @@ main() {
   local verdict=PASS
   [[ $any_fail != 0 ]] && verdict=FAIL
   echo "RESULT: $verdict"
-  # pytest's own summary line goes last, verbatim, so it closes the output.
-  [[ -s "$STATE/pytest.summary" ]] && cat "$STATE/pytest.summary"
+  # pytest's own closing lines, verbatim (the lab lines in the lane, then the rest), then their sum
+  # as one plain line that closes the output.
+  local f
+  for f in matrix pytest; do
+    [[ -s "$STATE/$f.summary" ]] && printf '%s: %s\n' "$f" "$(cat "$STATE/$f.summary")"
+  done
+  pytest_total
   [[ $verdict == PASS ]]
 }
 

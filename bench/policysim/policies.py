@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from plugins.module_utils import _node, _plan, _record, _settings  # noqa: E402  (repo root on sys.path first)
+from plugins.module_utils import _node, _plan, _record, _refs, _retention, _settings  # noqa: E402  (repo root first)
 from .sim import sandbox_id  # noqa: E402
 
 SANDBOX_IMAGE = 'registry.k8s.io/pause:3.10'   # counted in the node's base, never listed
@@ -35,13 +35,13 @@ def collection_plan(now, images, containers, removed_containers, record, setting
     (``_settings.validate``); ``disk``: ``{'used_bytes', 'size_bytes'}`` of the image filesystem;
     ``ages``: ``{image id: seconds since it was pulled}`` (the manifest ages of the content store).
     """
-    ids = dict((c.id, image_id) for image_id, users in _plan.image_users(images, containers).items()
+    ids = dict((c.id, image_id) for image_id, users in _refs.image_users(images, containers).items()
                for c in users)
     record = _record.merge(record, now, _record.uses(containers, now, ids), images)
     target = None
     if settings['disk_high']:
         target = dict(disk, high=settings['disk_high'], low=settings['disk_low'])
-    retention = _plan.Retention(now, settings['image_unused_for'], record, target)
+    retention = _retention.Retention(now, settings['image_unused_for'], record, target)
     plan = _plan.plan_images(images, containers, SANDBOX_IMAGE, settings['image_exclude'], settings['image_min_age'],
                              ages, removed_containers=removed_containers, retention=retention)
     return plan, record

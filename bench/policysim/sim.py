@@ -20,7 +20,7 @@ filesystem below ``imagefs.available`` 15%, which is what a check every 10 s wou
 import hashlib
 import heapq
 
-from plugins.module_utils import _cri, _plan
+from plugins.module_utils import _cri
 
 RUNNING = 'CONTAINER_RUNNING'
 END, GONE, COLLECTION, OBSERVE, KUBELET, EVICTION, START = range(7)
@@ -82,7 +82,7 @@ class Node(object):
                 self._use(c.image_ref, -1)
 
     def exited_ids(self):
-        return [c.id for c in self.containers.values() if c.state == _plan.EXITED]
+        return [c.id for c in self.containers.values() if c.state == _cri.CONTAINER_EXITED]
 
     def remove_image(self, iid):
         if iid in self.users:
@@ -122,7 +122,7 @@ class Node(object):
         for k, (ref, dummy) in enumerate(start.images):
             c = self.containers.get(container_id(number, k))
             if c is not None:
-                c.state = _plan.EXITED
+                c.state = _cri.CONTAINER_EXITED
             self.last_end[image_id(ref)] = self.now
 
     def gone(self, number, start):

@@ -6,8 +6,11 @@
 """What every module shares: option specs built from the settings table, one way to run the
 engine under the run lock, error reporting and the diff."""
 
-from ._common import CommandError, ImageGCError, RunLock, parse_duration
-from ._settings import SETTINGS, default, names
+from ._common import CommandError, ImageGCError
+from ._engine import Engine
+from ._files import RunLock
+from ._settings import ENGINE_SETTINGS, SETTINGS, default, names
+from ._units import parse_duration
 
 _TYPES = {'str': 'str', 'path': 'path', 'duration': 'str', 'bool': 'bool', 'count': 'int', 'percent': 'int',
           'level': 'int', 'list': 'list'}
@@ -48,7 +51,6 @@ def argument_spec(*parts, **own):
 def settings_from(params, renames=None):
     """Engine settings from module params (only the keys the engine knows; ``renames`` maps
     module option -> setting name)."""
-    from ._engine import ENGINE_SETTINGS
     renames = renames or {}
     settings = {}
     for key, value in params.items():
@@ -74,27 +76,18 @@ class ModuleLock:
         self.lock = RunLock(module.params['lock_path'], wait)
 
     def __enter__(self):
-        if self.lock:
-            self.lock.__enter__()
+        self.lock.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if self.lock:
-            self.lock.release()
-
-
-def new_engine(settings, phases, labels=None):
-    """The Engine a module runs: every module builds it here, and nowhere else (the unit tests'
-    module harness replaces this one function to run the modules over recorded commands)."""
-    from ._engine import Engine
-    return Engine(settings, phases, labels=labels)
+        self.lock.release()
 
 
 def module_engine(module, phases, renames=None):
-    """new_engine with the module's options as settings (``renames``: module option -> setting
-    name); errors name the module's option."""
+    """The Engine a module runs, with the module's options as settings (``renames``: module option
+    -> setting name); errors name the module's option."""
     labels = {setting: opt for opt, setting in (renames or {}).items()}
-    return new_engine(settings_from(module.params, renames), phases, labels=labels)
+    return Engine(settings_from(module.params, renames), phases, labels=labels)
 
 
 def run_engine(module, phases, renames=None, fail_on_error=True):
@@ -130,5 +123,5 @@ def ids_diff(kind, results):
 
 
 __all__ = ['ImageGCError', 'CommandError', 'RUNTIME_ARGUMENT_SPEC', 'LOCK_ARGUMENT_SPEC', 'option', 'options',
-           'argument_spec', 'settings_from', 'fail', 'ModuleLock', 'new_engine', 'module_engine', 'run_engine',
+           'argument_spec', 'settings_from', 'fail', 'ModuleLock', 'module_engine', 'run_engine',
            'ids_diff']

@@ -8,7 +8,20 @@
 import json
 import re
 
-from ._common import CommandError, ImageGCError, parse_human_age, parse_human_size
+from ._common import CommandError, ImageGCError
+from ._units import parse_human_age, parse_human_size, seconds
+
+# The CRI states a run tells apart (crictl prints them as the CRI names them).
+CONTAINER_CREATED = 'CONTAINER_CREATED'
+CONTAINER_RUNNING = 'CONTAINER_RUNNING'
+CONTAINER_EXITED = 'CONTAINER_EXITED'
+SANDBOX_READY = 'SANDBOX_READY'
+SANDBOX_NOTREADY = 'SANDBOX_NOTREADY'
+
+
+def state_word(state):
+    """A CRI state as a reason or a count says it: ``CONTAINER_EXITED`` -> ``exited``."""
+    return state.replace('CONTAINER_', '').replace('SANDBOX_', '').lower()
 
 
 class Container:
@@ -29,7 +42,7 @@ class Container:
     def to_dict(self):
         return {'id': self.id, 'name': self.name, 'attempt': self.attempt, 'pod_sandbox_id': self.pod_id,
                 'state': self.state,
-                'image': self.image, 'image_ref': self.image_ref, 'created_at': self.created_ns // 10 ** 9,
+                'image': self.image, 'image_ref': self.image_ref, 'created_at': seconds(self.created_ns),
                 'pod_name': self.pod_name, 'pod_namespace': self.pod_namespace}
 
 
@@ -46,7 +59,7 @@ class Sandbox:
 
     def to_dict(self):
         return {'id': self.id, 'name': self.name, 'namespace': self.namespace, 'uid': self.uid,
-                'attempt': self.attempt, 'state': self.state, 'created_at': self.created_ns // 10 ** 9}
+                'attempt': self.attempt, 'state': self.state, 'created_at': seconds(self.created_ns)}
 
 
 class Image:

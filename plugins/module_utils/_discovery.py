@@ -13,6 +13,7 @@ kept, so an error can list them all.
 """
 
 import os
+import stat
 
 from ._common import ImageGCError
 
@@ -306,7 +307,6 @@ class Discovery:
 
 
 def _is_socket(path):
-    import stat
     try:
         return stat.S_ISSOCK(os.stat(path).st_mode)
     except OSError:

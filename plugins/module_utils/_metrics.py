@@ -15,7 +15,7 @@ treats that as a counter reset. Dry runs write nothing and count nothing.
 
 import json
 
-from ._engine import PHASES
+from ._settings import PHASES
 
 # The collection's version. galaxy.yml's ``version`` is the source; a unit test fails when the two
 # differ (the runner on a node has no galaxy.yml to read).

@@ -15,12 +15,10 @@ directory ``<kubelet root>/pods/<uid>`` exists). ``image_volumes()`` asks one ba
 
 import os
 
-READY = 'SANDBOX_READY'
+from ._cri import CONTAINER_EXITED, SANDBOX_READY
+from ._units import seconds, short_id
+
 KINDS = ('containers', 'sandboxes', 'images')
-
-
-def _short(identifier):
-    return identifier.split(':', 1)[-1][:13]
 
 
 class Pod:
@@ -52,11 +50,11 @@ class Pod:
     def liveness(self):
         """(live, why): live when the newest sandbox is Ready or the kubelet still tracks the pod."""
         newest = self.newest
-        if newest is not None and newest.state == READY:
-            return True, 'its newest sandbox %s is Ready' % _short(newest.id)
+        if newest is not None and newest.state == SANDBOX_READY:
+            return True, 'its newest sandbox %s is Ready' % short_id(newest.id)
         if self.tracked:
             return True, 'the kubelet still tracks it (%s exists)' % self.pod_dir
-        why = ['its newest sandbox %s is NotReady' % _short(newest.id) if newest else 'its sandbox is gone']
+        why = ['its newest sandbox %s is NotReady' % short_id(newest.id) if newest else 'its sandbox is gone']
         if self.tracked is False:
             why.append('the kubelet does not track it (no %s)' % self.pod_dir)
         elif not self.uid:
@@ -65,11 +63,11 @@ class Pod:
             why.append('no kubelet root is known to ask')
         return False, ', '.join(why)
 
-    def newest_exited(self, exited_state='CONTAINER_EXITED'):
+    def newest_exited(self):
         """{container name: the newest exited instance of it in this pod}, init containers included."""
         newest = {}
         for c in self.containers:
-            if c.state == exited_state:
+            if c.state == CONTAINER_EXITED:
                 if c.name not in newest or (c.created_ns, c.attempt, c.id) > (
                         newest[c.name].created_ns, newest[c.name].attempt, newest[c.name].id):
                     newest[c.name] = c
@@ -131,7 +129,7 @@ class Node:
         self._items[kind] = {i.id: i for i in items}
         self.first_listing.setdefault(kind, len(items))
         if kind == 'containers':
-            now = self.clock() // 10 ** 9
+            now = seconds(self.clock())
             for c in items:
                 self.seen[c.id] = (c, now)
         return items
@@ -173,7 +171,7 @@ class Node:
         return build_pods(self.current('sandboxes'), self.current('containers'), self.tracked)
 
     def ready_sandboxes(self):
-        return [s for s in self.current('sandboxes') if s.state == READY]
+        return [s for s in self.current('sandboxes') if s.state == SANDBOX_READY]
 
     # -- image volumes ------------------------------------------------------------------------
     def image_volumes(self, containers):

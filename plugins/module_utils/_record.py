@@ -20,10 +20,11 @@ saved after now (the clock went back) turns age-based removal off for the run.
 
 import json
 
-from ._common import write_atomic
+from ._cri import CONTAINER_RUNNING
+from ._files import write_atomic
+from ._units import seconds
 
 VERSION = 1
-RUNNING = 'CONTAINER_RUNNING'
 
 
 class Loaded:
@@ -81,13 +82,6 @@ def read(path, now=None):
     return Loaded(good, '; '.join(warnings) or None, saved_in_future=future)
 
 
-def load(path, now=None):
-    """(entries, warning): ``{image id: {'first_seen', 'last_used', 'refs'}}`` and None, or an
-    empty record and a warning saying why the file could not be used (see ``read``)."""
-    loaded = read(path, now)
-    return loaded.entries, loaded.warning
-
-
 def _time(value):
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
@@ -95,11 +89,11 @@ def _time(value):
 def uses(containers, now, image_ids=None):
     """``{image id: seconds}``: the latest use each container is evidence of - now for a running
     container, its creation for any other (crictl lists no finish time). ``image_ids`` maps a
-    container to its image (``_plan.image_users``); without it the container's ``imageRef``,
+    container to its image (``_refs.image_users``); without it the container's ``imageRef``,
     the image id on containerd, is taken."""
     out = {}
     for c in containers:
-        when = now if c.state == RUNNING else c.created_ns // 10 ** 9
+        when = now if c.state == CONTAINER_RUNNING else seconds(c.created_ns)
         image_id = (image_ids or {}).get(c.id) or (c.image_ref if c.image_ref.startswith('sha256:') else None)
         if image_id and when > out.get(image_id, -1):
             out[image_id] = when

@@ -20,9 +20,11 @@ import sys
 import time
 
 from . import _metrics
-from ._common import ImageGCError, RunLock, write_atomic
-from ._engine import ENGINE_SETTINGS, Engine, describe
-from ._settings import PHASES, SETTINGS, names, validate
+from ._common import ImageGCError
+from ._engine import Engine
+from ._files import RunLock, write_atomic
+from ._settings import ENGINE_SETTINGS, PHASES, SETTINGS, names, validate
+from ._text import describe
 
 DEFAULT_CONFIG = '/etc/node-image-gc/config.json'
 RUNNER_SETTINGS = names('lock', 'runner')

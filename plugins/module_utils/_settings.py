@@ -12,7 +12,8 @@ the prune playbook and the README against it. Nothing else writes a default.
 
 import collections
 
-from ._common import ImageGCError, parse_duration
+from ._common import ImageGCError
+from ._units import parse_duration
 
 # kind: 'str', 'path', 'duration' (converted to seconds), 'bool', 'count' (an int >= 1),
 # 'percent' (an int 0-100), 'level' (an int 1-99, or None: off), 'list' (of non-empty strings),
@@ -127,3 +128,11 @@ def validate(values, keys, labels=None):
         if high is not None and low >= high:
             raise ImageGCError('%s (%d) must be below %s (%d)' % (label['disk_low'], low, label['disk_high'], high))
     return out
+
+
+ENGINE_SETTINGS = names(*ENGINE_GROUPS)
+
+
+def validate_settings(values, labels=None):
+    """The engine's settings checked and converted (durations in seconds); ImageGCError naming the bad key."""
+    return validate(values, ENGINE_SETTINGS, labels)

@@ -275,7 +275,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._adapter import (
     LOCK_ARGUMENT_SPEC, argument_spec, ids_diff, options, run_engine)
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import ENGINE_SETTINGS
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings import ENGINE_SETTINGS
 
 # What each phase's removed items are called in the return value.
 ITEMS = (('containers', 'containers'), ('sandboxes', 'sandboxes'), ('images', 'images'), ('content', 'blobs'))

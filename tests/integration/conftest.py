@@ -24,7 +24,7 @@ The version matrix (instead of running the whole suite once per line):
 - ``@pytest.mark.containerd_min("2.1", reason="image volumes")``: on an older line the test is
   SKIPPED with that reason.
 - Switches (environment): NODEMAINT_LAB_VERSIONS=1.6,2.4 runs only these lines (default all four;
-  the others are deselected); NODEMAINT_LAB_FULL=2.1 runs the whole suite on that line instead,
+  the others are deselected; `none`: no lab test runs); NODEMAINT_LAB_FULL=2.1 runs the whole suite on that line instead,
   NODEMAINT_LAB_FULL=all on every selected line (the full matrix, as before this existed).
 
 Every crictl call goes to the real upstream crictl (tests.lab.find_crictl: $NODEMAINT_CRICTL,
@@ -79,9 +79,12 @@ def full_lines(environ=None):
 
 
 def _lines(name, raw):
-    """The lines a variable's value names ('1.6,2.4', or 'all'); a usage error naming the unknown ones."""
+    """The lines a variable's value names ('1.6,2.4', 'all', or 'none': scripts/test.sh's pytest step when
+    every line runs in its other pytest process); a usage error naming the unknown ones."""
     if raw == "all":
         return CONTAINERD_VERSIONS
+    if raw == "none":
+        return ()
     lines = tuple(x for x in raw.split(",") if x)
     bad = [x for x in lines if x not in CONTAINERD_VERSIONS]
     if bad:

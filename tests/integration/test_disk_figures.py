@@ -22,7 +22,7 @@ from tests.integration.ansible_play import (
 if collections_path() not in sys.path:
     sys.path.insert(0, collections_path())
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _host  # noqa: E402
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk, _units  # noqa: E402
 
 pytestmark = pytest.mark.matrix
 
@@ -81,7 +81,7 @@ def test_the_figure_after_is_lower_by_at_least_the_content_removed(small_lab, sm
     assert after['used_percent'] < before['used_percent']
     # the line says the same figures
     assert real['summary'] == 'freed %s (%d containers, %d sandboxes, %d images, %d blobs); %s %.1f%% -> %.1f%%' % (
-        _engine.human_bytes(real['images_space_reclaimed'] + blobs), len(real['containers']), len(real['sandboxes']),
+        _units.human_bytes(real['images_space_reclaimed'] + blobs), len(real['containers']), len(real['sandboxes']),
         len(real['images']), len(real['blobs']), small_lab.root, before['used_percent'], after['used_percent'])
 
 
@@ -111,7 +111,7 @@ def test_the_disk_target_stops_as_soon_as_the_measured_usage_is_at_disk_low(smal
     with open(state_args(small_lab)['image_record_path'], 'w') as handle:
         json.dump(record, handle)
     # the target lies between one and two images' worth of freed space below the usage now
-    fs = _host.settled_figure(small_lab.root, timeout=10)
+    fs = _disk.settled_figure(small_lab.root, timeout=10)
     step = 2 * PAYLOAD
     low = int(100.0 * (fs['used_bytes'] - 1.5 * step) / fs['size_bytes'])
     high = int(fs['used_percent']) - 1

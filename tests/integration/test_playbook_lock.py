@@ -19,7 +19,7 @@ def state(lab):
 HOLDER = r'''
 import json, os, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import RunLock
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._files import RunLock
 lock = RunLock(sys.argv[2], 5)
 assert lock.acquire()
 print('held', flush=True)

@@ -7,7 +7,7 @@
   and of the runner (a later run still knows when the image was last used);
 - a corrupt record leaves every image whose last use is unknown in place;
 - the disk target, with an INJECTED usage figure for the image filesystem (the lab's filesystem is
-  not full; ``_engine.filesystem_usage`` and the measurement after each removal, ``_engine.settled_figure``,
+  not full; ``_disk.filesystem_usage`` and the measurement after each removal, ``_disk.settled_figure``,
   are replaced in-process): the least recently used images go first, and no more once the target is
   met. test_disk_figures.py measures it for real on a small filesystem.
 """
@@ -23,7 +23,7 @@ from tests.integration.ansible_play import (
 if collections_path() not in sys.path:
     sys.path.insert(0, collections_path())
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine  # noqa: E402
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk, _engine, _settings  # noqa: E402
 
 PRUNE = 'nodemaint.image_gc.prune'
 
@@ -123,7 +123,7 @@ def test_the_disk_target_frees_least_recently_used_first_and_stops_when_met(lab,
     used = 95 * size // 100
     low_bytes = used - sizes['unused3'] - sizes['busybox1'] // 2
     low = int(100.0 * low_bytes / size)
-    monkeypatch.setattr(_engine, 'filesystem_usage', lambda p: {
+    monkeypatch.setattr(_disk, 'filesystem_usage', lambda p: {
         'fs_path': p, 'fs_size_bytes': size, 'fs_free_bytes': size - used, 'fs_used_bytes': used,
         'fs_used_percent': round(100.0 * used / size, 1)})
 
@@ -134,9 +134,9 @@ def test_the_disk_target_frees_least_recently_used_first_and_stops_when_met(lab,
         now_used = used - sum(sizes[k] for k in order if imgs[k]['id'] not in present)
         return {'path': path, 'used_bytes': now_used, 'size_bytes': size, 'free_bytes': size - now_used,
                 'used_percent': round(100.0 * now_used / size, 1), 'settled': True, 'waited': 0.0}
-    monkeypatch.setattr(_engine, 'settled_figure', measured)
+    monkeypatch.setattr(_disk, 'settled_figure', measured)
     settings = dict((k, v) for k, v in _args(lab, image_unused_for='7d', disk_high=low + 1, disk_low=low).items()
-                    if k in _engine.ENGINE_SETTINGS)
+                    if k in _settings.ENGINE_SETTINGS)
     run = _engine.Engine(settings, ('containers', 'sandboxes', 'images', 'disk')).run()
     images = run['phases'][2]
     assert images['status'] == 'ok', images

@@ -86,12 +86,12 @@ def private_image_record(request, tmp_path, monkeypatch):
 def no_settle_wait(request, monkeypatch):
     """The engine's after-run figure waits until two filesystem readings agree (at most a few
     seconds); unit tests read the machine's own busy filesystem, so they read it once, marked
-    settled (test__host.py tests the wait itself)."""
-    if request.module.__name__.endswith(('test_defaults', 'test__host')):
+    settled (test__disk.py tests the wait itself)."""
+    if request.module.__name__.endswith(('test_defaults', 'test__disk')):
         return
-    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _host
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk
 
     def once(path, **kwargs):
-        figure = _host.filesystem_figure(path)
+        figure = _disk.filesystem_figure(path)
         return dict(figure, settled=True, waited=0.0) if figure else None
-    monkeypatch.setattr(_engine, 'settled_figure', once)
+    monkeypatch.setattr(_disk, 'settled_figure', once)

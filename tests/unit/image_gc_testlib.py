@@ -15,7 +15,7 @@
 """
 
 from testlib.discovery import fake_discovery, node_discovery
-from testlib.engine import NO_PEER_ROOT, deep, ids, make_engine, stub_engine
+from testlib.engine import NO_PEER_ROOT, deep, ids, make_engine, run_phase, stub_engine
 from testlib.fixtures import (
     CRICTL, CRICTL_PREFIX, CTR, CTR_PREFIX, FIXTURES, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE,
     IMG_UNUSED3, NOW_NS, SOCKET, V16, V21, VERSIONS, Reply, crictl_warning, deleted_lines, derived_pods_after,
@@ -33,5 +33,5 @@ __all__ = [
     'deleted_lines', 'derived_pods_after', 'derived_ps_after', 'documented_returns', 'failure_before_any_command',
     'fake_discovery', 'fixture_json', 'fixture_path', 'fixture_text', 'ids', 'inspect_reply', 'json_reply',
     'lock_held_elsewhere', 'make_engine', 'metric_names', 'node_discovery', 'node_runner', 'recorded',
-    'run_module', 'runner_textfile', 'stub_engine',
+    'run_module', 'run_phase', 'runner_textfile', 'stub_engine',
 ]

@@ -4,7 +4,7 @@
 
 import copy
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _phases
 
 from .discovery import node_discovery
 from .fixtures import NOW_NS
@@ -36,6 +36,11 @@ def make_engine(runner, settings=None, phases=None, clock_ns=NOW_NS, peer_root=N
         phases = ('containers', 'sandboxes', 'images', 'content', 'disk')
     settings = dict({'image_min_age': '0s', 'pod_aware': False}, **(settings or {}))
     return stub_engine(runner, settings, phases, clock_ns=clock_ns, peer_root=peer_root, discovery=discovery)
+
+
+def run_phase(engine, name, check_mode=False):
+    """One phase of ``engine``, outside the run loop (no skip rules; an exception raises)."""
+    return dict(_phases.PHASE_TABLE)[name](engine, check_mode)
 
 
 def ids(items):

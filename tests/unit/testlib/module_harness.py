@@ -55,18 +55,18 @@ def run_module(monkeypatch, module, args, runner, discovery=None, now_ns=NOW_NS,
                check_mode=False, diff=False):
     """Run ``module.main()`` with ``args`` as Ansible would pass them; return a ModuleExit.
 
-    The one factory the modules build their engine with (_adapter.new_engine) is replaced: the
-    engine runs its commands through ``runner``, finds crictl/ctr/socket through ``discovery``
-    (the recorded node's by default), reads the wall clock ``now_ns`` and looks for a peer mirror
-    under ``peer_root``.
+    The Engine class the adapter constructs (_adapter.Engine) is replaced by one built with the
+    same settings, phases and labels over a stub: the engine runs its commands through ``runner``,
+    finds crictl/ctr/socket through ``discovery`` (the recorded node's by default), reads the wall
+    clock ``now_ns`` and looks for a peer mirror under ``peer_root``.
     """
-    def new_engine(settings, phases, labels=None):
+    def engine(settings, phases, labels=None):
         return stub_engine(runner, settings, phases, labels=labels, clock_ns=now_ns, peer_root=peer_root,
                            discovery=discovery)
 
     monkeypatch.setattr(basic.AnsibleModule, 'exit_json', _exit_json)
     monkeypatch.setattr(basic.AnsibleModule, 'fail_json', _fail_json)
-    monkeypatch.setattr(_adapter, 'new_engine', new_engine)
+    monkeypatch.setattr(_adapter, 'Engine', engine)
     args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
     with _module_args(monkeypatch, args):
         try:

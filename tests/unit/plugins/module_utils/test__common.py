@@ -1,6 +1,6 @@
 # Copyright (c) nodemaint.image_gc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""_common: durations, sizes, ages, CommandRunner, RunLock."""
+"""_units (durations, sizes, ages), _common (CommandRunner), _files (RunLock)."""
 
 import os
 import sys
@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _common
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import (
-    CommandRunner, ImageGCError, RunLock, format_duration, parse_duration, parse_human_age, parse_human_size)
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandRunner, ImageGCError
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._files import RunLock
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._units import format_duration, parse_duration, parse_human_age, parse_human_size
 
 from image_gc_testlib import lock_held_elsewhere
 

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk, _engine, _mirror, _settings, _text, _units
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandError, ImageGCError
 
 from image_gc_testlib import (
     CRICTL_PREFIX, CTR_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16,
     V21, VERSIONS, Reply, command_key, fixture_json, fixture_text, ids, json_reply, make_engine,
-    node_runner)
+    node_runner, run_phase)
 
 PHASES = ('containers', 'sandboxes', 'images', 'content')
 PS = CRICTL_PREFIX + ['ps', '--all', '--output', 'json']
@@ -43,7 +43,7 @@ def four(runner, **kwargs):
 # -- settings --------------------------------------------------------------------------------
 
 def test_validate_settings_defaults():
-    settings = _engine.validate_settings({})
+    settings = _settings.validate_settings({})
     assert settings['timeout'] == 120
     assert settings['created_min_age'] == 3600
     assert settings['sandbox_min_age'] == 600
@@ -68,7 +68,7 @@ def test_validate_settings_defaults():
 ])
 def test_validate_settings_rejects_naming_the_key(key, value, message):
     with pytest.raises(ImageGCError) as exc:
-        _engine.validate_settings({key: value})
+        _settings.validate_settings({key: value})
     assert str(exc.value).startswith(message)
 
 
@@ -170,7 +170,7 @@ def test_second_real_run_on_the_after_state_removes_nothing(version, peer_root):
 def test_images_phase_alone_keeps_the_image_of_exited_containers(peer_root):
     runner = node_runner(V21)
     engine = make_engine(runner, settings={'containers': False}, peer_root=peer_root)
-    result = engine.images_phase()
+    result = run_phase(engine, 'images')
     assert ids(result['removed']) == [IMG_UNUSED3, IMG_BUSYBOX1]
     kept = dict((i['id'], i['reason']) for i in result['kept'])
     assert kept[IMG_OLD_BUSYBOX1].startswith('in use by container exit1')
@@ -181,17 +181,17 @@ def test_sandbox_phase_frees_the_images_of_its_containers(peer_root):
     """rmp removes feas-a with its exited exit0; exit1 (feas-c) stays, so the old busybox stays."""
     runner = node_runner(V16)
     engine = make_engine(runner, peer_root=peer_root)
-    engine.sandboxes_phase(check_mode=True)
+    run_phase(engine, 'sandboxes', check_mode=True)
     assert sorted(engine.node.removed['containers']) == [IDS[V16]['exit0']]
-    result = engine.images_phase(check_mode=True)
+    result = run_phase(engine, 'images', check_mode=True)
     assert IMG_OLD_BUSYBOX1 not in ids(result['removed'])
 
 
 def test_image_min_age_reads_the_content_store(peer_root):
     runner = node_runner(V16)
     engine = make_engine(runner, settings={'image_min_age': '8s'}, peer_root=peer_root)
-    engine.containers_phase(check_mode=True)
-    result = engine.images_phase(check_mode=True)
+    run_phase(engine, 'containers', check_mode=True)
+    result = run_phase(engine, 'images', check_mode=True)
     assert CONTENT_LS in runner.calls
     kept = dict((i['id'], i['reason']) for i in result['kept'])
     assert kept[IMG_BUSYBOX1] == 'younger than image_min_age 8s (content store age 7s)'
@@ -240,8 +240,8 @@ def test_a_missing_crictl_fails_before_anything_runs(peer_root):
 def test_batch_size_applies_to_the_engine(peer_root):
     runner = node_runner(V21)
     engine = make_engine(runner, settings={'batch_size': 2}, peer_root=peer_root)
-    engine.containers_phase()
-    engine.images_phase()
+    run_phase(engine, 'containers')
+    run_phase(engine, 'images')
     rmi = runner.ran('crictl', 'rmi')
     assert rmi == [CRICTL_PREFIX + ['rmi', IMG_UNUSED3, IMG_OLD_BUSYBOX1], CRICTL_PREFIX + ['rmi', IMG_BUSYBOX1]]
 
@@ -259,7 +259,7 @@ def test_partial_failure_is_reported_and_the_phase_goes_on(peer_root):
     still['containers'] = [c for c in still['containers'] if c['metadata']['name'] != 'exit0']
     runner.on('crictl ps --all --output json', json_reply(V16, fixture_json(V16, 'ps-a.json')), json_reply(V16, still))
     engine = make_engine(runner, peer_root=peer_root)
-    result = engine.containers_phase()
+    result = run_phase(engine, 'containers')
     assert ids(result['removed']) == [ids_['exit0']]
     assert [(f['id'], f['msg']) for f in result['failed']] == [
         (ids_['exit1'], 'container "%s" is running, please stop it first' % ids_['exit1'])]
@@ -268,7 +268,7 @@ def test_partial_failure_is_reported_and_the_phase_goes_on(peer_root):
     assert result['warnings'] == ['could not remove container %s: container "%s" is running, please stop it first'
                                   % (ids_['exit1'], ids_['exit1'])]
     # the images phase then still protects exit1's image (exit1 was not removed)
-    images = engine.images_phase()
+    images = run_phase(engine, 'images')
     assert IMG_OLD_BUSYBOX1 not in ids(images['removed'])
 
 
@@ -281,7 +281,7 @@ def test_already_gone_item_is_gone_not_failed_and_not_a_change(peer_root):
     pods_after = fixture_json(V21, 'pods.json')
     pods_after['items'] = [p for p in pods_after['items'] if p['metadata']['name'] != 'feas-a']
     runner.on('crictl pods --output json', json_reply(V21, fixture_json(V21, 'pods.json')), json_reply(V21, pods_after))
-    result = make_engine(runner, peer_root=peer_root).sandboxes_phase()
+    result = run_phase(make_engine(runner, peer_root=peer_root), 'sandboxes')
     assert ids(result['gone']) == [ids_['feas-a']]
     assert result['failed'] == [] and result['removed'] == []
     assert result['changed'] is False
@@ -290,7 +290,7 @@ def test_already_gone_item_is_gone_not_failed_and_not_a_change(peer_root):
 def test_crictl_disappears_before_removal_all_failed_naming_crictl_path(peer_root):
     runner = node_runner(V16)
     runner.on('crictl rm', Reply(127, '', '/usr/local/bin/crictl: No such file or directory'))
-    result = make_engine(runner, peer_root=peer_root).containers_phase()
+    result = run_phase(make_engine(runner, peer_root=peer_root), 'containers')
     assert result['removed'] == [] and result['changed'] is False
     assert sorted(ids(result['failed'])) == sorted([IDS[V16]['exit0'], IDS[V16]['exit1']])
     assert all('crictl_path' in f['msg'] for f in result['failed'])
@@ -301,7 +301,7 @@ def test_listing_failure_raises_a_clear_error(peer_root):
     runner.on('crictl ps --all --output json', Reply(127, '', '/usr/local/bin/crictl: No such file or directory'))
     engine = make_engine(runner, peer_root=peer_root)
     with pytest.raises(CommandError) as exc:
-        engine.containers_phase()
+        run_phase(engine, 'containers')
     assert 'crictl_path' in str(exc.value)
     assert runner.removals() == []
 
@@ -309,7 +309,7 @@ def test_listing_failure_raises_a_clear_error(peer_root):
 # -- content phase and peer mirrors ----------------------------------------------------------
 
 def test_peer_mirror_none(peer_root):
-    assert _engine.detect_peer_mirror(str(peer_root)) is None
+    assert _mirror.detect_peer_mirror(str(peer_root)) is None
 
 
 def test_spegel_process_warns_and_still_prunes(peer_root):
@@ -317,9 +317,9 @@ def test_spegel_process_warns_and_still_prunes(peer_root):
     (peer_root / 'proc' / '4242' / 'comm').write_text('spegel\n')
     (peer_root / 'proc' / '1').mkdir()
     (peer_root / 'proc' / '1' / 'comm').write_text('systemd\n')
-    assert _engine.detect_peer_mirror(str(peer_root)) == 'Spegel is running (pid 4242)'
+    assert _mirror.detect_peer_mirror(str(peer_root)) == 'Spegel is running (pid 4242)'
     runner = node_runner(V21)
-    result = make_engine(runner, peer_root=peer_root).content_phase(check_mode=True)
+    result = run_phase(make_engine(runner, peer_root=peer_root), 'content', check_mode=True)
     assert result['skipped'] is False
     assert any(w.startswith('Spegel is running (pid 4242)') and 'peer_mirror_action=skip' in w
                for w in result['warnings'])
@@ -334,10 +334,10 @@ def test_embedded_registry_skips_with_peer_mirror_action_skip(relpath, text, pee
     path = peer_root / relpath
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    assert 'embedded registry mirror is enabled in /' + relpath in _engine.detect_peer_mirror(str(peer_root))
+    assert 'embedded registry mirror is enabled in /' + relpath in _mirror.detect_peer_mirror(str(peer_root))
     runner = node_runner(V21)
     engine = make_engine(runner, settings={'peer_mirror_action': 'skip'}, peer_root=peer_root)
-    result = engine.content_phase()
+    result = run_phase(engine, 'content')
     assert result['skipped'] is True
     assert result['skip_reason'].endswith('(peer_mirror_action=skip)')
     assert runner.calls == []
@@ -346,12 +346,12 @@ def test_embedded_registry_skips_with_peer_mirror_action_skip(relpath, text, pee
 
 def test_embedded_registry_false_is_no_mirror(peer_root):
     (peer_root / 'etc/rancher/k3s/config.yaml').write_text('embedded-registry: false\n# embedded-registry: true\n')
-    assert _engine.detect_peer_mirror(str(peer_root)) is None
+    assert _mirror.detect_peer_mirror(str(peer_root)) is None
 
 
 def test_content_check_mode_alone_runs_the_dry_prune_over_the_store_as_it_is(peer_root):
     runner = node_runner(V16)
-    result = make_engine(runner, peer_root=peer_root).content_phase(check_mode=True)
+    result = run_phase(make_engine(runner, peer_root=peer_root), 'content', check_mode=True)
     assert runner.calls == [CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
     assert len(result['removed']) == 5          # every layer blob of the recorded store
     assert result['labels_removed'] == 5        # the dry run names 5 manifests
@@ -403,7 +403,7 @@ def test_disk_state(version, used, peer_root):
 
 
 def test_filesystem_usage_of_nearest_existing_parent(tmp_path):
-    usage = _engine.filesystem_usage(str(tmp_path / 'not' / 'there'))
+    usage = _disk.filesystem_usage(str(tmp_path / 'not' / 'there'))
     assert usage['fs_path'] == str(tmp_path)
     assert usage['fs_size_bytes'] >= usage['fs_free_bytes'] >= 0
     assert 0.0 <= usage['fs_used_percent'] <= 100.0
@@ -413,7 +413,7 @@ def test_filesystem_usage_of_nearest_existing_parent(tmp_path):
 def test_content_phase_runs_no_prune_when_no_layer_label_is_left(check_mode, peer_root):
     # the recorded store after a prune has no containerd.io/gc.ref.content.l.* label left
     runner = node_runner(V21, state='after')
-    result = make_engine(runner, peer_root=peer_root).content_phase(check_mode=check_mode)
+    result = run_phase(make_engine(runner, peer_root=peer_root), 'content', check_mode=check_mode)
     assert runner.calls == [CONTENT_LS]
     assert result['changed'] is False and result['removed'] == [] and result['labels_removed'] == 0
 
@@ -422,7 +422,7 @@ def test_crictl_info_is_asked_once_per_engine(peer_root):
     runner = node_runner(V16)
     engine = make_engine(runner, peer_root=peer_root)
     engine.disk_state()
-    engine.images_phase(check_mode=True)
+    run_phase(engine, 'images', check_mode=True)
     engine.disk_state()
     assert sum(1 for argv in runner.calls if 'info' in argv) == 1
 
@@ -460,7 +460,7 @@ def test_check_mode_disk_after_is_the_disk_before(peer_root):
     run = make_engine(runner, peer_root=peer_root).run(check_mode=True)
     assert runner.removals() == []
     after = dict(run['disk_after'], when='before')
-    assert after.pop('filesystem') == dict(run['disk_before']['filesystem'], note=_engine.CHECK_MODE_NOTE)
+    assert after.pop('filesystem') == dict(run['disk_before']['filesystem'], note=_disk.CHECK_MODE_NOTE)
     assert after == {k: v for k, v in run['disk_before'].items() if k != 'filesystem'}
     assert sum(1 for argv in runner.calls if 'imagefsinfo' in argv) == 1
     assert run['summary'].startswith('would free ') and run['summary'].endswith('(check mode: nothing removed)')
@@ -475,8 +475,8 @@ def _figures(monkeypatch, *used, size=1000):
         value = next(readings)
         return {'path': '/var/lib/containerd', 'used_bytes': value, 'size_bytes': size, 'free_bytes': size - value,
                 'used_percent': round(100.0 * value / size, 1), 'source': 'statvfs of %s' % path}
-    monkeypatch.setattr(_engine, 'filesystem_figure', figure)
-    monkeypatch.setattr(_engine, 'settled_figure', lambda path, **kw: dict(figure(path), settled=True, waited=0.3))
+    monkeypatch.setattr(_disk, 'filesystem_figure', figure)
+    monkeypatch.setattr(_disk, 'settled_figure', lambda path, **kw: dict(figure(path), settled=True, waited=0.3))
 
 
 def test_the_disk_figures_are_read_from_the_filesystem_before_and_after(peer_root, monkeypatch):
@@ -488,12 +488,12 @@ def test_the_disk_figures_are_read_from_the_filesystem_before_and_after(peer_roo
     assert run['disk_after']['image_fs_used_bytes'] == 0 and run['disk_after']['filesystem_unknown'] is None
     images, blobs = len(run['phases'][2]['removed']), len(run['phases'][3]['removed'])
     assert run['summary'] == 'freed %s (2 containers, 1 sandboxes, %d images, %d blobs); /var/lib/containerd ' \
-        '81.2%% -> 62.0%%' % (_engine.human_bytes(run['bytes']), images, blobs)
+        '81.2%% -> 62.0%%' % (_units.human_bytes(run['bytes']), images, blobs)
 
 
 def test_an_unknown_filesystem_figure_says_unknown(peer_root, monkeypatch):
-    monkeypatch.setattr(_engine, 'filesystem_figure', lambda path, usage=None: None)
-    monkeypatch.setattr(_engine, 'settled_figure', lambda path, **kw: None)
+    monkeypatch.setattr(_disk, 'filesystem_figure', lambda path, usage=None: None)
+    monkeypatch.setattr(_disk, 'settled_figure', lambda path, **kw: None)
     run = make_engine(node_runner(V16), peer_root=peer_root).run()
     assert run['disk_before']['filesystem'] is None and run['disk_after']['filesystem'] is None
     assert run['disk_before']['filesystem_unknown'].startswith('the image filesystem (/var/lib/containerd/')
@@ -504,7 +504,7 @@ def test_a_figure_still_changing_when_the_wait_ends_is_said_so():
     run = {'check_mode': False, 'phases': [{'phase': 'images', 'removed': [{}], 'bytes': 2048}],
            'disk_before': {'filesystem': {'path': '/x', 'used_percent': 50.0}},
            'disk_after': {'filesystem': {'path': '/x', 'used_percent': 49.0, 'settled': False, 'waited': 5.0}}}
-    assert _engine.summary_line(run) == 'freed 2.00 KB (1 images); /x 50.0% -> 49.0% (still changing after 5.0s)'
+    assert _text.summary_line(run) == 'freed 2.00 KB (1 images); /x 50.0% -> 49.0% (still changing after 5.0s)'
 
 
 def test_a_failing_phase_is_recorded_and_the_next_still_runs(peer_root):
@@ -542,7 +542,7 @@ def test_disabled_phases_are_skipped_with_the_reason(peer_root):
 
 
 def test_below_disk_usage_threshold_every_phase_is_skipped(peer_root, monkeypatch):
-    monkeypatch.setattr(_engine, 'filesystem_usage', lambda path: {'fs_used_percent': 40.0})
+    monkeypatch.setattr(_disk, 'filesystem_usage', lambda path: {'fs_used_percent': 40.0})
     runner = node_runner(V16)
     run = make_engine(runner, settings={'disk_usage_threshold': 80}, peer_root=peer_root).run()
     assert run['status'] == 'skipped' and runner.removals() == []

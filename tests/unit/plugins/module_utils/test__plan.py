@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _node, _plan
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _content, _node, _plan, _refs
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image, Sandbox, parse_content_ls  # noqa: F401
 
 from image_gc_testlib import (
@@ -302,17 +302,17 @@ def test_exclude_pattern_on_normalized_ref():
     ('', ''),
 ])
 def test_normalize_ref(ref, normalized):
-    assert _plan.normalize_ref(ref) == normalized
+    assert _refs.normalize_ref(ref) == normalized
 
 
 def test_manifest_ages_from_content_store_config_label():
-    ages = _plan.image_manifest_ages(blobs(V16))
+    ages = _content.image_manifest_ages(blobs(V16))
     # manifest 561acb74 (age 7 s) names config 7a74b334 (re-tagged busybox:1), etc.
     assert ages == {IMG_BUSYBOX1: 7, IMG_PAUSE: 10, IMG_BUSYBOX2: 9, IMG_UNUSED3: 9, IMG_OLD_BUSYBOX1: 10}
 
 
 def test_image_min_age_younger_kept_older_removed():
-    ages = _plan.image_manifest_ages(blobs(V16))
+    ages = _content.image_manifest_ages(blobs(V16))
     plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=8, manifest_ages=ages,
                              removed_containers=[IDS[V16]['exit0'], IDS[V16]['exit1']])
     assert reasons(plan.keep)[IMG_BUSYBOX1] == 'younger than image_min_age 8s (content store age 7s)'
@@ -321,7 +321,7 @@ def test_image_min_age_younger_kept_older_removed():
 
 def test_image_min_age_unknown_age_kept():
     # After the recorded rmi, the content store no longer names unused:3's config.
-    ages = _plan.image_manifest_ages(blobs(V16, 'ctr-content-ls-after-rmi.txt'))
+    ages = _content.image_manifest_ages(blobs(V16, 'ctr-content-ls-after-rmi.txt'))
     assert IMG_UNUSED3 not in ages
     plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=1, manifest_ages=ages)
     assert reasons(plan.keep)[IMG_UNUSED3] == ('age unknown (no manifest in the content store names it); kept '
@@ -364,7 +364,7 @@ def test_content_plan_equals_blobs_collected_by_the_prune(version):
     before = blobs(version, 'ctr-content-ls-after-rmi.txt')
     after = set(b.digest for b in blobs(version, 'ctr-content-ls-after-prune.txt'))
     collected = sorted(b.digest for b in before if b.digest not in after)
-    plan = _plan.plan_content(before)
+    plan = _content.plan_content(before)
     assert plan.ids == collected
     assert all(item['reason'] == 'layer blob referenced only by layer labels' for item in plan.remove)
     assert all(item['size'] == 1028000 for item in plan.remove)
@@ -376,7 +376,7 @@ def test_content_plan_equals_blobs_collected_by_the_prune(version):
 
 @pytest.mark.parametrize('version', VERSIONS)
 def test_content_plan_on_full_store_is_every_layer_named_in_the_dry_run(version):
-    plan = _plan.plan_content(blobs(version))
+    plan = _content.plan_content(blobs(version))
     assert len(plan.ids) == 5
     # the dry run names the 5 manifests whose l.0 label it drops; their l.0 targets are the plan
     manifests = [line.split('digest="', 1)[1].split('"', 1)[0]
@@ -386,29 +386,29 @@ def test_content_plan_on_full_store_is_every_layer_named_in_the_dry_run(version)
 
 
 def test_content_plan_after_prune_is_empty():
-    assert _plan.plan_content(blobs(V21, 'ctr-content-ls-after-prune.txt')).ids == []
+    assert _content.plan_content(blobs(V21, 'ctr-content-ls-after-prune.txt')).ids == []
 
 
 def test_blob_referenced_by_a_non_layer_label_is_not_planned():
     # DERIVED: a manifest that also references a layer blob through another content label.
     listed = blobs(V16, 'ctr-content-ls-after-rmi.txt')
     listed[1].labels['containerd.io/gc.ref.content.m.0'] = listed[0].digest
-    assert _plan.plan_content(listed).ids == []
+    assert _content.plan_content(listed).ids == []
 
 
 @pytest.mark.parametrize('version', VERSIONS)
 def test_without_images_simulates_the_store_after_upstream_rmi_prune(version):
     """Dropping the images upstream `crictl rmi --prune` deleted from the recorded store gives
     exactly the recorded store after it (ctr-content-ls-after-rmi.txt)."""
-    simulated = _plan.without_images(blobs(version), upstream_pruned_ids(version))
+    simulated = _content.without_images(blobs(version), upstream_pruned_ids(version))
     recorded_after = blobs(version, 'ctr-content-ls-after-rmi.txt')
     assert sorted(b.digest for b in simulated) == sorted(b.digest for b in recorded_after)
-    assert _plan.plan_content(simulated).ids == _plan.plan_content(recorded_after).ids
+    assert _content.plan_content(simulated).ids == _content.plan_content(recorded_after).ids
 
 
 def test_without_no_images_is_the_store_unchanged():
     listed = blobs(V21)
-    assert _plan.without_images(listed, []) == listed
+    assert _content.without_images(listed, []) == listed
 
 
 def test_exclude_pattern_without_registry_matches_the_qualified_name():

@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _common, _plan, _record
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _files, _plan, _record, _retention
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._engine import validate_settings
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings import validate_settings
 
 from image_gc_testlib import (
     IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, NOW_NS, V16, V21, ids, make_engine,
@@ -23,6 +23,12 @@ from image_gc_testlib import (
 
 NOW = 1764600000
 DAY = 86400
+
+
+def load(path, now=None):
+    """(entries, warning) of the record at ``path``, as ``_record.read`` finds them."""
+    loaded = _record.read(path, now)
+    return loaded.entries, loaded.warning
 
 
 def image(letter, size=1000, tag=None):
@@ -45,12 +51,12 @@ def test_record_round_trip_and_format(tmp_path):
     assert data == {'version': 1, 'updated': NOW, 'images': {
         'sha256:' + 'a' * 64: {'first_seen': NOW - 60, 'last_used': NOW - 60, 'refs': ['docker.io/x/a:1']},
         'sha256:' + 'b' * 64: {'first_seen': NOW, 'last_used': None, 'refs': ['docker.io/x/b:1']}}}
-    assert _record.load(path) == (entries, None)
+    assert load(path) == (entries, None)
     assert os.listdir(str(tmp_path / 'state')) == ['images.json']          # no temp file left
 
 
 def test_missing_record_is_empty_without_warning(tmp_path):
-    assert _record.load(str(tmp_path / 'none.json')) == ({}, None)
+    assert load(str(tmp_path / 'none.json')) == ({}, None)
 
 
 @pytest.mark.parametrize('text, why', [
@@ -60,7 +66,7 @@ def test_missing_record_is_empty_without_warning(tmp_path):
 def test_corrupt_record_is_a_warning_and_empty(tmp_path, text, why):
     path = tmp_path / 'images.json'
     path.write_text(text)
-    entries, warning = _record.load(str(path))
+    entries, warning = load(str(path))
     assert entries == {} and why in warning and 'first seen now' in warning
 
 
@@ -69,7 +75,7 @@ def test_malformed_entries_are_dropped_with_a_warning(tmp_path):
     path.write_text(json.dumps({'version': 1, 'images': {
         'sha256:good': {'first_seen': 5, 'last_used': 7}, 'sha256:bad': {'first_seen': 'yesterday'},
         'sha256:neg': {'first_seen': -1}}}))
-    entries, warning = _record.load(str(path))
+    entries, warning = load(str(path))
     assert entries == {'sha256:good': {'first_seen': 5, 'last_used': 7, 'refs': []}}
     assert '2 malformed entries' in warning
 
@@ -97,7 +103,7 @@ def test_merge_keeps_the_latest_use_drops_gone_images_and_clamps_future_times():
 # -- retention -------------------------------------------------------------------------------------
 
 def plan_with(images, last_use, unused_for=0, disk=None):
-    return _plan.plan_images(images, [], 'docker.io/x/pause:1', retention=_plan.Retention(NOW, unused_for, last_use, disk))
+    return _plan.plan_images(images, [], 'docker.io/x/pause:1', retention=_retention.Retention(NOW, unused_for, last_use, disk))
 
 
 def test_unused_for_keeps_recently_used_and_says_why():
@@ -140,7 +146,7 @@ def test_above_disk_high_the_least_recently_used_go_first_until_disk_low():
     assert plan.remove[0]['reason'] == ('removed to bring the image filesystem from 90% to 80% (disk_low), '
                                         'least recently used first; last used 50s ago')
     assert plan.disk == {'used_percent': 90.0, 'high': 85, 'low': 80, 'projected_percent': 78.0,
-                         'used_bytes': 90000, 'size_bytes': 100000, 'estimate': _plan.Retention.ESTIMATE,
+                         'used_bytes': 90000, 'size_bytes': 100000, 'estimate': _retention.Retention.ESTIMATE,
                          'candidates': [i.id for i in imgs]}     # every warm one, in the order they may go
     assert plan.disk['estimate'].startswith('an estimate: projected from the image sizes the runtime reports')
     assert [i.get('disk_target') for i in plan.remove] == [True] * 3
@@ -167,7 +173,7 @@ def test_disk_target_never_removes_what_other_guards_keep_and_warns_when_unmet()
     free = image('f', 1000)
     record = dict((i.id, {'first_seen': 0, 'last_used': NOW - 100}) for i in (used_image, pinned, free))
     plan = _plan.plan_images([used_image, pinned, free], [container('a', 'CONTAINER_EXITED', NOW - 100)], None,
-                             retention=_plan.Retention(NOW, DAY, record, disk(95)))
+                             retention=_retention.Retention(NOW, DAY, record, disk(95)))
     assert plan.ids == [free.id]
     assert any('disk_low 80% is not reached' in w for w in plan.warnings)
 
@@ -243,8 +249,8 @@ def test_an_unwritable_record_is_a_warning(tmp_path, peer_root):
 def _target_engine(tmp_path, peer_root, monkeypatch, measured):
     """An engine over the recorded 2.1 node whose image filesystem reads 90% of 10 MB before the
     run, then ``measured`` (percent), one figure per reading after a removal."""
-    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine
-    monkeypatch.setattr(_engine, 'filesystem_usage', lambda path: {
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk
+    monkeypatch.setattr(_disk, 'filesystem_usage', lambda path: {
         'fs_path': '/var/lib/containerd', 'fs_size_bytes': 10 ** 7, 'fs_free_bytes': 10 ** 6,
         'fs_used_bytes': 9 * 10 ** 6, 'fs_used_percent': 90.0})
     readings = iter(measured)
@@ -253,7 +259,7 @@ def _target_engine(tmp_path, peer_root, monkeypatch, measured):
         percent = next(readings)
         return {'path': path, 'used_bytes': int(percent * 10 ** 5), 'size_bytes': 10 ** 7, 'used_percent': percent,
                 'settled': True, 'waited': 0.25}
-    monkeypatch.setattr(_engine, 'settled_figure', settled)
+    monkeypatch.setattr(_disk, 'settled_figure', settled)
     settings = {'image_record_path': str(tmp_path / 'r.json'), 'image_unused_for': '7d', 'disk_high': 85,
                 'disk_low': 70}
     runner = node_runner(V21)
@@ -354,7 +360,7 @@ _record.save(sys.argv[1], {"sha256:new": {"first_seen": 2, "last_used": None, "r
     temps = [n for n in os.listdir(str(tmp_path)) if n != 'images.json']
     assert temps == ['.images.json.%d.node-image-gc-tmp' % child.pid]
     assert path.read_bytes() == old
-    assert _record.load(str(path))[0] == {'sha256:old': {'first_seen': 1, 'last_used': None, 'refs': []}}
+    assert load(str(path))[0] == {'sha256:old': {'first_seen': 1, 'last_used': None, 'refs': []}}
     # the next write (another process) removes the dead writer's temp file
     _record.save(str(path), {}, NOW)
     assert os.listdir(str(tmp_path)) == ['images.json']
@@ -379,7 +385,7 @@ def test_a_full_disk_leaves_the_old_record_and_no_temp_file(tmp_path, monkeypatc
     real_fsync = os.fsync
 
     def full(fd):                # the data reaches the disk at fsync: that is where ENOSPC shows
-        if os.readlink('/proc/self/fd/%d' % fd).endswith(_common.TEMP_SUFFIX):
+        if os.readlink('/proc/self/fd/%d' % fd).endswith(_files.TEMP_SUFFIX):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fsync(fd)
     monkeypatch.setattr(os, 'fsync', full)
@@ -421,7 +427,7 @@ def test_times_in_the_future_are_clamped_to_now_and_age_from_there():
     merged = _record.merge({a.id: {'first_seen': NOW + 5 * DAY, 'last_used': NOW + 5 * DAY, 'refs': []}}, NOW, {})
     assert merged[a.id]['first_seen'] == NOW and merged[a.id]['last_used'] == NOW
     # the clamped record ages with the clock: two days on, the image was last used two days ago
-    assert _plan.Retention(NOW + 2 * DAY, DAY, merged).last(a.id) == (2 * DAY, 'last used')
+    assert _retention.Retention(NOW + 2 * DAY, DAY, merged).last(a.id) == (2 * DAY, 'last used')
 
 
 def _old_record(path, updated):

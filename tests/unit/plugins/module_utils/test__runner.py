@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _common, _engine, _runner
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk, _engine, _files, _runner, _units
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 
 from image_gc_testlib import IDS, V21, VERSIONS, Reply, lock_held_elsewhere, make_engine, node_runner
@@ -276,7 +276,7 @@ def fake_usage(percent):
 
 
 def test_disk_usage_below_threshold_is_report_only(node, monkeypatch):
-    monkeypatch.setattr(_engine, 'filesystem_usage', fake_usage(40.0))
+    monkeypatch.setattr(_disk, 'filesystem_usage', fake_usage(40.0))
     node.write_config(disk_usage_threshold=80)
     code, events = node.run()
     assert code == 0
@@ -292,7 +292,7 @@ def test_disk_usage_below_threshold_is_report_only(node, monkeypatch):
 
 
 def test_disk_usage_above_threshold_runs(node, monkeypatch):
-    monkeypatch.setattr(_engine, 'filesystem_usage', fake_usage(85.5))
+    monkeypatch.setattr(_disk, 'filesystem_usage', fake_usage(85.5))
     node.write_config(disk_usage_threshold=80)
     code, events = node.run()
     assert code == 0
@@ -322,7 +322,7 @@ def test_a_full_disk_still_cleans_up_keeps_every_old_file_and_says_which_writes_
     real_fsync = os.fsync
 
     def full(fd):
-        if os.readlink('/proc/self/fd/%d' % fd).endswith(_common.TEMP_SUFFIX):
+        if os.readlink('/proc/self/fd/%d' % fd).endswith(_files.TEMP_SUFFIX):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fsync(fd)
     monkeypatch.setattr(os, 'fsync', full)
@@ -394,5 +394,5 @@ def test_the_disk_target_goes_into_the_phase_event_as_figures_and_counts():
 
 
 def test_human_bytes_writes_sizes_as_ansible_human_readable_does():
-    assert [_engine.human_bytes(n) for n in (0, 1023, 1024, 11953766, 5 * 1024 ** 4, 3 * 1024 ** 5)] == [
+    assert [_units.human_bytes(n) for n in (0, 1023, 1024, 11953766, 5 * 1024 ** 4, 3 * 1024 ** 5)] == [
         '0.00 Bytes', '1023.00 Bytes', '1.00 KB', '11.40 MB', '5.00 TB', '3072.00 TB']

@@ -136,8 +136,8 @@ def test_diff_lists_every_kind_before_and_after(args, monkeypatch):
 
 
 def test_below_the_disk_usage_threshold_nothing_runs(args, monkeypatch):
-    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine
-    monkeypatch.setattr(_engine, 'filesystem_usage', lambda path: {'fs_used_percent': 10.0})
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk
+    monkeypatch.setattr(_disk, 'filesystem_usage', lambda path: {'fs_used_percent': 10.0})
     runner = node_runner(V21)
     result = run_module(monkeypatch, prune, dict(args, disk_usage_threshold=80), runner).result
     assert result['changed'] is False and runner.removals() == []

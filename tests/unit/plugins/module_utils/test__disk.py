@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The image filesystem's figure from the filesystem itself, and the wait for it to settle."""
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _host
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _disk
 
 
 class Clock:
@@ -29,32 +29,32 @@ def reader(*used):
 
 def test_settles_when_two_readings_agree():
     clock = Clock()
-    got = _host.settled_figure('/x', timeout=5, interval=0.25, read=reader(900, 700, 650, 650),
+    got = _disk.settled_figure('/x', timeout=5, interval=0.25, read=reader(900, 700, 650, 650),
                                sleep=clock.sleep, monotonic=clock.monotonic)
     assert got == {'path': '/x', 'used_bytes': 650, 'settled': True, 'waited': 0.75}
 
 
 def test_gives_up_after_the_timeout_and_says_so():
     clock = Clock()
-    got = _host.settled_figure('/x', timeout=1, interval=0.25, read=reader(*range(1000, 0, -1)),
+    got = _disk.settled_figure('/x', timeout=1, interval=0.25, read=reader(*range(1000, 0, -1)),
                                sleep=clock.sleep, monotonic=clock.monotonic)
     assert got['settled'] is False and got['waited'] == 1.0 and got['used_bytes'] == 996
 
 
 def test_an_unreadable_filesystem_is_none():
     clock = Clock()
-    assert _host.settled_figure('/x', read=reader(None), sleep=clock.sleep, monotonic=clock.monotonic) is None
-    assert _host.settled_figure('/x', read=reader(5, None), sleep=clock.sleep, monotonic=clock.monotonic) is None
+    assert _disk.settled_figure('/x', read=reader(None), sleep=clock.sleep, monotonic=clock.monotonic) is None
+    assert _disk.settled_figure('/x', read=reader(5, None), sleep=clock.sleep, monotonic=clock.monotonic) is None
 
 
 def test_figure_of_a_real_directory(tmp_path):
-    fig = _host.filesystem_figure(str(tmp_path / 'not' / 'there'))
+    fig = _disk.filesystem_figure(str(tmp_path / 'not' / 'there'))
     assert fig['size_bytes'] >= fig['used_bytes'] >= 0 and 0.0 <= fig['used_percent'] <= 100.0
     assert fig['source'] == 'statvfs of %s' % tmp_path
     assert str(tmp_path).startswith(fig['path'])            # the mount point holding it
-    assert _host.filesystem_figure('/x', usage={}) is None
+    assert _disk.filesystem_figure('/x', usage={}) is None
 
 
 def test_mount_point_stops_at_the_device_boundary():
-    assert _host.mount_point('/proc/self') == '/proc'
-    assert _host.mount_point('/') == '/'
+    assert _disk.mount_point('/proc/self') == '/proc'
+    assert _disk.mount_point('/') == '/'
