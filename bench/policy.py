@@ -90,8 +90,9 @@ def main(argv=None):
         parts.append(report.candidates(results, candidates))
         print(parts[-1] + '\n')
         text, ok = report.verdict(chosen, configs, results)
-        parts.append(text)
-        print(text + '\n')
+        line, same = report.defaults_line(chosen)
+        parts.append(text + '\n\n' + line)
+        print(parts[-1] + '\n')
     replays = sum(len(cs) for cs in configs.values())
     command = 'python bench/policy.py' + ('' if args.trace else ' --seeds %s --days %d' % (
         ','.join('%d' % s for s in seeds), args.days))

@@ -252,10 +252,10 @@ class KubeletGC(object):
 # Every collection row runs on the timer's schedule, pod-aware unless it says otherwise.
 POLICIES = [
     ('seed', 'every exited container and unused image each run (0.1.0: not pod-aware, image_min_age 0)',
-     dict(image_min_age='0s', pod_aware=False), {}),
+     dict(image_min_age='0s', image_unused_for='0s', pod_aware=False), {}),
     ('kubelet', 'kubelet only: image GC 85/80, imageMinimumGCAge 2m, eviction at imagefs.available < 15%', None, {}),
     ('kubelet+maxage7d', 'kubelet only, imageMaximumGCAge 7d', None, dict(max_age=7 * DAY)),
-    ('0.2 defaults', 'the defaults before issue 26: image_unused_for 0s, image_min_age 10m, no disk level',
+    ('old defaults', 'the defaults before issue 26: image_unused_for 0s, image_min_age 10m, no disk level',
      dict(image_unused_for='0s'), {}),
     ('warm 7d', 'image_unused_for 7d, no observation pass', dict(image_unused_for='7d'), {}),
 ]
@@ -274,6 +274,17 @@ CANDIDATES = [
     ('warm 21d 78/70 +obs', 'image_unused_for 21d, disk_high 78, disk_low 70, observation pass',
      dict(image_unused_for='21d', disk_high=78, disk_low=70, observe=OBSERVE_PERIOD), {}),
 ]
+
+
+def settings_of(name):
+    """The validated image settings of row ``name`` (None: the collection's defaults)."""
+    keys = _settings.names('pods', 'containers', 'images')
+    if name is None:
+        return _settings.validate({}, keys)
+    for row, dummy, collection, dummy2 in POLICIES + CANDIDATES:
+        if row == name:
+            return _settings.validate(dict((k, v) for k, v in (collection or {}).items() if k in keys), keys)
+    raise KeyError(name)
 
 
 def make(name, seed=0, **overrides):

@@ -5,9 +5,11 @@ per workload, seed and disk size, with a verdict."""
 import statistics
 
 from .bound import Bound, IntervalBound
-from .policies import CANDIDATES, POLICIES, make
+from .policies import CANDIDATES, POLICIES, make, settings_of
 from .sim import replay
 from .trace import GB
+
+from plugins.module_utils._units import format_duration
 
 EVICTION_LINE = 85          # imagefs.available < 15%: the bound's cap and the hours column
 
@@ -132,6 +134,19 @@ def candidates(results, names):
             sum(f['repulls'] for f in every), sum(f['repull_bytes'] for f in every) / float(GB),
             sum(f['hours_over_85'] for f in every), sum(f['evictions'] for f in every)))
     return '\n'.join(lines)
+
+
+def defaults_line(name):
+    """Whether the collection's defaults (plugins/module_utils/_settings.py) are candidate ``name``'s
+    image policy: (line, same)."""
+    chosen, defaults = settings_of(name), settings_of(None)
+    keys = ('image_unused_for', 'disk_high', 'disk_low')
+    same = all(chosen[k] == defaults[k] for k in keys)
+    shown = dict(defaults, image_unused_for=format_duration(defaults['image_unused_for']))
+    text = ', '.join('%s %s' % (k, 'unset' if shown[k] is None else shown[k]) for k in keys)
+    return ('The collection\'s defaults (plugins/module_utils/_settings.py: %s) %s the image policy of `%s`%s.'
+            % (text, 'are' if same else 'are NOT', name,
+               '' if same else ': change them, or say why not'), same)
 
 
 def verdict(name, configs, results):

@@ -173,8 +173,8 @@ def test_pod_aware_collection_keeps_a_kept_job_pods_image():
     day = 86400
     t = _trace(1000, [(d * day + 10800, 'backup-%d' % d, d * day + 11400, 'x/b:1', 100, 3 * day)
                       for d in range(3)], horizon=3 * day)
-    aware = sim.replay(t, policies.make('0.2 defaults', delay=0, image_min_age='0s'))
-    blunt = sim.replay(t, policies.make('0.2 defaults', delay=0, image_min_age='0s', pod_aware=False))
+    aware = sim.replay(t, policies.make('old defaults', delay=0, image_min_age='0s'))
+    blunt = sim.replay(t, policies.make('old defaults', delay=0, image_min_age='0s', pod_aware=False))
     assert aware['repulls'] == 0
     assert blunt['repulled'] == [(day + 10800, 'x/b:1'), (2 * day + 10800, 'x/b:1')]
 
@@ -215,3 +215,4 @@ def test_interval_bound_counts_each_hour_on_its_own():
                      (3600, 'x2', 3700, 'x/x:1', 60), (3700, 'y2', 3800, 'x/y:1', 60)], horizon=7200)
     b = bound.IntervalBound(t, 85)
     assert (b.gaps, b.pfoo, b.interval, b.repulls) == (2, 0, 1, 1)
+
