@@ -303,4 +303,3 @@ def build(collection, kubelet, seed=0, **overrides):
         policy = CollectionPolicy(seed=seed, **dict(collection, **overrides))
         out = [policy] + policy.companions()
     return out + [KubeletGC(**kubelet)]
-

@@ -71,15 +71,15 @@ def table(workload, configs, results):
     disks = sorted(set(c.disk for c in configs))
     seeds = sorted(set(c.seed for c in configs))
     bounds = [c.interval.repulls for c in configs]
-    lines = ['### %s: %d seeds (%s) x %d disk sizes (%s GB), %d days' % (
-                 workload, len(seeds), ', '.join('%d' % s for s in seeds), len(disks),
-                 ', '.join('%g' % d for d in disks), first.horizon // 86400), '',
-             '%s. Per seed (median / most): %s pod starts, %s later uses after a gap (re-pulls a node with '
+    title = '### %s: %d seeds (%s) x %d disk sizes (%s GB), %d days' % (
+        workload, len(seeds), ', '.join('%d' % s for s in seeds), len(disks),
+        ', '.join('%g' % d for d in disks), first.horizon // 86400)
+    about = ('%s. Per seed (median / most): %s pod starts, %s later uses after a gap (re-pulls a node with '
              'unlimited disk would avoid). Each cell: median / worst over the %d replays; the ratios to a bound '
              'over the replays where it is above 0 (k of n).' % (
                  first.params.split(',', 1)[1].strip() if ',' in first.params else first.params,
-                 _mw([len(c.trace.starts) for c in configs]), _mw([c.pfoo.gaps for c in configs]), len(configs)),
-             '', HEADER]
+                 _mw([len(c.trace.starts) for c in configs]), _mw([c.pfoo.gaps for c in configs]), len(configs)))
+    lines = [title, '', about, '', HEADER]
     for name in results:
         rows = results[name]
         lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
