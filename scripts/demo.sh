@@ -116,6 +116,10 @@ image_gc_lock_path=$LAB_DIR/run.lock
 image_gc_image_record_path=$LAB_DIR/images.json
 # the lab's images were imported moments ago; image_min_age (default 10m) would keep them all
 image_gc_image_min_age=0s
+# The demo's own image policy: every unused image goes. The collection's default
+# (image_unused_for 21d) keeps an image used, or first seen, within 21 days, so on this
+# fresh lab it would keep them all; a node keeps its default.
+image_gc_image_unused_for=0s
 EOF
 
 run_prune() {
@@ -124,6 +128,7 @@ run_prune() {
     -e '{"image_gc_image_exclude": ["docker.io/feas/keep:*"]}' "$@"
 }
 
+log "the demo's inventory sets image_gc_image_unused_for=0s: every unused image goes (the default keeps 21 days of use)"
 banner "Dry run: ansible-playbook nodemaint.image_gc.prune --check"
 run_prune --check
 

@@ -216,3 +216,10 @@ def test_interval_bound_counts_each_hour_on_its_own():
     b = bound.IntervalBound(t, 85)
     assert (b.gaps, b.pfoo, b.interval, b.repulls) == (2, 0, 1, 1)
 
+
+def test_the_collections_defaults_are_the_replays_choice():
+    # bench/policy.py chose `warm 21d +obs` (docs/performance.md, its verdict line); the settings table
+    # holds the same image policy. Changing one without the other fails here.
+    line, same = report.defaults_line('warm 21d +obs')
+    assert same, line
+    assert not report.defaults_line('old defaults')[1]
