@@ -280,11 +280,11 @@ lab_lines() {
 # run_pytest NAME LINES ARGS...: pytest with the lab lines LINES, output to $STATE/NAME.out, its
 # closing line to $STATE/NAME.summary (for the summary at the end).
 run_pytest() {
-  local name="$1" lines="$2" rc
+  local name="$1" lab="$2" rc
   shift 2
-  echo "pytest $* (containerd lines: ${lines:-none})"
+  echo "pytest $* (containerd lines: ${lab:-none})"
   # shellcheck disable=SC2086
-  NODEMAINT_LAB_VERSIONS="$lines" PYTHONPATH="$BUILD_ROOT${PYTHONPATH:+:$PYTHONPATH}" \
+  NODEMAINT_LAB_VERSIONS="$lab" PYTHONPATH="$BUILD_ROOT${PYTHONPATH:+:$PYTHONPATH}" \
     limit python -m pytest -p no:cacheprovider ${PYTEST_ARGS:-} "$@" 2>&1 | tee "$STATE/$name.out"
   rc=${PIPESTATUS[0]}
   grep -E '^(=+ )?([0-9]+ [a-z]+(, )?)+.* in [0-9.]+s|no tests ran in' "$STATE/$name.out" | tail -n1 \
@@ -295,21 +295,21 @@ run_pytest() {
 
 step_pytest() {
   cd "$COLLECTION_DIR" || return 1
-  local dirs lines
+  local dirs lab
   mapfile -t dirs < <(pytest_dirs)
   [[ ${#dirs[@]} -gt 0 ]] || { skip pytest "no test_*.py under tests/ yet"; return 2; }
-  lines="$(lab_lines rest)" || return 1
+  lab="$(lab_lines rest)" || return 1
   # No line left for this step (all in the lane): its lab tests are deselected, the rest runs.
-  run_pytest pytest "${lines:-none}" "${dirs[@]}"
+  run_pytest pytest "${lab:-none}" "${dirs[@]}"
 }
 
 step_matrix() {
   cd "$COLLECTION_DIR" || return 1
-  local lines
+  local lab
   [[ -d tests/integration ]] || { skip matrix "no tests/integration yet"; return 2; }
-  lines="$(lab_lines lane)" || return 1
-  [[ -n "$lines" ]] || { skip matrix "no lab line selected for the lane (NODEMAINT_LAB_LANE, NODEMAINT_LAB_VERSIONS)"; return 2; }
-  run_pytest matrix "$lines" -m lab tests/integration
+  lab="$(lab_lines lane)" || return 1
+  [[ -n "$lab" ]] || { skip matrix "no lab line selected for the lane (NODEMAINT_LAB_LANE, NODEMAINT_LAB_VERSIONS)"; return 2; }
+  run_pytest matrix "$lab" -m lab tests/integration
 }
 
 # The closing lines of both pytest runs added up: a line with every count, then the plain closing

@@ -38,6 +38,7 @@ class Container:
         self.image_ref = raw.get('imageRef', '')
         self.pod_name = labels.get('io.kubernetes.pod.name', '')
         self.pod_namespace = labels.get('io.kubernetes.pod.namespace', '')
+        self.pod_uid = labels.get('io.kubernetes.pod.uid', '')
 
     def to_dict(self):
         return {'id': self.id, 'name': self.name, 'attempt': self.attempt, 'pod_sandbox_id': self.pod_id,
@@ -211,9 +212,10 @@ class Crictl:
     def info(self):
         return self._json('info', '--output', 'json')
 
-    def sandbox_image(self):
-        """The runtime's sandbox (pause) image as ``crictl info`` reports it (containerd 1.6/1.7), or None."""
-        config = self.info().get('config')
+    def sandbox_image(self, info=None):
+        """The runtime's sandbox (pause) image as ``crictl info`` (``info``: its output, else asked
+        now) reports it (containerd 1.6/1.7), or None."""
+        config = (info if info is not None else self.info()).get('config')
         if isinstance(config, dict):
             return config.get('sandboxImage') or config.get('sandbox_image') or None
         return None
@@ -329,6 +331,14 @@ class Ctr:
         if result.rc != 0:
             raise CommandError(describe_failure(result, 'ctr content ls'), result)
         return parse_content_ls(result.stdout)
+
+    def images_check(self, snapshotter):
+        """``ctr images check --snapshotter SNAPSHOTTER``: per image name, whether its content is
+        complete and whether it is unpacked in that snapshotter (the table, as printed)."""
+        result = self._run('images', 'check', '--snapshotter', snapshotter)
+        if result.rc != 0:
+            raise CommandError(describe_failure(result, 'ctr images check'), result)
+        return result.stdout
 
     def prune_references(self, dry_run=False):
         args = ['content', 'prune', 'references'] + (['--dry'] if dry_run else [])

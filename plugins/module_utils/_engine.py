@@ -9,7 +9,7 @@ the run sees it, and sequences the phases of PHASE_TABLE (_phases) between two d
 
 import time
 
-from ._common import CommandError, CommandRunner
+from ._common import CommandError, CommandRunner, ImageGCError
 from ._cri import Crictl, Ctr
 from ._discovery import Discovery
 from ._node import Node
@@ -17,7 +17,7 @@ from ._phases import PHASE_TABLE, finish, new_result, plan_containers
 from ._settings import PHASES, validate_settings
 from ._text import describe, summary_line
 from ._units import seconds
-from . import _disk, _plan, _record, _refs
+from . import _disk, _plan, _record, _refs, _snapshotters
 
 
 def phase_status(result):
@@ -55,8 +55,9 @@ class Engine:
         s = self.settings
         enabled = {p for p in self.phases if p == 'disk' or s[p]}
         # crictl serves every phase but the content prune: without it the run fails before it
-        # starts. ctr serves only phase 4 (and image_min_age): a missing ctr fails those alone,
-        # when they use it, with the error discovery found.
+        # starts (phase 4 reads the CRI's snapshotters with it, and is skipped without). ctr serves
+        # phase 4, image_min_age and phase 3's look for images the CRI cannot unpack again: a
+        # missing ctr fails the first two alone, when they use it, and the look is not made.
         self.runtime = (discovery or Discovery()).resolve(
             crictl_path=s['crictl_path'], ctr_path=s['ctr_path'], runtime_endpoint=s['runtime_endpoint'],
             image_endpoint=s['image_endpoint'], containerd_address=s['containerd_address'],
@@ -66,6 +67,9 @@ class Engine:
         self.ctr = Ctr(self.runtime, self.runner, s['content_namespace'])
         self.node = Node(self.crictl, self.clock, self.runtime.kubelet_root)
         self._sandbox_image = None
+        self._info = None                # crictl info, asked once
+        self._fsinfo = None              # the latest crictl imagefsinfo (the disk report's, if any)
+        self._snapshotters = None        # (Snapshotters or None, the exception that kept them unknown)
         self._record = None
         self._disk_before = None         # the image filesystems of the disk report before the run
         self._fs_path = None             # the path statvfs reads for the image filesystem's figure
@@ -87,10 +91,34 @@ class Engine:
         if self._sandbox_image is None:
             if _refs.pins_a_sandbox_image(images):
                 return names
-            self._sandbox_image = self.crictl.sandbox_image() or ''
+            self._sandbox_image = self.crictl.sandbox_image(self.cri_info()) or ''
         if self._sandbox_image and self._sandbox_image not in names:
             names.append(self._sandbox_image)
         return names
+
+    def cri_info(self):
+        """``crictl info`` (a dict), asked once per engine; raises as Crictl.info does."""
+        if self._info is None:
+            self._info = self.crictl.info()
+        return self._info
+
+    def snapshotters(self):
+        """``(snapshotters, exc)``: the CRI's snapshotters (_snapshotters.Snapshotters; None when
+        ``crictl info`` shows no containerd CRI config, or could not be read: ``exc`` then says
+        why) from ``crictl info`` and ``crictl imagefsinfo`` (the disk report's, when there was
+        one); asked once per engine."""
+        if self._snapshotters is None:
+            try:
+                info = self.cri_info()
+            except (CommandError, ImageGCError) as exc:
+                self._snapshotters = (None, exc)
+                return self._snapshotters
+            try:
+                fsinfo = self._fsinfo if self._fsinfo is not None else self.crictl.imagefsinfo()
+            except (CommandError, ImageGCError):
+                fsinfo = {}              # the snapshotters crictl info names are still known
+            self._snapshotters = (_snapshotters.cri_snapshotters(info, fsinfo), None)
+        return self._snapshotters
 
     # -- the run ------------------------------------------------------------------------------
     def run(self, check_mode=False, on_event=None):
@@ -226,7 +254,8 @@ class Engine:
 
         ``fresh=False`` (the report after a run) asks the runtime only for the image filesystem
         and counts from what the run listed and removed."""
-        filesystems = _disk.image_filesystems(self.crictl.imagefsinfo())
+        self._fsinfo = self.crictl.imagefsinfo()
+        filesystems = _disk.image_filesystems(self._fsinfo)
         path, figure, unknown = _disk.read_figure(filesystems, settle)
         if path:
             self._fs_path = path

@@ -65,9 +65,14 @@ class Pod:
 
     def newest_exited(self):
         """{container name: the newest exited instance of it in this pod}, init containers included."""
+        return self.newest_instances((CONTAINER_EXITED,))
+
+    def newest_instances(self, states):
+        """{container name: the newest of its instances in ``states``}: the kubelet's evict unit
+        (pod uid, container name) and the one instance of it the kubelet keeps."""
         newest = {}
         for c in self.containers:
-            if c.state == CONTAINER_EXITED:
+            if c.state in states:
                 if c.name not in newest or (c.created_ns, c.attempt, c.id) > (
                         newest[c.name].created_ns, newest[c.name].attempt, newest[c.name].id):
                     newest[c.name] = c
@@ -75,9 +80,11 @@ class Pod:
 
 
 def build_pods(sandboxes, containers, tracked=None):
-    """{sandbox id: Pod} for every sandbox, and for every container whose sandbox is not listed
-    (a pod of its own, with no sandbox). Sandboxes with the same ``metadata.uid`` are one pod; a
-    sandbox without a uid is a pod of its own. ``tracked(uid)`` -> (True/False/None, pod dir)."""
+    """{sandbox id: Pod} for every sandbox, and for every container whose sandbox is not listed.
+    Sandboxes with the same ``metadata.uid`` are one pod; a sandbox without a uid is a pod of its
+    own. A container whose sandbox is not listed joins the pod of its ``io.kubernetes.pod.uid``
+    label (as the kubelet groups containers), or, without that label, is a pod of its own, with
+    no sandbox. ``tracked(uid)`` -> (True/False/None, pod dir)."""
     groups = {}
     for s in sandboxes:
         key = s.uid or 'sandbox:' + s.id
@@ -86,13 +93,13 @@ def build_pods(sandboxes, containers, tracked=None):
     for c in containers:
         key = by_sandbox.get(c.pod_id)
         if key is None:
-            key = 'sandbox:' + c.pod_id
+            key = c.pod_uid or 'sandbox:' + c.pod_id
             groups.setdefault(key, ([], []))
         groups[key][1].append(c)
     out = {}
     for key, (pod_sandboxes, pod_containers) in groups.items():
         first = max(pod_sandboxes, key=lambda s: (s.created_ns, s.id)) if pod_sandboxes else None
-        uid = first.uid if first else ''
+        uid = first.uid if first else (pod_containers[0].pod_uid if pod_containers else '')
         name = first.name if first else (pod_containers[0].pod_name if pod_containers else '')
         namespace = first.namespace if first else (pod_containers[0].pod_namespace if pod_containers else '')
         state, pod_dir = (tracked(uid) if tracked and uid else (None, None))

@@ -14,13 +14,14 @@ and the ``commands`` run.
 
 import time
 
-from ._common import ImageGCError
+from ._common import CommandError, ImageGCError
 from ._mirror import detect_peer_mirror
 from ._node import KINDS, build_pods
-from ._refs import image_users
+from ._refs import image_users, volume_users
 from ._retention import Retention
+from ._text import describe
 from ._units import short_id
-from . import _content, _plan
+from . import _content, _plan, _snapshotters
 
 
 def new_result(phase, check_mode):
@@ -52,7 +53,7 @@ class Phase:
     ``run`` (an _engine.Engine) gives a phase what it needs through its public interface only:
     ``settings``, ``node``, ``runtime``, ``runner``, ``crictl``, ``ctr``, ``clock()``, ``now()``,
     ``peer_mirror_root``, ``sandbox_images(images)``, ``image_fs()``, ``measure()``,
-    ``last_use(images)`` and ``ages_trusted()``.
+    ``last_use(images)``, ``ages_trusted()`` and ``snapshotters()``.
 
     The hooks a phase may override: ``skip_reason()`` (a reason to skip the phase, or None),
     ``preview(plan)`` (what check mode runs instead of acting), ``act(plan)`` -> outcome,
@@ -190,7 +191,10 @@ class ImagesPhase(Phase):
         images = self.node.current('images')
         self.images = images
         sandbox_images = engine.sandbox_images(images)
+        unusable = find_unusable_images(engine, images, result)
         volumes = self.node.image_volumes(staying)
+        self.volume_ids = {c.id for c in staying}   # the containers whose image volumes are known
+        self.late_volumes = {}
         ages = None
         if s['image_min_age']:
             ages = _content.image_manifest_ages(engine.ctr.content())
@@ -206,7 +210,7 @@ class ImagesPhase(Phase):
                               trust_ages=engine.ages_trusted())
         plan = _plan.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
                                  ages, removed_containers=list(self.node.removed['containers']), retention=retention,
-                                 image_volumes=volumes)
+                                 image_volumes=volumes, unusable=unusable)
         result['sandbox_image'] = ', '.join(sandbox_images) or None
         if plan.disk:
             result['disk_target'] = plan.disk
@@ -277,8 +281,62 @@ class ImagesPhase(Phase):
             return dict.fromkeys(batch, 'kept: the container listing right before the removal came back empty while '
                                         'sandboxes are Ready')
         users = image_users(self.images, fresh)    # all images: a tag may have moved
-        return {image_id: 'in use by container %s (%s), created after the plan was made' % (
+        out = {image_id: 'in use by container %s (%s), created after the plan was made' % (
             users[image_id][0].name, short_id(users[image_id][0].id)) for image_id in batch if image_id in users}
+        # a container created since the plan may mount an image as an image volume: only those
+        # containers are inspected (a container's mounts do not change after its creation)
+        new = sorted(c.id for c in fresh if c.id not in self.volume_ids and c.id not in self.late_volumes)
+        if new:
+            try:
+                self.late_volumes.update(self.engine.crictl.image_volumes(new))
+            except (CommandError, ImageGCError) as exc:
+                return dict(dict.fromkeys(batch, 'kept: the image volumes of containers created after the plan '
+                                                 'could not be read (%s)' % describe(exc)), **out)
+        mounted = volume_users(self.images, [c for c in fresh if c.id in self.late_volumes], self.late_volumes)
+        for image_id in batch:
+            if image_id in mounted and image_id not in out:
+                out[image_id] = 'mounted as an image volume by container %s (%s), created after the plan was made' % (
+                    mounted[image_id][0].name, short_id(mounted[image_id][0].id))
+        return out
+
+
+def find_unusable_images(run, images, result):
+    """{image id: (reason to remove it, note when kept)} of the ``images`` the CRI lists but cannot
+    unpack again (content incomplete, no snapshot in the CRI's snapshotter; see _snapshotters);
+    ``result['unusable']`` says what was asked and found. Never fails the phase: when the
+    snapshotter or ``ctr images check`` cannot be read, none is found (kept when in doubt), and a
+    ctr that is there but fails is a warning."""
+    snapshotters, exc = run.snapshotters()
+    snapshotter = snapshotters.default if snapshotters is not None else None
+    if not snapshotter:
+        result['unusable'] = {'checked': False, 'why': 'the CRI\'s snapshotter is unknown (%s)' % (
+            describe(exc) if exc else 'neither crictl info nor crictl imagefsinfo names it')}
+        return {}
+    try:
+        checked = _snapshotters.parse_images_check(run.ctr.images_check(snapshotter))
+    except (CommandError, ImageGCError) as exc:
+        result['unusable'] = {'checked': False, 'why': describe(exc)}
+        if isinstance(exc, CommandError):
+            result['warnings'].append('images the runtime cannot unpack again were not looked for: %s' % describe(exc))
+        return {}
+    found = _snapshotters.unusable_images(images, checked)
+    result['unusable'] = {'checked': True, 'snapshotter': snapshotter, 'found': sorted(found)}
+    return {image_id: (_snapshotters.unusable_reason(status, snapshotter),
+                       _snapshotters.unusable_but_kept(status, snapshotter)) for image_id, status in found.items()}
+
+
+def snapshotter_skip(run):
+    """Why phase 4 must not run on this node, or None: it runs only when the CRI uses exactly one
+    snapshotter (_snapshotters.content_prune_skip). Kept apart from ContentPhase.skip_reason so
+    that other skip rules stay separate. crictl that is there but fails (containerd down) fails
+    the phase; crictl not found skips it."""
+    snapshotters, exc = run.snapshotters()
+    if isinstance(exc, CommandError):
+        raise exc
+    if exc is not None:
+        return ('the CRI\'s snapshotters could not be read (%s): a RuntimeClass with a snapshotter of its own would '
+                'need the layer blobs the prune removes; content prune skipped' % describe(exc))
+    return _snapshotters.content_prune_skip(snapshotters)
 
 
 class ContentPhase(Phase):
@@ -290,13 +348,17 @@ class ContentPhase(Phase):
 
     def skip_reason(self):
         mirror = detect_peer_mirror(self.engine.peer_mirror_root)
-        if not mirror:
-            return None
-        message = ('%s: pruning content references removes the compressed layers this node serves to '
-                   'its peers, and images can no longer be exported' % mirror)
-        if self.settings['peer_mirror_action'] == 'skip':
+        message = mirror and ('%s: pruning content references removes the compressed layers this node serves to '
+                              'its peers, and images can no longer be exported' % mirror)
+        if mirror and self.settings['peer_mirror_action'] == 'skip':
             return message + ' (peer_mirror_action=skip)'
-        self.result['warnings'].append(message + '; set peer_mirror_action=skip to leave the content store alone')
+        unsafe = snapshotter_skip(self.engine)
+        snapshotters = self.engine.snapshotters()[0]
+        self.result['snapshotters'] = snapshotters.names() if snapshotters is not None else None
+        if unsafe:
+            return unsafe
+        if mirror:
+            self.result['warnings'].append(message + '; set peer_mirror_action=skip to leave the content store alone')
         return None
 
     def plan(self):

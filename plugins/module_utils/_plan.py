@@ -58,10 +58,12 @@ def plan_containers(containers, now_ns, created_min_age=3600, pods=None, namespa
                     pod_aware=True):
     """Exited containers, and created-never-started ones older than ``created_min_age``.
 
-    ``pods`` ({sandbox id: _node.Pod}) applies the kubelet's rules (``pod_aware``): in a live pod
-    the newest exited instance of each container name (init containers included) stays, older
-    ones go; in a pod that is not live every exited container goes. Without ``pods``, or with
-    ``pod_aware`` false, every exited container goes. ``namespaces``/``exclude_namespaces`` leave
+    ``pods`` ({sandbox id: _node.Pod}) applies the kubelet's rules (``pod_aware``; the kubelet's
+    evictableContainers): in a live pod the newest instance of each container name that is not
+    running stays, exited or only created (init containers included), older ones go; in a pod
+    that is not live every exited container goes. Without ``pods``, or with ``pod_aware`` false,
+    every exited container goes. A created container younger than ``created_min_age`` always
+    stays (the kubelet may be about to start it). ``namespaces``/``exclude_namespaces`` leave
     the containers of other namespaces (the pod's, else the container's kubelet label) alone
     either way.
     """
@@ -69,7 +71,7 @@ def plan_containers(containers, now_ns, created_min_age=3600, pods=None, namespa
     blunt = pods is None or not pod_aware
     newest = {}
     for pod in set((pods or {}).values()):
-        for name, c in pod.newest_exited().items():
+        for name, c in pod.newest_instances((CONTAINER_EXITED, CONTAINER_CREATED)).items():
             newest[(pod.key, name)] = c
     for c in sorted(containers, key=lambda x: (x.created_ns, x.id)):
         if c.state not in (CONTAINER_EXITED, CONTAINER_CREATED):
@@ -78,40 +80,52 @@ def plan_containers(containers, now_ns, created_min_age=3600, pods=None, namespa
         item['age'] = _age(now_ns, c.created_ns)
         pod = (pods or {}).get(c.pod_id)
         item['pod'] = pod.label if pod is not None else ''
+        created = c.state == CONTAINER_CREATED
+        what = ('created but never started, %s old (created_min_age %s)' % (
+            format_duration(item['age']), format_duration(created_min_age)) if created else 'exited')
         skip = namespace_filter(_namespace_of(c, pods), namespaces, exclude_namespaces)
         if skip:
             item['reason'] = skip
             plan.keep.append(item)
-        elif c.state == CONTAINER_CREATED:
-            if item['age'] >= created_min_age:
-                item['reason'] = 'created but never started, %s old (created_min_age %s)' % (
-                    format_duration(item['age']), format_duration(created_min_age))
-                plan.remove.append(item)
-            else:
-                item['reason'] = 'created %s ago, younger than created_min_age %s' % (
-                    format_duration(item['age']), format_duration(created_min_age))
-                plan.keep.append(item)
+        elif created and item['age'] < created_min_age:
+            item['reason'] = 'created %s ago, younger than created_min_age %s' % (
+                format_duration(item['age']), format_duration(created_min_age))
+            plan.keep.append(item)
         elif blunt:
-            item['reason'] = 'exited'
+            item['reason'] = what
             plan.remove.append(item)
         elif pod is None:
-            item['reason'] = 'exited, and its sandbox %s is not listed' % short_id(c.pod_id)
+            item['reason'] = '%s, and its sandbox %s is not listed' % (what, short_id(c.pod_id))
             plan.remove.append(item)
         else:
             live, why = pod.liveness()
             kept = newest.get((pod.key, c.name))
             if not live:
-                item['reason'] = 'exited, and pod %s is not live: %s' % (pod.label, why)
+                item['reason'] = '%s, and pod %s is not live: %s' % (what, pod.label, why)
                 plan.remove.append(item)
             elif kept is None or kept.id == c.id:
-                item['reason'] = ('newest exited instance of %s (attempt %d) in live pod %s (%s): the kubelet '
-                                  'keeps it for its status, restart count and logs' % (c.name, c.attempt, pod.label, why))
+                item['reason'] = _newest_reason(c, pod, why)
                 plan.keep.append(item)
             else:
-                item['reason'] = 'older exited instance of %s (attempt %d; attempt %d, %s, is kept) in live pod %s' % (
-                    c.name, c.attempt, kept.attempt, short_id(kept.id), pod.label)
+                item['reason'] = _older_reason(c, kept, pod)
                 plan.remove.append(item)
     return plan
+
+
+def _newest_reason(c, pod, why):
+    if c.state == CONTAINER_EXITED:
+        return ('newest exited instance of %s (attempt %d) in live pod %s (%s): the kubelet keeps it for its status, '
+                'restart count and logs' % (c.name, c.attempt, pod.label, why))
+    return ('newest instance of %s (attempt %d, created, never started) in live pod %s (%s): the kubelet keeps the '
+            'newest instance of each container that is not running, started or not' % (c.name, c.attempt, pod.label, why))
+
+
+def _older_reason(c, kept, pod):
+    if c.state == CONTAINER_EXITED and kept.state == CONTAINER_EXITED:
+        return 'older exited instance of %s (attempt %d; attempt %d, %s, is kept) in live pod %s' % (
+            c.name, c.attempt, kept.attempt, short_id(kept.id), pod.label)
+    return 'older instance of %s (attempt %d, %s; attempt %d, %s, %s, is kept) in live pod %s' % (
+        c.name, c.attempt, state_word(c.state), kept.attempt, short_id(kept.id), state_word(kept.state), pod.label)
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +204,7 @@ def _describe_user(c, more):
 
 
 def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, manifest_ages=None,
-                removed_containers=(), retention=None, image_volumes=None):
+                removed_containers=(), retention=None, image_volumes=None, unusable=None):
     """Unused images with the semantics of ``crictl rmi --prune``, plus the collection's guards.
 
     ``images``, ``containers``: lists of _cri.Image / _cri.Container. An image is in use when any
@@ -203,6 +217,11 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
     is named, images that look like one are kept (a runtime that pins one may have used others
     before: a changed sandbox image). ``retention`` (a _retention.Retention) then keeps a warm
     cache of recently used images.
+
+    ``unusable``: {image id: (reason to remove it, note when it is kept)} of the images the CRI
+    cannot unpack again (_snapshotters.unusable_images): one that no rule above keeps goes
+    whatever its age and last use (image_min_age, image_unused_for: the kubelet must pull it
+    again anyway); one that is kept (in use, mounted, pinned, sandbox image, excluded) says so.
     """
     plan = Plan('images')
     removed = set(removed_containers or ())
@@ -252,6 +271,10 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
         elif pattern:
             item['reason'] = 'excluded by pattern %r' % pattern
             plan.keep.append(item)
+        elif image.id in (unusable or {}):
+            item['reason'] = unusable[image.id][0]
+            item['unusable'] = True
+            plan.remove.append(item)
         elif min_age and age is None:
             item['reason'] = ('age unknown (no manifest in the content store names it); kept because '
                               'image_min_age is set')
@@ -269,6 +292,9 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, m
                 reason = 'unused'
             item['reason'] = reason
             plan.remove.append(item)
+    for item in plan.keep:
+        if item['id'] in (unusable or {}):
+            item['reason'] += unusable[item['id']][1]
     if retention is not None:
         retention.apply(plan)
     if unknown_sandbox and not pins_a_sandbox_image(images):

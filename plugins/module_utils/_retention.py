@@ -51,7 +51,9 @@ class Retention:
         if self.unused_for:
             removable = []
             for item in plan.remove:
-                if not self.trust_ages or self.last(item['id'])[0] < self.unused_for:
+                if item.get('unusable'):
+                    removable.append(item)   # the kubelet must pull it again: no warm cache
+                elif not self.trust_ages or self.last(item['id'])[0] < self.unused_for:
                     warm.append(item)
                 else:
                     item['reason'] += '; %s (image_unused_for %s)' % (

@@ -14,6 +14,11 @@ description:
     (C(ctr images export)), and the node can no longer serve their layers to peers (Spegel, the k3s and
     RKE2 embedded registry mirror) until they are pulled again. When such a mirror is detected, the module
     warns, or skips with O(peer_mirror_action=skip).
+  - After the prune an image cannot be unpacked again. So the prune runs only when the CRI uses exactly one
+    snapshotter, as C(crictl info) and C(crictl imagefsinfo) report them; a RuntimeClass whose runtime handler
+    names a snapshotter of its own, or snapshotters that cannot be read (crictl not found - set O(crictl_path)),
+    skip it and say why in RV(skip_reason). Otherwise a pod of such a class would fail with
+    C(CreateContainerError) for as long as its image is listed.
   - Check mode runs the prune with C(--dry) and reports the blobs a real run would free, computed from the
     content store listing. A real run reports the blobs that really disappeared.
 author:
@@ -88,7 +93,8 @@ labels_removed:
   type: int
   sample: 5
 skipped:
-  description: Whether the prune was skipped because this node serves images to peers.
+  description: Whether the prune was skipped - this node serves images to peers, or the CRI uses more than one
+    snapshotter, or its snapshotters could not be read.
   returned: always
   type: bool
 skip_reason:

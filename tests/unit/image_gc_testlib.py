@@ -23,7 +23,7 @@ from testlib.fixtures import (
 from testlib.lock_holder import lock_held_elsewhere
 from testlib.metrics import metric_names, runner_textfile
 from testlib.module_harness import ModuleExit, documented_returns, failure_before_any_command, run_module
-from testlib.node_sim import inspect_reply, node_runner
+from testlib.node_sim import images_check_reply, inspect_reply, node_runner
 from testlib.stub_runner import StubRunner, UnexpectedCommand, command_key
 
 __all__ = [
@@ -31,7 +31,8 @@ __all__ = [
     'IMG_OLD_BUSYBOX1', 'IMG_PAUSE', 'IMG_UNUSED3', 'NOW_NS', 'NO_PEER_ROOT', 'SOCKET', 'V16', 'V21', 'VERSIONS',
     'ModuleExit', 'Reply', 'StubRunner', 'UnexpectedCommand', 'command_key', 'crictl_warning', 'deep',
     'deleted_lines', 'derived_pods_after', 'derived_ps_after', 'documented_returns', 'failure_before_any_command',
-    'fake_discovery', 'fixture_json', 'fixture_path', 'fixture_text', 'ids', 'inspect_reply', 'json_reply',
+    'fake_discovery', 'fixture_json', 'fixture_path', 'fixture_text', 'ids', 'images_check_reply', 'inspect_reply',
+    'json_reply',
     'lock_held_elsewhere', 'make_engine', 'metric_names', 'node_discovery', 'node_runner', 'recorded',
     'run_module', 'run_phase', 'runner_textfile', 'stub_engine',
 ]

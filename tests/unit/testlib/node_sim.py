@@ -21,6 +21,25 @@ def inspect_reply(version, ids, volumes=None):
     return Reply(0, json.dumps(entries[0] if len(entries) == 1 else entries), crictl_warning(version))
 
 
+def images_check_reply(images_json, unusable=()):
+    """``ctr images check --snapshotter overlayfs``: DERIVED from the shape recorded in
+    tests/fixtures/ctr-images-check/ (a space-aligned table; the CRI's own ``sha256:<id>`` name
+    listed beside the image's tags and digests): every image of ``images_json`` (crictl images)
+    complete and unpacked, but those in ``unusable`` (ids): incomplete (2/3) and not unpacked."""
+    rows = []
+    for image in json.loads(images_json)['images']:
+        bad = image['id'] in unusable
+        for name in (image.get('repoTags') or []) + (image.get('repoDigests') or []) + [image['id']]:
+            rows.append((name, 'incomplete (2/3)' if bad else 'complete (3/3)', 'false' if bad else 'true'))
+    width = max([len(r[0]) for r in rows] + [3]) + 1
+    mt = 'application/vnd.oci.image.manifest.v1+json'
+    digest = 'sha256:' + '0' * 64
+    lines = ['%-*s%-43s%-72s%-17s%-16s%s ' % (width, 'REF', 'TYPE', 'DIGEST', 'STATUS', 'SIZE', 'UNPACKED')]
+    for name, status, unpacked in rows:
+        lines.append('%-*s%-43s%-72s%-17s%-16s%s' % (width, name, mt, digest, status, '1.9 MiB/1.9 MiB', unpacked))
+    return Reply(0, '\n'.join(lines) + '\n', '')
+
+
 def node_runner(version, state='before'):
     """A stub that plays the recorded sequence of ``version``.
 
@@ -57,6 +76,9 @@ def node_runner(version, state='before'):
             return content_after_rmi
         return content_before
 
+    def images_check(argv, runner):
+        return images_check_reply(images(argv, runner).out)
+
     def rm(argv, runner):
         # DERIVED from rm.out: crictl prints each removed id on stdout.
         ids = list(command_key(argv)[2:])
@@ -84,6 +106,7 @@ def node_runner(version, state='before'):
         'crictl rmi': rmi,
         'crictl inspect': inspect,
         'ctr content ls': content,
+        'ctr images check': images_check,
         'ctr content prune references --dry': recorded(version, 'ctr-prune-dry'),
         'ctr content prune references': recorded(version, 'ctr-prune'),
     })

@@ -22,6 +22,8 @@ PODS = CRICTL_PREFIX + ['pods', '--output', 'json']
 IMAGES = CRICTL_PREFIX + ['images', '--output', 'json']
 INFO = CRICTL_PREFIX + ['info', '--output', 'json']
 CONTENT_LS = CTR_PREFIX + ['content', 'ls']
+IMAGEFSINFO = CRICTL_PREFIX + ['imagefsinfo', '--output', 'json']
+IMAGES_CHECK = CTR_PREFIX + ['images', 'check', '--snapshotter', 'overlayfs']
 
 
 def inspect(*names, version=V16):
@@ -88,12 +90,14 @@ def test_bad_setting_runs_no_command_and_no_discovery():
 def expected_real_commands(version):
     """Phase 2 plans with phase 1's listing, phase 3 with both and the images; one crictl inspect
     of the containers that stay (image volumes); containers are listed again right before the rmi
-    batch; crictl info only on 1.6, which pins no image that looks like a sandbox image."""
+    batch; crictl info and imagefsinfo once (the sandbox image on 1.6, which pins no image that
+    looks like one; the CRI's snapshotters), then ctr images check for the images the CRI
+    cannot unpack again."""
     ids_ = IDS[version]
     return [
         PS, CRICTL_PREFIX + ['rm', ids_['exit0'], ids_['exit1']],
         PODS, CRICTL_PREFIX + ['rmp', ids_['feas-a']],
-        IMAGES] + ([INFO] if version == V16 else []) + [
+        IMAGES, INFO, IMAGEFSINFO, IMAGES_CHECK,
         inspect('sleeper', version=version),
         PS, CRICTL_PREFIX + ['rmi', IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1],
         CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references'], CONTENT_LS,
@@ -137,8 +141,8 @@ def test_check_mode_runs_no_removal_and_reports_what_the_real_run_removes(versio
     check_runner = node_runner(version)
     check = run_all(four(check_runner, peer_root=peer_root), check_mode=True)
     assert check_runner.removals() == []
-    assert check_runner.calls == [PS, PODS, IMAGES] + ([INFO] if version == V16 else []) + [
-        inspect('sleeper', version=version), CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
+    assert check_runner.calls == [PS, PODS, IMAGES, INFO, IMAGEFSINFO, IMAGES_CHECK,
+                                  inspect('sleeper', version=version), CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
     real = run_all(four(node_runner(version), peer_root=peer_root), check_mode=False)
     for phase in ('containers', 'sandboxes', 'images'):
         assert ids(check[phase]['removed']) == ids(real[phase]['removed']), phase
@@ -352,7 +356,7 @@ def test_embedded_registry_false_is_no_mirror(peer_root):
 def test_content_check_mode_alone_runs_the_dry_prune_over_the_store_as_it_is(peer_root):
     runner = node_runner(V16)
     result = run_phase(make_engine(runner, peer_root=peer_root), 'content', check_mode=True)
-    assert runner.calls == [CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
+    assert runner.calls == [INFO, IMAGEFSINFO, CONTENT_LS, CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
     assert len(result['removed']) == 5          # every layer blob of the recorded store
     assert result['labels_removed'] == 5        # the dry run names 5 manifests
     assert result['bytes'] == 5 * 1028000
@@ -414,7 +418,7 @@ def test_content_phase_runs_no_prune_when_no_layer_label_is_left(check_mode, pee
     # the recorded store after a prune has no containerd.io/gc.ref.content.l.* label left
     runner = node_runner(V21, state='after')
     result = run_phase(make_engine(runner, peer_root=peer_root), 'content', check_mode=check_mode)
-    assert runner.calls == [CONTENT_LS]
+    assert runner.calls == [INFO, IMAGEFSINFO, CONTENT_LS]
     assert result['changed'] is False and result['removed'] == [] and result['labels_removed'] == 0
 
 
@@ -437,6 +441,7 @@ def test_a_run_lists_each_kind_once_and_containers_again_before_each_rmi_batch(p
                      'rm',                                            # phase 1: the report's ps
                      'rmp',                                           # phase 2: the report's pods, ps less phase 1
                      'inspect',                                       # phase 3: image volumes of what stays
+                                                                      # (ctr images check: not crictl)
                      'ps', 'rmi',                                     # phase 3: containers afresh before the batch
                      'imagefsinfo']                                   # the report after: counts from the run
 
@@ -538,7 +543,7 @@ def test_disabled_phases_are_skipped_with_the_reason(peer_root):
     run = four(runner, settings={'containers': False, 'content': False}, peer_root=peer_root).run()
     skipped = dict((r['phase'], r['skip_reason']) for r in run['phases'] if r['status'] == 'skipped')
     assert skipped == {'containers': 'disabled (containers: false)', 'content': 'disabled (content: false)'}
-    assert runner.ran('crictl', 'rm') == [] and runner.ran('ctr') == []
+    assert runner.ran('crictl', 'rm') == [] and runner.ran('ctr', 'content') == []
 
 
 def test_below_disk_usage_threshold_every_phase_is_skipped(peer_root, monkeypatch):

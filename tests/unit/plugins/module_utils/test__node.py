@@ -109,3 +109,54 @@ def test_one_container_inspect_prints_an_object_not_a_list():
     sleeper = [c for c in node.current('containers') if c.name == 'sleeper']
     assert node.image_volumes(sleeper) == {IDS[V16]['sleeper']: ['docker.io/feas/vol:1']}
     assert isinstance(json.loads(runner.history[-1].stdout), dict)
+
+
+# -- issue 25, item 5: the kubelet's evict units (pod uid label, container name) ---------------
+
+def labelled(cid, pod_id, uid, name='app', state='CONTAINER_EXITED', created=0, attempt=0):
+    c = container(cid, pod_id, name=name, state=state, created=created, attempt=attempt)
+    c.pod_uid = uid
+    return c
+
+
+def test_a_container_whose_sandbox_is_not_listed_joins_the_pod_of_its_uid_label():
+    live = sandbox('s-new', 'u1', 'SANDBOX_READY', created=20, attempt=1)
+    older = labelled('c-old', 's-gone', 'u1', created=5, attempt=0)
+    newer = labelled('c-new', 's-gone', 'u1', created=6, attempt=1)
+    pods = _node.build_pods([live], [older, newer])
+    assert pods['s-gone'] is pods['s-new']
+    assert pods['s-new'].newest_exited()['app'].id == 'c-new'
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils import _plan
+    plan = _plan.plan_containers([older, newer], 100 * SEC, 0, pods)
+    assert plan.ids == ['c-old']
+    assert [i['id'] for i in plan.keep] == ['c-new']
+
+
+def test_containers_of_an_unlisted_sandbox_are_one_pod_the_kubelet_root_is_asked_about(tmp_path):
+    (tmp_path / 'pods' / 'u-tracked').mkdir(parents=True)
+    node = _node.Node(None, lambda: 0, kubelet_root=str(tmp_path))
+    a = labelled('c-a', 's-gone', 'u-tracked', created=1, attempt=0)
+    b = labelled('c-b', 's-gone', 'u-tracked', created=2, attempt=1)
+    unlabelled = container('c-x', 's-gone-too')
+    pods = _node.build_pods([], [a, b, unlabelled], node.tracked)
+    pod = pods['s-gone']
+    assert pod.uid == 'u-tracked' and pod.sandboxes == []
+    assert pod.liveness() == (True, 'the kubelet still tracks it (%s/pods/u-tracked exists)' % tmp_path)
+    assert pods['s-gone-too'].uid == '' and pods['s-gone-too'] is not pod     # no label: a pod of its own
+
+
+def test_the_uid_label_is_read_from_the_listing():
+    raw = {'id': 'c', 'podSandboxId': 's', 'metadata': {'name': 'app'}, 'state': 'CONTAINER_EXITED',
+           'labels': {'io.kubernetes.pod.uid': 'u-9'}}
+    assert Container(raw).pod_uid == 'u-9'
+
+
+def test_newest_instances_counts_created_ones():
+    s = sandbox('s1', 'u1')
+    exited = container('c0', 's1', created=1, attempt=0)
+    created = container('c1', 's1', state='CONTAINER_CREATED', created=2, attempt=1)
+    running = container('c2', 's1', name='side', state='CONTAINER_RUNNING', created=3)
+    pod = _node.build_pods([s], [exited, created, running])['s1']
+    assert {k: c.id for k, c in pod.newest_instances(('CONTAINER_EXITED', 'CONTAINER_CREATED')).items()} == {
+        'app': 'c1'}
+    assert {k: c.id for k, c in pod.newest_exited().items()} == {'app': 'c0'}

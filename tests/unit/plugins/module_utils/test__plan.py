@@ -529,3 +529,45 @@ def test_sandbox_images_are_a_list_and_another_pinned_image_is_not_the_sandbox_i
     pinned_pause = _img('sha256:p3', tags=['registry.k8s.io/pause:3.11'], pinned=True)
     plan = _plan.plan_images([old, pinned_pause], [])
     assert plan.ids == [] and plan.warnings == []
+
+
+# -- issue 25, item 5: the newest instance stays also when it is only created ----------------
+
+def _created_retry(version=V16, age_s=7200):
+    """DERIVED: a created-never-started attempt 1 of exit1 in the Ready pod feas-c, newer than exit1."""
+    data = fixture_json(version, 'ps-a.json')
+    retry = copy.deepcopy([c for c in data['containers'] if c['metadata']['name'] == 'exit1'][0])
+    retry['id'] = 'c' * 64
+    retry['metadata']['attempt'] = 1
+    retry['state'] = 'CONTAINER_CREATED'
+    retry['createdAt'] = str(int(retry['createdAt']) + 30 * SEC)
+    data['containers'].append(retry)
+    return data
+
+
+def test_the_newest_instance_only_created_in_a_live_pod_stays_past_created_min_age():
+    data = _created_retry()
+    now = newest_ns(V16) + 7200 * SEC
+    plan = _plan.plan_containers(containers(V16, data), now, 3600, pods=pods_of(V16, data))
+    kept = reasons(plan.keep)
+    assert kept['c' * 64].startswith('newest instance of exit1 (attempt 1, created, never started) in live pod '
+                                     'feas/feas-c (its newest sandbox fa9989b9e08be is Ready): the kubelet keeps')
+    assert reasons(plan.remove)[IDS[V16]['exit1']] == (
+        'older instance of exit1 (attempt 0, exited; attempt 1, ccccccccccccc, created, is kept) in live pod '
+        'feas/feas-c')
+    # pod_aware: false keeps today's rule: the created container goes past created_min_age
+    blunt = _plan.plan_containers(containers(V16, data), now, 3600)
+    assert reasons(blunt.remove)['c' * 64].startswith('created but never started, ')
+
+
+def test_a_created_container_in_a_pod_that_is_not_live_goes_past_created_min_age():
+    data = fixture_json(V16, 'ps-a.json')
+    for raw in data['containers']:
+        if raw['metadata']['name'] == 'exit0':          # pod feas-a: NotReady, untracked
+            raw['state'] = 'CONTAINER_CREATED'
+    now = newest_ns(V16) + 7200 * SEC
+    plan = _plan.plan_containers(containers(V16, data), now, 3600, pods=pods_of(V16, data))
+    assert reasons(plan.remove)[IDS[V16]['exit0']].startswith('created but never started, ')
+    assert ', and pod feas/feas-a is not live: ' in reasons(plan.remove)[IDS[V16]['exit0']]
+    young = _plan.plan_containers(containers(V16, data), now, 10 ** 6, pods=pods_of(V16, data))
+    assert reasons(young.keep)[IDS[V16]['exit0']].endswith('younger than created_min_age 11d13h46m40s')

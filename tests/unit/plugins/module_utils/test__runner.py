@@ -230,7 +230,7 @@ def test_disabled_phase_is_skipped(node):
     assert code == 0
     content = [e for e in events if e.get('phase') == 'content'][0]
     assert content['status'] == 'skipped' and content['skip_reason'] == 'disabled (content: false)'
-    assert not node.runners[0].ran('ctr')
+    assert not node.runners[0].ran('ctr', 'content')   # ctr images check serves the images phase
 
 
 def test_dry_run_removes_nothing_and_writes_no_report(node):

@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """ctr_content_prune: main() with the recorded ctr outputs behind a stub runner."""
 
+import json
 import re
 
 import pytest
@@ -9,11 +10,13 @@ import pytest
 from ansible_collections.nodemaint.image_gc.plugins.modules import ctr_content_prune
 
 from image_gc_testlib import (
-    CTR_PREFIX, IMG_UNUSED3, V16, V21, VERSIONS, documented_returns, failure_before_any_command,
-    fixture_text, ids, node_runner, recorded, run_module)
+    CRICTL_PREFIX, CTR, CTR_PREFIX, IMG_UNUSED3, SOCKET, V16, V21, VERSIONS, documented_returns, failure_before_any_command,
+    Reply, fake_discovery, fixture_text, ids, node_runner, recorded, run_module)
 
 LAYER_5F4D = 'sha256:5f4de468a2d94fad44b1fe435d8816e6a09e28f9f271edf57ce788021fd9fd55'
 LAYER_F51D = 'sha256:f51d6ffc6841a4945a2c9f5919c130cc077317b4d1f87750cc78e070b738bb4b'
+# the CRI's snapshotters, read before the prune (it runs only with exactly one)
+SNAPSHOTTERS = [CRICTL_PREFIX + ['info', '--output', 'json'], CRICTL_PREFIX + ['imagefsinfo', '--output', 'json']]
 
 
 @pytest.fixture
@@ -43,15 +46,15 @@ def check_against_return_doc(result):
 def test_check_mode_and_real_run_on_the_recorded_store(version, expected, args, monkeypatch):
     check_runner = after_rmi_runner(version)
     check = run_module(monkeypatch, ctr_content_prune, args, check_runner, check_mode=True).result
-    assert check_runner.calls == [CTR_PREFIX + ['content', 'ls'],
-                                  CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
+    assert check_runner.calls == SNAPSHOTTERS + [CTR_PREFIX + ['content', 'ls'],
+                                                 CTR_PREFIX + ['content', 'prune', 'references', '--dry']]
     assert ids(check['blobs']) == expected
     assert check['changed'] is True
     check_against_return_doc(check)
     runner = after_rmi_runner(version)
     real = run_module(monkeypatch, ctr_content_prune, args, runner).result
-    assert runner.calls == [CTR_PREFIX + ['content', 'ls'], CTR_PREFIX + ['content', 'prune', 'references'],
-                            CTR_PREFIX + ['content', 'ls']]
+    assert runner.calls == SNAPSHOTTERS + [CTR_PREFIX + ['content', 'ls'], CTR_PREFIX + ['content', 'prune', 'references'],
+                                           CTR_PREFIX + ['content', 'ls']]
     assert ids(real['blobs']) == expected
     assert real['content_space_reclaimed'] == 1028000 * len(expected)
     assert real['labels_removed'] == len(expected)
@@ -82,6 +85,40 @@ def test_peer_mirror_skip(args, monkeypatch, peer_root):
     assert 'embedded registry mirror is enabled' in result['skip_reason']
     assert runner.calls == []
     check_against_return_doc(result)
+
+
+def test_a_runtime_handler_with_its_own_snapshotter_skips_the_prune(args, monkeypatch):
+    """DERIVED: the recorded crictl info with a RuntimeClass handler whose snapshotter is devmapper."""
+    info = json.loads(fixture_text(V16, 'info.json'))
+    info['config']['containerd']['runtimes']['kata'] = {'runtimeType': 'io.containerd.kata.v2', 'snapshotter': 'devmapper'}
+    runner = after_rmi_runner(V16)
+    runner.on('crictl info --output json', Reply(0, json.dumps(info), ''))
+    for check_mode in (True, False):
+        result = run_module(monkeypatch, ctr_content_prune, args, runner, check_mode=check_mode).result
+        assert result['skipped'] is True and result['changed'] is False and result['blobs'] == []
+        assert result['skip_reason'].startswith('the CRI uses more than one snapshotter (overlayfs; devmapper for '
+                                                'runtime handler kata)')
+        check_against_return_doc(result)
+    assert runner.ran('ctr') == []
+
+
+def test_without_crictl_the_snapshotters_are_unknown_and_the_prune_is_skipped(args, monkeypatch):
+    runner = after_rmi_runner(V21)
+    no_crictl = fake_discovery(env={'PATH': '/usr/bin'}, executables={CTR}, sockets={SOCKET})
+    result = run_module(monkeypatch, ctr_content_prune, args, runner, discovery=no_crictl).result
+    assert result['skipped'] is True and result['changed'] is False
+    assert result['skip_reason'].startswith("the CRI's snapshotters could not be read (crictl not found"), \
+        result['skip_reason']
+    assert runner.calls == []
+
+
+def test_crictl_that_cannot_reach_containerd_fails_the_prune_naming_the_socket(args, monkeypatch):
+    runner = after_rmi_runner(V21)
+    runner.on('crictl info --output json', recorded(V21, 'crictl-nosocket'))
+    out = run_module(monkeypatch, ctr_content_prune, args, runner)
+    assert out.failed
+    assert 'is containerd running' in out.result['msg'] and 'runtime_endpoint' in out.result['msg']
+    assert runner.ran('ctr') == []
 
 
 def test_ctr_no_socket_fails(args, monkeypatch):
