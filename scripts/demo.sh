@@ -119,6 +119,10 @@ image_gc_image_min_age=0s
 # the lab runs no kubelet, so no kubelet root is found live and every pod would count as live: its
 # kubelet root is an empty one (the kubelet tracks none of the lab's pods), set as an operator would
 image_gc_kubelet_root=$LAB_DIR/kubelet
+# The demo's own image policy: every unused image goes. The collection's default
+# (image_unused_for 21d) keeps an image used, or first seen, within 21 days, so on this
+# fresh lab it would keep them all; a node keeps its default.
+image_gc_image_unused_for=0s
 EOF
 mkdir -p "$LAB_DIR/kubelet/pods"
 
@@ -128,6 +132,7 @@ run_prune() {
     -e '{"image_gc_image_exclude": ["docker.io/feas/keep:*"]}' "$@"
 }
 
+log "the demo's inventory sets image_gc_image_unused_for=0s: every unused image goes (the default keeps 21 days of use)"
 banner "Dry run: ansible-playbook nodemaint.image_gc.prune --check"
 run_prune --check
 

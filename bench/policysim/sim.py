@@ -3,12 +3,18 @@
 Model (stated in docs/performance.md): a pod start needs each of its images on disk; an image
 not there is pulled at once (a pull: its bytes, a start that waited); the first pull of an image
 is a cold miss, any later one a re-pull. A pod's containers run for ``duration``, then are listed
-as exited for ``linger`` seconds (unless the collection's phase 1 removes them first), then are
-gone. Images in use by a listed container are never removed (both policies keep them). The image
-filesystem holds ``base_bytes`` plus the size of every image on it: the usage the disk target
-reads is exactly that sum, so a target projected from image sizes (today) and one measured by
-re-reading the filesystem after each batch (issue 19) remove the same images here.
-At one instant: pods end, exited containers go, the collection runs, the kubelet runs, pods start.
+as exited for ``linger`` seconds while the kubelet still tracks the pod (a Job pod kept by its
+history limit), unless something removes them first, then the pod and its containers are gone.
+No policy removes an image a listed container uses (running or exited). The image filesystem
+holds ``base_bytes`` plus the size of every image on it: the usage every policy reads is exactly
+that sum, so a disk target projected from image sizes and one measured by re-reading the
+filesystem after each batch remove the same images here.
+
+At one instant: pods end, pods go, the collection runs, its observation pass runs, the kubelet's
+image GC runs, the kubelet's eviction manager checks, pods start. The eviction manager checks
+every 10 s (pkg/kubelet/eviction/eviction_manager.go, monitoringInterval); only a pull raises the
+usage, so a check is scheduled at the first 10-second tick after each pull that leaves the
+filesystem below ``imagefs.available`` 15%, which is what a check every 10 s would find.
 """
 
 import hashlib
@@ -17,22 +23,41 @@ import heapq
 from plugins.module_utils import _cri
 
 RUNNING = 'CONTAINER_RUNNING'
-END, GONE, COLLECTION, KUBELET, START = range(5)
+END, GONE, COLLECTION, OBSERVE, KUBELET, EVICTION, START = range(7)
+KINDS = {'collection': COLLECTION, 'observe': OBSERVE, 'kubelet': KUBELET}
+EVICTION_TICK = 10
 
 
 def image_id(ref):
     return 'sha256:' + hashlib.sha256(ref.encode()).hexdigest()
 
 
+def container_id(number, k):
+    return '%060x%04x' % (number, k)
+
+
+def sandbox_id(number):
+    return '%064x' % number
+
+
+def usage_percent(used, disk):
+    """The kubelet's image filesystem usage, a whole percentage: ``100 - int(available*100/capacity)``
+    (pkg/kubelet/images/image_gc_manager.go, GarbageCollect). 84.5% used is 85."""
+    return 100 - (disk - used) * 100 // disk
+
+
 class Node(object):
-    """What is on the node: images (id -> _cri.Image), containers (id -> _cri.Container), usage."""
+    """What is on the node: images (id -> _cri.Image), containers (id -> _cri.Container), usage,
+    and the pods the kubelet still tracks (trace index -> pod name)."""
 
     def __init__(self, disk_bytes, base_bytes, metrics):
         self.disk_bytes, self.used = disk_bytes, base_bytes
         self.images, self.pulled_at, self.containers, self.users = {}, {}, {}, {}
+        self.tracked = {}           # trace index -> pod name, from its start until it is gone
         self.metrics = metrics
         self.now = 0
         self.last_end = {}          # image id -> when a pod last stopped running with it
+        self.watchers = []          # called with the image id when an image is removed
 
     def listed_containers(self):
         return list(self.containers.values())
@@ -56,6 +81,9 @@ class Node(object):
             if c is not None:
                 self._use(c.image_ref, -1)
 
+    def exited_ids(self):
+        return [c.id for c in self.containers.values() if c.state == _cri.CONTAINER_EXITED]
+
     def remove_image(self, iid):
         if iid in self.users:
             raise AssertionError('a policy removed image %s while a container uses it' % iid)
@@ -63,6 +91,8 @@ class Node(object):
         del self.pulled_at[iid]
         self.metrics.disk(self.used - image.size)
         self.used -= image.size
+        for watcher in self.watchers:
+            watcher(iid)
 
     def pull(self, ref, size, now):
         iid = image_id(ref)
@@ -74,40 +104,59 @@ class Node(object):
     def start(self, number, start, now):
         """Pulls what is missing; returns the (ref, size) pulled. Creates one running container per image."""
         pulled = []
+        self.tracked[number] = start.pod
         for k, (ref, size) in enumerate(start.images):
             iid = image_id(ref)
             if iid not in self.images:
                 self.pull(ref, size, now)
                 pulled.append((ref, size))
-            cid = '%060x%04x' % (number, k)
+            cid = container_id(number, k)
             self.containers[cid] = _cri.Container({
-                'id': cid, 'podSandboxId': '%064x' % number, 'state': RUNNING, 'createdAt': now * 10 ** 9,
+                'id': cid, 'podSandboxId': sandbox_id(number), 'state': RUNNING, 'createdAt': now * 10 ** 9,
                 'image': {'image': ref}, 'imageRef': iid, 'metadata': {'name': 'c%d' % k},
-                'labels': {'io.kubernetes.pod.name': start.pod}})
+                'labels': {'io.kubernetes.pod.name': start.pod, 'io.kubernetes.pod.namespace': 'default'}})
             self._use(iid, 1)
         return pulled
 
     def end(self, number, start):
         for k, (ref, dummy) in enumerate(start.images):
-            c = self.containers.get('%060x%04x' % (number, k))
+            c = self.containers.get(container_id(number, k))
             if c is not None:
                 c.state = _cri.CONTAINER_EXITED
             self.last_end[image_id(ref)] = self.now
+
+    def gone(self, number, start):
+        self.tracked.pop(number, None)
+        self.remove_containers([container_id(number, k) for k in range(len(start.images))])
+
+    def below_eviction_line(self, percent):
+        """``imagefs.available`` < ``percent``% of the capacity (the eviction manager's signal)."""
+        return (self.disk_bytes - self.used) * 100 < percent * self.disk_bytes
 
 
 class Metrics(object):
     """Pulls and the disk's usage over time (exact: usage is piecewise constant)."""
 
-    def __init__(self, disk_bytes, base_bytes, start=0):
+    def __init__(self, disk_bytes, base_bytes, start=0, high=85, eviction=15):
         self.disk_bytes, self.base = disk_bytes, base_bytes
+        self.high, self.eviction = high, eviction
         self.now, self.level = start, base_bytes
         self.segments = {}           # usage -> seconds at it
         self.cold = self.repulls = self.repull_bytes = self.waited = self.waited_repull = 0
         self.seen = set()
+        self.repulled = []           # (when, ref) of every re-pull
+        self.hourly = {}             # hour -> image byte-seconds in it (the interval bound's budgets)
 
     def advance(self, now):
         if now > self.now:
             self.segments[self.level] = self.segments.get(self.level, 0) + now - self.now
+            images = self.level - self.base
+            t = self.now
+            while t < now:
+                hour = t // 3600
+                step = min(now, (hour + 1) * 3600) - t
+                self.hourly[hour] = self.hourly.get(hour, 0) + images * step
+                t += step
             self.now = now
 
     def disk(self, level):
@@ -115,6 +164,7 @@ class Metrics(object):
 
     def pod_start(self, pulled):
         again = [(ref, size) for ref, size in pulled if ref in self.seen]
+        self.repulled.extend((self.now, ref) for ref, dummy in again)
         self.cold += len(pulled) - len(again)
         self.repulls += len(again)
         self.repull_bytes += sum(size for dummy, size in again)
@@ -131,27 +181,44 @@ class Metrics(object):
             if p95 is None and acc >= 0.95 * total:
                 p95 = pct[level]
         mean = sum(level * t for level, t in self.segments.items()) / total
+        over = [level for level in self.segments if usage_percent(level, self.disk_bytes) >= self.high]
+        evicting = [level for level in self.segments
+                    if (self.disk_bytes - level) * 100 < self.eviction * self.disk_bytes]
         return {'cold': self.cold, 'repulls': self.repulls, 'repull_bytes': self.repull_bytes,
+                'repulled': list(self.repulled),
                 'waited': self.waited, 'waited_repull': self.waited_repull,
                 'peak': max(pct.values() or [100.0 * self.base / self.disk_bytes]), 'p95': p95 or 0.0,
                 'mean': 100.0 * mean / self.disk_bytes,
                 'image_byte_seconds': sum((level - self.base) * t for level, t in self.segments.items()),
-                'hours_over_85': sum(t for level, t in self.segments.items() if pct[level] >= 85) / 3600.0}
+                'hourly': dict(self.hourly),
+                'hours_over_85': sum(self.segments[level] for level in over) / 3600.0,
+                'seconds_evicting': sum(self.segments[level] for level in evicting)}
 
 
 def replay(trace, policies):
-    """Replays ``trace`` through ``policies`` (objects with ``period``, ``kind`` and ``run(node,
-    now)``, run in the order given at equal times) up to ``trace.horizon``; the figures."""
-    metrics = Metrics(trace.disk_bytes, trace.base_bytes)
+    """Replays ``trace`` through ``policies`` (objects with ``kind``, ``times(horizon)`` and
+    ``run(node, now)``; a kubelet policy also ``evict(node, now)``) up to ``trace.horizon``; the figures."""
+    kubelets = [p for p in policies if p.kind == 'kubelet']
+    metrics = Metrics(trace.disk_bytes, trace.base_bytes,
+                      high=kubelets[0].high if kubelets else 85,
+                      eviction=kubelets[0].eviction if kubelets and kubelets[0].eviction else 15)
     node = Node(trace.disk_bytes, trace.base_bytes, metrics)
+    for policy in policies:
+        if hasattr(policy, 'attach'):
+            policy.attach(node)
     events = []
     for n, s in enumerate(trace.starts):
         if s.t < trace.horizon:
             events.append((s.t, START, n))
     for order, policy in enumerate(policies):
-        kind = COLLECTION if policy.kind == 'collection' else KUBELET
-        events.extend((t, kind, order) for t in range(policy.period, trace.horizon, policy.period))
+        events.extend((t, KINDS[policy.kind], order) for t in policy.times(trace.horizon))
     heapq.heapify(events)
+    checks = set()                  # eviction-manager ticks already scheduled
+
+    def check(kubelet, tick):
+        if tick not in checks:
+            checks.add(tick)
+            heapq.heappush(events, (tick, EVICTION, policies.index(kubelet)))
     while events:
         now, kind, n = heapq.heappop(events)
         if now >= trace.horizon:
@@ -160,14 +227,23 @@ def replay(trace, policies):
         node.now = now
         if kind == START:
             s = trace.starts[n]
-            metrics.pod_start(node.start(n, s, now))
+            pulled = node.start(n, s, now)
+            metrics.pod_start(pulled)
             heapq.heappush(events, (now + s.duration, END, n))
+            for kubelet in kubelets:
+                if pulled and kubelet.eviction and node.below_eviction_line(kubelet.eviction):
+                    check(kubelet, (now // EVICTION_TICK + 1) * EVICTION_TICK)
         elif kind == END:
             s = trace.starts[n]
             node.end(n, s)
             heapq.heappush(events, (now + s.linger, GONE, n))
         elif kind == GONE:
-            node.remove_containers(['%060x%04x' % (n, k) for k in range(len(trace.starts[n].images))])
+            node.gone(n, trace.starts[n])
+        elif kind == EVICTION:
+            checks.discard(now)
+            policies[n].evict(node, now)
+            if node.below_eviction_line(policies[n].eviction):      # not resolved: checked again in 10 s
+                check(policies[n], now + EVICTION_TICK)
         else:
             policies[n].run(node, now)
     metrics.advance(trace.horizon)
@@ -176,5 +252,6 @@ def replay(trace, policies):
     out['runs'] = collection[0].runs if collection else None
     out['empty_runs'] = collection[0].empty_runs if collection else None
     out['blind'] = collection[0].blind if collection else None
-    out['kubelet_passes'] = sum(p.passes for p in policies if p.kind == 'kubelet')
+    out['kubelet_passes'] = sum(p.passes for p in kubelets)
+    out['evictions'] = sum(p.evictions for p in kubelets)
     return out

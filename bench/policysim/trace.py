@@ -5,7 +5,7 @@ pod start::
 
     {"node": "my-node", "disk_bytes": 64000000000, "base_bytes": 22000000000, "horizon": 2419200}
     {"t": 3600, "pod": "web-7f9c", "duration": 86400, "images": [{"ref": "ghcr.io/me/web:1.2", "size": 734003200}]}
-    {"t": 7200, "pod": "backup-29", "duration": 600, "linger": 10800, "images": [["docker.io/restic/restic:0.17", 41000000]]}
+    {"t": 7200, "pod": "backup-29", "duration": 600, "linger": 10800, "images": [["docker.io/restic/restic:0.17", 65000000]]}
 
 ``t``: seconds from the start of the trace; ``duration``: seconds the pod runs (its containers
 are running); ``linger`` (default 0): seconds its exited containers stay listed after it ends

@@ -10,7 +10,8 @@ description:
   - Phase 1 and 3 of the node image GC. Removes exited containers (C(crictl rm)) by the kubelet's rules
     (O(pod_aware)) - in a live pod the newest exited instance of each container stays - and
     created-never-started containers older than O(created_min_age).
-  - Then removes images that no container uses (C(crictl rmi)), with the semantics of C(crictl rmi --prune);
+  - Then removes images that no container uses (C(crictl rmi)) and that were last used (never used - first
+    seen) longer ago than O(image_unused_for), 21 days by default; with V(0s), the semantics of C(crictl rmi --prune);
     an image used by any container that stays, exited ones included, or mounted by one as an image volume,
     is in use, and pinned images are kept. An empty container listing while sandboxes are Ready removes no
     image.

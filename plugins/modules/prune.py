@@ -9,8 +9,9 @@ version_added: 0.1.0
 description:
   - Runs the four phases of the node image GC in one invocation, in order, under the run lock shared with
     the C(node-image-gc) timer - (1) exited containers (C(crictl rm)), (2) NotReady pod sandboxes older than
-    O(sandbox_min_age) (C(crictl rmp)), both by the kubelet's rules (O(pod_aware)), (3) images no container uses (C(crictl rmi), the semantics of
-    C(crictl rmi --prune) plus guards), (4) the containerd content store (C(ctr content prune references)).
+    O(sandbox_min_age) (C(crictl rmp)), both by the kubelet's rules (O(pod_aware)), (3) images no container
+    uses, last used longer ago than O(image_unused_for) (C(crictl rmi); with V(0s) the semantics of
+    C(crictl rmi --prune), plus guards), (4) the containerd content store (C(ctr content prune references)).
   - Each phase is failure-tolerant - a failing phase is reported in RV(phases) and RV(failed_phases) and the
     next one still runs. The task fails only with O(fail_on_phase_error=true).
   - Reads the disk state before and after (RV(disk_before), RV(disk_after)).

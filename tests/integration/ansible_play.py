@@ -101,9 +101,11 @@ def state_args(lab):
     return dict(lock_args(lab), image_record_path=os.path.join(lab.base, 'images.json'))
 
 
-# The lab's images were imported seconds ago: image_min_age (default 10m) would keep every one.
-# Tests about what goes pass this to the modules that plan images; tests of the guard do not.
-FRESH_IMAGES = {'image_min_age': '0s'}
+# The lab's images were imported seconds ago and no run has seen a pod use them: image_min_age
+# (default 10m) and image_unused_for (the default keeps an image used, or first seen, within the last
+# 21 days) would keep every one. Tests about which unused images go pass this policy - every unused
+# image, however new - to the modules that plan images; tests of the guards and of the default policy do not.
+FRESH_IMAGES = {'image_min_age': '0s', 'image_unused_for': '0s'}
 
 
 def without_record(args):

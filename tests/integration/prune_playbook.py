@@ -51,6 +51,7 @@ def inventory_vars(lab, **extra):
         'image_gc_lock_path': os.path.join(lab.base, 'run.lock'),
         'image_gc_image_record_path': os.path.join(lab.base, 'images.json'),
         'image_gc_image_min_age': '0s',          # the lab's images are seconds old
+        'image_gc_image_unused_for': '0s',       # every unused image goes (the default keeps 21 days of use)
         'image_gc_lock_wait': '30s',
     }
     values.update(extra)

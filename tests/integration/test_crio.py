@@ -5,7 +5,8 @@ removes the garbage of phases 1-3 and reports phase 4 as not applicable, without
 The node's layout: the lab's socket is linked at ``<node>/var/run/crio/crio.sock`` and discovery's root
 (``Discovery(root=...)``, ``/`` on a node) is ``<node>``: the well-known socket is found as on a node,
 nothing else is given (no endpoint, no CONTAINER_RUNTIME_ENDPOINT). The only settings are the minimum
-ages, 0s: the lab's garbage is seconds old (the containerd tests do the same, FRESH_IMAGES).
+ages and image_unused_for, 0s: the lab's garbage is seconds old (the containerd tests do the same,
+FRESH_IMAGES).
 """
 
 import os
@@ -40,7 +41,7 @@ def crio_node_discovery(lab):
 
 def test_a_default_run_on_crio_removes_phases_1_to_3_and_skips_phase_4(lab, scenario):
     discovery, sock = crio_node_discovery(lab)
-    settings = {'image_min_age': '0s', 'sandbox_min_age': '0s',
+    settings = {'image_min_age': '0s', 'sandbox_min_age': '0s', 'image_unused_for': '0s',
                 'image_record_path': os.path.join(lab.base, 'images.json')}
     phases = ('containers', 'sandboxes', 'images', 'content', 'disk')
     before = runtime_state(lab)

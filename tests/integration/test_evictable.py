@@ -27,8 +27,10 @@ def clean(lab):
 
 
 def _settings(lab, **extra):
+    # the lab's objects are seconds old: no minimum age applies, and every unused image may go
+    # (image_unused_for 0s; the default keeps an image first seen within 21 days)
     settings = dict(runtime_args(lab), image_record_path=state_args(lab)['image_record_path'],
-                    sandbox_min_age='0s', image_min_age='0s', created_min_age='0s')
+                    sandbox_min_age='0s', image_min_age='0s', image_unused_for='0s', created_min_age='0s')
     settings.update(extra)
     return settings
 

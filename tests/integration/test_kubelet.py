@@ -129,10 +129,11 @@ def _wait_job_sandbox_notready(lab, timeout=60):
 
 def _run(lab, **extra):
     """A run of all four phases as the prune module runs them: the runtime's tools and endpoint,
-    the record's path, minimum ages 0s; nothing about the kubelet."""
+    the record's path, minimum ages 0s and image_unused_for 0s (the lab's objects are seconds old:
+    the default 21d would keep every image first seen now); nothing about the kubelet."""
     settings = dict(crictl_path=lab.crictl_bin, ctr_path=lab.ctr_bin, runtime_endpoint=lab.endpoint,
                     image_record_path=state_args(lab)["image_record_path"],
-                    created_min_age="0s", sandbox_min_age="0s", image_min_age="0s")
+                    created_min_age="0s", sandbox_min_age="0s", image_min_age="0s", image_unused_for="0s")
     settings.update(extra)
     assert "kubelet_root" not in settings
     run = Engine(settings, PHASES).run()

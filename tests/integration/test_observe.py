@@ -26,7 +26,7 @@ RUNNER = ('import sys; sys.path.insert(0, sys.argv[1]); '
 def _config(lab, **values):
     path = os.path.join(lab.base, 'observe-config.json')
     cfg = dict(runtime_args(lab), **state_args(lab))
-    cfg.update(image_exclude=EXCLUDE, image_min_age='0s', sandbox_min_age='0s',
+    cfg.update(image_exclude=EXCLUDE, image_min_age='0s', sandbox_min_age='0s', image_unused_for='0s',
                report_path=os.path.join(lab.base, 'observe-last-run.json'))
     cfg.update(values)
     with open(path, 'w') as handle:

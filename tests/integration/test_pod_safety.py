@@ -35,9 +35,10 @@ def clean(lab):
 
 
 def _settings(lab, **extra):
-    # the lab's objects are seconds old: no minimum age applies here
+    # the lab's objects are seconds old: no minimum age applies here, and every unused image may go
+    # (image_unused_for 0s): what stays, stays for the kubelet's rules, not for a recent use
     settings = dict(runtime_args(lab), image_record_path=state_args(lab)['image_record_path'],
-                    sandbox_min_age='0s', image_min_age='0s')
+                    sandbox_min_age='0s', image_min_age='0s', image_unused_for='0s')
     settings.update(extra)
     return settings
 

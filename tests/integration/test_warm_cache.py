@@ -2,7 +2,7 @@
 ``image_unused_for`` and the disk target.
 
 - through the prune module: an image whose last container was removed moments ago stays with
-  ``image_unused_for: 1h`` and goes with ``0s``;
+  ``image_unused_for: 1h`` and goes with ``0s``; a run with the defaults (21d) keeps it too;
 - through the node runner, run as its own process: the record survives a restart of containerd
   and of the runner (a later run still knows when the image was last used);
 - a corrupt record leaves every image whose last use is unknown in place;
@@ -58,6 +58,28 @@ def test_a_just_used_image_stays_with_unused_for_and_goes_without(lab, scenario)
     assert exitonly['id'] in removed and unused['id'] in removed
     assert exitonly['id'] not in runtime_state(lab)['images']
     assert exitonly['id'] not in json.load(open(state_args(lab)['image_record_path']))['images']
+
+
+def test_a_default_run_keeps_a_just_used_image(lab, scenario):
+    """The collection's default image_unused_for (21d, chosen by the policy replay, issue 26): a run
+    with no image policy of its own removes exit1 (the blunt mode, as _args) but keeps the image it
+    used moments ago, and the never-used one first seen now. image_min_age 0s so that only
+    image_unused_for decides (the lab's images are seconds old)."""
+    exitonly = scenario['images']['exitonly']
+    unused = scenario['images']['unused3']
+    args = dict(runtime_args(lab), **state_args(lab))
+    args.update(image_exclude=EXCLUDE, sandbox_min_age='0s', pod_aware=False, image_min_age='0s')
+    assert 'image_unused_for' not in args
+    res = run_tasks(lab, [('default', PRUNE, args)])
+    run = res['default']
+    assert not run.get('failed'), run
+    assert scenario['containers']['exit1']['id'] in [c['id'] for c in run['containers']]
+    kept = dict((i['id'], i['reason']) for i in run['images_kept'])
+    assert kept[exitonly['id']].startswith('unused, last used ') and kept[exitonly['id']].endswith(
+        '(image_unused_for 21d)'), kept[exitonly['id']]
+    assert kept[unused['id']].startswith('unused, never used, first seen ') and kept[unused['id']].endswith(
+        '(image_unused_for 21d)'), kept[unused['id']]
+    assert exitonly['id'] in runtime_state(lab)['images'] and unused['id'] in runtime_state(lab)['images']
 
 
 RUNNER = ('import sys; sys.path.insert(0, sys.argv[1]); '

@@ -26,7 +26,11 @@ def make_engine(runner, settings=None, phases=None, clock_ns=NOW_NS, peer_root=N
 
     ``image_min_age`` is 0s unless ``settings`` say otherwise: the recorded content stores say
     their manifests are seconds old (``ctr content ls`` AGE), so the default (10m) keeps every
-    image (test_default_image_min_age_keeps_the_recorded_fresh_images shows it).
+    image (test_default_image_min_age_keeps_the_recorded_fresh_images shows it). ``image_unused_for``
+    is 0s unless ``settings`` say otherwise, for the same reason: the recorded images were never seen
+    in use before, and the default (21d) keeps an image first seen less than 21 days ago; the
+    recorded sequence is every unused image removed (test_default_image_unused_for_keeps_the_recorded_images shows
+    the default).
 
     ``pod_aware`` is false unless ``settings`` say otherwise: the recorded sequence (and the
     "after" states derived from it) is upstream's blunt removal of every exited container, exit1
@@ -34,7 +38,7 @@ def make_engine(runner, settings=None, phases=None, clock_ns=NOW_NS, peer_root=N
     test__engine.py (``pod_engine``), test__plan.py and test__node.py."""
     if phases is None:
         phases = ('containers', 'sandboxes', 'images', 'content', 'disk')
-    settings = dict({'image_min_age': '0s', 'pod_aware': False}, **(settings or {}))
+    settings = dict({'image_min_age': '0s', 'image_unused_for': '0s', 'pod_aware': False}, **(settings or {}))
     return stub_engine(runner, settings, phases, clock_ns=clock_ns, peer_root=peer_root, discovery=discovery)
 
 

@@ -21,7 +21,7 @@ def runner_textfile(tmp_path, peer_root, runs=1, version=V21):
     config = base / 'config.json'
     config.write_text(json.dumps({'report_path': str(base / 'last-run.json'), 'textfile_path': str(prom),
                                   'lock_path': str(base / 'lock'), 'lock_wait': '1s', 'image_min_age': '0s',
-                                  'pod_aware': False}))
+                                  'image_unused_for': '0s', 'pod_aware': False}))
 
     def factory(settings, phases):
         return make_engine(node_runner(version), settings, phases=phases, peer_root=peer_root)

@@ -28,7 +28,9 @@ def crio_node(ctr=False, sockets=(CRIO_SOCKET,)):
 
 def crio_engine(settings=None, phases=('containers', 'sandboxes', 'images', 'content'), discovery=None, tmp=None):
     runner = node_runner(VCRIO)
-    s = dict({'pod_aware': False}, **(settings or {}))
+    # the recorded images are new to the record: with the default image_unused_for (21d) none would
+    # go; these tests are about the runtime, the retention policy's default is test__engine's
+    s = dict({'pod_aware': False, 'image_unused_for': '0s'}, **(settings or {}))
     if tmp is not None:
         s['image_record_path'] = str(tmp / 'images.json')
     return runner, stub_engine(runner, s, phases, clock_ns=CRIO_NOW_NS, discovery=discovery or crio_node())

@@ -745,3 +745,22 @@ def test_check_mode_makes_no_estimate_when_the_plan_reaches_the_bytes_used():
 def test_the_counts_are_in_the_right_number():
     assert [_text.count(n, 'sandbox') for n in (0, 1, 2)] == ['0 sandboxes', '1 sandbox', '2 sandboxes']
     assert [_text.count(n, 'image') for n in (0, 1, 2)] == ['0 images', '1 image', '2 images']
+
+
+@pytest.mark.parametrize('version', [V21])
+def test_default_image_unused_for_keeps_the_recorded_images(version, peer_root, tmp_path):
+    """With the default image_unused_for (21d, chosen by the policy replay) a first run removes no
+    image for being unused: the record first sees each now. The same run with image_unused_for 0s
+    removes them (the recorded sequence)."""
+    runner = node_runner(version)
+    record = str(tmp_path / 'images.json')
+    engine = make_engine(runner, settings={'image_unused_for': None, 'image_record_path': record}, peer_root=peer_root)
+    assert engine.settings['image_unused_for'] == 21 * 86400
+    images = engine.run()['phases'][2]
+    assert images['removed'] == [] and runner.ran('crictl', 'rmi') == []
+    kept = dict((i['id'], i['reason']) for i in images['kept'])
+    warm = 'unused, never used, first seen 0s ago (image_unused_for 21d)'
+    assert kept[IMG_UNUSED3] == warm and kept[IMG_BUSYBOX1] == warm, kept
+    cold = make_engine(node_runner(version), settings={'image_record_path': str(tmp_path / 'cold.json')},
+                       peer_root=peer_root).run()['phases'][2]
+    assert {IMG_UNUSED3, IMG_BUSYBOX1} <= set(i['id'] for i in cold['removed'])

@@ -188,6 +188,7 @@ def node(tmp_path, peer_root):
     n.config.write_text(json.dumps({'report_path': str(n.report), 'textfile_path': str(n.prom),
                                     'lock_path': str(tmp_path / 'lock'), 'lock_wait': '1s',
                                     'image_min_age': '0s',  # the recorded images are seconds old
+                                    'image_unused_for': '0s',  # and never seen in use: every unused one goes
                                     'pod_aware': False}))  # the recorded sequence: see make_engine
 
     def factory(settings, phases):

@@ -17,7 +17,9 @@ NOW = NOW_NS // 10 ** 9
 
 def config(tmp_path, **values):
     base = {'image_record_path': str(tmp_path / 'state' / 'images.json'), 'report_path': str(tmp_path / 'last-run.json'),
-            'lock_path': str(tmp_path / 'run' / 'lock'), 'lock_wait': '1s', 'image_min_age': '0s', 'pod_aware': False}
+            'lock_path': str(tmp_path / 'run' / 'lock'), 'lock_wait': '1s', 'image_min_age': '0s', 'pod_aware': False,
+            # the recorded images are new to the record: with the default (21d) none would go
+            'image_unused_for': '0s'}
     base.update(values)
     path = tmp_path / 'config.json'
     path.write_text(json.dumps(base))

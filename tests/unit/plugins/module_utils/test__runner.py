@@ -33,8 +33,8 @@ def node(tmp_path, peer_root):
 
     def write_config(**values):
         data = {'report_path': str(n.report), 'textfile_path': str(n.prom), 'lock_path': str(n.lock),
-                'lock_wait': '1s', 'image_min_age': '0s',
-                'pod_aware': False}  # the recorded sequence is the blunt removal: see make_engine
+                'lock_wait': '1s', 'image_min_age': '0s', 'image_unused_for': '0s',
+                'pod_aware': False}  # the recorded sequence: every unused image, the blunt removal (make_engine)
         data.update(values)
         n.config.write_text(json.dumps(data))
         return str(n.config)

@@ -14,10 +14,12 @@ from tests.unit.image_gc_testlib import (
 
 @pytest.fixture
 def args(tmp_path):
-    # the recorded images are seconds old: image_min_age's default would keep them all
+    # the recorded images are seconds old and never seen in use: image_min_age's default (10m) and
+    # image_unused_for's (21d) would keep them all; the recorded sequence removes every unused image.
     # pod_aware: false - the recorded sequence is upstream's blunt removal (crictl rm of every exited
     # container, exit1 of the Ready pod feas-c included); the default rules have their own tests below.
-    return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s', 'image_min_age': '0s', 'pod_aware': False}
+    return {'lock_path': str(tmp_path / 'gc.lock'), 'lock_wait': '1s', 'image_min_age': '0s', 'image_unused_for': '0s',
+            'pod_aware': False}
 
 
 def check_against_return_doc(result, images_enabled=True):
