@@ -121,13 +121,21 @@ load_result() {
   fi
 }
 
-# The background lane: doc, sanity, lint, molecule, in a build tree of its own (ansible-test
-# writes tests/output/ into its tree, pytest writes caches into its own), output to a file.
+# The background lane: the lab's matrix lines, then doc, sanity, lint, galaxy, molecule, in build trees
+# of their own (ansible-test writes tests/output/ into its tree, pytest writes caches into its own),
+# output to a file.
 LANE_STEPS=(matrix doc sanity lint galaxy molecule)
-run_lane() {
+# The lab tests get a tree of their own: what they write into it (inventories, playbook output)
+# must not reach ansible-lint's or galaxy-importer's view of the collection.
+lane_build_tree() {
   setup_build_tree >/dev/null 2>&1 || { echo "background lane: cannot make its build tree"; return 1; }
-  echo "$BUILD_ROOT" >"$STATE/lane-build-root"
+  echo "$BUILD_ROOT" >>"$STATE/lane-build-roots"
+}
+
+run_lane() {
+  lane_build_tree || return 1
   run_step matrix step_matrix
+  lane_build_tree || return 1
   run_step doc step_doc
   run_step sanity step_sanity
   run_step lint step_lint
@@ -140,8 +148,9 @@ stop_lane() {
     kill -TERM -- "-$LANE_PID" 2>/dev/null
     wait "$LANE_PID" 2>/dev/null
   fi
-  if [[ -s "$STATE/lane-build-root" && "${KEEP_BUILD:-0}" != 1 ]]; then
-    rm -rf "$(cat "$STATE/lane-build-root")"
+  if [[ -s "$STATE/lane-build-roots" && "${KEEP_BUILD:-0}" != 1 ]]; then
+    local dir
+    while IFS= read -r dir; do rm -rf "$dir"; done <"$STATE/lane-build-roots"
   fi
   return 0
 }
