@@ -9,6 +9,12 @@ The pods (one kubelet per lab line, started once for this module):
 - ``job``: restartPolicy Never, Succeeded (its container exited 0, its sandbox NotReady);
 - ``imgvol`` (containerd >= 2.1): a running container with an image volume (``volumes[].image``).
 
+On the CRI-O line (tests/lab/crio.py) the same kubelet runs beside CRI-O (its socket as
+containerRuntimeEndpoint), and the run is a CRI-O node's default one: CRI-O found on its
+well-known socket as test_crio.py finds it (no endpoint, no crictl or ctr path given); phase 4 is
+not applicable there. The node-reboot test is containerd's (K.reboot), and the run racing the
+kubelet's pods runs on the containerd lines only (its cost; the race is the plan's, not the runtime's).
+
 Ages: the lab's objects are seconds old, so the runs set the three minimum ages to 0s, which is
 more than a default run would dare, never less. Everything else is the default.
 """
@@ -24,8 +30,10 @@ import pytest
 from tests import lab as L
 from tests.integration.faulty_crictl import CONTROL_ENV
 from tests.integration.ansible_play import collections_path, runtime_state, state_args
+from tests.integration.test_crio import NOT_APPLICABLE, crio_node_discovery
 from tests.lab import kubelet as K
 from tests.lab import pods as P
+from tests.lab import versions as V
 
 if collections_path() not in sys.path:            # the collection as ansible_collections.nodemaint.image_gc
     sys.path.insert(0, collections_path())
@@ -54,7 +62,7 @@ def _manifests(lab):
         K.static_pod("crash", [c("crash", IMAGES["crash"], ["/bin/sh", "-c", "echo crashing; exit 1"])]),
         K.static_pod("job", [c("job", IMAGES["job"], ["/bin/sh", "-c", "echo job done"])], restart_policy="Never"),
     ]
-    if lab.version[:2] >= P.IMAGE_VOLUME_MIN:
+    if P.supports(lab, P.IMAGE_VOLUME_MIN):
         out.append(K.static_pod(
             "imgvol", [c("app", IMAGES["volapp"], SLEEP, volumeMounts=[{"name": "v", "mountPath": "/vol"}])],
             volumes=[{"name": "v", "image": {"reference": IMAGES["vol"], "pullPolicy": "Never"}}]))
@@ -128,17 +136,26 @@ def _wait_job_sandbox_notready(lab, timeout=60):
 
 
 def _run(lab, **extra):
-    """A run of all four phases as the prune module runs them: the runtime's tools and endpoint,
-    the record's path, minimum ages 0s and image_unused_for 0s (the lab's objects are seconds old:
-    the default 21d would keep every image first seen now); nothing about the kubelet."""
-    settings = dict(crictl_path=lab.crictl_bin, ctr_path=lab.ctr_bin, runtime_endpoint=lab.endpoint,
-                    image_record_path=state_args(lab)["image_record_path"],
+    """A run of all four phases as the prune module runs them: the runtime's tools and endpoint
+    (on CRI-O nothing: found as on a CRI-O node, test_crio.crio_node_discovery), the record's path,
+    minimum ages 0s and image_unused_for 0s (the lab's objects are seconds old: the default 21d
+    would keep every image first seen now); nothing about the kubelet."""
+    settings = dict(image_record_path=state_args(lab)["image_record_path"],
                     created_min_age="0s", sandbox_min_age="0s", image_min_age="0s", image_unused_for="0s")
+    discovery = None
+    if lab.runtime == "cri-o":
+        discovery, sock = crio_node_discovery(lab)
+    else:
+        settings.update(crictl_path=lab.crictl_bin, ctr_path=lab.ctr_bin, runtime_endpoint=lab.endpoint)
     settings.update(extra)
     assert "kubelet_root" not in settings
-    run = Engine(settings, PHASES).run()
+    run = Engine(settings, PHASES, discovery=discovery).run()
     failed = [(r["phase"], r.get("error")) for r in run["phases"] if r["status"] == "failed"]
     assert not failed, failed
+    if lab.runtime == "cri-o":
+        assert run["runtime"]["name"] == "cri-o" and run["runtime"]["runtime_endpoint"] == "unix://" + sock, run["runtime"]
+        content = [r for r in run["phases"] if r["phase"] == "content"]
+        assert content and content[0]["status"] == "skipped" and content[0]["skip_reason"] == NOT_APPLICABLE, content
     return run
 
 
@@ -249,6 +266,7 @@ def test_default_run_then_kubelet_restart(lab, kubelet):
     assert _log_files_missing(lab, after) == []
 
 
+@pytest.mark.matrix(lines=V.CONTAINERD_LINES)
 def test_pods_come_and_go_while_a_run_is_in_progress(lab, kubelet, tmp_path, monkeypatch):
     """A pod created and a pod deleted while a run is in progress (between its first listing and
     its first removal, held there by tests/integration/faulty_crictl.py's pause-on-remove): the
@@ -301,6 +319,7 @@ def test_pods_come_and_go_while_a_run_is_in_progress(lab, kubelet, tmp_path, mon
     kubelet.wait_for(lambda p: "late" not in p, "'late' gone", timeout=30)
 
 
+@pytest.mark.containerd_only(reason="the lab's node reboot (K.reboot) kills containerd and its shims")
 def test_node_reboot_run_before_the_kubelet(lab, kubelet):
     """A node reboot as the timer sees it (Persistent=true runs a missed run at boot): containerd
     back with every sandbox NotReady and every container exited, a run BEFORE the kubelet is up,
