@@ -62,6 +62,7 @@ setup_build_tree
 export ANSIBLE_COLLECTIONS_PATH="$BUILD_ROOT"
 
 LAB_DIR="$(mktemp -d /tmp/nodemaint-demo.XXXXXX)"
+log "lab directory: $LAB_DIR (removed at exit unless DEMO_KEEP_LAB=1)"
 cleanup() {
   if [[ "${DEMO_KEEP_LAB:-0}" == 1 ]]; then
     log "lab left running in $LAB_DIR"
