@@ -5,8 +5,9 @@ removes the garbage of phases 1-3 and reports phase 4 as not applicable, without
 The node's layout: the lab's socket is linked at ``<node>/var/run/crio/crio.sock`` and discovery's root
 (``Discovery(root=...)``, ``/`` on a node) is ``<node>``: the well-known socket is found as on a node,
 nothing else is given (no endpoint, no CONTAINER_RUNTIME_ENDPOINT). The only settings are the minimum
-ages and image_unused_for, 0s: the lab's garbage is seconds old (the containerd tests do the same,
-FRESH_IMAGES).
+ages and image_unused_for, 0s (the lab's garbage is seconds old; the containerd tests do the same,
+FRESH_IMAGES), and the lab's kubelet root, as no kubelet runs beside this CRI-O (test_kubelet.py runs
+one on this line and finds its root with nothing given).
 """
 
 import os
@@ -14,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.integration.ansible_play import collections_path, runtime_state
+from tests.integration.ansible_play import collections_path, lab_kubelet_root, runtime_state
 
 if collections_path() not in sys.path:
     sys.path.insert(0, collections_path())
@@ -41,8 +42,11 @@ def crio_node_discovery(lab):
 
 def test_a_default_run_on_crio_removes_phases_1_to_3_and_skips_phase_4(lab, scenario):
     discovery, sock = crio_node_discovery(lab)
+    # the lab runs no kubelet here: its (empty) kubelet root is named as an operator names the
+    # kubelet's --root-dir (with none found live every pod counts as live and its newest containers
+    # stay); test_kubelet.py's run on this line finds the running kubelet's root with nothing given
     settings = {'image_min_age': '0s', 'sandbox_min_age': '0s', 'image_unused_for': '0s',
-                'image_record_path': os.path.join(lab.base, 'images.json')}
+                'kubelet_root': lab_kubelet_root(lab), 'image_record_path': os.path.join(lab.base, 'images.json')}
     phases = ('containers', 'sandboxes', 'images', 'content', 'disk')
     before = runtime_state(lab)
     check = Engine(settings, phases, discovery=discovery).run(check_mode=True)
@@ -97,8 +101,8 @@ def test_image_min_age_on_crio_needs_no_ctr(lab, scenario):
     images = run['phases'][0]
     assert images['status'] == 'ok', images.get('error')
     kept = {i['id']: i['reason'] for i in images['kept']}
-    assert kept[scenario['images']['unused3']['id']].startswith('younger than image_min_age 10m (known to this '
-                                                                'collection for ')
+    assert kept[scenario['images']['unused3']['id']].startswith('younger than image_min_age 10m (first seen ')
+    assert kept[scenario['images']['unused3']['id']].endswith(' ago, per the last-use record)')
     assert images['removed'] == []
 
 

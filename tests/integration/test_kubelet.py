@@ -246,6 +246,8 @@ def test_default_run_then_kubelet_restart(lab, kubelet):
     K.gc_window(kubelet)                      # the kubelet's own container GC would remove the orphans otherwise
     with kubelet.paused():                    # ... and its housekeeping would kill the orphan pod half-built
         orphans = _orphans(lab)
+        listed = runtime_state(lab)
+    assert orphans["containers"] <= set(listed["containers"]), ("an orphan is gone before the run", orphans, listed)
     run = _run(lab)
     state = runtime_state(lab)
     # the garbage went, and the run is what removed it
