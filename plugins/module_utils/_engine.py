@@ -15,7 +15,8 @@ from ._common import CommandError, CommandRunner, ImageGCError
 from ._cri import Crictl, Ctr
 from ._discovery import Discovery
 from ._node import Node
-from ._phases import PHASE_TABLE, finish, new_result, plan_containers
+from ._phase import finish, new_result, plan_containers
+from ._phases import PHASE_TABLE
 from ._settings import PHASES, validate_settings
 from ._text import describe, summary_line
 from ._units import seconds
