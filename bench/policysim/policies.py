@@ -30,7 +30,7 @@ def collection_plan(now, images, containers, removed_containers, record, setting
     """(plan, record): the image plan of one run at ``now`` (seconds) and the last-use record with
     this run's evidence merged in, as the engine computes them.
 
-    ``images``/``containers``: _cri.Image/_cri.Container as listed; ``removed_containers``: ids
+    ``images``/``containers``: _listings.Image/_listings.Container as listed; ``removed_containers``: ids
     phase 1 removed in this run; ``record``: the last-use record as read; ``settings``: validated
     (``_settings.validate``); ``disk``: ``{'used_bytes', 'size_bytes'}`` of the image filesystem;
     ``ages``: ``{image id: seconds since it was pulled}`` (the manifest ages of the content store).

@@ -10,7 +10,7 @@ Pure functions over parsed listings: no commands run here, so check mode and a r
 compute the very same plan.
 """
 
-from ._cri import CONTAINER_CREATED, CONTAINER_EXITED, SANDBOX_NOTREADY, state_word
+from ._listings import CONTAINER_CREATED, CONTAINER_EXITED, SANDBOX_NOTREADY, state_word
 from ._refs import (SANDBOX_IMAGE_LOOKALIKES, exclude_patterns, image_users, looks_like_sandbox_image, matches_any,
                     normalize_ref, pins_a_sandbox_image, volume_users)
 from ._units import format_duration, seconds, short_id
@@ -207,7 +207,7 @@ def plan_images(images, containers, sandbox_image=None, exclude=(), min_age=0, a
                 removed_containers=(), retention=None, image_volumes=None, unusable=None):
     """Unused images with the semantics of ``crictl rmi --prune``, plus the collection's guards.
 
-    ``images``, ``containers``: lists of _cri.Image / _cri.Container. An image is in use when any
+    ``images``, ``containers``: lists of _listings.Image / _listings.Container. An image is in use when any
     container (exited ones included) refers to it, or mounts it as an image volume
     (``image_volumes``: {container id: [image reference...]}), unless that container is in
     ``removed_containers`` (removed earlier in the same run). Pinned images, the sandbox images

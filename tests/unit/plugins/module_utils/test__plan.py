@@ -9,7 +9,7 @@ import copy
 import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _content, _node, _plan, _refs
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image, Sandbox, parse_content_ls  # noqa: F401
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Container, Image, Sandbox, parse_content_ls  # noqa: F401
 
 from tests.unit.image_gc_testlib import (
     IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS, fixture_json,
@@ -405,7 +405,7 @@ def test_without_no_images_is_the_store_unchanged():
 
 
 def test_exclude_pattern_without_registry_matches_the_qualified_name():
-    from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Image
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Image
     images = [Image({'id': 'sha256:aa', 'repoTags': ['docker.io/library/busybox:1.36'], 'size': '5'}),
               Image({'id': 'sha256:bb', 'repoTags': ['docker.io/calico/node:v3.27'], 'size': '7'}),
               Image({'id': 'sha256:cc', 'repoTags': ['quay.io/calico/node:v3.27'], 'size': '9'})]

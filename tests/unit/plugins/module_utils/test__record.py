@@ -14,7 +14,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _files, _plan, _record, _retention
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Container, Image
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings import validate_settings
 
 from tests.unit.image_gc_testlib import (
