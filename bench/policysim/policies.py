@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from plugins.module_utils import _node, _plan, _record, _refs, _retention, _settings  # noqa: E402  (repo root first)
+from plugins.module_utils import _node, _plan, _plan_images, _record, _refs, _retention, _settings  # noqa: E402  (repo root first)
 from .sim import sandbox_id  # noqa: E402
 
 SANDBOX_IMAGE = 'registry.k8s.io/pause:3.10'   # counted in the node's base, never listed
@@ -42,7 +42,7 @@ def collection_plan(now, images, containers, removed_containers, record, setting
     if settings['disk_high']:
         target = dict(disk, high=settings['disk_high'], low=settings['disk_low'])
     retention = _retention.Retention(now, settings['image_unused_for'], record, target)
-    plan = _plan.plan_images(images, containers, SANDBOX_IMAGE, settings['image_exclude'], settings['image_min_age'],
+    plan = _plan_images.plan_images(images, containers, SANDBOX_IMAGE, settings['image_exclude'], settings['image_min_age'],
                              ages, removed_containers=removed_containers, retention=retention)
     return plan, record
 

@@ -11,7 +11,7 @@ import concurrent.futures
 
 from ._phase import plan_containers
 from ._text import describe
-from . import _disk, _plan
+from . import _disk, _plan_images
 
 
 class DiskView:
@@ -89,7 +89,7 @@ class DiskView:
         # reclaimable: what phase 3 would remove once phase 1's rules removed their containers
         leaving = plan_containers(self.run, containers, sandboxes).ids
         sandbox_images = self.run.sandbox_images(images)
-        reclaimable = _plan.plan_images(images, containers, sandbox_images, self.run.settings['image_exclude'],
+        reclaimable = _plan_images.plan_images(images, containers, sandbox_images, self.run.settings['image_exclude'],
                                         removed_containers=leaving, image_volumes=self.run.node.known_image_volumes())
         return _disk.report(filesystems, figure, unknown, containers, sandboxes, images, reclaimable, sandbox_images,
                             largest)

@@ -13,7 +13,7 @@ from ._refs import image_users, volume_users
 from ._retention import Retention, target_batch
 from ._text import count, describe
 from ._units import short_id
-from . import _plan, _snapshotters
+from . import _plan_images, _snapshotters
 
 
 class ImagesPhase(Phase):
@@ -67,7 +67,7 @@ class ImagesPhase(Phase):
                 disk.update(high=s['disk_high'], low=s['disk_low'])
         retention = Retention(engine.now(), s['image_unused_for'], engine.last_use(images), disk,
                               trust_ages=engine.ages_trusted())
-        plan = _plan.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
+        plan = _plan_images.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
                                  ages, removed_containers=list(self.node.removed['containers']), retention=retention,
                                  image_volumes=volumes, unusable=unusable)
         result['sandbox_image'] = ', '.join(sandbox_images) or None
