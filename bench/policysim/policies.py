@@ -43,7 +43,7 @@ def collection_plan(now, images, containers, removed_containers, record, setting
         target = dict(disk, high=settings['disk_high'], low=settings['disk_low'])
     retention = _retention.Retention(now, settings['image_unused_for'], record, target)
     plan = _plan_images.plan_images(images, containers, SANDBOX_IMAGE, settings['image_exclude'], settings['image_min_age'],
-                             ages, removed_containers=removed_containers, retention=retention)
+                                    ages, removed_containers=removed_containers, retention=retention)
     return plan, record
 
 

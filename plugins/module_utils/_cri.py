@@ -272,5 +272,3 @@ class Ctr:
         if result.rc != 0:
             raise CommandError(describe_failure(result, 'ctr ' + ' '.join(args)), result)
         return result
-
-

@@ -25,7 +25,6 @@ class CriFacts:
         self._info = None                # crictl info, asked once
         self._snapshotters = None        # (Snapshotters or None, the exception that kept them unknown)
 
-
     def runtime_name(self):
         """The runtime behind the endpoint as ``crictl version`` names it (``containerd``, ``cri-o``),
         asked once per engine; '' when crictl cannot tell (then nothing runtime-specific applies)."""

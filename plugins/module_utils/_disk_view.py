@@ -90,6 +90,6 @@ class DiskView:
         leaving = plan_containers(self.run, containers, sandboxes).ids
         sandbox_images = self.run.sandbox_images(images)
         reclaimable = _plan_images.plan_images(images, containers, sandbox_images, self.run.settings['image_exclude'],
-                                        removed_containers=leaving, image_volumes=self.run.node.known_image_volumes())
+                                               removed_containers=leaving, image_volumes=self.run.node.known_image_volumes())
         return _disk.report(filesystems, figure, unknown, containers, sandboxes, images, reclaimable, sandbox_images,
                             largest)

@@ -95,6 +95,7 @@ class Engine:
             'containers and newest sandbox stay, and the images they use; the leftovers of deleted pods are '
             'left to the kubelet\'s own garbage collection. Set kubelet_root to the kubelet\'s --root-dir to '
             'remove them' % self.node.no_live_root)
+
     # -- what the runtime says about itself (_cri_facts) ---------------------------------------
     def runtime_name(self):
         """The runtime's name as ``crictl version`` says it (_cri_facts.CriFacts.runtime_name)."""
@@ -113,7 +114,6 @@ class Engine:
     def snapshotters(self):
         """``(snapshotters, exc)`` (_cri_facts.CriFacts.snapshotters)."""
         return self.facts.snapshotters()
-
 
     # -- the run ------------------------------------------------------------------------------
     def run(self, check_mode=False, on_event=None):

@@ -68,8 +68,8 @@ class ImagesPhase(Phase):
         retention = Retention(engine.now(), s['image_unused_for'], engine.last_use(images), disk,
                               trust_ages=engine.ages_trusted())
         plan = _plan_images.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
-                                 ages, removed_containers=list(self.node.removed['containers']), retention=retention,
-                                 image_volumes=volumes, unusable=unusable)
+                                        ages, removed_containers=list(self.node.removed['containers']), retention=retention,
+                                        image_volumes=volumes, unusable=unusable)
         result['sandbox_image'] = ', '.join(sandbox_images) or None
         if plan.disk:
             result['disk_target'] = plan.disk

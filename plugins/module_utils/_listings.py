@@ -92,6 +92,7 @@ class Blob:
     def to_dict(self):
         return {'digest': self.digest, 'size': self.size}
 
+
 def parse_runtime_name(text):
     """``RuntimeName:  cri-o`` of ``crictl version``'s output -> ``cri-o``; '' when absent."""
     for line in text.splitlines():
@@ -119,6 +120,7 @@ def parse_image_volumes(entries, what='crictl inspect'):
         raise ImageGCError('%s: unexpected JSON shape (%s: %s); this crictl may be too old' % (
             what, type(exc).__name__, exc))
     return out
+
 
 def parse_content_ls(text):
     lines = (text or '').splitlines()

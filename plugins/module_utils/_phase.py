@@ -118,4 +118,3 @@ class Phase:
     def pods(self):
         """{sandbox id: Pod} when the kubelet's rules apply (``pod_aware``), else None."""
         return self.node.pods() if self.settings['pod_aware'] else None
-

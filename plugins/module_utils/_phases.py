@@ -53,7 +53,6 @@ class SandboxesPhase(Phase):
         return self.engine.crictl.remove_sandboxes(plan.ids)
 
 
-
 def snapshotter_skip(run):
     """Why phase 4 must not run on this node, or None: it runs only when the CRI uses exactly one
     snapshotter (_snapshotters.content_prune_skip). Kept apart from ContentPhase.skip_reason so

@@ -215,7 +215,7 @@ def test_image_used_only_by_exited_containers_freed_when_removed_in_the_same_run
 
 def test_removing_only_one_of_two_users_keeps_the_image():
     plan = _plan_images.plan_images(images(V16), containers(V16), sandbox_image(V16),
-                             removed_containers=[IDS[V16]['exit0']])
+                                    removed_containers=[IDS[V16]['exit0']])
     assert reasons(plan.keep)[IMG_OLD_BUSYBOX1] == 'in use by container exit1 (%s, exited)' % IDS[V16]['exit1'][:13]
 
 
@@ -309,7 +309,7 @@ def test_image_min_age_younger_kept_older_removed():
     # seconds since the last-use record first saw each image
     ages = {IMG_BUSYBOX1: 7, IMG_PAUSE: 10, IMG_BUSYBOX2: 9, IMG_UNUSED3: 9, IMG_OLD_BUSYBOX1: 10}
     plan = _plan_images.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=8, ages=ages,
-                             removed_containers=[IDS[V16]['exit0'], IDS[V16]['exit1']])
+                                    removed_containers=[IDS[V16]['exit0'], IDS[V16]['exit1']])
     assert reasons(plan.keep)[IMG_BUSYBOX1] == 'younger than image_min_age 8s (first seen 7s ago, per the last-use record)'
     assert sorted(plan.ids) == sorted([IMG_UNUSED3, IMG_OLD_BUSYBOX1])   # ages 9 and 10 >= 8
 
@@ -339,7 +339,7 @@ def test_plan_equals_upstream_rmi_prune_minus_the_sandbox_image(version):
     keeps the runtime's sandbox image (which 1.6 does not pin)."""
     removed = fixture_text(version, 'ps-exited-q.txt').split()
     plan = _plan_images.plan_images(images(version), containers(version), sandbox_image(version),
-                             removed_containers=removed)
+                                    removed_containers=removed)
     upstream = upstream_pruned_ids(version)
     expected = sorted(set(upstream) - {IMG_PAUSE})
     assert sorted(plan.ids) == expected
@@ -410,7 +410,7 @@ def test_exclude_pattern_without_registry_matches_the_qualified_name():
               Image({'id': 'sha256:bb', 'repoTags': ['docker.io/calico/node:v3.27'], 'size': '7'}),
               Image({'id': 'sha256:cc', 'repoTags': ['quay.io/calico/node:v3.27'], 'size': '9'})]
     plan = _plan_images.plan_images(images, [], sandbox_image='registry.k8s.io/pause:3.9',
-                             exclude=['busybox:*', 'calico/*'])
+                                    exclude=['busybox:*', 'calico/*'])
     kept = dict((i['id'], i['reason']) for i in plan.keep)
     assert kept == {'sha256:aa': "excluded by pattern 'busybox:*'", 'sha256:bb': "excluded by pattern 'calico/*'"}
     assert [i['id'] for i in plan.remove] == ['sha256:cc']
@@ -503,7 +503,7 @@ def test_an_image_volume_of_a_container_that_stays_is_in_use():
     assert reasons(plan.keep)['sha256:v'] == 'mounted as an image volume by container app (c1, running)'
     # once the container is removed in the run, its image volume is free
     plan = _plan_images.plan_images([vol, own], [c], 'docker.io/feas/pause:1', image_volumes={'c1': ['docker.io/feas/vol:1']},
-                             removed_containers=['c1'])
+                                    removed_containers=['c1'])
     assert sorted(plan.ids) == ['sha256:o', 'sha256:v']
 
 

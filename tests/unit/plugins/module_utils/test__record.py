@@ -175,7 +175,7 @@ def test_disk_target_never_removes_what_other_guards_keep_and_warns_when_unmet()
     free = image('f', 1000)
     record = dict((i.id, {'first_seen': 0, 'last_used': NOW - 100}) for i in (used_image, pinned, free))
     plan = _plan_images.plan_images([used_image, pinned, free], [container('a', 'CONTAINER_EXITED', NOW - 100)], None,
-                             retention=_retention.Retention(NOW, DAY, record, disk(95)))
+                                    retention=_retention.Retention(NOW, DAY, record, disk(95)))
     assert plan.ids == [free.id]
     assert any('disk_low 80% is not reached' in w for w in plan.warnings)
 
