@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from plugins.module_utils import _node, _plan, _record, _refs, _retention, _settings  # noqa: E402  (repo root first)
+from plugins.module_utils import _node, _plan, _plan_images, _record, _refs, _retention, _settings  # noqa: E402  (repo root first)
 from .sim import sandbox_id  # noqa: E402
 
 SANDBOX_IMAGE = 'registry.k8s.io/pause:3.10'   # counted in the node's base, never listed
@@ -30,7 +30,7 @@ def collection_plan(now, images, containers, removed_containers, record, setting
     """(plan, record): the image plan of one run at ``now`` (seconds) and the last-use record with
     this run's evidence merged in, as the engine computes them.
 
-    ``images``/``containers``: _cri.Image/_cri.Container as listed; ``removed_containers``: ids
+    ``images``/``containers``: _listings.Image/_listings.Container as listed; ``removed_containers``: ids
     phase 1 removed in this run; ``record``: the last-use record as read; ``settings``: validated
     (``_settings.validate``); ``disk``: ``{'used_bytes', 'size_bytes'}`` of the image filesystem;
     ``ages``: ``{image id: seconds since it was pulled}`` (the manifest ages of the content store).
@@ -42,8 +42,8 @@ def collection_plan(now, images, containers, removed_containers, record, setting
     if settings['disk_high']:
         target = dict(disk, high=settings['disk_high'], low=settings['disk_low'])
     retention = _retention.Retention(now, settings['image_unused_for'], record, target)
-    plan = _plan.plan_images(images, containers, SANDBOX_IMAGE, settings['image_exclude'], settings['image_min_age'],
-                             ages, removed_containers=removed_containers, retention=retention)
+    plan = _plan_images.plan_images(images, containers, SANDBOX_IMAGE, settings['image_exclude'], settings['image_min_age'],
+                                    ages, removed_containers=removed_containers, retention=retention)
     return plan, record
 
 

@@ -20,7 +20,7 @@ filesystem below ``imagefs.available`` 15%, which is what a check every 10 s wou
 import hashlib
 import heapq
 
-from plugins.module_utils import _cri
+from plugins.module_utils import _listings
 
 RUNNING = 'CONTAINER_RUNNING'
 END, GONE, COLLECTION, OBSERVE, KUBELET, EVICTION, START = range(7)
@@ -47,7 +47,7 @@ def usage_percent(used, disk):
 
 
 class Node(object):
-    """What is on the node: images (id -> _cri.Image), containers (id -> _cri.Container), usage,
+    """What is on the node: images (id -> _listings.Image), containers (id -> _listings.Container), usage,
     and the pods the kubelet still tracks (trace index -> pod name)."""
 
     def __init__(self, disk_bytes, base_bytes, metrics):
@@ -82,7 +82,7 @@ class Node(object):
                 self._use(c.image_ref, -1)
 
     def exited_ids(self):
-        return [c.id for c in self.containers.values() if c.state == _cri.CONTAINER_EXITED]
+        return [c.id for c in self.containers.values() if c.state == _listings.CONTAINER_EXITED]
 
     def remove_image(self, iid):
         if iid in self.users:
@@ -96,7 +96,7 @@ class Node(object):
 
     def pull(self, ref, size, now):
         iid = image_id(ref)
-        self.images[iid] = _cri.Image({'id': iid, 'repoTags': [ref], 'size': size})
+        self.images[iid] = _listings.Image({'id': iid, 'repoTags': [ref], 'size': size})
         self.pulled_at[iid] = now
         self.metrics.disk(self.used + size)
         self.used += size
@@ -111,7 +111,7 @@ class Node(object):
                 self.pull(ref, size, now)
                 pulled.append((ref, size))
             cid = container_id(number, k)
-            self.containers[cid] = _cri.Container({
+            self.containers[cid] = _listings.Container({
                 'id': cid, 'podSandboxId': sandbox_id(number), 'state': RUNNING, 'createdAt': now * 10 ** 9,
                 'image': {'image': ref}, 'imageRef': iid, 'metadata': {'name': 'c%d' % k},
                 'labels': {'io.kubernetes.pod.name': start.pod, 'io.kubernetes.pod.namespace': 'default'}})
@@ -122,7 +122,7 @@ class Node(object):
         for k, (ref, dummy) in enumerate(start.images):
             c = self.containers.get(container_id(number, k))
             if c is not None:
-                c.state = _cri.CONTAINER_EXITED
+                c.state = _listings.CONTAINER_EXITED
             self.last_end[image_id(ref)] = self.now
 
     def gone(self, number, start):

@@ -5,7 +5,7 @@
 # It must not import Ansible (the node-side runner uses it with the standard library only).
 """The content store as its labels describe it: what ``ctr content prune references`` frees
 (phase 4's plan), and the store as it is once images went (image age is the last-use record's).
-Pure functions over ``ctr content ls`` listings (_cri.Blob)."""
+Pure functions over ``ctr content ls`` listings (_listings.Blob)."""
 
 from ._plan import Plan
 

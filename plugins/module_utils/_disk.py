@@ -10,7 +10,7 @@ imagefsinfo), object counts and what phase 3 could reclaim."""
 import os
 import time
 
-from ._cri import state_word
+from ._listings import state_word
 
 # The report after a check-mode run: nothing was removed, so it is the report before, stated.
 CHECK_MODE_NOTE = 'check mode: nothing removed, after = before'

@@ -7,19 +7,21 @@
 the run sees it, and sequences the phases of PHASE_TABLE (_phases) between two disk reports
 (_disk). The modules and the node runner are faces over it."""
 
-import concurrent.futures
 import time
 import traceback
 
 from ._common import CommandError, CommandRunner, ImageGCError
 from ._cri import Crictl, Ctr
+from ._cri_facts import CriFacts
 from ._discovery import Discovery
+from ._disk_view import DiskView
 from ._node import Node
-from ._phases import PHASE_TABLE, finish, new_result, plan_containers
+from ._phase import finish, new_result
+from ._phases import PHASE_TABLE
 from ._settings import PHASES, validate_settings
 from ._text import describe, summary_line
 from ._units import seconds
-from . import _disk, _plan, _record, _record_merge, _refs, _snapshotters
+from . import _disk, _record, _record_merge, _refs
 
 
 def phase_status(result):
@@ -69,15 +71,10 @@ class Engine:
         self.crictl = Crictl(self.runtime, self.runner, s['batch_size'])
         self.ctr = Ctr(self.runtime, self.runner, s['content_namespace'])
         self.node = Node(self.crictl, self.clock, self.runtime.kubelet_root, self.runtime.kubelet_candidates)
-        self._sandbox_image = None
-        self._runtime_name = None
-        self._info = None                # crictl info, asked once
-        self._fsinfo = None              # the latest crictl imagefsinfo (the disk report's, if any)
-        self._snapshotters = None        # (Snapshotters or None, the exception that kept them unknown)
+        self.facts = CriFacts(self.crictl, s['sandbox_image'])    # the runtime's name, crictl info, snapshotters
+        self.disk = DiskView(self)       # the disk report and the image filesystem's figures
         self._record = None
         self.regret = None               # the re-pull counters after this run's record update
-        self._disk_before = None         # the image filesystems of the disk report before the run
-        self._fs_path = None             # the path statvfs reads for the image filesystem's figure
         self.warnings = []
         self.write_failures = []         # files this run could not write: {'file', 'path', 'error'}
         self._root_noted = False
@@ -99,57 +96,24 @@ class Engine:
             'left to the kubelet\'s own garbage collection. Set kubelet_root to the kubelet\'s --root-dir to '
             'remove them' % self.node.no_live_root)
 
+    # -- what the runtime says about itself (_cri_facts) ---------------------------------------
     def runtime_name(self):
-        """The runtime behind the endpoint as ``crictl version`` names it (``containerd``, ``cri-o``),
-        asked once per engine; '' when crictl cannot tell (then nothing runtime-specific applies)."""
-        if self._runtime_name is None:
-            try:
-                self._runtime_name = self.crictl.runtime_name()
-            except Exception:  # pylint: disable=broad-except  # the phases report crictl's failure
-                self._runtime_name = ''
-        return self._runtime_name
+        """The runtime's name as ``crictl version`` says it (_cri_facts.CriFacts.runtime_name)."""
+        return self.facts.runtime_name()
 
     def is_crio(self):
-        """CRI-O: no content store (phase 4 does not apply), no ctr, images in containers/storage."""
-        return self.runtime_name() == 'cri-o'
+        return self.facts.is_crio()
 
     def sandbox_images(self, images=()):
-        """The sandbox images, a list: the ``sandbox_image`` setting added to
-        what ``crictl info`` reports. ``crictl info`` is asked once per engine, and not when the
-        runtime pins an image that looks like a sandbox image (containerd 1.7 and 2.x pin their
-        sandbox image, and 2.x does not report it); any other pinned image says nothing about it."""
-        names = [self.settings['sandbox_image']] if self.settings['sandbox_image'] else []
-        if self._sandbox_image is None:
-            if _refs.pins_a_sandbox_image(images):
-                return names
-            self._sandbox_image = self.crictl.sandbox_image(self.cri_info()) or ''
-        if self._sandbox_image and self._sandbox_image not in names:
-            names.append(self._sandbox_image)
-        return names
+        """The sandbox images (_cri_facts.CriFacts.sandbox_images)."""
+        return self.facts.sandbox_images(images)
 
     def cri_info(self):
-        """``crictl info`` (a dict), asked once per engine; raises as Crictl.info does."""
-        if self._info is None:
-            self._info = self.crictl.info()
-        return self._info
+        return self.facts.cri_info()
 
     def snapshotters(self):
-        """``(snapshotters, exc)``: the CRI's snapshotters (_snapshotters.Snapshotters; None when
-        ``crictl info`` shows no containerd CRI config, or could not be read: ``exc`` then says
-        why) from ``crictl info`` and ``crictl imagefsinfo`` (the disk report's, when there was
-        one); asked once per engine."""
-        if self._snapshotters is None:
-            try:
-                info = self.cri_info()
-            except (CommandError, ImageGCError) as exc:
-                self._snapshotters = (None, exc)
-                return self._snapshotters
-            try:
-                fsinfo = self._fsinfo if self._fsinfo is not None else self.crictl.imagefsinfo()
-            except (CommandError, ImageGCError):
-                fsinfo = {}              # the snapshotters crictl info names are still known
-            self._snapshotters = (_snapshotters.cri_snapshotters(info, fsinfo), None)
-        return self._snapshotters
+        """``(snapshotters, exc)`` (_cri_facts.CriFacts.snapshotters)."""
+        return self.facts.snapshotters()
 
     # -- the run ------------------------------------------------------------------------------
     def run(self, check_mode=False, on_event=None):
@@ -167,7 +131,7 @@ class Engine:
         out = {'check_mode': check_mode, 'phases': [], 'disk_before': None, 'disk_after': None,
                'skip_reason': None, 'warnings': self.warnings}
         if 'disk' in self.phases:
-            out['disk_before'] = self._disk_report('before', emit)
+            out['disk_before'] = self.disk.report('before', emit)
             out['skip_reason'] = _disk.below_threshold(out['disk_before'], self.settings['disk_usage_threshold'])
         for name, entry in PHASE_TABLE:
             if name not in self.phases:
@@ -197,7 +161,7 @@ class Engine:
                 out['disk_after'] = _disk.stated_after(out['disk_before'])
                 emit('disk', out['disk_after'])
             else:
-                out['disk_after'] = self._disk_report('after', emit)
+                out['disk_after'] = self.disk.report('after', emit)
         if not check_mode and self.node.seen:
             # an image removed because the runtime could not run it again is no choice of the
             # policy: the pull that brings it back is not a re-pull to count
@@ -268,71 +232,15 @@ class Engine:
                 self.write_failures.append({'file': 'record', 'path': path, 'error': update.error})
             self.warnings.append(update.warning)
 
-    # -- the disk report (_disk) ----------------------------------------------------------------
-    def _disk_report(self, when, emit):
-        try:
-            state = self.disk_state() if when == 'before' else self.disk_state(fresh=False, settle=True)
-        except Exception as exc:  # pylint: disable=broad-except  # a report, never a reason to stop
-            state = _disk.failed_report(describe(exc), self._fs_path if when == 'after' else None)
-        state['when'] = when
-        emit('disk', state)
-        return state
-
+    # -- the disk report (_disk_view) ----------------------------------------------------------
     def image_fs(self):
-        """The fullest image filesystem (``used_bytes``/``size_bytes`` of the filesystem holding
-        it), from the disk report before the run or, without one, read now; None if unknown."""
-        disk = self._disk_before if self._disk_before is not None else self.disk_state(fresh=False)
-        return _disk.fullest_image_fs(disk.get('image_filesystems', []))
+        """The fullest image filesystem, or None (_disk_view.DiskView.image_fs)."""
+        return self.disk.image_fs()
 
     def measure(self):
-        """The image filesystem's figure now, read from the filesystem once containerd's garbage
-        collection settled (_disk.settled_figure); None when it cannot be read."""
-        if self._fs_path is None:
-            self.image_fs()
-        return _disk.settled_figure(self._fs_path) if self._fs_path else None
-
-    def _list_side_by_side(self):
-        """The runtime's image filesystems (``crictl imagefsinfo``), with the containers,
-        sandboxes and images listed at the same time, each by its own crictl process (they
-        answer independently: side by side a run waits for the slowest, not for their sum). The
-        sandbox image (``crictl info``, when needed) is asked once the images are known. A
-        failure raises as it would one after the other, imagefsinfo's first."""
-        def images_then_sandbox_image():
-            self.sandbox_images(self.node.list('images'))
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            info = pool.submit(self.crictl.imagefsinfo)
-            listings = [pool.submit(self.node.list, 'containers'), pool.submit(self.node.list, 'sandboxes'),
-                        pool.submit(images_then_sandbox_image)]
-            answer = info.result()
-            for listing in listings:
-                listing.result()
-        return answer
+        """The image filesystem's settled figure now, or None (_disk_view.DiskView.measure)."""
+        return self.disk.measure()
 
     def disk_state(self, largest=5, fresh=True, settle=False):
-        """Read-only facts: image filesystem usage, object counts, reclaimable estimate.
-
-        ``filesystem``: the fullest image filesystem's figure read from the filesystem itself
-        (statvfs; ``settle``: once two readings agree, see _disk.settled_figure), or None with
-        ``filesystem_unknown`` saying why. ``image_fs_used_bytes`` is the runtime's own figure
-        (CRI imagefsinfo: refreshed on containerd's schedule, snapshots only on 1.6).
-
-        ``fresh=False`` (the report after a run) asks the runtime only for the image filesystem
-        and counts from what the run listed and removed."""
-        self._fsinfo = self._list_side_by_side() if fresh else self.crictl.imagefsinfo()
-        filesystems = _disk.image_filesystems(self._fsinfo)
-        path, figure, unknown = _disk.read_figure(filesystems, settle)
-        if path:
-            self._fs_path = path
-        if fresh:
-            self._disk_before = {'image_filesystems': filesystems}
-        # fresh: listed just now, side by side with imagefsinfo
-        containers = self.node.current('containers')
-        sandboxes = self.node.current('sandboxes')
-        images = self.node.current('images')
-        # reclaimable: what phase 3 would remove once phase 1's rules removed their containers
-        leaving = plan_containers(self, containers, sandboxes).ids
-        sandbox_images = self.sandbox_images(images)
-        reclaimable = _plan.plan_images(images, containers, sandbox_images, self.settings['image_exclude'],
-                                        removed_containers=leaving, image_volumes=self.node.known_image_volumes())
-        return _disk.report(filesystems, figure, unknown, containers, sandboxes, images, reclaimable, sandbox_images,
-                            largest)
+        """Read-only facts: image filesystem usage, object counts, reclaimable estimate (_disk_view)."""
+        return self.disk.disk_state(largest, fresh, settle)

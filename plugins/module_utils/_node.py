@@ -15,7 +15,7 @@ directory ``<kubelet root>/pods/<uid>`` exists). ``image_volumes()`` asks one ba
 
 import os
 
-from ._cri import CONTAINER_EXITED, SANDBOX_READY
+from ._listings import CONTAINER_EXITED, SANDBOX_READY
 from ._units import seconds, short_id
 
 KINDS = ('containers', 'sandboxes', 'images')

@@ -19,7 +19,8 @@ import time
 
 from . import _metrics, _record, _record_merge
 from ._common import CommandRunner, ImageGCError
-from ._cri import CONTAINER_RUNNING, Crictl
+from ._cri import Crictl
+from ._listings import CONTAINER_RUNNING
 from ._discovery import Discovery
 from ._files import write_atomic
 from ._refs import image_users

@@ -35,7 +35,7 @@ the run.
 
 import json
 
-from ._cri import CONTAINER_RUNNING
+from ._listings import CONTAINER_RUNNING
 from ._files import RunLock, write_atomic
 from ._record_merge import RECENT, Observation, apply, empty_repulls, significant
 from ._units import seconds

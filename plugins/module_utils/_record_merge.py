@@ -23,7 +23,7 @@ def empty_repulls():
 
 
 class Observation:
-    """What one writer saw: ``images`` (the _cri.Image listing taken at ``listed_at`` seconds, or
+    """What one writer saw: ``images`` (the _listings.Image listing taken at ``listed_at`` seconds, or
     None when it listed none), ``used`` (``{image id: seconds}``, see ``uses``) and, for a run,
     ``removed`` (``{image id: {'at', 'size', 'refs'}}``: the images it removed, and when)."""
 

@@ -136,7 +136,7 @@ def parse_images_check(text):
 
 
 def unusable_images(images, checked):
-    """{image id: ctr's status} of the ``images`` (_cri.Image) whose every name ``checked`` lists
+    """{image id: ctr's status} of the ``images`` (_listings.Image) whose every name ``checked`` lists
     (``parse_images_check``) says ``incomplete`` and not unpacked. An image none of whose names is
     listed, or listed ``unavailable`` or ``error``, is not unusable here: kept when in doubt."""
     out = {}

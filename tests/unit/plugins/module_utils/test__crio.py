@@ -7,7 +7,7 @@ content store, and the parsing of what CRI-O prints differently (imageRef, ids, 
 
 import json
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _cri, _refs
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _listings, _refs
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import Discovery
 
 from tests.unit.image_gc_testlib import fake_discovery
@@ -43,14 +43,14 @@ def by_phase(run):
 # -- parsing ---------------------------------------------------------------------------------
 
 def test_crictl_version_names_the_runtime():
-    assert _cri.parse_runtime_name(fixture_text(VCRIO, 'version.txt')) == 'cri-o'
-    assert _cri.parse_runtime_name(fixture_text(V21, 'version.txt')) == 'containerd'
-    assert _cri.parse_runtime_name('') == ''
+    assert _listings.parse_runtime_name(fixture_text(VCRIO, 'version.txt')) == 'cri-o'
+    assert _listings.parse_runtime_name(fixture_text(V21, 'version.txt')) == 'containerd'
+    assert _listings.parse_runtime_name('') == ''
 
 
 def test_a_crio_container_is_matched_to_its_image_by_image_id_not_by_its_repo_digest_image_ref():
-    containers = [_cri.Container(c) for c in fixture_json(VCRIO, 'ps-a.json')['containers']]
-    images = [_cri.Image(i) for i in fixture_json(VCRIO, 'images.json')['images']]
+    containers = [_listings.Container(c) for c in fixture_json(VCRIO, 'ps-a.json')['containers']]
+    images = [_listings.Image(i) for i in fixture_json(VCRIO, 'images.json')['images']]
     exit0 = [c for c in containers if c.name == 'exit0'][0]
     assert exit0.image_ref.startswith('docker.io/feas/busybox@sha256:')   # CRI-O: a repo digest reference
     assert exit0.image_id == CRIO_IDS['busybox1_old']                       # ... and the id apart
@@ -64,7 +64,7 @@ def test_a_crio_container_is_matched_to_its_image_by_image_id_not_by_its_repo_di
 
 
 def test_crio_image_ids_have_no_digest_prefix_and_its_pause_image_is_pinned_and_reported():
-    images = {i.id: i for i in (_cri.Image(x) for x in fixture_json(VCRIO, 'images.json')['images'])}
+    images = {i.id: i for i in (_listings.Image(x) for x in fixture_json(VCRIO, 'images.json')['images'])}
     assert set(images) == {CRIO_IDS[k] for k in ('pause', 'busybox1_old', 'busybox1', 'busybox2', 'unused3')}
     assert [i.id for i in images.values() if i.pinned] == [CRIO_IDS['pause']]
     assert fixture_json(VCRIO, 'info.json')['config']['sandboxImage'] == 'docker.io/feas/pause:1'

@@ -7,9 +7,10 @@ setting; and the check that a candidate is the live root (every Ready sandbox's 
 import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _node
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Sandbox
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import (
-    KUBELET_ROOTS, Discovery, kubelet_root_of, read_cmdlines)
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Sandbox
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import Discovery
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._kubelet_root import (
+    KUBELET_ROOTS, kubelet_root_of, read_cmdlines)
 
 from tests.unit.image_gc_testlib import fake_discovery
 

@@ -6,7 +6,8 @@ instance per container name, what the run forgets, and the one batched crictl in
 import json
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _node
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Crictl, Sandbox
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Crictl
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Container, Sandbox
 
 from tests.unit.image_gc_testlib import CRICTL_PREFIX, IDS, V16, StubRunner, fixture_json, inspect_reply, json_reply, node_discovery
 

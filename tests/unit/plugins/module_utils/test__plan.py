@@ -8,8 +8,8 @@ import copy
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _content, _node, _plan, _refs
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image, Sandbox, parse_content_ls  # noqa: F401
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _content, _node, _plan, _plan_images, _refs
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Container, Image, Sandbox, parse_content_ls  # noqa: F401
 
 from tests.unit.image_gc_testlib import (
     IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, VERSIONS, fixture_json,
@@ -189,14 +189,14 @@ def test_notready_sandbox_with_live_container_is_kept(state):
 # -- phase 3: images -------------------------------------------------------------------------
 
 def test_image_in_use_by_running_container_is_kept():
-    plan = _plan.plan_images(images(V21), containers(V21))
+    plan = _plan_images.plan_images(images(V21), containers(V21))
     assert reasons(plan.keep)[IMG_BUSYBOX2] == 'in use by container sleeper (%s, running)' % IDS[V21]['sleeper'][:13]
     assert [i for i in plan.keep if i['id'] == IMG_BUSYBOX2][0]['used_by'] == [IDS[V21]['sleeper']]
 
 
 @pytest.mark.parametrize('version', VERSIONS)
 def test_image_used_only_by_exited_containers_kept_when_they_stay(version):
-    plan = _plan.plan_images(images(version), containers(version), sandbox_image(version))
+    plan = _plan_images.plan_images(images(version), containers(version), sandbox_image(version))
     reason = reasons(plan.keep)[IMG_OLD_BUSYBOX1]
     assert reason.startswith('in use by container ') and reason.endswith(', exited) and 1 more')
     assert sorted([i for i in plan.keep if i['id'] == IMG_OLD_BUSYBOX1][0]['used_by']) == sorted(
@@ -207,20 +207,20 @@ def test_image_used_only_by_exited_containers_kept_when_they_stay(version):
 @pytest.mark.parametrize('version', VERSIONS)
 def test_image_used_only_by_exited_containers_freed_when_removed_in_the_same_run(version):
     exited = [IDS[version]['exit0'], IDS[version]['exit1']]
-    plan = _plan.plan_images(images(version), containers(version), sandbox_image(version), removed_containers=exited)
+    plan = _plan_images.plan_images(images(version), containers(version), sandbox_image(version), removed_containers=exited)
     assert reasons(plan.remove)[IMG_OLD_BUSYBOX1] == 'used only by containers removed in this run'
     # the re-tagged busybox:1 is NOT protected by the exited containers' (stale) tag
     assert reasons(plan.remove)[IMG_BUSYBOX1] == 'unused'
 
 
 def test_removing_only_one_of_two_users_keeps_the_image():
-    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16),
-                             removed_containers=[IDS[V16]['exit0']])
+    plan = _plan_images.plan_images(images(V16), containers(V16), sandbox_image(V16),
+                                    removed_containers=[IDS[V16]['exit0']])
     assert reasons(plan.keep)[IMG_OLD_BUSYBOX1] == 'in use by container exit1 (%s, exited)' % IDS[V16]['exit1'][:13]
 
 
 def test_pinned_image_is_kept_on_2x():
-    plan = _plan.plan_images(images(V21), containers(V21))     # 2.1.9 info.json reports no sandbox image
+    plan = _plan_images.plan_images(images(V21), containers(V21))     # 2.1.9 info.json reports no sandbox image
     assert reasons(plan.keep)[IMG_PAUSE] == 'pinned by the runtime'
     assert plan.warnings == []
 
@@ -230,20 +230,20 @@ def test_unpinned_sandbox_image_is_kept_on_16_though_upstream_prune_deleted_it()
     pause = [i for i in images(V16) if i.id == IMG_PAUSE][0]
     assert not pause.pinned
     assert sandbox_image(V16) == 'docker.io/feas/pause:1'
-    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16))
+    plan = _plan_images.plan_images(images(V16), containers(V16), sandbox_image(V16))
     assert reasons(plan.keep)[IMG_PAUSE] == 'sandbox (pause) image of the runtime (docker.io/feas/pause:1)'
     assert plan.warnings == []
 
 
 @pytest.mark.parametrize('configured', ['docker.io/feas/pause:1', 'feas/pause:1', IMG_PAUSE])
 def test_sandbox_image_matches_short_and_id_forms(configured):
-    plan = _plan.plan_images(images(V16), containers(V16), configured)
+    plan = _plan_images.plan_images(images(V16), containers(V16), configured)
     assert IMG_PAUSE in reasons(plan.keep)
 
 
 def test_no_sandbox_image_and_nothing_pinned_keeps_what_looks_like_one_and_warns():
     """Fail safe (the first release removed the pause image here, and the next pod start failed)."""
-    plan = _plan.plan_images(images(V16), containers(V16), None)
+    plan = _plan_images.plan_images(images(V16), containers(V16), None)
     assert IMG_PAUSE not in plan.ids
     assert reasons(plan.keep)[IMG_PAUSE].startswith('looks like a sandbox (pause) image')
     assert IMG_UNUSED3 in plan.ids
@@ -259,10 +259,10 @@ def test_no_sandbox_image_and_nothing_pinned_keeps_what_looks_like_one_and_warns
 def test_sandbox_lookalikes_by_name(tag, kept):
     image = Image({'id': 'sha256:' + 'c' * 64, 'repoTags': [tag] if '@' not in tag else [],
                    'repoDigests': [tag] if '@' in tag else [], 'size': '9'})
-    unknown = _plan.plan_images([image], [], None)
+    unknown = _plan_images.plan_images([image], [], None)
     assert (image.id not in unknown.ids) is kept
     # a runtime that names its sandbox image: a look-alike that is not it is removable
-    assert image.id in _plan.plan_images([image], [], 'registry.k8s.io/pause:3.9').ids
+    assert image.id in _plan_images.plan_images([image], [], 'registry.k8s.io/pause:3.9').ids
 
 
 @pytest.mark.parametrize('pattern, image', [
@@ -272,7 +272,7 @@ def test_sandbox_lookalikes_by_name(tag, kept):
     ('*/busybox:1', IMG_BUSYBOX1),
 ])
 def test_exclude_patterns(pattern, image):
-    plan = _plan.plan_images(images(V21), [], exclude=['quay.io/*', pattern])
+    plan = _plan_images.plan_images(images(V21), [], exclude=['quay.io/*', pattern])
     assert reasons(plan.keep)[image] == 'excluded by pattern %r' % pattern
     assert image not in plan.ids
 
@@ -284,7 +284,7 @@ def test_exclude_pattern_on_normalized_ref():
         if raw['id'] == IMG_UNUSED3:
             raw['repoTags'] = ['busybox:1.36']
     listed = [Image(raw) for raw in data['images']]
-    plan = _plan.plan_images(listed, [], 'docker.io/feas/pause:1', exclude=['docker.io/library/busybox:*'])
+    plan = _plan_images.plan_images(listed, [], 'docker.io/feas/pause:1', exclude=['docker.io/library/busybox:*'])
     assert reasons(plan.keep)[IMG_UNUSED3] == "excluded by pattern 'docker.io/library/busybox:*'"
 
 
@@ -308,27 +308,27 @@ def test_normalize_ref(ref, normalized):
 def test_image_min_age_younger_kept_older_removed():
     # seconds since the last-use record first saw each image
     ages = {IMG_BUSYBOX1: 7, IMG_PAUSE: 10, IMG_BUSYBOX2: 9, IMG_UNUSED3: 9, IMG_OLD_BUSYBOX1: 10}
-    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=8, ages=ages,
-                             removed_containers=[IDS[V16]['exit0'], IDS[V16]['exit1']])
+    plan = _plan_images.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=8, ages=ages,
+                                    removed_containers=[IDS[V16]['exit0'], IDS[V16]['exit1']])
     assert reasons(plan.keep)[IMG_BUSYBOX1] == 'younger than image_min_age 8s (first seen 7s ago, per the last-use record)'
     assert sorted(plan.ids) == sorted([IMG_UNUSED3, IMG_OLD_BUSYBOX1])   # ages 9 and 10 >= 8
 
 
 def test_image_min_age_unknown_age_kept():
     ages = {IMG_BUSYBOX1: 3600}
-    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=1, ages=ages)
+    plan = _plan_images.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=1, ages=ages)
     assert reasons(plan.keep)[IMG_UNUSED3] == ('age unknown (not in the last-use record); kept because '
                                                'image_min_age is set')
     assert plan.ids == [IMG_BUSYBOX1]
 
 
 def test_image_min_age_zero_ignores_ages():
-    plan = _plan.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=0, ages={})
+    plan = _plan_images.plan_images(images(V16), containers(V16), sandbox_image(V16), min_age=0, ages={})
     assert sorted(plan.ids) == sorted([IMG_BUSYBOX1, IMG_UNUSED3])
 
 
 def test_dangling_reason():
-    plan = _plan.plan_images(images(V16), [], sandbox_image(V16))
+    plan = _plan_images.plan_images(images(V16), [], sandbox_image(V16))
     assert reasons(plan.remove)[IMG_OLD_BUSYBOX1] == 'unused and untagged (dangling)'
 
 
@@ -338,8 +338,8 @@ def test_plan_equals_upstream_rmi_prune_minus_the_sandbox_image(version):
     before ``crictl rmi --prune``; the same run of ours plans the same images, except that it
     keeps the runtime's sandbox image (which 1.6 does not pin)."""
     removed = fixture_text(version, 'ps-exited-q.txt').split()
-    plan = _plan.plan_images(images(version), containers(version), sandbox_image(version),
-                             removed_containers=removed)
+    plan = _plan_images.plan_images(images(version), containers(version), sandbox_image(version),
+                                    removed_containers=removed)
     upstream = upstream_pruned_ids(version)
     expected = sorted(set(upstream) - {IMG_PAUSE})
     assert sorted(plan.ids) == expected
@@ -405,12 +405,12 @@ def test_without_no_images_is_the_store_unchanged():
 
 
 def test_exclude_pattern_without_registry_matches_the_qualified_name():
-    from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Image
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Image
     images = [Image({'id': 'sha256:aa', 'repoTags': ['docker.io/library/busybox:1.36'], 'size': '5'}),
               Image({'id': 'sha256:bb', 'repoTags': ['docker.io/calico/node:v3.27'], 'size': '7'}),
               Image({'id': 'sha256:cc', 'repoTags': ['quay.io/calico/node:v3.27'], 'size': '9'})]
-    plan = _plan.plan_images(images, [], sandbox_image='registry.k8s.io/pause:3.9',
-                             exclude=['busybox:*', 'calico/*'])
+    plan = _plan_images.plan_images(images, [], sandbox_image='registry.k8s.io/pause:3.9',
+                                    exclude=['busybox:*', 'calico/*'])
     kept = dict((i['id'], i['reason']) for i in plan.keep)
     assert kept == {'sha256:aa': "excluded by pattern 'busybox:*'", 'sha256:bb': "excluded by pattern 'calico/*'"}
     assert [i['id'] for i in plan.remove] == ['sha256:cc']
@@ -483,7 +483,7 @@ def _img(iid, tags=(), digests=(), pinned=False):
 def test_image_exclude_repository_and_digest_forms(pattern, ref, kept):
     key = 'repoDigests' if '@' in ref else 'repoTags'
     image = _img('sha256:1', **{'digests' if key == 'repoDigests' else 'tags': [ref]})
-    plan = _plan.plan_images([image], [], 'docker.io/feas/pause:1', exclude=[pattern])
+    plan = _plan_images.plan_images([image], [], 'docker.io/feas/pause:1', exclude=[pattern])
     assert (plan.ids == []) == kept
     if kept:
         assert reasons(plan.keep) == {'sha256:1': 'excluded by pattern %r' % pattern}
@@ -498,12 +498,12 @@ def test_an_image_volume_of_a_container_that_stays_is_in_use():
     vol = _img('sha256:v', tags=['docker.io/feas/vol:1'])
     own = _img('sha256:o', tags=['docker.io/feas/app:1'])
     c = _ct('c1', 's1', state='CONTAINER_RUNNING')
-    plan = _plan.plan_images([vol, own], [c], 'docker.io/feas/pause:1', image_volumes={'c1': ['docker.io/feas/vol:1']})
+    plan = _plan_images.plan_images([vol, own], [c], 'docker.io/feas/pause:1', image_volumes={'c1': ['docker.io/feas/vol:1']})
     assert plan.ids == []
     assert reasons(plan.keep)['sha256:v'] == 'mounted as an image volume by container app (c1, running)'
     # once the container is removed in the run, its image volume is free
-    plan = _plan.plan_images([vol, own], [c], 'docker.io/feas/pause:1', image_volumes={'c1': ['docker.io/feas/vol:1']},
-                             removed_containers=['c1'])
+    plan = _plan_images.plan_images([vol, own], [c], 'docker.io/feas/pause:1', image_volumes={'c1': ['docker.io/feas/vol:1']},
+                                    removed_containers=['c1'])
     assert sorted(plan.ids) == ['sha256:o', 'sha256:v']
 
 
@@ -511,16 +511,16 @@ def test_sandbox_images_are_a_list_and_another_pinned_image_is_not_the_sandbox_i
     old = _img('sha256:p1', tags=['registry.k8s.io/pause:3.9'])
     new = _img('sha256:p2', tags=['registry.k8s.io/pause:3.10'])
     other = _img('sha256:x', tags=['docker.io/feas/extra:1'], pinned=True)
-    plan = _plan.plan_images([old, new, other], [], ['registry.k8s.io/pause:3.9', 'registry.k8s.io/pause:3.10'])
+    plan = _plan_images.plan_images([old, new, other], [], ['registry.k8s.io/pause:3.9', 'registry.k8s.io/pause:3.10'])
     assert plan.ids == []
     assert reasons(plan.keep)['sha256:p1'] == 'sandbox (pause) image of the runtime (registry.k8s.io/pause:3.9)'
     # nothing named, another image pinned: the look-alikes stay (the seed removed them), with the warning
-    plan = _plan.plan_images([old, new, other], [])
+    plan = _plan_images.plan_images([old, new, other], [])
     assert plan.ids == [] and reasons(plan.keep)['sha256:p1'].startswith('looks like a sandbox (pause) image')
     assert plan.warnings and plan.warnings[0].startswith('the runtime did not report its sandbox (pause) image')
     # a pinned look-alike (containerd 2.x pins its own): the other look-alikes still stay, silently
     pinned_pause = _img('sha256:p3', tags=['registry.k8s.io/pause:3.11'], pinned=True)
-    plan = _plan.plan_images([old, pinned_pause], [])
+    plan = _plan_images.plan_images([old, pinned_pause], [])
     assert plan.ids == [] and plan.warnings == []
 
 

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from ansible_collections.nodemaint.image_gc.plugins.module_utils import _files, _plan, _record, _retention
+from ansible_collections.nodemaint.image_gc.plugins.module_utils import _files, _plan_images, _record, _retention
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Container, Image
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Container, Image
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._settings import validate_settings
 
 from tests.unit.image_gc_testlib import (
@@ -105,7 +105,7 @@ def test_merge_keeps_the_latest_use_drops_gone_images_and_clamps_future_times():
 # -- retention -------------------------------------------------------------------------------------
 
 def plan_with(images, last_use, unused_for=0, disk=None):
-    return _plan.plan_images(images, [], 'docker.io/x/pause:1', retention=_retention.Retention(NOW, unused_for, last_use, disk))
+    return _plan_images.plan_images(images, [], 'docker.io/x/pause:1', retention=_retention.Retention(NOW, unused_for, last_use, disk))
 
 
 def test_unused_for_keeps_recently_used_and_says_why():
@@ -174,8 +174,8 @@ def test_disk_target_never_removes_what_other_guards_keep_and_warns_when_unmet()
     pinned = Image({'id': 'sha256:' + 'p' * 64, 'repoTags': ['docker.io/x/p:1'], 'size': '40000', 'pinned': True})
     free = image('f', 1000)
     record = dict((i.id, {'first_seen': 0, 'last_used': NOW - 100}) for i in (used_image, pinned, free))
-    plan = _plan.plan_images([used_image, pinned, free], [container('a', 'CONTAINER_EXITED', NOW - 100)], None,
-                             retention=_retention.Retention(NOW, DAY, record, disk(95)))
+    plan = _plan_images.plan_images([used_image, pinned, free], [container('a', 'CONTAINER_EXITED', NOW - 100)], None,
+                                    retention=_retention.Retention(NOW, DAY, record, disk(95)))
     assert plan.ids == [free.id]
     assert any('disk_low 80% is not reached' in w for w in plan.warnings)
 

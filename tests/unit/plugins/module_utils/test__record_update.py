@@ -12,7 +12,7 @@ import threading
 import time
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _record, _record_merge
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Image
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Image
 
 NOW = 1764600000
 DAY = 86400

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
-from ansible_collections.nodemaint.image_gc.plugins.module_utils._cri import Image
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Image
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._snapshotters import (
     content_prune_skip, cri_snapshotters, parse_images_check, unusable_images)
 
