@@ -292,7 +292,7 @@ def test_an_empty_container_listing_with_ready_sandboxes_removes_no_image(clean)
     ids = P.ensure_images(lab, P.IMAGES['extra'])
     out = plan_then_run(lab, phases=('images',))
     error = out['images']['error']
-    assert error.startswith('crictl ps --all listed no container while 1 sandbox(es) are Ready (starting): the '
+    assert error.startswith('crictl ps --all listed no container while 1 sandbox is Ready (starting): the '
                             'container listing is not trusted and no image is removed. Endpoints used: runtime %s, '
                             'image %s' % (lab.endpoint, lab.endpoint)), error
     assert out['images']['removed'] == []
