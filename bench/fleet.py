@@ -19,7 +19,7 @@ playbook defaults it, and forced on (``-e ansible_pipelining=true``, at N=32), s
   getrusage(RUSAGE_CHILDREN) around it, plus the ssh ControlPersist masters, which detach and are
   read from /proc before they are closed), peak RSS and PSS of the process tree (sampled every 100 ms).
 - ``--synthetic``: the summary play alone (``--tags image_gc_summary``) on N synthetic hosts
-  carrying a fake ``image_gc_report`` (tests/integration/fleet_synthetic.py), with the report
+  carrying a fake ``image_gc_report`` (tests/lab_tests/fleet_synthetic.py), with the report
   files; checked for correctness, minus a baseline run (``--tags none``: inventory and plays only).
 Not a test: nothing here is collected by pytest.
 """
@@ -40,8 +40,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tests.lab as L                                     # noqa: E402
-from tests.integration import ansible_play as AP          # noqa: E402
-from tests.integration import fleet_synthetic as FS       # noqa: E402
+from tests.lab_tests import ansible_play as AP          # noqa: E402
+from tests.lab_tests import fleet_synthetic as FS       # noqa: E402
 import fleet_sshd                                         # noqa: E402
 from fleet_report import render, write_doc                # noqa: E402
 from fleet_measure import measure, task_times              # noqa: E402

@@ -35,7 +35,7 @@ sys.path.insert(0, ROOT)
 import tests.lab as L                                        # noqa: E402  (repo root on sys.path first)
 from bench import measure, report                            # noqa: E402
 from bench.variants import VARIANTS, SANDBOX_MIN_AGE, Variants  # noqa: E402
-from tests.integration import node_package                   # noqa: E402
+from tests.lab_tests import node_package                   # noqa: E402
 S = importlib.import_module('tests.lab.scenario')           # the package re-exports a function named scenario
 
 

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 
-from tests.integration import ansible_play, node_package
+from tests.lab_tests import ansible_play, node_package
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = ('floor', 'shell', 'runner', 'playbook', 'disk')

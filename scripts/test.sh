@@ -15,19 +15,19 @@
 #             lint, antsibull-docs lint-collection-docs --plugin-docs, ansible-builder introspect and
 #             create (tools in their own venv: tests/requirements-galaxy.txt; scripts/lib/galaxy.sh)
 #   molecule  molecule test for every molecule/<scenario>/molecule.yml (podman + systemd image)
-#   matrix    the lab tests (pytest -m lab tests/integration) on the lines of NODEMAINT_LAB_LANE
+#   matrix    the lab tests (pytest -m lab tests/lab_tests) on the lines of NODEMAINT_LAB_LANE
 #             (default 2.1,2.4,crio: crio is the CRI-O lane, CRI-O 1.34.0 instead of containerd, where
 #             the matrix-marked tests and test_crio.py run), in the background lane: a second pytest process beside the first,
 #             so the two cores share the lab lines; `pytest` then runs the other lines.
-#   pytest    one pytest run over tests/unit, tests/integration and other tests/ dirs with tests.
-#             The integration tests run against four containerd lines as a version matrix:
+#   pytest    one pytest run over tests/unit, tests/lab_tests and other tests/ dirs with tests.
+#             The lab tests (tests/lab_tests) run against four containerd lines as a version matrix:
 #             the WHOLE suite on 1.7.24 (the line most nodes run), and on 1.6.20 (Debian 12),
 #             2.1.9 (sid) and 2.4.2 (newest) only the tests marked `pytest.mark.matrix` (where
 #             the lines differ: crictl contract, prune scenario, sandbox image and pinning,
 #             content phase, pod safety); the rest shows as "deselected" there. The CRI-O lane runs
 #             them too, skipping with a reason those about ctr, the content store or containerd's config.
 #             Switches: NODEMAINT_LAB_VERSIONS=1.6,2.4 (only these lines), NODEMAINT_LAB_FULL=all
-#             (the whole suite on every line; or =2.1: on that line), see tests/integration/conftest.py.
+#             (the whole suite on every line; or =2.1: on that line), see tests/lab_tests/conftest.py.
 # Every step runs even if an earlier one failed; a step whose inputs do not exist yet is
 # SKIPped with a reason. Exit status is non-zero if any step FAILed (or setup failed).
 # Two lanes on the two cores: pytest (the longest step) runs in the foreground while doc, sanity,
@@ -46,10 +46,10 @@
 #   STEP_TIMEOUT=1800      time limit in seconds for each step's main command
 #   KEEP_BUILD=1           keep the per-run build tree (path printed at setup) for debugging
 #   TEST_JOBS=1            no second lane: every step in the foreground, in the order above
-#   NODEMAINT_LAB_VERSIONS=1.6,2.4  lab lines the integration tests run on (default: all four, and crio)
+#   NODEMAINT_LAB_VERSIONS=1.6,2.4  lab lines the lab tests run on (default: all four, and crio)
 #   NODEMAINT_LAB_LANE=2.1,2.4,crio  the lab lines the `matrix` step runs (in the lane; crio: CRI-O); `pytest` runs the
 #                          rest. Deselecting `matrix` (TEST_ONLY=pytest, SKIP=matrix) gives every line to pytest
-#   NODEMAINT_LAB_FULL=2.1 the line that runs the whole integration suite (default 1.7; "all": every
+#   NODEMAINT_LAB_FULL=2.1 the line that runs the whole lab suite (default 1.7; "all": every
 #                          line runs the whole suite, the full matrix)
 # Needs root (apt, podman, containerd) -- CI runs it as root.
 set -uo pipefail
@@ -253,15 +253,15 @@ step_molecule() {
   return $rc
 }
 
-# Directories under tests/ that contain pytest files: tests/unit, tests/integration, then others.
+# Directories under tests/ that contain pytest files: tests/unit, tests/lab_tests, then others.
 pytest_dirs() {
   local d name
-  for name in unit integration; do
+  for name in unit lab_tests; do
     [[ -d "$COLLECTION_DIR/tests/$name" ]] && has_pytest_files "$COLLECTION_DIR/tests/$name" && echo "tests/$name"
   done
   for d in "$COLLECTION_DIR"/tests/*/; do
     name="$(basename "$d")"
-    case "$name" in unit|integration|output|sanity|fixtures) continue ;; esac
+    case "$name" in unit|lab_tests|output|sanity|fixtures) continue ;; esac
     has_pytest_files "$d" && echo "tests/$name"
   done
   return 0
@@ -318,10 +318,10 @@ step_pytest() {
 step_matrix() {
   cd "$COLLECTION_DIR" || return 1
   local lab
-  [[ -d tests/integration ]] || { skip matrix "no tests/integration yet"; return 2; }
+  [[ -d tests/lab_tests ]] || { skip matrix "no tests/lab_tests yet"; return 2; }
   lab="$(lab_lines lane)" || return 1
   [[ -n "$lab" ]] || { skip matrix "no lab line selected for the lane (NODEMAINT_LAB_LANE, NODEMAINT_LAB_VERSIONS)"; return 2; }
-  run_pytest matrix "$lab" -m lab tests/integration
+  run_pytest matrix "$lab" -m lab tests/lab_tests
 }
 
 # The closing lines of both pytest runs added up: a line with every count, then the plain closing

@@ -282,7 +282,7 @@ class CRILab:
         e["PATH"] = os.pathsep.join(path + [e.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
         e["CONTAINER_RUNTIME_ENDPOINT"] = self.endpoint
         e["IMAGE_SERVICE_ENDPOINT"] = self.endpoint
-        e[CRICTL_ENV] = self.crictl_bin  # for wrappers (tests/integration/faulty_crictl.py)
+        e[CRICTL_ENV] = self.crictl_bin  # for wrappers (tests/lab_tests/faulty_crictl.py)
         e.update(self._env_extra())
         return e
 

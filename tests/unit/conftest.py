@@ -9,7 +9,7 @@ happens at conftest import time, before any test module imports the collection.
 
 Shared helpers (stub runner, fake discovery, fixture readers) live in the ``testlib`` package
 next to this file; every test imports them one way, ``from tests.unit.image_gc_testlib import ...``
-(the repo root is put on sys.path for that, as for ``tests.integration``).
+(the repo root is put on sys.path for that, as for ``tests.lab_tests``).
 """
 
 import atexit

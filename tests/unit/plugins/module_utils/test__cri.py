@@ -38,7 +38,7 @@ def crictl_for(version, runtime, batch_size=100, **extra):
 # -- listings --------------------------------------------------------------------------------
 
 # The stderr of crictl 1.37.0 against containerd 1.6.20 with [grpc] max_send_message_size = 65536
-# and 120 kubelet-like containers (tests/integration/test_big_listing.py builds the same on the lab).
+# and 120 kubelet-like containers (tests/lab_tests/test_big_listing.py builds the same on the lab).
 TOO_BIG_ERR = (
     'time="2026-12-02T09:23:02Z" level=warning msg="Config \\"/etc/crictl.yaml\\" does not exist, trying next: '
     '\\"/var/cache/nodemaint-image-gc/crictl-v1.37.0/crictl.yaml\\""\n'

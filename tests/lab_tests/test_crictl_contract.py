@@ -23,7 +23,7 @@ import sys
 
 import pytest
 
-from tests.integration.ansible_play import collections_path
+from tests.lab_tests.ansible_play import collections_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIX = os.path.join(ROOT, "tests", "fixtures")

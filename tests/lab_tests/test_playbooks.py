@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from tests.integration.ansible_play import EXCLUDE, ROOT, ansible_env, run_playbook, runtime_state
-from tests.integration import fleet_synthetic
-from tests.integration.prune_playbook import BLUNT, PLAYBOOK, fleet, inventory_vars, recap, task_output
+from tests.lab_tests.ansible_play import EXCLUDE, ROOT, ansible_env, run_playbook, runtime_state
+from tests.lab_tests import fleet_synthetic
+from tests.lab_tests.prune_playbook import BLUNT, PLAYBOOK, fleet, inventory_vars, recap, task_output
 import tests.lab as labpkg
 
 COUNTS = ('containers', 'sandboxes', 'images', 'blobs', 'freed')
@@ -236,7 +236,7 @@ def test_prune_lists_an_unreachable_host_as_failed_and_goes_on(lab, scenario, tm
 
 
 def _summary_env(tmp_path):
-    from tests.integration.ansible_play import collections_path
+    from tests.lab_tests.ansible_play import collections_path
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(), ANSIBLE_NOCOLOR='1',
                ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_LOCAL_TEMP=str(tmp_path / 'ansible-tmp'),
                ANSIBLE_RETRY_FILES_ENABLED='False')

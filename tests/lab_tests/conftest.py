@@ -113,7 +113,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "lab: needs root and a real containerd (tests/lab)")
     config.addinivalue_line("markers", "matrix(lines=None): a check where containerd lines differ: runs on every line "
                                        "of the lab (or on these lines), not only on the one that runs the whole suite "
-                                       "(tests/integration/conftest.py)")
+                                       "(tests/lab_tests/conftest.py)")
     config.addinivalue_line("markers", "containerd_min(line, reason): needs containerd LINE or newer; skipped with "
                                        "REASON on older lines")
     config.addinivalue_line("markers", "crio_only: a check of CRI-O alone: runs on the CRI-O line only (deselected "

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.integration.ansible_play import EXCLUDE, FRESH_IMAGES, run_tasks, runtime_args, runtime_state, state_args
+from tests.lab_tests.ansible_play import EXCLUDE, FRESH_IMAGES, run_tasks, runtime_args, runtime_state, state_args
 from tests.lab.lab import config_toml
 
 S = importlib.import_module('tests.lab.scenario')

@@ -3,7 +3,7 @@
 
 Every case ends in a clear error (naming the cause and the fix) or in items reported as failed
 with a warning -- never in a removed in-use, pinned, excluded or sandbox image. Assertions are on
-the runtime's state afterwards. Faults during a run are injected by tests/integration/faulty_crictl.py,
+the runtime's state afterwards. Faults during a run are injected by tests/lab_tests/faulty_crictl.py,
 given to the modules as ``crictl_path`` and controlled by a JSON file named in the task's
 ``environment:``.
 """
@@ -14,9 +14,9 @@ import tempfile
 
 import pytest
 
-from tests.integration.ansible_play import (
+from tests.lab_tests.ansible_play import (
     EXCLUDE, FRESH_IMAGES, lock_args, run_tasks, runtime_args, runtime_state, state_args, without_record)
-from tests.integration.faulty_crictl import CONTROL_ENV
+from tests.lab_tests.faulty_crictl import CONTROL_ENV
 import tests.lab as labpkg
 from tests.lab import images as labimages
 

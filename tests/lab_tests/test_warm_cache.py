@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 
-from tests.integration.ansible_play import (
+from tests.lab_tests.ansible_play import (
     EXCLUDE, FRESH_IMAGES, collections_path, run_tasks, runtime_args, runtime_state, state_args)
 
 if collections_path() not in sys.path:

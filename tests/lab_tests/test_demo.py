@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from tests.integration.ansible_play import ROOT
-from tests.integration.prune_playbook import fleet, task_output
+from tests.lab_tests.ansible_play import ROOT
+from tests.lab_tests.prune_playbook import fleet, task_output
 from tests.lab.lab import pids_matching
 
 

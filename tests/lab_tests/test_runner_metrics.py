@@ -1,5 +1,5 @@
 """The node runner (``node-image-gc run``) against the real containerd of the lab, installed by the
-timer role's own install tasks (tests/integration/node_package.py: the library as package
+timer role's own install tasks (tests/lab_tests/node_package.py: the library as package
 ``nodemaint_image_gc`` and the launcher, run by the node's python3):
 its textfile metrics pass ``promtool check metrics``, and the counters add up across runs.
 """
@@ -9,8 +9,8 @@ import os
 import subprocess
 
 import tests.lab as labpkg
-from tests.integration import node_package
-from tests.integration.ansible_play import EXCLUDE, FRESH_IMAGES, runtime_args, state_args
+from tests.lab_tests import node_package
+from tests.lab_tests.ansible_play import EXCLUDE, FRESH_IMAGES, runtime_args, state_args
 from tests.unit.promtool_lib import promtool
 
 PHASES = ('containers', 'sandboxes', 'images', 'content')
@@ -116,7 +116,7 @@ def test_a_full_state_filesystem_still_cleans_up_and_keeps_the_old_files_on_the_
     """The state directory (last-use record, report, metrics) on a tiny tmpfs filled to the last
     byte: the run removes the garbage all the same, the previous three files stay byte for byte,
     no temp file is left, and the run says which writes failed (exit 1, ``write_failed``)."""
-    from tests.integration.ansible_play import runtime_state
+    from tests.lab_tests.ansible_play import runtime_state
     node = Node(lab, str(tmp_path))
     state = str(tmp_path / 'full')
     os.makedirs(state)

@@ -5,13 +5,13 @@ import json
 import os
 import re
 
-from tests.integration import fleet_synthetic
-from tests.integration.ansible_play import lab_kubelet_root
+from tests.lab_tests import fleet_synthetic
+from tests.lab_tests.ansible_play import lab_kubelet_root
 
 PLAYBOOK = 'nodemaint.image_gc.prune'
 
 # image_gc_pod_aware: false - the standard scenario's exit1 (exited in the Ready pod feas-exit) is garbage only
-# in the blunt mode; the kubelet's rules (the default) keep it: tests/integration/test_pod_safety.py
+# in the blunt mode; the kubelet's rules (the default) keep it: tests/lab_tests/test_pod_safety.py
 BLUNT = {'image_gc_pod_aware': False}
 
 

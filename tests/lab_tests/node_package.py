@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from tests.integration.ansible_play import collections_path
+from tests.lab_tests.ansible_play import collections_path
 
 PLAYBOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'node_package.yml')
 # The node's interpreter, as the role's default timer_python.

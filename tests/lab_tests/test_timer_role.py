@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.integration.ansible_play import collections_path
+from tests.lab_tests.ansible_play import collections_path
 
 without_systemd = pytest.mark.skipif(os.path.isdir('/run/systemd/system'),
                                      reason='this host runs systemd: the role would (rightly) install here')

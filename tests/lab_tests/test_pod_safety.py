@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from tests import lab as L
-from tests.integration.ansible_play import collections_path, runtime_args, runtime_state, state_args
+from tests.lab_tests.ansible_play import collections_path, runtime_args, runtime_state, state_args
 from tests.lab import pods as P
 
 if collections_path() not in sys.path:            # the collection as ansible_collections.nodemaint.image_gc

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests import lab as labpkg
-from tests.integration.ansible_play import (
+from tests.lab_tests.ansible_play import (
     EXCLUDE, FRESH_IMAGES, collections_path, run_tasks, runtime_args, runtime_state, state_args)
 
 if collections_path() not in sys.path:

@@ -28,9 +28,9 @@ import time
 import pytest
 
 from tests import lab as L
-from tests.integration.faulty_crictl import CONTROL_ENV
-from tests.integration.ansible_play import collections_path, runtime_state, state_args
-from tests.integration.test_crio import NOT_APPLICABLE, crio_node_discovery
+from tests.lab_tests.faulty_crictl import CONTROL_ENV
+from tests.lab_tests.ansible_play import collections_path, runtime_state, state_args
+from tests.lab_tests.test_crio import NOT_APPLICABLE, crio_node_discovery
 from tests.lab import kubelet as K
 from tests.lab import pods as P
 from tests.lab import versions as V
@@ -271,7 +271,7 @@ def test_default_run_then_kubelet_restart(lab, kubelet):
 @pytest.mark.matrix(lines=V.CONTAINERD_LINES)
 def test_pods_come_and_go_while_a_run_is_in_progress(lab, kubelet, tmp_path, monkeypatch):
     """A pod created and a pod deleted while a run is in progress (between its first listing and
-    its first removal, held there by tests/integration/faulty_crictl.py's pause-on-remove): the
+    its first removal, held there by tests/lab_tests/faulty_crictl.py's pause-on-remove): the
     new pod starts (no start fails for a missing image: its image, unused when the run began, is
     kept), the standing pods are undisturbed, and the run still removes the real garbage."""
     kubelet.add_pod(K.static_pod("leaving", [K.container("app", LEAVING, SLEEP)]))

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from tests.integration.ansible_play import EXCLUDE, run_playbook, runtime_state
-from tests.integration.prune_playbook import BLUNT, PLAYBOOK, fleet, inventory_vars, recap
+from tests.lab_tests.ansible_play import EXCLUDE, run_playbook, runtime_state
+from tests.lab_tests.prune_playbook import BLUNT, PLAYBOOK, fleet, inventory_vars, recap
 
 
 def state(lab):
@@ -36,7 +36,7 @@ lock.release()
 
 
 def _hold_lock(lab, seconds, remove=()):
-    from tests.integration.ansible_play import collections_path
+    from tests.lab_tests.ansible_play import collections_path
     lock = os.path.join(lab.base, 'run.lock')
     crictl = [lab.crictl_bin, '--runtime-endpoint', lab.endpoint]
     holder = subprocess.Popen([sys.executable, '-c', HOLDER, collections_path(), lock, str(seconds)] + crictl,
@@ -71,7 +71,7 @@ def test_check_mode_waits_for_a_run_that_holds_the_lock_and_plans_the_node_it_le
     right before it lets go (as the timer's run would). The check-mode prune waits for it, so its
     plan is of the node as that run left it: no exited container is planned for removal. (Without
     the lock the plan lists them: it was made while the other run was still going.)"""
-    from tests.integration.ansible_play import lock_args, run_tasks, runtime_args, state_args
+    from tests.lab_tests.ansible_play import lock_args, run_tasks, runtime_args, state_args
     exited = scenario['expected']['exited_container_ids']
     holder, lock = _hold_lock(lab, 8, remove=exited)
     started = time.time()

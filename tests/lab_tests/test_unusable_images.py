@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tests import lab as L
-from tests.integration.ansible_play import collections_path, runtime_args, runtime_state, state_args
+from tests.lab_tests.ansible_play import collections_path, runtime_args, runtime_state, state_args
 from tests.lab import pods as P
 from tests.lab import unpack as U
 

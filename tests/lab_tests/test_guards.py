@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.integration.ansible_play import (
+from tests.lab_tests.ansible_play import (
     EXCLUDE, FRESH_IMAGES, collections_path, run_tasks, runtime_args, runtime_state, state_args)
 from tests.lab.scenario import run_container, run_pod
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.integration.ansible_play import collections_path, lab_kubelet_root, runtime_state
+from tests.lab_tests.ansible_play import collections_path, lab_kubelet_root, runtime_state
 
 if collections_path() not in sys.path:
     sys.path.insert(0, collections_path())

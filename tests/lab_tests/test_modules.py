@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.integration.ansible_play import (
+from tests.lab_tests.ansible_play import (
     EXCLUDE, FRESH_IMAGES, lock_args, run_tasks, runtime_args, runtime_state, settled_content, state_args)
 import tests.lab as labpkg
 
@@ -42,7 +42,7 @@ def test_crictl_prune_check_then_real_then_idempotent(lab, scenario):
     args = dict(runtime_args(lab), **state_args(lab))
     args.update(image_exclude=EXCLUDE, pod_aware=False, **FRESH_IMAGES)
     # pod_aware: false - exit1 (exited in the Ready pod feas-exit) is garbage only in the blunt mode; the
-    # kubelet's rules (the default) keep it: tests/integration/test_pod_safety.py
+    # kubelet's rules (the default) keep it: tests/lab_tests/test_pod_safety.py
     before = state(lab)
 
     check = run_tasks(lab, [('prune', 'nodemaint.image_gc.crictl_prune', args)], check=True)

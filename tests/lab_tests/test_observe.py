@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from tests.integration.ansible_play import EXCLUDE, collections_path, runtime_args, runtime_state, state_args
+from tests.lab_tests.ansible_play import EXCLUDE, collections_path, runtime_args, runtime_state, state_args
 from tests.lab import pods as labpods
 
 RUNNER = ('import sys; sys.path.insert(0, sys.argv[1]); '
