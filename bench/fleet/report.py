@@ -1,7 +1,7 @@
 """Markdown tables of bench/fleet.py's results, and their place in docs/performance.md."""
 
 
-from docsection import replace_section
+from bench.docsection import replace_section
 
 MARKERS = {False: ('<!-- fleet-bench: begin (bench/fleet.py writes this part) -->', '<!-- fleet-bench: end -->'),
            True: ('<!-- fleet-synthetic: begin (bench/fleet.py --synthetic writes this part) -->',

@@ -4,11 +4,10 @@ per workload, seed and disk size, with a verdict."""
 
 import statistics
 
-from .bound import Bound, IntervalBound
-from .policies import CANDIDATES, POLICIES, make, settings_of
-from .sim import replay
-from .trace import GB
-
+from bench.policy.bound import Bound, IntervalBound
+from bench.policy.policies import CANDIDATES, POLICIES, make, settings_of
+from bench.policy.sim import replay
+from bench.policy.trace import GB
 from plugins.module_utils._units import format_duration
 
 EVICTION_LINE = 85          # imagefs.available < 15%: the bound's cap and the hours column

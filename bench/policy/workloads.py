@@ -27,7 +27,7 @@ DISKS lists the sizes bench/policy.py replays by default (the first is the nomin
 import math
 import random
 
-from .trace import GB, Start, Trace
+from bench.policy.trace import GB, Start, Trace
 
 HOUR, DAY = 3600, 86400
 

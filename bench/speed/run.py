@@ -29,12 +29,15 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+# bench code imports as packages from the repository root (bench.policy.trace, tests.lab), never from this
+# script's folder (python puts it first on sys.path, where policy/trace.py would shadow the standard library's)
+sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p) != HERE]
 
 import tests.lab as L                                        # noqa: E402  (repo root on sys.path first)
-from bench import measure, report                            # noqa: E402
-from bench.variants import VARIANTS, SANDBOX_MIN_AGE, Variants  # noqa: E402
+from bench.speed import measure, report                      # noqa: E402
+from bench.speed.variants import VARIANTS, SANDBOX_MIN_AGE, Variants  # noqa: E402
 from tests.lab_tests import node_package                   # noqa: E402
 S = importlib.import_module('tests.lab.scenario')           # the package re-exports a function named scenario
 
