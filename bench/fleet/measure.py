@@ -1,4 +1,4 @@
-"""Measuring one ansible-playbook run for bench/fleet.py: wall time, CPU of the process tree and of
+"""Measuring one ansible-playbook run for bench/fleet/run.py: wall time, CPU of the process tree and of
 its main process, peak RSS and PSS; per-task times from an Ansible log."""
 
 import datetime

@@ -1,10 +1,10 @@
 """Fleet benchmark: ansible-playbook nodemaint.image_gc.prune over real SSH to N loopback aliases.
 
-    python bench/fleet.py [--sizes 1,8,32,64] [--modes check,real] [--labs 8] [--repeat 1]
+    python bench/fleet/run.py [--sizes 1,8,32,64] [--modes check,real] [--labs 8] [--repeat 1]
         [--budget 570] [--json FILE] [--md FILE] [--doc docs/performance.md]
-    python bench/fleet.py --synthetic 1000,10000 [--json FILE] [--md FILE]
+    python bench/fleet/run.py --synthetic 1000,10000 [--json FILE] [--md FILE]
 
-Root only. Starts (and always stops) its own sshd on 127.0.0.1 (bench/sshd.py), a lab
+Root only. Starts (and always stops) its own sshd on 127.0.0.1 (bench/fleet/sshd.py), a lab
 containerd with the standard garbage scenario (tests/lab), an inventory of N aliases of
 127.0.0.1 (one ssh control socket per alias, so one SSH connection per host as in a real fleet),
 and runs the playbook with forks = N, pipelining off (``image_gc_pipelining=false``), as the

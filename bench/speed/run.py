@@ -1,6 +1,6 @@
 """Speed benchmark: floor vs shell pipeline vs node-side runner vs playbook, on real containerd.
 
-    python bench/run.py [--sizes small,large,memory,disk] [-n 3] [--n-large 1]
+    python bench/speed/run.py [--sizes small,large,memory,disk] [-n 3] [--n-large 1]
         [--small 100,20,30] [--large 1000,200,300] [--memory 4000,400,300] [--disk-images 50]
         [--crictl PATH] [--budget 2400] [--variants floor,shell,runner,playbook,disk]
         [--doc docs/performance.md] [--json FILE] [--shared]
@@ -14,7 +14,7 @@ exited container is in a pod that is gone: garbage to the pod-aware runner too);
 runner inspects every one: the memory case); 50 images with a payload of their own for disk
 (the disk target against the plain run over the same images). The lab is torn down at the end whatever
 happens (also on SIGTERM/SIGINT and when the budget runs out). What each variant is:
-bench/variants.py; measuring: bench/measure.py; the report: bench/report.py. Not a test.
+bench/speed/variants.py; measuring: bench/speed/measure.py; the report: bench/speed/report.py. Not a test.
 """
 
 import argparse
@@ -43,7 +43,7 @@ S = importlib.import_module('tests.lab.scenario')           # the package re-exp
 
 
 # First key of the --json file: it says why that file is long (one entry per measured run).
-ABOUT_JSON = ('Raw results of bench/run.py (generated, not edited): every measured run with its process counts '
+ABOUT_JSON = ('Raw results of bench/speed/run.py (generated, not edited): every measured run with its process counts '
               'and runtime state before and after; its length is the data. docs/performance.md is the summary.')
 
 

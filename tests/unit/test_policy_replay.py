@@ -219,7 +219,7 @@ def test_interval_bound_counts_each_hour_on_its_own():
 
 
 def test_the_collections_defaults_are_the_replays_choice():
-    # bench/policy.py chose `warm 21d +obs` (docs/performance.md, its verdict line); the settings table
+    # bench/policy/run.py chose `warm 21d +obs` (docs/performance.md, its verdict line); the settings table
     # holds the same image policy. Changing one without the other fails here.
     line, same = report.defaults_line('warm 21d +obs')
     assert same, line
