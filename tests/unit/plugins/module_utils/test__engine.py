@@ -5,6 +5,7 @@
 the second run, peer mirror detection, disk state, settings validation."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -422,25 +423,59 @@ def test_images_phase_after_a_sandbox_removal_in_check_mode_frees_its_containers
 
 # -- disk state ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('version, used', [(V16, 0), (V21, 10182656)])
-def test_disk_state(version, used, peer_root):
-    runner = node_runner(version)
+USED = {V16: 0, V21: 10182656}     # the runtime's image_fs_used_bytes on each recorded node
+
+
+@pytest.fixture(params=[V16, V21])
+def disk_report(request, peer_root):
+    """Engine.disk_state(largest=2) over the recorded node of each version: the state, the stub runner
+    and the version."""
+    runner = node_runner(request.param)
     state = make_engine(runner, phases=('disk',), peer_root=peer_root).disk_state(largest=2)
-    assert runner.removals() == []
-    assert state['image_fs_used_bytes'] == used
-    fs = state['image_filesystems'][0]
+    return SimpleNamespace(state=state, runner=runner, version=request.param)
+
+
+def test_disk_state_removes_nothing(disk_report):
+    assert disk_report.runner.removals() == []
+
+
+def test_disk_state_is_json(disk_report):
+    json.dumps(disk_report.state)
+
+
+def test_disk_state_image_fs_used_bytes_is_the_runtimes_figure(disk_report):
+    assert disk_report.state['image_fs_used_bytes'] == USED[disk_report.version]
+
+
+def test_disk_state_lists_each_image_filesystem_as_the_runtime_reports_it(disk_report):
+    fs = disk_report.state['image_filesystems'][0]
     assert fs['mountpoint'] == '/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs'
-    assert fs['used_bytes'] == used
-    assert fs['inodes_used'] == (0 if version == V16 else 133)
-    assert state['containers'] == {'exited': 2, 'running': 1}
-    assert state['sandboxes'] == {'ready': 2, 'notready': 1}
-    assert state['images'] == 5
-    assert state['images_bytes'] == 1028853 + 1028856 + 1028853 + 1028899 + 1028854
-    assert state['reclaimable_images'] == 3
-    assert state['reclaimable_bytes'] == 1028854 + 1028853 + 1028856
-    assert [i['id'] for i in state['largest_images']] == [IMG_PAUSE, IMG_BUSYBOX1]
-    assert state['sandbox_image'] == ('docker.io/feas/pause:1' if version == V16 else None)
-    json.dumps(state)
+    assert fs['used_bytes'] == USED[disk_report.version]
+    assert fs['inodes_used'] == (0 if disk_report.version == V16 else 133)
+
+
+def test_disk_state_counts_containers_sandboxes_and_images_by_state(disk_report):
+    assert disk_report.state['containers'] == {'exited': 2, 'running': 1}
+    assert disk_report.state['sandboxes'] == {'ready': 2, 'notready': 1}
+    assert disk_report.state['images'] == 5
+
+
+def test_disk_state_images_bytes_is_the_sum_of_every_image_size(disk_report):
+    assert disk_report.state['images_bytes'] == 1028853 + 1028856 + 1028853 + 1028899 + 1028854
+
+
+def test_disk_state_reclaimable_are_the_unused_images_and_their_sizes(disk_report):
+    assert disk_report.state['reclaimable_images'] == 3
+    assert disk_report.state['reclaimable_bytes'] == 1028854 + 1028853 + 1028856
+
+
+def test_disk_state_largest_images_are_as_many_as_asked_largest_first(disk_report):
+    assert [i['id'] for i in disk_report.state['largest_images']] == [IMG_PAUSE, IMG_BUSYBOX1]
+
+
+def test_disk_state_sandbox_image_is_the_one_crictl_info_names(disk_report):
+    """containerd 1.6's crictl info names it; 2.1's does not."""
+    assert disk_report.state['sandbox_image'] == ('docker.io/feas/pause:1' if disk_report.version == V16 else None)
 
 
 def test_filesystem_usage_of_nearest_existing_parent(tmp_path):
