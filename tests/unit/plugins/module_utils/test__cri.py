@@ -4,6 +4,7 @@
 """_cri: listing and parsing the recorded crictl/ctr outputs, error messages, batched removal."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -93,27 +94,55 @@ def test_other_listing_errors_are_not_read_in_parts(runtime):
     assert len(runner.calls) == 1
 
 
-@pytest.mark.parametrize('version', VERSIONS)
-def test_containers_parsed_from_ps_json(version, runtime):
-    crictl, runner = crictl_for(version, runtime)
+@pytest.fixture(params=VERSIONS)
+def ps(request, runtime):
+    """crictl.containers() over the recorded ``crictl ps`` of each version: the containers, by name too,
+    the stub runner, the recorded ids and the raw listing."""
+    crictl, runner = crictl_for(request.param, runtime)
     containers = crictl.containers()
-    assert runner.calls == [CRICTL_PREFIX + ['ps', '--all', '--output', 'json']]
-    assert runner.timeouts == [150]      # crictl --timeout 120s, plus 30 s for the process
-    by_name = dict((c.name, c) for c in containers)
-    assert sorted(by_name) == ['exit0', 'exit1', 'sleeper']
-    ids = IDS[version]
-    assert by_name['exit0'].id == ids['exit0']
-    assert by_name['exit0'].pod_id == ids['feas-a']
-    assert by_name['exit0'].state == 'CONTAINER_EXITED'
-    assert by_name['exit0'].image == 'docker.io/feas/busybox:1'
-    assert by_name['exit0'].image_ref == IMG_OLD_BUSYBOX1
-    assert by_name['exit1'].pod_id == ids['feas-c']
-    assert by_name['sleeper'].state == 'CONTAINER_RUNNING'
-    assert by_name['sleeper'].image_ref == IMG_BUSYBOX2
-    raw = json.loads(fixture_text(version, 'ps-a.json'))['containers']
-    assert [c.created_ns for c in containers] == [int(r['createdAt']) for r in raw]
-    assert by_name['sleeper'].to_dict()['created_at'] == int(raw[1]['createdAt']) // 10 ** 9
-    assert by_name['sleeper'].pod_name == '' and by_name['sleeper'].attempt == 0
+    return SimpleNamespace(containers=containers, by_name=dict((c.name, c) for c in containers), runner=runner,
+                           ids=IDS[request.param],
+                           raw=json.loads(fixture_text(request.param, 'ps-a.json'))['containers'])
+
+
+def test_containers_are_listed_with_one_crictl_ps(ps):
+    assert ps.runner.calls == [CRICTL_PREFIX + ['ps', '--all', '--output', 'json']]
+
+
+def test_the_listing_waits_the_crictl_timeout_plus_30_s(ps):
+    assert ps.runner.timeouts == [150]      # crictl --timeout 120s, plus 30 s for the process
+
+
+def test_every_listed_container_is_parsed(ps):
+    assert sorted(ps.by_name) == ['exit0', 'exit1', 'sleeper']
+
+
+def test_an_exited_container_has_its_id_pod_state_image_and_image_ref(ps):
+    exit0 = ps.by_name['exit0']
+    assert exit0.id == ps.ids['exit0']
+    assert exit0.pod_id == ps.ids['feas-a']
+    assert exit0.state == 'CONTAINER_EXITED'
+    assert exit0.image == 'docker.io/feas/busybox:1'
+    assert exit0.image_ref == IMG_OLD_BUSYBOX1
+
+
+def test_each_container_belongs_to_its_own_sandbox(ps):
+    assert ps.by_name['exit1'].pod_id == ps.ids['feas-c']
+
+
+def test_a_running_container_has_its_state_and_image_ref(ps):
+    assert ps.by_name['sleeper'].state == 'CONTAINER_RUNNING'
+    assert ps.by_name['sleeper'].image_ref == IMG_BUSYBOX2
+
+
+def test_created_is_kept_in_nanoseconds_and_shown_in_seconds(ps):
+    assert [c.created_ns for c in ps.containers] == [int(r['createdAt']) for r in ps.raw]
+    assert ps.by_name['sleeper'].to_dict()['created_at'] == int(ps.raw[1]['createdAt']) // 10 ** 9
+
+
+def test_a_container_without_pod_labels_has_no_pod_name_and_attempt_0(ps):
+    assert ps.by_name['sleeper'].pod_name == ''
+    assert ps.by_name['sleeper'].attempt == 0
 
 
 @pytest.mark.parametrize('version', VERSIONS)
