@@ -15,7 +15,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import 
 
 from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, CTR_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21,
-    VERSIONS, Reply, StubRunner, crictl_warning, fixture_text, json_reply, node_discovery, recorded)
+    VERSIONS, Reply, StubRunner, crictl_warning, fixture_text, json_reply, node_discovery, recorded_reply)
 
 
 @pytest.fixture
@@ -25,11 +25,11 @@ def runtime():
 
 def crictl_for(version, runtime, batch_size=100, **extra):
     table = {
-        'crictl ps --all --output json': recorded(version, 'ps-a.json'),
-        'crictl pods --output json': recorded(version, 'pods.json'),
-        'crictl images --output json': recorded(version, 'images.json'),
-        'crictl imagefsinfo --output json': recorded(version, 'imagefsinfo.json'),
-        'crictl info --output json': recorded(version, 'info.json'),
+        'crictl ps --all --output json': recorded_reply(version, 'ps-a.json'),
+        'crictl pods --output json': recorded_reply(version, 'pods.json'),
+        'crictl images --output json': recorded_reply(version, 'images.json'),
+        'crictl imagefsinfo --output json': recorded_reply(version, 'imagefsinfo.json'),
+        'crictl info --output json': recorded_reply(version, 'info.json'),
     }
     table.update(extra)
     runner = StubRunner(table)
@@ -232,9 +232,9 @@ def test_parse_content_ls_rejects_garbage(text):
 
 
 def test_ctr_content_and_prune_argv(runtime):
-    runner = StubRunner({'ctr content ls': recorded(V21, 'ctr-content-ls.txt'),
-                         'ctr content prune references --dry': recorded(V21, 'ctr-prune-dry'),
-                         'ctr content prune references': recorded(V21, 'ctr-prune')})
+    runner = StubRunner({'ctr content ls': recorded_reply(V21, 'ctr-content-ls.txt'),
+                         'ctr content prune references --dry': recorded_reply(V21, 'ctr-prune-dry'),
+                         'ctr content prune references': recorded_reply(V21, 'ctr-prune')})
     ctr = Ctr(runtime, runner, 'k8s.io')
     assert len(ctr.content()) == 15
     ctr.prune_references(dry_run=True)
@@ -287,7 +287,7 @@ def test_unexpected_json_shape_is_a_clear_error(runtime):
 
 @pytest.mark.parametrize('version', VERSIONS)
 def test_crictl_no_socket_fatal_is_surfaced(version, runtime):
-    reply = recorded(version, 'crictl-nosocket')
+    reply = recorded_reply(version, 'crictl-nosocket')
     assert reply.rc == 1
     crictl = crictl_for(version, runtime, **{'crictl ps --all --output json': reply})[0]
     with pytest.raises(CommandError) as exc:
@@ -306,7 +306,7 @@ def test_crictl_no_socket_fatal_is_surfaced(version, runtime):
     (V21, 'ctr: cannot access socket /var/lib/lab/nope.sock'),
 ])
 def test_ctr_no_socket_is_surfaced(version, detail, runtime):
-    runner = StubRunner({'ctr content ls': recorded(version, 'ctr-nosocket')})
+    runner = StubRunner({'ctr content ls': recorded_reply(version, 'ctr-nosocket')})
     with pytest.raises(CommandError) as exc:
         Ctr(runtime, runner, 'k8s.io').content()
     message = str(exc.value)
@@ -389,7 +389,7 @@ def test_partial_failure_in_one_batch_does_not_stop_the_next(runtime):
 def test_item_already_gone_is_reported_gone_not_failed(version, runtime):
     ids = IDS[version]
     # DERIVED from rm-missing.err (recorded as `crictl rm deadbeef`): the id replaced by exit0's.
-    reply = recorded(version, 'rm-missing')
+    reply = recorded_reply(version, 'rm-missing')
     assert reply.rc == 1
     err = reply.err.replace('deadbeef', ids['exit0'])
     after = json.loads(fixture_text(version, 'ps-a.json'))
@@ -418,7 +418,7 @@ def test_crictl_missing_rc_127_fails_every_item_naming_crictl_path(runtime):
 def test_failed_batch_and_failed_relisting_fails_the_batch(runtime):
     crictl, runner = crictl_for(V16, runtime, **{
         'crictl rmp': Reply(1, '', fixture_text(V16, 'rmp-ready.err')),
-        'crictl pods --output json': recorded(V16, 'crictl-nosocket')})
+        'crictl pods --output json': recorded_reply(V16, 'crictl-nosocket')})
     outcome = crictl.remove_sandboxes([IDS[V16]['feas-a']])
     message = outcome.failed[IDS[V16]['feas-a']]
     assert message.startswith('crictl rmp failed and the state could not be re-read')
@@ -431,6 +431,6 @@ def test_rmp_of_ready_sandbox_recorded_failure(runtime):
     listing = {'items': [{'id': feas_b, 'metadata': {'name': 'feas-b', 'namespace': 'feas'},
                           'state': 'SANDBOX_READY', 'createdAt': '1795824050135083787'}]}
     crictl, runner = crictl_for(V16, runtime, **{
-        'crictl rmp': recorded(V16, 'rmp-ready'), 'crictl pods --output json': json_reply(V16, listing)})
+        'crictl rmp': recorded_reply(V16, 'rmp-ready'), 'crictl pods --output json': json_reply(V16, listing)})
     outcome = crictl.remove_sandboxes([feas_b])
     assert outcome.failed == {feas_b: 'pod sandbox "%s" is running, please stop it first' % feas_b}

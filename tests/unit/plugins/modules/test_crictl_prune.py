@@ -148,9 +148,9 @@ def test_missing_crictl_fails_with_the_places_tried(args, monkeypatch):
 
 
 def test_no_socket_fails_with_command_output(args, monkeypatch):
-    from image_gc_testlib import recorded
+    from image_gc_testlib import recorded_reply
     runner = node_runner(V21)
-    runner.on('crictl ps --all --output json', recorded(V21, 'crictl-nosocket'))
+    runner.on('crictl ps --all --output json', recorded_reply(V21, 'crictl-nosocket'))
     out = run_module(monkeypatch, crictl_prune, args, runner)
     assert out.failed
     assert 'runtime socket does not answer' in out.result['msg']
