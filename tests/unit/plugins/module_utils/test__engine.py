@@ -666,34 +666,61 @@ def pod_engine(runner, peer_root, dirs=(), proc='/nonexistent/proc', **settings)
                        discovery=node_discovery(dirs=dirs, proc=proc))
 
 
-@pytest.mark.parametrize('version', VERSIONS)
-def test_default_rules_check_mode_and_real_run_plan_the_same(version, peer_root, tmp_path):
-    """exit1 is the newest exited instance in the Ready pod feas-c: it stays, and its image; exit0's pod
-    feas-a is not live (NotReady, and the running kubelet's root, found in /proc, has no directory for
-    it): exit0 and feas-a go."""
-    ids_ = IDS[version]
+@pytest.fixture(params=VERSIONS)
+def default_rules(request, peer_root, tmp_path):
+    """A check-mode run and a real run with the kubelet's rules (the defaults) over the recorded node of each
+    version, the running kubelet's root found in /proc. exit1 is the newest exited instance in the Ready pod
+    feas-c: it stays, and its image; exit0's pod feas-a is not live (NotReady, and the kubelet's root has no
+    directory for it): exit0 and feas-a go."""
+    version = request.param
     proc, root = running_kubelet(tmp_path, version)
     check = run_all(pod_engine(node_runner(version), peer_root, proc=proc, sandbox_min_age='0s'), check_mode=True)
     runner = node_runner(version)
-    engine = pod_engine(runner, peer_root, proc=proc, sandbox_min_age='0s')
-    run = engine.run()
-    real = dict((r['phase'], r) for r in run['phases'])
-    assert ids(real['containers']['removed']) == [ids_['exit0']]
-    assert dict((i['id'], i['reason']) for i in real['containers']['kept'])[ids_['exit1']].startswith(
+    run = pod_engine(runner, peer_root, proc=proc, sandbox_min_age='0s').run()
+    return SimpleNamespace(version=version, ids=IDS[version], root=root, check=check, run=run, runner=runner,
+                           real=dict((r['phase'], r) for r in run['phases']))
+
+
+def test_default_rules_remove_the_exited_container_of_a_pod_that_is_not_live(default_rules):
+    assert ids(default_rules.real['containers']['removed']) == [default_rules.ids['exit0']]
+    assert default_rules.runner.ran('crictl', 'rm') == [CRICTL_PREFIX + ['rm', default_rules.ids['exit0']]]
+
+
+def test_default_rules_keep_the_newest_exited_instance_in_a_live_pod_and_say_why(default_rules):
+    reasons = dict((i['id'], i['reason']) for i in default_rules.real['containers']['kept'])
+    assert reasons[default_rules.ids['exit1']].startswith(
         'newest exited instance of exit1 (attempt 0) in live pod feas/feas-c (its newest sandbox ')
-    assert ids(real['sandboxes']['removed']) == [ids_['feas-a']]
-    assert ids(real['images']['removed']) == [IMG_UNUSED3, IMG_BUSYBOX1]
-    for phase in ('containers', 'sandboxes', 'images'):
-        assert [(i['id'], i['reason']) for i in check[phase]['removed']] == \
-            [(i['id'], i['reason']) for i in real[phase]['removed']], phase
-        assert [(i['id'], i['reason']) for i in check[phase]['kept']] == \
-            [(i['id'], i['reason']) for i in real[phase]['kept']], phase
-    assert runner.ran('crictl', 'rm') == [CRICTL_PREFIX + ['rm', ids_['exit0']]]
-    assert not [w for w in run['warnings'] if 'kubelet root' in w], run['warnings']
-    # one crictl inspect per run, of the containers that stay
-    assert runner.ran('crictl', 'inspect') == [inspect('sleeper', 'exit1', version=version)]
-    assert run['runtime']['kubelet_root'] == root
-    assert run['runtime']['sources']['kubelet_root'] == (
+
+
+def test_default_rules_remove_the_notready_sandbox_of_a_pod_that_is_not_live(default_rules):
+    assert ids(default_rules.real['sandboxes']['removed']) == [default_rules.ids['feas-a']]
+
+
+def test_default_rules_remove_only_the_images_no_container_that_stays_uses(default_rules):
+    assert ids(default_rules.real['images']['removed']) == [IMG_UNUSED3, IMG_BUSYBOX1]
+
+
+@pytest.mark.parametrize('phase', ('containers', 'sandboxes', 'images'))
+def test_with_default_rules_check_mode_plans_what_the_real_run_removes_and_keeps(default_rules, phase):
+    check, real = default_rules.check, default_rules.real
+    assert [(i['id'], i['reason']) for i in check[phase]['removed']] == \
+        [(i['id'], i['reason']) for i in real[phase]['removed']], phase
+    assert [(i['id'], i['reason']) for i in check[phase]['kept']] == \
+        [(i['id'], i['reason']) for i in real[phase]['kept']], phase
+
+
+def test_a_live_kubelet_root_found_gives_no_warning(default_rules):
+    assert not [w for w in default_rules.run['warnings'] if 'kubelet root' in w], default_rules.run['warnings']
+
+
+def test_one_crictl_inspect_per_run_of_the_containers_that_stay(default_rules):
+    assert default_rules.runner.ran('crictl', 'inspect') == [
+        inspect('sleeper', 'exit1', version=default_rules.version)]
+
+
+def test_the_run_names_the_kubelet_root_it_found_and_why_it_is_live(default_rules):
+    assert default_rules.run['runtime']['kubelet_root'] == default_rules.root
+    assert default_rules.run['runtime']['sources']['kubelet_root'] == (
         'the running kubelet (pid 4242, --root-dir); live: 2 of the node\'s pods have a directory there, every '
         'Ready sandbox\'s among them')
 
