@@ -8,7 +8,7 @@ import json
 
 from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_UNUSED3, V16, V21, Reply, fixture_json, fixture_text, ids,
-    images_check_reply, inspect_reply, json_reply, make_engine, node_runner, recorded)
+    images_check_reply, inspect_reply, json_reply, make_engine, node_runner, recorded_reply)
 
 
 def _broken(runner, version, *unusable):
@@ -53,7 +53,7 @@ def test_an_unusable_image_a_container_uses_is_kept_and_says_so(peer_root):
 
 def test_a_failing_ctr_images_check_removes_nothing_by_the_rule_and_warns(peer_root):
     runner = node_runner(V16)
-    runner.on('ctr images check', recorded(V21, 'ctr-nosocket'))
+    runner.on('ctr images check', recorded_reply(V21, 'ctr-nosocket'))
     result = _images(runner, peer_root)
     assert result['status'] == 'ok' and result['removed'] == []
     assert result['unusable']['checked'] is False
