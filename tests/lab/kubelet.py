@@ -84,10 +84,16 @@ class Kubelet:
     ``node`` (--hostname-override), ``read_only_port``, ``log_path``, ``pid``.
     ``image_gc``: (high, low) percent thresholds of the kubelet's own image GC (default (100, 99):
     off: the kubelet's image GC would otherwise race the tests' runs); set them to make it run.
+    Its periodic pass runs every 5 minutes (hard-coded ``ImageGCPeriod``; the first, at start,
+    fails: "invalid capacity 0 on image filesystem"). ``eviction_hard``: signals of the
+    KubeletConfiguration's ``evictionHard`` to set over the lab's defaults (which never cross);
+    a crossed ``imagefs.available`` makes the eviction manager run the same image GC
+    (``DeleteUnusedImages``, after ``DeleteAllUnusedContainers``) at every pass, every 10 s.
+    Both read ``image_min_age`` (``imageMinimumGCAge``). Attributes: read at each ``start()``.
     """
 
     def __init__(self, lab, root=None, node="lab-node", image_gc=(100, 99), image_min_age="2m",
-                 binary=None, verbosity=4):
+                 binary=None, verbosity=4, eviction_hard=None):
         self.lab = lab
         self.binary = binary or find_kubelet()
         self.base = os.path.join(lab.base, "kubelet-lab")
@@ -100,6 +106,7 @@ class Kubelet:
         self.node = node
         self.image_gc = image_gc
         self.image_min_age = image_min_age
+        self.eviction_hard = dict(eviction_hard or {})
         self.verbosity = verbosity
         self.pid = None
         self.started_at = None
@@ -133,7 +140,8 @@ class Kubelet:
             "imageGCHighThresholdPercent": high, "imageGCLowThresholdPercent": low,
             "imageMinimumGCAge": self.image_min_age,
             # the machine's disk and memory are shared: the lab's pods are never evicted for them
-            "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+            "evictionHard": dict({"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+                                 **self.eviction_hard),
             "registerNode": False,
             "serializeImagePulls": False,
         }

@@ -88,8 +88,9 @@ def _settled(pods, names):
     ok = (s["initapp"]["phase"] == "Running"
           and s["initapp"]["containers"].get("init:init", {}).get("reason") == "Completed"
           and s["initapp"]["containers"].get("app", {}).get("state") == "running"
-          and s["crash"]["containers"].get("crash", {}).get("restartCount", 0) >= 1
-          and s["job"]["phase"] == "Succeeded")
+          and s["crash"]["containers"].get("crash", {}).get("restartCount", 0) >= 1)
+    if "job" in names:
+        ok = ok and s["job"]["phase"] == "Succeeded"
     if "imgvol" in names:
         ok = ok and s["imgvol"]["containers"].get("app", {}).get("state") == "running"
     return ok
