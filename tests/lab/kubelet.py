@@ -176,7 +176,13 @@ class Kubelet:
         with open(self.config_path, "w") as f:
             json.dump(self.config(), f, indent=1)
         log = open(self.log_path, "ab")
-        self._proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        # its working directory an empty one of its own: when its GC removes a container whose CRI log
+        # path is empty (every container the lab makes straight through the CRI: no log_directory), the
+        # kubelet removes the files matching "<log path>*" (logs.containerLogManager.Clean), i.e. "*"
+        # relative to its working directory: seen trying to remove the checkout's ".ci"
+        cwd = os.path.join(self.base, "cwd")
+        os.makedirs(cwd, exist_ok=True)
+        self._proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=cwd,
                                       start_new_session=True, close_fds=True)
         log.close()
         self.pid = self._proc.pid
