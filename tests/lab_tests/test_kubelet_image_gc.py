@@ -116,16 +116,17 @@ def _lines(kl, offset, needle):
     return [line for line in kl.log_since(offset).splitlines() if needle in line]
 
 
-def _wait_log(kl, offset, needle, what, timeout, predicate=None):
+def _wait(kl, predicate, what, timeout):
+    """Poll ``predicate()`` (every 0.5 s: the kubelet's log at -v=4 grows by megabytes) until true."""
     end = time.monotonic() + timeout
-    while True:
-        found = [line for line in _lines(kl, offset, needle) if predicate is None or predicate(line)]
-        if found:
-            return found
+    while not predicate():
         if time.monotonic() > end:
-            raise AssertionError("the kubelet's log shows no %s (%s) in %ss; its tail:\n%s"
-                                 % (what, needle, timeout, kl.log_tail(30)))
-        time.sleep(0.2)
+            raise AssertionError("no %s in %ss; the kubelet's log tail:\n%s" % (what, timeout, kl.log_tail(30)))
+        time.sleep(0.5)
+
+
+def _wait_log(kl, offset, needle, what, timeout):
+    _wait(kl, lambda: _lines(kl, offset, needle), "%s (%s in the kubelet's log)" % (what, needle), timeout)
 
 
 def _fresh(lab, kl, n):
@@ -214,13 +215,10 @@ def test_kubelet_image_gc_at_its_threshold_during_runs(lab, kubelet, tmp_path, m
             raise
     try:
         assert os.path.exists(control["fired"]), ("the run never reached its crictl inspect", out)
-        end = time.monotonic() + 40
-        while created in TK.runtime_state(lab)["containers"] and time.monotonic() < end:
-            time.sleep(0.2)
-        assert created not in TK.runtime_state(lab)["containers"], (
-            "the kubelet did not remove the created container of the pod it does not know in 40 s", kl.log_tail(30))
-        _wait_log(kl, offset, REMOVING, "removal of the images the held run listed", 40,
-                  lambda line: set(planned) <= set(_removed_by_kubelet(kl, offset)))
+        _wait(kl, lambda: created not in TK.runtime_state(lab)["containers"],
+              "removal by the kubelet of the created container of the pod it does not know", 40)
+        _wait(kl, lambda: set(planned) <= set(_removed_by_kubelet(kl, offset)),
+              "removal by the kubelet's GC of the images the held run listed", 40)
     finally:
         open(control["go"], "w").close()
         worker.join(90)
@@ -245,9 +243,19 @@ def test_kubelet_image_gc_at_its_threshold_during_runs(lab, kubelet, tmp_path, m
     made, stop = {}, threading.Event()
 
     def feeder():
+        failures = []
         while not stop.is_set():
             try:
                 made.update(_fresh(lab, kl, 1))
+            except RuntimeError as e:
+                # the lab's image import (ctr images import, standing in for a pull) failed while
+                # unpacking on containerd 1.6 only ("content digest ... not found"): a removal at that
+                # moment (a run's, the kubelet's) and containerd's GC took content it needed (the ctr
+                # of 1.7 and 2.x holds a lease through the unpack; a pull through the CRI holds one too)
+                failures.append(e)
+                if len(failures) > 3:
+                    out["feeder"] = failures
+                    return
             except BaseException as e:      # reported by the main thread
                 out["feeder"] = e
                 return
