@@ -93,6 +93,9 @@ def kubelet(lab):
     L.reset(lab)
     P.ensure_images(lab, *_used_images(lab))
     kl = K.Kubelet(lab, binary=binary)
+    if os.path.isdir(kl.manifests):           # another module's kubelet left its pods' manifests (same lab)
+        for name in os.listdir(kl.manifests):
+            os.unlink(os.path.join(kl.manifests, name))
     manifests = _pod_manifests(lab)
     for m in manifests:
         kl.add_pod(m)
