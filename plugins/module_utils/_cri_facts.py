@@ -22,7 +22,8 @@ class CriFacts:
 
     def __init__(self, crictl, sandbox_image=None):
         self.crictl = crictl
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()   # crictl info and what is read from it
+        self._name_lock = threading.Lock()   # crictl version: asked beside crictl info
         self.sandbox_image_setting = sandbox_image
         self.fsinfo = None
         self._sandbox_image = None
@@ -33,7 +34,7 @@ class CriFacts:
     def runtime_name(self):
         """The runtime behind the endpoint as ``crictl version`` names it (``containerd``, ``cri-o``),
         asked once per engine; '' when crictl cannot tell (then nothing runtime-specific applies)."""
-        with self._lock:
+        with self._name_lock:
             if self._runtime_name is None:
                 try:
                     self._runtime_name = self.crictl.runtime_name()

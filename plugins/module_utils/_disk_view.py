@@ -63,20 +63,20 @@ class DiskView:
         def images_then_sandbox_image():
             run.sandbox_images(run.node.list('images'))
 
-        def facts():
-            run.runtime_name()           # never raises: '' when crictl cannot tell
+        def info_then_check():
             try:
                 run.cri_info()
                 fsinfo = info.result()
             except Exception:  # pylint: disable=broad-except  # the phase that needs it asks again and says why
                 return
             run.check_ahead(fsinfo)
-        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
             info = pool.submit(run.crictl.imagefsinfo)
             listings = [pool.submit(run.node.list, 'containers'), pool.submit(run.node.list, 'sandboxes'),
                         pool.submit(images_then_sandbox_image)]
             if any(p in run.phases and run.settings[p] for p in ('images', 'content')):
-                listings.append(pool.submit(facts))
+                # the runtime's name never raises ('' when crictl cannot tell)
+                listings += [pool.submit(run.runtime_name), pool.submit(info_then_check)]
             answer = info.result()
             for listing in listings:
                 listing.result()
