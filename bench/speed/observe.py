@@ -161,7 +161,7 @@ def simulated_day(containers, images, running, step):
     sys.path.insert(0, _COLLECTIONS[0])
     from ansible_collections.nodemaint.image_gc.plugins.module_utils import _observe, _record, _record_merge
     from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandResult
-    from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import Runtime
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils._runtime import Runtime
     base = tempfile.mkdtemp(prefix='observe-day-')
     saved_step = _record_merge.LAST_USE_STEP
     _record_merge.LAST_USE_STEP = step

@@ -145,12 +145,12 @@ def test_the_look_asked_ahead_plans_as_in_check_mode(peer_root):
 
 def test_a_look_that_failed_ahead_warns_in_phase_3_as_before(peer_root):
     runner = node_runner(V16)
-    runner.on('ctr images check', recorded(V21, 'ctr-nosocket'))
+    runner.on('ctr images check', recorded_reply(V21, 'ctr-nosocket'))
     images = [r for r in _whole(runner, peer_root)['phases'] if r['phase'] == 'images'][0]
     _check_argv(runner)
     assert images['status'] == 'ok' and images['unusable']['checked'] is False
     asked_in_phase_3 = node_runner(V16)
-    asked_in_phase_3.on('ctr images check', recorded(V21, 'ctr-nosocket'))
+    asked_in_phase_3.on('ctr images check', recorded_reply(V21, 'ctr-nosocket'))
     warning = _images(asked_in_phase_3, peer_root)['warnings']
     assert warning[0].startswith('images the runtime cannot unpack again were not looked for: ctr images check')
     assert images['warnings'] == warning
