@@ -68,7 +68,9 @@ class Variants:
                     'image_gc_image_record_path': os.path.join(self.tmp, 'images.json'),
                     'image_gc_image_min_age': '0s',
                     'image_gc_sandbox_min_age': '%ds' % SANDBOX_MIN_AGE,
-                    'image_gc_created_min_age': '0s'}
+                    'image_gc_created_min_age': '0s',
+                    'image_gc_image_unused_for': '0s',
+                    'image_gc_kubelet_root': ansible_play.lab_kubelet_root(self.lab)}
         if not shutil.which('sudo'):
             hostvars['ansible_become'] = False     # root already; no sudo on these machines
         with open(inventory, 'w') as handle:
@@ -91,7 +93,12 @@ class Variants:
                'sandbox_min_age': '%ds' % SANDBOX_MIN_AGE,
                'report_path': os.path.join(self.tmp, 'last-run-%s.json' % name),
                'lock_path': os.path.join(self.tmp, 'run.lock'), 'lock_wait': '30s',
-               'image_record_path': os.path.join(self.tmp, 'images.json'), 'image_min_age': '0s'}
+               'image_record_path': os.path.join(self.tmp, 'images.json'), 'image_min_age': '0s',
+               # the lab runs no kubelet: its (empty) root is named, as the lab tests do, so that pods that
+               # are gone count as gone (with no live root found every pod counts as live and stays)
+               'kubelet_root': ansible_play.lab_kubelet_root(self.lab),
+               # every image unused now goes, as the floor's does (the default keeps them 21 days)
+               'image_unused_for': '0s'}
         if disk:
             cfg.update(image_unused_for='7d', disk_high=disk[0], disk_low=disk[1])
         with open(path, 'w') as handle:
