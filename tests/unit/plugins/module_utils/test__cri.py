@@ -436,7 +436,7 @@ def test_the_slim_parse_gives_the_same_containers_as_the_plain_parse(version, ru
     plain = [Container(raw) for raw in json.loads(text)['containers']]
     slim = crictl.containers()
     assert [vars(c) for c in slim] == [vars(c) for c in plain]
-    assert all(type(c) is Container for c in slim)
+    assert all(isinstance(c, Container) for c in slim)
 
 
 def test_a_label_map_with_entry_like_keys_is_not_taken_for_an_entry(runtime):
