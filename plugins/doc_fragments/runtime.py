@@ -126,7 +126,7 @@ options:
       - Keep a warm cache - an unused image is removed only when it was last used (never used - first seen)
         longer ago than this, per O(image_record_path). Seconds or a duration such as V(12h) or V(7d).
       - V(0s) removes every unused image (the semantics of C(crictl rmi --prune)).
-      - The default V(21d) was chosen by the policy replay (C(bench/policy.py), docs/performance.md) - in none of its
+      - The default V(21d) was chosen by the policy replay (C(bench/policy/run.py), docs/performance.md) - in none of its
         replays does it re-pull more images or bytes, or spend more hours at 85% disk use, than the kubelet alone.
     type: str
     default: 21d

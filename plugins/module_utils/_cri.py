@@ -176,19 +176,50 @@ class Crictl:
         batch's answer is parsed and dropped before the next."""
         out = {}
         for start in range(0, len(ids), self.INSPECT_BATCH):
-            batch = ids[start:start + self.INSPECT_BATCH]
+            out.update(self._inspect_volumes(list(ids[start:start + self.INSPECT_BATCH])))
+        return out
+
+    # A batch asked again at most this many times when containers of it went meanwhile.
+    INSPECT_RETRIES = 3
+
+    def _inspect_volumes(self, batch):
+        """One batch of ``image_volumes``. A container removed between the listing and the
+        inspect (the kubelet's own container GC, which under disk pressure runs every 10 s, or a
+        pod deleted) fails the whole ``crictl inspect`` ("not found"): the containers are listed
+        again and the batch is asked again without those that went (they mount nothing any more:
+        ``[]``; a container made meanwhile is the re-check's before each removal batch), up to
+        INSPECT_RETRIES times. Any other failure, or a "not found" while every container of the
+        batch is still listed, raises: no image is removed while the image volumes are unknown."""
+        gone = []
+        for attempt in range(self.INSPECT_RETRIES + 1):
             result = self._run('inspect', '--quiet', '--output', 'json', *batch)
             what = 'crictl inspect (%d containers, for their image volumes)' % len(batch)
-            if result.rc != 0:
-                raise CommandError(describe_failure(result, what) + '; no image is removed while the image volumes '
+            if result.rc == 0:
+                break
+            failure = CommandError(describe_failure(result, what) + '; no image is removed while the image volumes '
                                    'of the containers are unknown', result)
+            errors = error_lines(result.stderr)
+            if attempt == self.INSPECT_RETRIES or not (errors and _not_found(errors[-1])):
+                raise failure
             try:
-                data = json.loads(result.stdout)
-            except ValueError as exc:
-                raise CommandError('%s printed malformed JSON (%s): %r' % (what, exc, result.stdout[:200]), result)
-            result.stdout = ''           # the runner's history keeps the result: not its answer
-            out.update(parse_image_volumes(data if isinstance(data, list) else [data], what))
-            del data
+                listed = {c.id for c in self.containers()}
+            except (CommandError, ImageGCError):
+                raise failure
+            went = [i for i in batch if i not in listed]
+            if not went:
+                raise failure
+            gone.extend(went)
+            batch = [i for i in batch if i in listed]
+            if not batch:
+                return {i: [] for i in gone}
+        try:
+            data = json.loads(result.stdout)
+        except ValueError as exc:
+            raise CommandError('%s printed malformed JSON (%s): %r' % (what, exc, result.stdout[:200]), result)
+        result.stdout = ''           # the runner's history keeps the result: not its answer
+        out = {i: [] for i in gone}
+        out.update(parse_image_volumes(data if isinstance(data, list) else [data], what))
+        del data
         return out
 
     # -- removals -----------------------------------------------------------------------------

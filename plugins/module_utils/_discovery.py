@@ -6,6 +6,7 @@
 """Find crictl, ctr and the runtime endpoints the way kubeadm, k3s, RKE2, MicroK8s and CRI-O nodes need it.
 
 The kubelet root's candidates: _kubelet_root (Discovery passes it its is_dir and /proc).
+What was found, and the argv of every crictl and ctr command built from it: _runtime.Runtime.
 
 Order for the CRI endpoint: explicit option, ``CONTAINER_RUNTIME_ENDPOINT`` (and
 ``IMAGE_SERVICE_ENDPOINT``), the file named by ``CRI_CONFIG_FILE``, the crictl config files of
@@ -20,6 +21,7 @@ import stat
 
 from ._common import ImageGCError
 from ._kubelet_root import find_kubelet_root, kubelet_root_candidates
+from ._runtime import Runtime
 
 CRICTL_CONFIG_FILES = (
     '/etc/crictl.yaml',
@@ -86,51 +88,8 @@ def read_crictl_config(path):
     return values
 
 
-class Runtime:
-    """What was found: command prefixes, endpoints and where each came from."""
-
-    def __init__(self):
-        self.crictl = None              # argv prefix, e.g. ['/usr/local/bin/crictl'] or ['/usr/local/bin/k3s', 'crictl']
-        self.ctr = None
-        self.runtime_endpoint = None
-        self.image_endpoint = None
-        self.containerd_address = None
-        self.kubelet_root = None        # the option kubelet_root; else the live one of kubelet_candidates, chosen
-        #                                 by _node.Node once it has the sandboxes (None: none is live)
-        self.kubelet_candidates = []    # [(root, source)] to check, the running kubelet's first
-        self.timeout = None             # seconds, set by resolve()
-        self.sources = {}
-        self.tried = []
-        self.errors = {}                # binary -> ImageGCError, raised only when it is used
-
-    def crictl_argv(self, *args):
-        if not self.crictl:
-            raise self.errors.get('crictl') or ImageGCError('crictl is needed for this phase but was not found')
-        argv = list(self.crictl)
-        if self.runtime_endpoint:
-            argv += ['--runtime-endpoint', self.runtime_endpoint]
-        if self.image_endpoint:
-            argv += ['--image-endpoint', self.image_endpoint]
-        argv += ['--timeout', '%ds' % self.timeout]
-        return argv + list(args)
-
-    def ctr_argv(self, namespace, *args):
-        if not self.ctr:
-            raise self.errors.get('ctr') or ImageGCError('ctr is needed for this phase but was not found')
-        argv = list(self.ctr)
-        if self.containerd_address:
-            argv += ['--address', self.containerd_address]
-        return argv + ['--namespace', namespace] + list(args)
-
-    def to_dict(self):
-        return {'crictl': self.crictl, 'ctr': self.ctr, 'runtime_endpoint': self.runtime_endpoint,
-                'image_endpoint': self.image_endpoint, 'containerd_address': self.containerd_address,
-                'kubelet_root': self.kubelet_root, 'kubelet_candidates': [list(c) for c in self.kubelet_candidates],
-                'sources': dict(self.sources)}
-
-
 class Discovery:
-    """Resolves a Runtime. ``env``, ``exists``, ``is_socket``, ``root`` (the directory the
+    """Resolves a _runtime.Runtime. ``env``, ``exists``, ``is_socket``, ``root`` (the directory the
     well-known sockets are looked up under, ``/`` on a node) and ``proc`` (the /proc whose command
     lines name the running kubelet's root) are injectable for tests."""
 

@@ -115,15 +115,19 @@ def image_filesystems(info):
     return filesystems
 
 
-def read_figure(filesystems, settle=False):
+def read_figure(filesystems, settle=False, settled=None):
     """(path statvfs reads, figure, why unknown) of the fullest of ``filesystems`` that can be read:
-    ``settle`` waits for two readings to agree (settled_figure). The path is None when none can be read."""
+    ``settle`` waits for two readings to agree (settled_figure). The path is None when none can be read.
+    ``settled``: ``(path, settled_figure(path))`` already read (used when that path is the fullest's)."""
     known = [f for f in filesystems if f.get('fs_size_bytes') and 'fs_used_bytes' in f]
     path, figure, unknown = None, None, None
     if known:
         fullest = max(known, key=lambda f: f.get('fs_used_percent') or 0)
         path = fullest.get('fs_path') or fullest['mountpoint']
-        figure = settled_figure(path) if settle else filesystem_figure(path, fullest)
+        if settle and settled is not None and settled[0] == path:
+            figure = settled[1]
+        else:
+            figure = settled_figure(path) if settle else filesystem_figure(path, fullest)
     if figure is None:
         unknown = ('the runtime reported no image filesystem' if not filesystems else
                    'the image filesystem (%s) cannot be read here' % ', '.join(f['mountpoint'] for f in filesystems))

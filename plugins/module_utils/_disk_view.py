@@ -52,14 +52,31 @@ class DiskView:
         """The runtime's image filesystems (``crictl imagefsinfo``), with the containers,
         sandboxes and images listed at the same time, each by its own crictl process (they
         answer independently: side by side a run waits for the slowest, not for their sum). The
-        sandbox image (``crictl info``, when needed) is asked once the images are known. A
-        failure raises as it would one after the other, imagefsinfo's first."""
+        sandbox image (``crictl info``, when needed) is asked once the images are known. When the
+        run will plan phase 3 or 4, which ask them anyway on containerd (the runtime's name, and
+        the snapshotters from ``crictl info``), ``crictl version`` and ``crictl info`` are asked
+        side by side too, then phase 3's ``ctr images check`` (Engine.check_ahead); their failures
+        are left to the phases that need them (asked again there). A listing's failure raises as it
+        would one after the other, imagefsinfo's first."""
+        run = self.run
+
         def images_then_sandbox_image():
-            self.run.sandbox_images(self.run.node.list('images'))
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            info = pool.submit(self.run.crictl.imagefsinfo)
-            listings = [pool.submit(self.run.node.list, 'containers'), pool.submit(self.run.node.list, 'sandboxes'),
+            run.sandbox_images(run.node.list('images'))
+
+        def info_then_check():
+            try:
+                run.cri_info()
+                fsinfo = info.result()
+            except Exception:  # pylint: disable=broad-except  # the phase that needs it asks again and says why
+                return
+            run.check_ahead(fsinfo)
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            info = pool.submit(run.crictl.imagefsinfo)
+            listings = [pool.submit(run.node.list, 'containers'), pool.submit(run.node.list, 'sandboxes'),
                         pool.submit(images_then_sandbox_image)]
+            if any(p in run.phases and run.settings[p] for p in ('images', 'content')):
+                # the runtime's name never raises ('' when crictl cannot tell)
+                listings += [pool.submit(run.runtime_name), pool.submit(info_then_check)]
             answer = info.result()
             for listing in listings:
                 listing.result()
@@ -75,9 +92,20 @@ class DiskView:
 
         ``fresh=False`` (the report after a run) asks the runtime only for the image filesystem
         and counts from what the run listed and removed."""
-        self.run.facts.fsinfo = self._list_side_by_side() if fresh else self.run.crictl.imagefsinfo()
+        settled = None
+        if fresh:
+            self.run.facts.fsinfo = self._list_side_by_side()
+        elif settle and self._fs_path:
+            # the report after: the runtime's figure asked while the filesystem's settles (the
+            # settle waits at least SETTLE_INTERVAL); both are read after every removal
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(self.run.crictl.imagefsinfo)
+                settled = (self._fs_path, _disk.settled_figure(self._fs_path))
+                self.run.facts.fsinfo = answer.result()
+        else:
+            self.run.facts.fsinfo = self.run.crictl.imagefsinfo()
         filesystems = _disk.image_filesystems(self.run.facts.fsinfo)
-        path, figure, unknown = _disk.read_figure(filesystems, settle)
+        path, figure, unknown = _disk.read_figure(filesystems, settle, settled)
         if path:
             self._fs_path = path
         if fresh:

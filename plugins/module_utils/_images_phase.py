@@ -47,7 +47,7 @@ class ImagesPhase(Phase):
         images = self.node.current('images')
         self.images = images
         sandbox_images = engine.sandbox_images(images)
-        unusable = find_unusable_images(engine, images, result)
+        unusable = find_unusable_images(engine, images, result, self.taken)
         volumes = self.node.image_volumes(staying)
         self.volume_ids = {c.id for c in staying}   # the containers whose image volumes are known
         self.late_volumes = {}
@@ -168,12 +168,13 @@ class ImagesPhase(Phase):
         return out
 
 
-def find_unusable_images(run, images, result):
+def find_unusable_images(run, images, result, taken=None):
     """{image id: (reason to remove it, note when kept)} of the ``images`` the CRI lists but cannot
     unpack again (content incomplete, no snapshot in the CRI's snapshotter; see _snapshotters);
     ``result['unusable']`` says what was asked and found. Never fails the phase: when the
     snapshotter or ``ctr images check`` cannot be read, none is found (kept when in doubt), and a
-    ctr that is there but fails is a warning."""
+    ctr that is there but fails is a warning. ``ctr images check`` is the engine's (started ahead
+    when it could be: Engine.images_check); ``taken`` (a list) gets the commands run ahead for it."""
     if run.is_crio():
         result['unusable'] = {'checked': False, 'why': 'not applicable: CRI-O has no containerd snapshotter '
                                                        '(images live in containers/storage; ctr is not used)'}
@@ -185,7 +186,10 @@ def find_unusable_images(run, images, result):
             describe(exc) if exc else 'neither crictl info nor crictl imagefsinfo names it')}
         return {}
     try:
-        checked = _snapshotters.parse_images_check(run.ctr.images_check(snapshotter))
+        output, ahead = run.images_check(snapshotter)
+        if ahead and taken is not None:
+            taken.extend(run.ran_ahead)
+        checked = _snapshotters.parse_images_check(output)
     except (CommandError, ImageGCError) as exc:
         result['unusable'] = {'checked': False, 'why': describe(exc)}
         if isinstance(exc, CommandError):

@@ -46,7 +46,7 @@ SETTINGS = collections.OrderedDict([
     ('image_exclude', Setting('list', [], 'images')),
     ('image_min_age', Setting('duration', '10m', 'images')),
     ('sandbox_image', Setting('str', None, 'images')),
-    # 21d: chosen by the policy replay (bench/policy.py, docs/performance.md, issue 26): never more
+    # 21d: chosen by the policy replay (bench/policy/run.py, docs/performance.md, issue 26): never more
     # re-pulls, re-pulled bytes or hours at 85% than the kubelet alone in any of its 45 replays
     ('image_unused_for', Setting('duration', '21d', 'images')),
     ('disk_high', Setting('level', None, 'images')),

@@ -333,7 +333,9 @@ sandbox_image:
   type: str
   sample: registry.k8s.io/pause:3.9
 commands:
-  description: The command lines that were run, the disk reports' included, in order, each an argument list.
+  description:
+    - The command lines that were run, the disk reports' included, each an argument list, in the order they ended
+      (the disk report's listings, and phase 3's C(ctr images check), run side by side before phase 1).
   returned: when O(return_commands=true), or at verbosity 2 (C(-vv)) or more
   type: list
   elements: list

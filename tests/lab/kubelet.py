@@ -84,10 +84,16 @@ class Kubelet:
     ``node`` (--hostname-override), ``read_only_port``, ``log_path``, ``pid``.
     ``image_gc``: (high, low) percent thresholds of the kubelet's own image GC (default (100, 99):
     off: the kubelet's image GC would otherwise race the tests' runs); set them to make it run.
+    Its periodic pass runs every 5 minutes (hard-coded ``ImageGCPeriod``; the first, at start,
+    fails: "invalid capacity 0 on image filesystem"). ``eviction_hard``: signals of the
+    KubeletConfiguration's ``evictionHard`` to set over the lab's defaults (which never cross);
+    a crossed ``imagefs.available`` makes the eviction manager run the same image GC
+    (``DeleteUnusedImages``, after ``DeleteAllUnusedContainers``) at every pass, every 10 s.
+    Both read ``image_min_age`` (``imageMinimumGCAge``). Attributes: read at each ``start()``.
     """
 
     def __init__(self, lab, root=None, node="lab-node", image_gc=(100, 99), image_min_age="2m",
-                 binary=None, verbosity=4):
+                 binary=None, verbosity=4, eviction_hard=None):
         self.lab = lab
         self.binary = binary or find_kubelet()
         self.base = os.path.join(lab.base, "kubelet-lab")
@@ -100,6 +106,7 @@ class Kubelet:
         self.node = node
         self.image_gc = image_gc
         self.image_min_age = image_min_age
+        self.eviction_hard = dict(eviction_hard or {})
         self.verbosity = verbosity
         self.pid = None
         self.started_at = None
@@ -133,7 +140,8 @@ class Kubelet:
             "imageGCHighThresholdPercent": high, "imageGCLowThresholdPercent": low,
             "imageMinimumGCAge": self.image_min_age,
             # the machine's disk and memory are shared: the lab's pods are never evicted for them
-            "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+            "evictionHard": dict({"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+                                 **self.eviction_hard),
             "registerNode": False,
             "serializeImagePulls": False,
         }
@@ -168,7 +176,13 @@ class Kubelet:
         with open(self.config_path, "w") as f:
             json.dump(self.config(), f, indent=1)
         log = open(self.log_path, "ab")
-        self._proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        # its working directory an empty one of its own: when its GC removes a container whose CRI log
+        # path is empty (every container the lab makes straight through the CRI: no log_directory), the
+        # kubelet removes the files matching "<log path>*" (logs.containerLogManager.Clean), i.e. "*"
+        # relative to its working directory: seen trying to remove the checkout's ".ci"
+        cwd = os.path.join(self.base, "cwd")
+        os.makedirs(cwd, exist_ok=True)
+        self._proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=cwd,
                                       start_new_session=True, close_fds=True)
         log.close()
         self.pid = self._proc.pid

@@ -19,6 +19,8 @@ environment variable ``FAULTY_CRICTL_CONTROL`` (set through the task's ``environ
   wait (up to ``control["timeout"]`` s, default 60) until the file ``control["go"]`` exists, then
   delegate: the test changes the node while the run is in progress, between its listing and its
   first removal.
+  ``control["verbs"]`` (a list, default all three): pause on the first of these only (``["rmi"]``:
+  between phase 3's plan and its first removal).
 
 "First" is tracked by a marker file next to the control file.
 """
@@ -148,7 +150,7 @@ def main(argv):
                 sys.stderr.write('time="%s" level=fatal msg="%s"\n' % (_ts(), msg))
             return 1 if rc == 0 else rc
 
-    if fault == 'pause-on-remove' and verb in REMOVALS and _first(control_path, 'pause'):
+    if fault == 'pause-on-remove' and verb in control.get('verbs', REMOVALS) and _first(control_path, 'pause'):
         _log(control, 'pause-on-remove %s' % verb)
         open(control['fired'], 'w').close()
         end = time.monotonic() + float(control.get('timeout', 60))

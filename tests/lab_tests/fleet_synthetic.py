@@ -5,7 +5,7 @@ fact the prune play records per host) as a host var, with every 97th host left w
 host that was unreachable or whose task failed) and every 13th with a failed content phase.
 Run the summary alone with ``--tags image_gc_summary``. ``parse_table`` reads the printed fleet
 table back; ``check`` compares the table and the report files with what the data says.
-Used by tests/lab_tests/test_playbooks.py and bench/fleet.py (10,000 hosts).
+Used by tests/lab_tests/test_playbooks.py and bench/fleet/run.py (10,000 hosts).
 """
 
 import json

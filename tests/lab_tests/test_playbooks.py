@@ -247,7 +247,7 @@ def _summary_env(tmp_path):
 def test_fleet_summary_is_right_on_120_synthetic_hosts(tmp_path):
     """The summary play alone (--tags image_gc_summary) on hosts that carry a fake image_gc_report:
     every row, the totals, the hosts without a result and the report files agree with the data
-    (bench/fleet.py --synthetic runs the same check at 10,000 hosts)."""
+    (bench/fleet/run.py --synthetic runs the same check at 10,000 hosts)."""
     inventory = tmp_path / 'inventory.json'
     data = fleet_synthetic.write_inventory(str(inventory), 120)
     argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(inventory), PLAYBOOK,

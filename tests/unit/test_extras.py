@@ -131,26 +131,73 @@ def dashboard():
         return json.load(handle)
 
 
-def test_dashboard_schema_basics():
+def panels():
+    return dashboard()['panels']
+
+
+def test_dashboard_has_a_title_and_a_short_lowercase_uid():
     dash = dashboard()
-    assert dash['title'] and re.match(r'^[a-z0-9-]{1,40}$', dash['uid'])
-    assert isinstance(dash['schemaVersion'], int) and dash['schemaVersion'] >= 36
-    assert dash['time']['from'].startswith('now-')
-    variables = dict((v['name'], v) for v in dash['templating']['list'])
-    assert variables['datasource']['type'] == 'datasource' and variables['datasource']['query'] == 'prometheus'
-    panels = dash['panels']
-    assert len(panels) >= 4
-    assert len(set(p['id'] for p in panels)) == len(panels)
-    for panel in panels:
-        assert panel['type'] in ('timeseries', 'stat', 'table', 'gauge', 'bargauge'), panel['title']
-        assert panel['title']
-        grid = panel['gridPos']
-        assert all(isinstance(grid[k], int) for k in 'hwxy') and grid['x'] + grid['w'] <= 24, panel['title']
-        assert panel['datasource'] == {'type': 'prometheus', 'uid': '${datasource}'}, panel['title']
-        assert panel['targets'], panel['title']
-        assert len(set(t['refId'] for t in panel['targets'])) == len(panel['targets']), panel['title']
-        for target in panel['targets']:
-            assert target['expr'].strip() and target['datasource'] == panel['datasource'], panel['title']
+    assert dash['title']
+    assert re.match(r'^[a-z0-9-]{1,40}$', dash['uid'])
+
+
+def test_dashboard_schema_version_is_36_or_later():
+    schema = dashboard()['schemaVersion']
+    assert isinstance(schema, int) and schema >= 36
+
+
+def test_dashboard_time_range_is_relative_to_now():
+    assert dashboard()['time']['from'].startswith('now-')
+
+
+def test_dashboard_datasource_variable_lists_the_prometheus_datasources():
+    variables = dict((v['name'], v) for v in dashboard()['templating']['list'])
+    assert variables['datasource']['type'] == 'datasource'
+    assert variables['datasource']['query'] == 'prometheus'
+
+
+def test_dashboard_has_at_least_four_panels():
+    assert len(panels()) >= 4
+
+
+def test_dashboard_panel_ids_are_unique():
+    assert len(set(p['id'] for p in panels())) == len(panels())
+
+
+by_panel = pytest.mark.parametrize('panel', panels(), ids=lambda panel: panel.get('title') or str(panel.get('id')))
+
+
+@by_panel
+def test_panel_is_of_a_grafana_panel_type(panel):
+    assert panel['type'] in ('timeseries', 'stat', 'table', 'gauge', 'bargauge'), panel['title']
+
+
+@by_panel
+def test_panel_has_a_title(panel):
+    assert panel['title']
+
+
+@by_panel
+def test_panel_fits_the_24_column_grid(panel):
+    grid = panel['gridPos']
+    assert all(isinstance(grid[k], int) for k in 'hwxy') and grid['x'] + grid['w'] <= 24, panel['title']
+
+
+@by_panel
+def test_panel_queries_the_chosen_datasource(panel):
+    assert panel['datasource'] == {'type': 'prometheus', 'uid': '${datasource}'}, panel['title']
+
+
+@by_panel
+def test_panel_has_targets_with_unique_ref_ids(panel):
+    assert panel['targets'], panel['title']
+    assert len(set(t['refId'] for t in panel['targets'])) == len(panel['targets']), panel['title']
+
+
+@by_panel
+def test_every_target_of_a_panel_has_an_expression_on_the_panels_datasource(panel):
+    for target in panel['targets']:
+        assert target['expr'].strip() and target['datasource'] == panel['datasource'], panel['title']
 
 
 def test_dashboard_queries_name_only_metrics_the_runner_writes(written):

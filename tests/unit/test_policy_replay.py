@@ -1,6 +1,6 @@
 # Copyright (c) nodemaint.image_gc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""bench/policysim (issues 17 and 26) pinned on tiny traces checked by hand.
+"""bench/policy (issues 17 and 26) pinned on tiny traces checked by hand.
 
 The node: image filesystem 100 bytes, nothing else on it (base 0). Horizon 2 days (172800 s).
 Images A (50 bytes), B (30), C (10). Pods (start, end):
@@ -43,7 +43,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from bench.policysim import bound, policies, report, sim, trace, workloads  # noqa: E402
+from bench.policy import bound, policies, report, sim, trace, workloads  # noqa: E402
 
 IN_USE = 408000
 
@@ -219,7 +219,7 @@ def test_interval_bound_counts_each_hour_on_its_own():
 
 
 def test_the_collections_defaults_are_the_replays_choice():
-    # bench/policy.py chose `warm 21d +obs` (docs/performance.md, its verdict line); the settings table
+    # bench/policy/run.py chose `warm 21d +obs` (docs/performance.md, its verdict line); the settings table
     # holds the same image policy. Changing one without the other fails here.
     line, same = report.defaults_line('warm 21d +obs')
     assert same, line

@@ -2,8 +2,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Engines over a stub runner, the fake node discovery and a fixed clock."""
 
-import copy
-
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _engine, _phases
 
 from .discovery import node_discovery
@@ -49,7 +47,3 @@ def run_phase(engine, name, check_mode=False):
 
 def ids(items):
     return [item['id'] for item in items]
-
-
-def deep(data):
-    return copy.deepcopy(data)

@@ -90,7 +90,7 @@ def crictl_warning(version):
     return fixture_text(version, 'rm.err')
 
 
-def recorded(version, stem):
+def recorded_reply(version, stem):
     """A Reply from ``stem.{out,err,rc}``, or from the stdout-only ``stem`` (.json/.txt) file."""
     if os.path.exists(fixture_path(version, stem + '.out')):
         rc = 0
@@ -120,7 +120,7 @@ def derived_pods_after(version):
     return data
 
 
-def deleted_lines(version, image_ids):
+def rmi_deleted_output(version, image_ids):
     """DERIVED: ``crictl rmi ID...`` stdout, one ``Deleted: REF`` line per ref, in the format of the
     recorded rmi-inuse.out / rmi-prune.out."""
     images = {i['id']: i for i in fixture_json(version, 'images.json')['images']}

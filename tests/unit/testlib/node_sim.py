@@ -6,7 +6,9 @@ ran, then "after", the way the recorded sequence went."""
 import json
 import os
 
-from .fixtures import Reply, crictl_warning, fixture_path, deleted_lines, derived_pods_after, derived_ps_after, json_reply, recorded
+from .fixtures import (
+    Reply, crictl_warning, derived_pods_after, derived_ps_after, fixture_path, json_reply, recorded_reply,
+    rmi_deleted_output)
 from .stub_runner import StubRunner, command_key
 
 
@@ -49,17 +51,17 @@ def node_runner(version, state='before'):
     images-after.json, ctr-content-ls-after-rmi.txt and -after-prune.txt recorded).
     ``state='after'``: every listing is the "after" one, as on a second run.
     """
-    ps_before = recorded(version, 'ps-a.json')
+    ps_before = recorded_reply(version, 'ps-a.json')
     ps_after = json_reply(version, derived_ps_after(version))
-    pods_before = recorded(version, 'pods.json')
+    pods_before = recorded_reply(version, 'pods.json')
     pods_after = json_reply(version, derived_pods_after(version))
-    images_before = recorded(version, 'images.json')
-    images_after = recorded(version, 'images-after.json')
+    images_before = recorded_reply(version, 'images.json')
+    images_after = recorded_reply(version, 'images-after.json')
     crio = not os.path.exists(fixture_path(version, 'ctr-content-ls.txt'))  # CRI-O: no content store
     if not crio:
-        content_before = recorded(version, 'ctr-content-ls.txt')
-        content_after_rmi = recorded(version, 'ctr-content-ls-after-rmi.txt')
-        content_after_prune = recorded(version, 'ctr-content-ls-after-prune.txt')
+        content_before = recorded_reply(version, 'ctr-content-ls.txt')
+        content_after_rmi = recorded_reply(version, 'ctr-content-ls-after-rmi.txt')
+        content_after_prune = recorded_reply(version, 'ctr-content-ls-after-prune.txt')
     after = state == 'after'
 
     def ps(argv, runner):
@@ -93,7 +95,7 @@ def node_runner(version, state='before'):
         return Reply(0, ''.join('Removed sandbox %s\n' % i for i in ids), crictl_warning(version))
 
     def rmi(argv, runner):
-        return Reply(0, deleted_lines(version, command_key(argv)[2:]), crictl_warning(version))
+        return Reply(0, rmi_deleted_output(version, command_key(argv)[2:]), crictl_warning(version))
 
     def inspect(argv, runner):
         return inspect_reply(version, command_key(argv)[4:])
@@ -102,18 +104,19 @@ def node_runner(version, state='before'):
         # ctr against CRI-O's socket, as recorded (no content service): a run that calls it shows it.
         # `crictl version` names CRI-O (the containerd stubs leave it out: the engine then names no
         # runtime, and their command histories stay as recorded)
-        ctr = {'ctr': recorded(version, 'ctr-nocontent'), 'crictl version': recorded(version, 'version.txt')}
+        ctr = {'ctr': recorded_reply(version, 'ctr-nocontent'),
+               'crictl version': recorded_reply(version, 'version.txt')}
     else:
         ctr = {'ctr content ls': content,
                'ctr images check': images_check,
-               'ctr content prune references --dry': recorded(version, 'ctr-prune-dry'),
-               'ctr content prune references': recorded(version, 'ctr-prune')}
+               'ctr content prune references --dry': recorded_reply(version, 'ctr-prune-dry'),
+               'ctr content prune references': recorded_reply(version, 'ctr-prune')}
     return StubRunner(dict({
         'crictl ps --all --output json': ps,
         'crictl pods --output json': pods,
         'crictl images --output json': images,
-        'crictl imagefsinfo --output json': recorded(version, 'imagefsinfo.json'),
-        'crictl info --output json': recorded(version, 'info.json'),
+        'crictl imagefsinfo --output json': recorded_reply(version, 'imagefsinfo.json'),
+        'crictl info --output json': recorded_reply(version, 'info.json'),
         'crictl rm': rm,
         'crictl rmp': rmp,
         'crictl rmi': rmi,

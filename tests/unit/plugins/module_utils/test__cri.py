@@ -4,6 +4,7 @@
 """_cri: listing and parsing the recorded crictl/ctr outputs, error messages, batched removal."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,7 +15,7 @@ from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import 
 
 from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, CTR_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21,
-    VERSIONS, Reply, StubRunner, crictl_warning, fixture_text, json_reply, node_discovery, recorded)
+    VERSIONS, Reply, StubRunner, crictl_warning, fixture_text, json_reply, node_discovery, recorded_reply)
 
 
 @pytest.fixture
@@ -24,11 +25,11 @@ def runtime():
 
 def crictl_for(version, runtime, batch_size=100, **extra):
     table = {
-        'crictl ps --all --output json': recorded(version, 'ps-a.json'),
-        'crictl pods --output json': recorded(version, 'pods.json'),
-        'crictl images --output json': recorded(version, 'images.json'),
-        'crictl imagefsinfo --output json': recorded(version, 'imagefsinfo.json'),
-        'crictl info --output json': recorded(version, 'info.json'),
+        'crictl ps --all --output json': recorded_reply(version, 'ps-a.json'),
+        'crictl pods --output json': recorded_reply(version, 'pods.json'),
+        'crictl images --output json': recorded_reply(version, 'images.json'),
+        'crictl imagefsinfo --output json': recorded_reply(version, 'imagefsinfo.json'),
+        'crictl info --output json': recorded_reply(version, 'info.json'),
     }
     table.update(extra)
     runner = StubRunner(table)
@@ -93,27 +94,55 @@ def test_other_listing_errors_are_not_read_in_parts(runtime):
     assert len(runner.calls) == 1
 
 
-@pytest.mark.parametrize('version', VERSIONS)
-def test_containers_parsed_from_ps_json(version, runtime):
-    crictl, runner = crictl_for(version, runtime)
+@pytest.fixture(params=VERSIONS)
+def ps(request, runtime):
+    """crictl.containers() over the recorded ``crictl ps`` of each version: the containers, by name too,
+    the stub runner, the recorded ids and the raw listing."""
+    crictl, runner = crictl_for(request.param, runtime)
     containers = crictl.containers()
-    assert runner.calls == [CRICTL_PREFIX + ['ps', '--all', '--output', 'json']]
-    assert runner.timeouts == [150]      # crictl --timeout 120s, plus 30 s for the process
-    by_name = dict((c.name, c) for c in containers)
-    assert sorted(by_name) == ['exit0', 'exit1', 'sleeper']
-    ids = IDS[version]
-    assert by_name['exit0'].id == ids['exit0']
-    assert by_name['exit0'].pod_id == ids['feas-a']
-    assert by_name['exit0'].state == 'CONTAINER_EXITED'
-    assert by_name['exit0'].image == 'docker.io/feas/busybox:1'
-    assert by_name['exit0'].image_ref == IMG_OLD_BUSYBOX1
-    assert by_name['exit1'].pod_id == ids['feas-c']
-    assert by_name['sleeper'].state == 'CONTAINER_RUNNING'
-    assert by_name['sleeper'].image_ref == IMG_BUSYBOX2
-    raw = json.loads(fixture_text(version, 'ps-a.json'))['containers']
-    assert [c.created_ns for c in containers] == [int(r['createdAt']) for r in raw]
-    assert by_name['sleeper'].to_dict()['created_at'] == int(raw[1]['createdAt']) // 10 ** 9
-    assert by_name['sleeper'].pod_name == '' and by_name['sleeper'].attempt == 0
+    return SimpleNamespace(containers=containers, by_name=dict((c.name, c) for c in containers), runner=runner,
+                           ids=IDS[request.param],
+                           raw=json.loads(fixture_text(request.param, 'ps-a.json'))['containers'])
+
+
+def test_containers_are_listed_with_one_crictl_ps(ps):
+    assert ps.runner.calls == [CRICTL_PREFIX + ['ps', '--all', '--output', 'json']]
+
+
+def test_the_listing_waits_the_crictl_timeout_plus_30_s(ps):
+    assert ps.runner.timeouts == [150]      # crictl --timeout 120s, plus 30 s for the process
+
+
+def test_every_listed_container_is_parsed(ps):
+    assert sorted(ps.by_name) == ['exit0', 'exit1', 'sleeper']
+
+
+def test_an_exited_container_has_its_id_pod_state_image_and_image_ref(ps):
+    exit0 = ps.by_name['exit0']
+    assert exit0.id == ps.ids['exit0']
+    assert exit0.pod_id == ps.ids['feas-a']
+    assert exit0.state == 'CONTAINER_EXITED'
+    assert exit0.image == 'docker.io/feas/busybox:1'
+    assert exit0.image_ref == IMG_OLD_BUSYBOX1
+
+
+def test_each_container_belongs_to_its_own_sandbox(ps):
+    assert ps.by_name['exit1'].pod_id == ps.ids['feas-c']
+
+
+def test_a_running_container_has_its_state_and_image_ref(ps):
+    assert ps.by_name['sleeper'].state == 'CONTAINER_RUNNING'
+    assert ps.by_name['sleeper'].image_ref == IMG_BUSYBOX2
+
+
+def test_created_is_kept_in_nanoseconds_and_shown_in_seconds(ps):
+    assert [c.created_ns for c in ps.containers] == [int(r['createdAt']) for r in ps.raw]
+    assert ps.by_name['sleeper'].to_dict()['created_at'] == int(ps.raw[1]['createdAt']) // 10 ** 9
+
+
+def test_a_container_without_pod_labels_has_no_pod_name_and_attempt_0(ps):
+    assert ps.by_name['sleeper'].pod_name == ''
+    assert ps.by_name['sleeper'].attempt == 0
 
 
 @pytest.mark.parametrize('version', VERSIONS)
@@ -203,9 +232,9 @@ def test_parse_content_ls_rejects_garbage(text):
 
 
 def test_ctr_content_and_prune_argv(runtime):
-    runner = StubRunner({'ctr content ls': recorded(V21, 'ctr-content-ls.txt'),
-                         'ctr content prune references --dry': recorded(V21, 'ctr-prune-dry'),
-                         'ctr content prune references': recorded(V21, 'ctr-prune')})
+    runner = StubRunner({'ctr content ls': recorded_reply(V21, 'ctr-content-ls.txt'),
+                         'ctr content prune references --dry': recorded_reply(V21, 'ctr-prune-dry'),
+                         'ctr content prune references': recorded_reply(V21, 'ctr-prune')})
     ctr = Ctr(runtime, runner, 'k8s.io')
     assert len(ctr.content()) == 15
     ctr.prune_references(dry_run=True)
@@ -258,7 +287,7 @@ def test_unexpected_json_shape_is_a_clear_error(runtime):
 
 @pytest.mark.parametrize('version', VERSIONS)
 def test_crictl_no_socket_fatal_is_surfaced(version, runtime):
-    reply = recorded(version, 'crictl-nosocket')
+    reply = recorded_reply(version, 'crictl-nosocket')
     assert reply.rc == 1
     crictl = crictl_for(version, runtime, **{'crictl ps --all --output json': reply})[0]
     with pytest.raises(CommandError) as exc:
@@ -277,7 +306,7 @@ def test_crictl_no_socket_fatal_is_surfaced(version, runtime):
     (V21, 'ctr: cannot access socket /var/lib/lab/nope.sock'),
 ])
 def test_ctr_no_socket_is_surfaced(version, detail, runtime):
-    runner = StubRunner({'ctr content ls': recorded(version, 'ctr-nosocket')})
+    runner = StubRunner({'ctr content ls': recorded_reply(version, 'ctr-nosocket')})
     with pytest.raises(CommandError) as exc:
         Ctr(runtime, runner, 'k8s.io').content()
     message = str(exc.value)
@@ -360,7 +389,7 @@ def test_partial_failure_in_one_batch_does_not_stop_the_next(runtime):
 def test_item_already_gone_is_reported_gone_not_failed(version, runtime):
     ids = IDS[version]
     # DERIVED from rm-missing.err (recorded as `crictl rm deadbeef`): the id replaced by exit0's.
-    reply = recorded(version, 'rm-missing')
+    reply = recorded_reply(version, 'rm-missing')
     assert reply.rc == 1
     err = reply.err.replace('deadbeef', ids['exit0'])
     after = json.loads(fixture_text(version, 'ps-a.json'))
@@ -389,7 +418,7 @@ def test_crictl_missing_rc_127_fails_every_item_naming_crictl_path(runtime):
 def test_failed_batch_and_failed_relisting_fails_the_batch(runtime):
     crictl, runner = crictl_for(V16, runtime, **{
         'crictl rmp': Reply(1, '', fixture_text(V16, 'rmp-ready.err')),
-        'crictl pods --output json': recorded(V16, 'crictl-nosocket')})
+        'crictl pods --output json': recorded_reply(V16, 'crictl-nosocket')})
     outcome = crictl.remove_sandboxes([IDS[V16]['feas-a']])
     message = outcome.failed[IDS[V16]['feas-a']]
     assert message.startswith('crictl rmp failed and the state could not be re-read')
@@ -402,7 +431,7 @@ def test_rmp_of_ready_sandbox_recorded_failure(runtime):
     listing = {'items': [{'id': feas_b, 'metadata': {'name': 'feas-b', 'namespace': 'feas'},
                           'state': 'SANDBOX_READY', 'createdAt': '1795824050135083787'}]}
     crictl, runner = crictl_for(V16, runtime, **{
-        'crictl rmp': recorded(V16, 'rmp-ready'), 'crictl pods --output json': json_reply(V16, listing)})
+        'crictl rmp': recorded_reply(V16, 'rmp-ready'), 'crictl pods --output json': json_reply(V16, listing)})
     outcome = crictl.remove_sandboxes([feas_b])
     assert outcome.failed == {feas_b: 'pod sandbox "%s" is running, please stop it first' % feas_b}
 

@@ -7,7 +7,7 @@ import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import ImageGCError
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._discovery import (
-    CRICTL_CONFIG_FILES, MICROK8S_CTR, WELL_KNOWN_SOCKETS, Runtime, read_crictl_config)
+    CRICTL_CONFIG_FILES, MICROK8S_CTR, WELL_KNOWN_SOCKETS, read_crictl_config)
 
 from tests.unit.image_gc_testlib import fake_discovery
 
@@ -376,21 +376,6 @@ def test_tried_is_kept_for_reporting():
     assert '/opt/a/crictl' in runtime.tried
     assert 'unix://%s (well-known socket)' % K8S_SOCK in runtime.tried
     assert runtime.to_dict()['runtime_endpoint'] == 'unix://' + K3S_SOCK
-
-
-# -- argv ------------------------------------------------------------------------------------
-
-def test_crictl_argv_has_endpoints_and_timeout():
-    runtime = Runtime()
-    runtime.crictl = ['/usr/local/bin/crictl']
-    runtime.runtime_endpoint = runtime.image_endpoint = 'unix://' + K8S_SOCK
-    runtime.timeout = 120
-    assert runtime.crictl_argv('rmi', 'sha256:a') == [
-        '/usr/local/bin/crictl', '--runtime-endpoint', 'unix://' + K8S_SOCK, '--image-endpoint', 'unix://' + K8S_SOCK,
-        '--timeout', '120s', 'rmi', 'sha256:a']
-    runtime.crictl = None
-    with pytest.raises(ImageGCError, match='crictl is needed'):
-        runtime.crictl_argv('ps')
 
 
 # -- crictl.yaml -----------------------------------------------------------------------------

@@ -69,3 +69,14 @@ def test_figure_of_a_real_directory(tmp_path):
 def test_mount_point_stops_at_the_device_boundary():
     assert _disk.mount_point('/proc/self') == '/proc'
     assert _disk.mount_point('/') == '/'
+
+
+def test_read_figure_takes_the_settled_figure_of_the_fullest_only(tmp_path):
+    """The report after reads the settled figure while crictl imagefsinfo answers (_disk_view):
+    read_figure uses it when its path is the fullest filesystem's, and settles that one otherwise."""
+    fs = dict(_disk.filesystem_usage(str(tmp_path)), mountpoint=str(tmp_path), used_bytes=0)
+    settled = {'used_bytes': 1, 'source': 'read beside imagefsinfo'}
+    path, figure, unknown = _disk.read_figure([fs], settle=True, settled=(fs['fs_path'], settled))
+    assert (path, figure, unknown) == (fs['fs_path'], settled, None)
+    path, figure, unknown = _disk.read_figure([fs], settle=True, settled=('/elsewhere', settled))
+    assert figure is not settled and figure['settled'] is True and figure['source'].startswith('statvfs of ')

@@ -5,6 +5,7 @@
 the second run, peer mirror detection, disk state, settings validation."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -422,25 +423,59 @@ def test_images_phase_after_a_sandbox_removal_in_check_mode_frees_its_containers
 
 # -- disk state ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('version, used', [(V16, 0), (V21, 10182656)])
-def test_disk_state(version, used, peer_root):
-    runner = node_runner(version)
+USED = {V16: 0, V21: 10182656}     # the runtime's image_fs_used_bytes on each recorded node
+
+
+@pytest.fixture(params=[V16, V21])
+def disk_report(request, peer_root):
+    """Engine.disk_state(largest=2) over the recorded node of each version: the state, the stub runner
+    and the version."""
+    runner = node_runner(request.param)
     state = make_engine(runner, phases=('disk',), peer_root=peer_root).disk_state(largest=2)
-    assert runner.removals() == []
-    assert state['image_fs_used_bytes'] == used
-    fs = state['image_filesystems'][0]
+    return SimpleNamespace(state=state, runner=runner, version=request.param)
+
+
+def test_disk_state_removes_nothing(disk_report):
+    assert disk_report.runner.removals() == []
+
+
+def test_disk_state_is_json(disk_report):
+    json.dumps(disk_report.state)
+
+
+def test_disk_state_image_fs_used_bytes_is_the_runtimes_figure(disk_report):
+    assert disk_report.state['image_fs_used_bytes'] == USED[disk_report.version]
+
+
+def test_disk_state_lists_each_image_filesystem_as_the_runtime_reports_it(disk_report):
+    fs = disk_report.state['image_filesystems'][0]
     assert fs['mountpoint'] == '/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs'
-    assert fs['used_bytes'] == used
-    assert fs['inodes_used'] == (0 if version == V16 else 133)
-    assert state['containers'] == {'exited': 2, 'running': 1}
-    assert state['sandboxes'] == {'ready': 2, 'notready': 1}
-    assert state['images'] == 5
-    assert state['images_bytes'] == 1028853 + 1028856 + 1028853 + 1028899 + 1028854
-    assert state['reclaimable_images'] == 3
-    assert state['reclaimable_bytes'] == 1028854 + 1028853 + 1028856
-    assert [i['id'] for i in state['largest_images']] == [IMG_PAUSE, IMG_BUSYBOX1]
-    assert state['sandbox_image'] == ('docker.io/feas/pause:1' if version == V16 else None)
-    json.dumps(state)
+    assert fs['used_bytes'] == USED[disk_report.version]
+    assert fs['inodes_used'] == (0 if disk_report.version == V16 else 133)
+
+
+def test_disk_state_counts_containers_sandboxes_and_images_by_state(disk_report):
+    assert disk_report.state['containers'] == {'exited': 2, 'running': 1}
+    assert disk_report.state['sandboxes'] == {'ready': 2, 'notready': 1}
+    assert disk_report.state['images'] == 5
+
+
+def test_disk_state_images_bytes_is_the_sum_of_every_image_size(disk_report):
+    assert disk_report.state['images_bytes'] == 1028853 + 1028856 + 1028853 + 1028899 + 1028854
+
+
+def test_disk_state_reclaimable_are_the_unused_images_and_their_sizes(disk_report):
+    assert disk_report.state['reclaimable_images'] == 3
+    assert disk_report.state['reclaimable_bytes'] == 1028854 + 1028853 + 1028856
+
+
+def test_disk_state_largest_images_are_as_many_as_asked_largest_first(disk_report):
+    assert [i['id'] for i in disk_report.state['largest_images']] == [IMG_PAUSE, IMG_BUSYBOX1]
+
+
+def test_disk_state_sandbox_image_is_the_one_crictl_info_names(disk_report):
+    """containerd 1.6's crictl info names it; 2.1's does not."""
+    assert disk_report.state['sandbox_image'] == ('docker.io/feas/pause:1' if disk_report.version == V16 else None)
 
 
 def test_filesystem_usage_of_nearest_existing_parent(tmp_path):
@@ -631,34 +666,61 @@ def pod_engine(runner, peer_root, dirs=(), proc='/nonexistent/proc', **settings)
                        discovery=node_discovery(dirs=dirs, proc=proc))
 
 
-@pytest.mark.parametrize('version', VERSIONS)
-def test_default_rules_check_mode_and_real_run_plan_the_same(version, peer_root, tmp_path):
-    """exit1 is the newest exited instance in the Ready pod feas-c: it stays, and its image; exit0's pod
-    feas-a is not live (NotReady, and the running kubelet's root, found in /proc, has no directory for
-    it): exit0 and feas-a go."""
-    ids_ = IDS[version]
+@pytest.fixture(params=VERSIONS)
+def default_rules(request, peer_root, tmp_path):
+    """A check-mode run and a real run with the kubelet's rules (the defaults) over the recorded node of each
+    version, the running kubelet's root found in /proc. exit1 is the newest exited instance in the Ready pod
+    feas-c: it stays, and its image; exit0's pod feas-a is not live (NotReady, and the kubelet's root has no
+    directory for it): exit0 and feas-a go."""
+    version = request.param
     proc, root = running_kubelet(tmp_path, version)
     check = run_all(pod_engine(node_runner(version), peer_root, proc=proc, sandbox_min_age='0s'), check_mode=True)
     runner = node_runner(version)
-    engine = pod_engine(runner, peer_root, proc=proc, sandbox_min_age='0s')
-    run = engine.run()
-    real = dict((r['phase'], r) for r in run['phases'])
-    assert ids(real['containers']['removed']) == [ids_['exit0']]
-    assert dict((i['id'], i['reason']) for i in real['containers']['kept'])[ids_['exit1']].startswith(
+    run = pod_engine(runner, peer_root, proc=proc, sandbox_min_age='0s').run()
+    return SimpleNamespace(version=version, ids=IDS[version], root=root, check=check, run=run, runner=runner,
+                           real=dict((r['phase'], r) for r in run['phases']))
+
+
+def test_default_rules_remove_the_exited_container_of_a_pod_that_is_not_live(default_rules):
+    assert ids(default_rules.real['containers']['removed']) == [default_rules.ids['exit0']]
+    assert default_rules.runner.ran('crictl', 'rm') == [CRICTL_PREFIX + ['rm', default_rules.ids['exit0']]]
+
+
+def test_default_rules_keep_the_newest_exited_instance_in_a_live_pod_and_say_why(default_rules):
+    reasons = dict((i['id'], i['reason']) for i in default_rules.real['containers']['kept'])
+    assert reasons[default_rules.ids['exit1']].startswith(
         'newest exited instance of exit1 (attempt 0) in live pod feas/feas-c (its newest sandbox ')
-    assert ids(real['sandboxes']['removed']) == [ids_['feas-a']]
-    assert ids(real['images']['removed']) == [IMG_UNUSED3, IMG_BUSYBOX1]
-    for phase in ('containers', 'sandboxes', 'images'):
-        assert [(i['id'], i['reason']) for i in check[phase]['removed']] == \
-            [(i['id'], i['reason']) for i in real[phase]['removed']], phase
-        assert [(i['id'], i['reason']) for i in check[phase]['kept']] == \
-            [(i['id'], i['reason']) for i in real[phase]['kept']], phase
-    assert runner.ran('crictl', 'rm') == [CRICTL_PREFIX + ['rm', ids_['exit0']]]
-    assert not [w for w in run['warnings'] if 'kubelet root' in w], run['warnings']
-    # one crictl inspect per run, of the containers that stay
-    assert runner.ran('crictl', 'inspect') == [inspect('sleeper', 'exit1', version=version)]
-    assert run['runtime']['kubelet_root'] == root
-    assert run['runtime']['sources']['kubelet_root'] == (
+
+
+def test_default_rules_remove_the_notready_sandbox_of_a_pod_that_is_not_live(default_rules):
+    assert ids(default_rules.real['sandboxes']['removed']) == [default_rules.ids['feas-a']]
+
+
+def test_default_rules_remove_only_the_images_no_container_that_stays_uses(default_rules):
+    assert ids(default_rules.real['images']['removed']) == [IMG_UNUSED3, IMG_BUSYBOX1]
+
+
+@pytest.mark.parametrize('phase', ('containers', 'sandboxes', 'images'))
+def test_with_default_rules_check_mode_plans_what_the_real_run_removes_and_keeps(default_rules, phase):
+    check, real = default_rules.check, default_rules.real
+    assert [(i['id'], i['reason']) for i in check[phase]['removed']] == \
+        [(i['id'], i['reason']) for i in real[phase]['removed']], phase
+    assert [(i['id'], i['reason']) for i in check[phase]['kept']] == \
+        [(i['id'], i['reason']) for i in real[phase]['kept']], phase
+
+
+def test_a_live_kubelet_root_found_gives_no_warning(default_rules):
+    assert not [w for w in default_rules.run['warnings'] if 'kubelet root' in w], default_rules.run['warnings']
+
+
+def test_one_crictl_inspect_per_run_of_the_containers_that_stay(default_rules):
+    assert default_rules.runner.ran('crictl', 'inspect') == [
+        inspect('sleeper', 'exit1', version=default_rules.version)]
+
+
+def test_the_run_names_the_kubelet_root_it_found_and_why_it_is_live(default_rules):
+    assert default_rules.run['runtime']['kubelet_root'] == default_rules.root
+    assert default_rules.run['runtime']['sources']['kubelet_root'] == (
         'the running kubelet (pid 4242, --root-dir); live: 2 of the node\'s pods have a directory there, every '
         'Ready sandbox\'s among them')
 

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -128,33 +129,77 @@ def test_missing_or_corrupt_state_starts_from_zero_with_a_warning(tmp_path, cont
 
 # -- metrics_text ------------------------------------------------------------------------------------
 
-def test_metrics_text_names_types_and_labels():
-    report = a_report()
-    text = _metrics.metrics_text(report, _metrics.accumulate(_metrics.empty_counters(), report))
+def metrics_of(report):
+    """The textfile a run with this report writes, its counters being that run's alone."""
+    return _metrics.metrics_text(report, _metrics.accumulate(_metrics.empty_counters(), report))
+
+
+@pytest.fixture
+def text():
+    """The textfile of one ok run (a_report): 2 containers, 1 sandbox, 3 images removed."""
+    return metrics_of(a_report())
+
+
+def test_the_info_metric_names_the_collection_version(text):
+    assert samples(text)['node_image_gc_info{version="%s"}' % _metrics.COLLECTION_VERSION] == 1
+
+
+def test_used_bytes_before_and_after_are_the_filesystems_own_figures(text):
+    """statvfs' figures, not the runtime's image_fs_used_bytes (which did not change here)."""
     got = samples(text)
-    assert got['node_image_gc_info{version="%s"}' % _metrics.COLLECTION_VERSION] == 1
-    # the filesystem's own figures (statvfs), not the runtime's (which did not change here)
     assert got['node_image_gc_image_fs_used_bytes{when="before"}'] == 910
     assert got['node_image_gc_image_fs_used_bytes{when="after"}'] == 805
-    assert got['node_image_gc_reclaimable_bytes'] == 4096
-    assert got['node_image_gc_image_fs_usage_ratio{when="before"}'] == 0.91       # the fullest filesystem
+
+
+def test_the_runtimes_figure_is_not_exported_under_another_name(text):
+    assert not [name for name in samples(text) if name.startswith('node_image_gc_image_fs_used_bytes_')]
+
+
+def test_usage_ratio_is_that_of_the_fullest_image_filesystem(text):
+    got = samples(text)
+    assert got['node_image_gc_image_fs_usage_ratio{when="before"}'] == 0.91
     assert got['node_image_gc_image_fs_usage_ratio{when="after"}'] == 0.805
+
+
+def test_reclaimable_bytes_are_the_reports_after_the_run(text):
+    assert samples(text)['node_image_gc_reclaimable_bytes'] == 4096
+
+
+def test_runs_are_counted_by_status(text):
+    got = samples(text)
     assert got['node_image_gc_runs_total{status="ok"}'] == 1
     assert got['node_image_gc_runs_total{status="failed"}'] == 0
+
+
+def test_removed_objects_reclaimed_bytes_and_failures_are_counted_by_phase(text):
+    got = samples(text)
     assert got['node_image_gc_reclaimed_bytes_total{phase="images"}'] == 3086563
     assert got['node_image_gc_removed_objects_total{phase="containers"}'] == 2
     assert got['node_image_gc_phase_failures_total{phase="sandboxes"}'] == 0
-    assert got['node_image_gc_last_success_timestamp_seconds'] == 1795831821.5
-    assert not [name for name in got if name.startswith('node_image_gc_image_fs_used_bytes_')]
-    # unknown: left out, never the runtime's figure in its place
+
+
+def test_last_success_is_the_time_the_run_finished(text):
+    assert samples(text)['node_image_gc_last_success_timestamp_seconds'] == 1795831821.5
+
+
+def test_an_unknown_after_figure_is_left_out_never_replaced_by_the_runtimes():
+    report = a_report()
     report['disk_after']['filesystem'] = None
-    got = samples(_metrics.metrics_text(report, _metrics.accumulate(_metrics.empty_counters(), report)))
+    got = samples(metrics_of(report))
     assert 'node_image_gc_image_fs_used_bytes{when="after"}' not in got
     assert 'node_image_gc_image_fs_usage_ratio{when="after"}' not in got
+
+
+def test_every_total_is_a_counter_and_every_counter_a_total(text):
     kinds = types(text)
     assert dict((n, k) for n, k in kinds.items() if k == 'counter') == dict(
         (n, 'counter') for n in kinds if n.endswith('_total'))
-    assert kinds['node_image_gc_runs_total'] == 'counter' and kinds['node_image_gc_info'] == 'gauge'
+
+
+def test_runs_total_is_a_counter_and_info_a_gauge(text):
+    kinds = types(text)
+    assert kinds['node_image_gc_runs_total'] == 'counter'
+    assert kinds['node_image_gc_info'] == 'gauge'
 
 
 def test_metrics_text_without_disk_facts_leaves_those_metrics_out():
@@ -200,22 +245,49 @@ def node(tmp_path, peer_root):
     return n
 
 
-def test_counters_add_up_across_runs_and_survive_in_the_report(node, capsys):
-    assert node.run() == 0
-    assert 'warning: no previous report at' in capsys.readouterr().err
-    first = samples(node.prom.read_text())
-    assert node.run() == 0
-    assert capsys.readouterr().err == ''
-    assert node.run(dry_run=True) == 0                   # writes nothing, counts nothing
-    second = samples(node.prom.read_text())
-    assert first['node_image_gc_runs_total{status="ok"}'] == 1
-    assert second['node_image_gc_runs_total{status="ok"}'] == 2
+@pytest.fixture
+def two_runs_and_a_dry_run(node, capsys):
+    """Two real runs then a dry run (which writes nothing and counts nothing) of the same node: their exit
+    codes, each run's stderr, and the textfile after the first and after the last."""
+    runs = SimpleNamespace(exit_codes=[], stderr=[])
+    for dry_run in (False, False, True):
+        runs.exit_codes.append(node.run(dry_run=dry_run))
+        runs.stderr.append(capsys.readouterr().err)
+        if len(runs.exit_codes) == 1:
+            runs.first = samples(node.prom.read_text())
+    runs.last = samples(node.prom.read_text())
+    runs.report = json.loads(node.report.read_text())
+    return runs
+
+
+def test_two_runs_and_a_dry_run_exit_0(two_runs_and_a_dry_run):
+    assert two_runs_and_a_dry_run.exit_codes == [0, 0, 0]
+
+
+def test_the_first_run_warns_that_there_is_no_previous_report(two_runs_and_a_dry_run):
+    assert 'warning: no previous report at' in two_runs_and_a_dry_run.stderr[0]
+
+
+def test_a_run_after_a_report_warns_nothing(two_runs_and_a_dry_run):
+    assert two_runs_and_a_dry_run.stderr[1] == ''
+
+
+def test_runs_total_counts_each_real_run_not_the_dry_run(two_runs_and_a_dry_run):
+    assert two_runs_and_a_dry_run.first['node_image_gc_runs_total{status="ok"}'] == 1
+    assert two_runs_and_a_dry_run.last['node_image_gc_runs_total{status="ok"}'] == 2
+
+
+def test_each_phase_total_adds_up_what_each_run_removed_and_reclaimed(two_runs_and_a_dry_run):
+    first, last = two_runs_and_a_dry_run.first, two_runs_and_a_dry_run.last
     for phase in PHASES:
         for name in ('removed_objects', 'reclaimed_bytes'):
-            assert second['node_image_gc_%s_total{phase="%s"}' % (name, phase)] == \
+            assert last['node_image_gc_%s_total{phase="%s"}' % (name, phase)] == \
                 2 * first['node_image_gc_last_run_%s{phase="%s"}' % (name, phase)]
-    assert second['node_image_gc_removed_objects_total{phase="images"}'] == 6
-    assert json.loads(node.report.read_text())['counters']['runs'] == {'ok': 2, 'failed': 0, 'skipped': 0}
+    assert last['node_image_gc_removed_objects_total{phase="images"}'] == 6
+
+
+def test_the_counters_survive_in_the_report(two_runs_and_a_dry_run):
+    assert two_runs_and_a_dry_run.report['counters']['runs'] == {'ok': 2, 'failed': 0, 'skipped': 0}
 
 
 def test_a_failed_run_counts_as_failed_and_keeps_the_counters(node):

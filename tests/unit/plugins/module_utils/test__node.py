@@ -118,6 +118,57 @@ def test_image_volumes_are_inspected_in_bounded_batches(monkeypatch):
     assert empty.image_volumes([]) == {} and runner.calls == []
 
 
+# crictl 1.37's message when one container of ``crictl inspect ID...`` went (the whole command fails)
+GONE_ERR = ('time="2026-12-04T19:50:01Z" level=fatal msg="get the status of containers: get container status: rpc '
+            'error: code = NotFound desc = an error occurred when try to find container \\"%s\\": not found"\n')
+
+
+def _node_with_a_container_gone(gone, other_error=None):
+    """A node whose ``crictl inspect`` fails while it is asked about ``gone`` (a container the
+    listing no longer has: the kubelet's GC removed it after the run's listing)."""
+    from tests.unit.testlib.fixtures import Reply
+    node, runner = _node_over(volumes={IDS[V16]['sleeper']: ['docker.io/feas/vol:1']})
+
+    def inspect(argv, r):
+        asked = argv[argv.index('json') + 1:]
+        if other_error:
+            return Reply(1, '', other_error)
+        if gone in asked:
+            return Reply(1, '', GONE_ERR % gone)
+        return inspect_reply(V16, asked, {IDS[V16]['sleeper']: ['docker.io/feas/vol:1']})
+    runner.on('crictl inspect', inspect)
+    return node, runner
+
+
+def test_a_container_gone_between_the_listing_and_the_inspect_is_asked_without():
+    """Found against the real kubelet under disk pressure (its container GC every 10 s): a
+    container listed by the run and removed before ``crictl inspect`` failed the whole images
+    phase. It is left out and the batch asked again; it mounts nothing any more."""
+    node, runner = _node_with_a_container_gone('c-gone')
+    ids = sorted(c.id for c in node.current('containers'))
+    found = node.crictl.image_volumes(ids + ['c-gone'])
+    assert found[IDS[V16]['sleeper']] == ['docker.io/feas/vol:1'] and found['c-gone'] == []
+    assert set(found) == set(ids) | {'c-gone'}
+    batches = [argv[argv.index('json') + 1:] for argv in runner.ran('crictl', 'inspect')]
+    assert batches == [ids + ['c-gone'], ids]
+
+
+def test_an_inspect_that_fails_otherwise_still_fails():
+    """Not a race: a "not found" while every container asked is still listed, or another error,
+    fails as before (no image is removed while the image volumes are unknown)."""
+    import pytest
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils._common import CommandError
+    node, runner = _node_with_a_container_gone('c-gone')
+    ids = sorted(c.id for c in node.current('containers'))
+    listed_but_not_found = GONE_ERR % ids[0]
+    for err in (listed_but_not_found, 'time="x" level=fatal msg="connect: connection refused"\n'):
+        node, runner = _node_with_a_container_gone('c-gone', other_error=err)
+        with pytest.raises(CommandError) as exc:
+            node.crictl.image_volumes(ids)
+        assert 'no image is removed while the image volumes of the containers are unknown' in str(exc.value)
+        assert len(runner.ran('crictl', 'inspect')) == 1
+
+
 def test_one_container_inspect_prints_an_object_not_a_list():
     node, runner = _node_over(volumes={IDS[V16]['sleeper']: ['docker.io/feas/vol:1']})
     sleeper = [c for c in node.current('containers') if c.name == 'sleeper']

@@ -5,6 +5,9 @@ lock, never a removal and never the run lock; a re-pull found by a pass reaches 
 
 import io
 import json
+from types import SimpleNamespace
+
+import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.module_utils import _observe, _runner
 from ansible_collections.nodemaint.image_gc.plugins.module_utils._files import RunLock
@@ -74,32 +77,62 @@ def test_a_listing_that_fails_fails_the_pass_and_writes_nothing(tmp_path):
     assert not (tmp_path / 'state' / 'images.json').exists()
 
 
-def test_a_removed_image_seen_again_by_a_pass_moves_the_metrics_at_once(tmp_path, peer_root):
-    """A real run (stub engine over the recorded 2.1 node) removes unused:3; a later pass lists it
-    again (pulled back): the record counts it, and the textfile shows the counters without
-    waiting for the next run."""
+@pytest.fixture
+def repull(tmp_path, peer_root):
+    """A real run (stub engine over the recorded 2.1 node) removes unused:3 and more; a pass a day later lists
+    the images as before the run (the removed ones are back, pulled again); then the next run. The exit code
+    of each, the record and the textfile after the first run, the pass's event, the textfile after the pass,
+    and the report and textfile after the next run."""
     prom = tmp_path / 'node_image_gc.prom'
     path = config(tmp_path, textfile_path=str(prom))
 
     def factory(settings, phases):
         return make_engine(node_runner(V21), settings, phases=phases, peer_root=peer_root)
-    assert _runner.run(path, stream=io.StringIO(), engine_factory=factory) == 0
-    record = json.load(open(str(tmp_path / 'state' / 'images.json')))
-    assert IMG_UNUSED3 in record['removed']
-    assert 'node_image_gc_repulled_images_total 0' in prom.read_text()
-    # the pass a day later lists the images as before the run (the removed ones are back)
+    story = SimpleNamespace(exit_codes=[])
+    story.exit_codes.append(_runner.run(path, stream=io.StringIO(), engine_factory=factory))
+    story.record = json.load(open(str(tmp_path / 'state' / 'images.json')))
+    story.text_after_run = prom.read_text()
     out = io.StringIO()
-    assert _runner.observe(path, stream=out, observer=observer(node_runner(V21), NOW_NS + 86400 * 10 ** 9)) == 0
-    event = json.loads(out.getvalue())
-    found = sorted(r['id'] for r in event['repulled'])
-    assert IMG_UNUSED3 in found and found == sorted(record['removed']) and event['repulled_bytes'] > 0, event
-    text = prom.read_text()
-    assert 'node_image_gc_repulled_images_total %d' % len(found) in text
-    assert 'node_image_gc_repulled_bytes_total %d' % event['repulled_bytes'] in text
+    story.exit_codes.append(_runner.observe(path, stream=out,
+                                            observer=observer(node_runner(V21), NOW_NS + 86400 * 10 ** 9)))
+    story.event = json.loads(out.getvalue())
+    story.found = sorted(r['id'] for r in story.event['repulled'])
+    story.text_after_pass = prom.read_text()
+    story.exit_codes.append(_runner.run(path, stream=io.StringIO(), engine_factory=factory))
+    story.report = json.load(open(str(tmp_path / 'last-run.json')))
+    story.text_after_next_run = prom.read_text()
+    return story
+
+
+def test_the_run_the_pass_and_the_next_run_exit_0(repull):
+    assert repull.exit_codes == [0, 0, 0]
+
+
+def test_the_run_records_what_it_removed(repull):
+    assert IMG_UNUSED3 in repull.record['removed']
+
+
+def test_before_a_pass_sees_a_repull_the_textfile_counts_none(repull):
+    assert 'node_image_gc_repulled_images_total 0' in repull.text_after_run
+
+
+def test_the_pass_finds_every_removed_image_that_came_back_and_its_bytes(repull):
+    assert IMG_UNUSED3 in repull.found, repull.event
+    assert repull.found == sorted(repull.record['removed']), repull.event
+    assert repull.event['repulled_bytes'] > 0, repull.event
+
+
+def test_the_pass_moves_the_repull_counters_in_the_textfile_at_once(repull):
+    assert 'node_image_gc_repulled_images_total %d' % len(repull.found) in repull.text_after_pass
+    assert 'node_image_gc_repulled_bytes_total %d' % repull.event['repulled_bytes'] in repull.text_after_pass
+
+
+def test_the_textfile_the_pass_rewrites_keeps_the_run_metrics(repull):
     assert {'node_image_gc_repulled_images_total', 'node_image_gc_repulled_bytes_total',
-            'node_image_gc_runs_total'} <= metric_names(text)
-    # the next run carries the counters on, in its report and its textfile
-    assert _runner.run(path, stream=io.StringIO(), engine_factory=factory) == 0
-    report = json.load(open(str(tmp_path / 'last-run.json')))
-    assert (report['regret']['images'], report['regret']['bytes']) == (len(found), event['repulled_bytes'])
-    assert 'node_image_gc_repulled_images_total %d' % len(found) in prom.read_text()
+            'node_image_gc_runs_total'} <= metric_names(repull.text_after_pass)
+
+
+def test_the_next_run_carries_the_repull_counters_in_its_report_and_textfile(repull):
+    assert (repull.report['regret']['images'], repull.report['regret']['bytes']) == (
+        len(repull.found), repull.event['repulled_bytes'])
+    assert 'node_image_gc_repulled_images_total %d' % len(repull.found) in repull.text_after_next_run

@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -108,24 +109,48 @@ def test_missing_config_exits_2(tmp_path, capsys):
 
 # -- a run -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('version', VERSIONS)
-def test_run_emits_start_disk_phases_disk_end(version, node):
-    node.version = version
+@pytest.fixture(params=VERSIONS)
+def a_run(request, node):
+    """One real run of the runner over the recorded node of each version: exit code, events, phase events."""
+    node.version = request.param
     code, events = node.run()
-    assert code == 0
-    assert [(e['event'], e.get('when') or e.get('phase')) for e in events] == [
+    return SimpleNamespace(code=code, events=events, ids=IDS[request.param],
+                           phases=dict((e['phase'], e) for e in events if e['event'] == 'phase'))
+
+
+def test_a_good_run_exits_0(a_run):
+    assert a_run.code == 0
+
+
+def test_run_emits_start_disk_phases_disk_end(a_run):
+    assert [(e['event'], e.get('when') or e.get('phase')) for e in a_run.events] == [
         ('start', None), ('disk', 'before'), ('phase', 'containers'), ('phase', 'sandboxes'), ('phase', 'images'),
         ('phase', 'content'), ('disk', 'after'), ('end', None)]
-    phases = dict((e['phase'], e) for e in events if e['event'] == 'phase')
-    assert phases['containers']['ids'] == [IDS[version]['exit0'], IDS[version]['exit1']]
-    assert phases['sandboxes']['ids'] == [IDS[version]['feas-a']]
-    assert phases['images']['removed'] == 3
-    assert all(p['status'] == 'ok' and p['errors'] == [] and p['dry_run'] is False for p in phases.values())
-    assert any(k['reason'].startswith('in use by container sleeper') for k in phases['images']['kept'])
-    end = events[-1]
+
+
+def test_each_phase_event_says_what_it_removed(a_run):
+    assert a_run.phases['containers']['ids'] == [a_run.ids['exit0'], a_run.ids['exit1']]
+    assert a_run.phases['sandboxes']['ids'] == [a_run.ids['feas-a']]
+    assert a_run.phases['images']['removed'] == 3
+
+
+def test_every_phase_of_a_good_run_is_ok_with_no_errors_and_not_a_dry_run(a_run):
+    assert all(p['status'] == 'ok' and p['errors'] == [] and p['dry_run'] is False for p in a_run.phases.values())
+
+
+def test_the_images_phase_event_says_why_an_image_was_kept(a_run):
+    assert any(k['reason'].startswith('in use by container sleeper') for k in a_run.phases['images']['kept'])
+
+
+def test_the_end_event_is_ok_and_sums_what_the_phases_removed(a_run):
+    end = a_run.events[-1]
     assert end['status'] == 'ok'
-    assert end['removed'] == sum(p['removed'] for p in phases.values())
-    assert events[1]['images'] == 5 and events[1]['containers'] == {'exited': 2, 'running': 1}
+    assert end['removed'] == sum(p['removed'] for p in a_run.phases.values())
+
+
+def test_the_disk_event_before_counts_images_and_containers(a_run):
+    assert a_run.events[1]['images'] == 5
+    assert a_run.events[1]['containers'] == {'exited': 2, 'running': 1}
 
 
 @pytest.fixture
@@ -156,16 +181,23 @@ def test_report_and_metrics_are_written_atomically_mode_0644(finished):
     assert oct(os.stat(str(node.report)).st_mode & 0o777) == '0o644'
 
 
-def test_the_metrics_say_success_time_and_what_each_phase_removed(finished):
+def test_the_metrics_say_the_run_succeeded_and_when(finished):
     report, samples = finished['report'], finished['samples']
     assert samples['node_image_gc_run_success'] == '1'
     assert float(samples['node_image_gc_last_success_timestamp_seconds']) == report['finished']
     assert float(samples['node_image_gc_last_run_timestamp_seconds']) == report['finished']
+
+
+def test_the_metrics_say_what_each_phase_removed(finished):
+    samples = finished['samples']
     assert samples['node_image_gc_last_run_removed_objects{phase="containers"}'] == '2'
     assert samples['node_image_gc_last_run_removed_objects{phase="sandboxes"}'] == '1'
     assert samples['node_image_gc_last_run_removed_objects{phase="images"}'] == '3'
     assert samples['node_image_gc_last_run_reclaimed_bytes{phase="images"}'] == str(1028854 + 1028853 + 1028856)
-    assert samples['node_image_gc_phase_success{phase="content"}'] == '1'
+
+
+def test_the_metrics_say_the_content_phase_succeeded(finished):
+    assert finished['samples']['node_image_gc_phase_success{phase="content"}'] == '1'
 
 
 def test_the_metrics_carry_the_filesystems_figures_of_the_report(finished):
@@ -202,7 +234,10 @@ def test_write_atomic_failure_leaves_no_temp_file(tmp_path, monkeypatch):
     assert target.read_text() == 'old'
 
 
-def test_a_failing_phase_does_not_stop_the_next_and_exit_code_is_1(node):
+@pytest.fixture
+def sandboxes_failed(node):
+    """A good run, then a run whose ``crictl pods`` fails (phase 2): that run's exit code, events and phase
+    events, the report before and after it, its metrics and its runner."""
     node.run()                                               # a good run first: last_success is kept
     first = json.loads(node.report.read_text())
 
@@ -211,20 +246,39 @@ def test_a_failing_phase_does_not_stop_the_next_and_exit_code_is_1(node):
         engine.runner.on('crictl pods --output json', Reply(1, '', 'time="x" level=fatal msg="boom"\n'))
         return engine
     code, events = node.run(factory=factory)
-    assert code == 1
-    phases = dict((e['phase'], e) for e in events if e['event'] == 'phase')
-    assert phases['sandboxes']['status'] == 'failed'
-    assert phases['sandboxes']['errors'] == ['crictl pods --output json failed (rc=1): boom']
-    assert phases['images']['status'] == 'ok' and phases['content']['status'] == 'ok'
-    assert node.runners[-1].ran('ctr', 'content', 'ls')      # phase 4 ran
-    assert events[-1]['status'] == 'failed'
-    report = json.loads(node.report.read_text())
-    assert report['status'] == 'failed'
-    assert report['last_success'] == first['last_success']
-    metrics = node.prom.read_text()
-    assert 'node_image_gc_run_success 0' in metrics
-    assert 'node_image_gc_phase_success{phase="sandboxes"} 0' in metrics
-    assert 'node_image_gc_phase_success{phase="images"} 1' in metrics
+    return SimpleNamespace(code=code, events=events, first=first, report=json.loads(node.report.read_text()),
+                           phases=dict((e['phase'], e) for e in events if e['event'] == 'phase'),
+                           metrics=node.prom.read_text(), runner=node.runners[-1])
+
+
+def test_a_failing_phase_makes_the_exit_code_1(sandboxes_failed):
+    assert sandboxes_failed.code == 1
+
+
+def test_the_failed_phase_says_which_command_failed_its_rc_and_why(sandboxes_failed):
+    assert sandboxes_failed.phases['sandboxes']['status'] == 'failed'
+    assert sandboxes_failed.phases['sandboxes']['errors'] == ['crictl pods --output json failed (rc=1): boom']
+
+
+def test_a_failing_phase_does_not_stop_the_next(sandboxes_failed):
+    assert sandboxes_failed.phases['images']['status'] == 'ok'
+    assert sandboxes_failed.phases['content']['status'] == 'ok'
+    assert sandboxes_failed.runner.ran('ctr', 'content', 'ls')      # phase 4 ran
+
+
+def test_a_run_with_a_failed_phase_ends_failed_in_the_event_and_the_report(sandboxes_failed):
+    assert sandboxes_failed.events[-1]['status'] == 'failed'
+    assert sandboxes_failed.report['status'] == 'failed'
+
+
+def test_a_failed_run_keeps_the_last_success_of_the_run_before(sandboxes_failed):
+    assert sandboxes_failed.report['last_success'] == sandboxes_failed.first['last_success']
+
+
+def test_the_metrics_say_the_run_and_the_failed_phase_failed_and_the_others_succeeded(sandboxes_failed):
+    assert 'node_image_gc_run_success 0' in sandboxes_failed.metrics
+    assert 'node_image_gc_phase_success{phase="sandboxes"} 0' in sandboxes_failed.metrics
+    assert 'node_image_gc_phase_success{phase="images"} 1' in sandboxes_failed.metrics
 
 
 def test_an_unexpected_exception_in_a_phase_does_not_stop_the_next(node, monkeypatch):

@@ -8,7 +8,7 @@ import json
 
 from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_UNUSED3, V16, V21, Reply, fixture_json, fixture_text, ids,
-    images_check_reply, inspect_reply, json_reply, make_engine, node_runner, recorded)
+    images_check_reply, inspect_reply, json_reply, make_engine, node_runner, recorded_reply)
 
 
 def _broken(runner, version, *unusable):
@@ -53,7 +53,7 @@ def test_an_unusable_image_a_container_uses_is_kept_and_says_so(peer_root):
 
 def test_a_failing_ctr_images_check_removes_nothing_by_the_rule_and_warns(peer_root):
     runner = node_runner(V16)
-    runner.on('ctr images check', recorded(V21, 'ctr-nosocket'))
+    runner.on('ctr images check', recorded_reply(V21, 'ctr-nosocket'))
     result = _images(runner, peer_root)
     assert result['status'] == 'ok' and result['removed'] == []
     assert result['unusable']['checked'] is False
@@ -108,3 +108,61 @@ def test_image_volumes_that_cannot_be_read_keep_the_batch(peer_root):
     for image_id in (IMG_UNUSED3, IMG_BUSYBOX1):
         assert kept[image_id].startswith('kept: the image volumes of containers created after the plan could not be '
                                          'read (crictl inspect'), kept[image_id]
+
+
+# -- the look asked ahead, beside the disk report's listings (issue 26, item 4) -------------------
+def _whole(runner, peer_root, check_mode=False, **settings):
+    engine = make_engine(runner, settings=dict({'image_min_age': '10m'}, **settings),
+                         phases=('containers', 'images', 'disk'), peer_root=peer_root)
+    return engine.run(check_mode=check_mode)
+
+
+def _check_argv(runner):
+    found = runner.ran('ctr', 'images', 'check')
+    assert len(found) == 1, found      # asked once, ahead, not again by phase 3
+    return found[0]
+
+
+def test_the_look_runs_beside_the_disk_report_and_phase_3_lists_it(peer_root):
+    runner = _broken(node_runner(V16), V16, IMG_BUSYBOX1)
+    run = _whole(runner, peer_root, image_unused_for='30d')
+    by_phase = {r['phase']: r for r in run['phases']}
+    argv = _check_argv(runner)
+    # before phase 1 removed anything: it ran while the disk report listed
+    keys = [tuple(c[len(CRICTL_PREFIX):]) if c[:len(CRICTL_PREFIX)] == CRICTL_PREFIX else tuple(c) for c in runner.calls]
+    assert runner.calls.index(argv) < min(i for i, k in enumerate(keys) if k[:1] == ('rm',))
+    assert by_phase['images']['commands'][0] == argv            # phase 3's, which used it
+    assert argv not in by_phase['containers']['commands']
+    assert ids(by_phase['images']['removed']) == [IMG_BUSYBOX1]
+    assert by_phase['images']['unusable'] == {'checked': True, 'snapshotter': 'overlayfs', 'found': [IMG_BUSYBOX1]}
+
+
+def test_the_look_asked_ahead_plans_as_in_check_mode(peer_root):
+    real = _whole(_broken(node_runner(V16), V16, IMG_BUSYBOX1), peer_root, image_unused_for='30d')
+    dry = _whole(_broken(node_runner(V16), V16, IMG_BUSYBOX1), peer_root, check_mode=True, image_unused_for='30d')
+    assert [ids(r['removed']) for r in real['phases']] == [ids(r['removed']) for r in dry['phases']]
+
+
+def test_a_look_that_failed_ahead_warns_in_phase_3_as_before(peer_root):
+    runner = node_runner(V16)
+    runner.on('ctr images check', recorded_reply(V21, 'ctr-nosocket'))
+    images = [r for r in _whole(runner, peer_root)['phases'] if r['phase'] == 'images'][0]
+    _check_argv(runner)
+    assert images['status'] == 'ok' and images['unusable']['checked'] is False
+    asked_in_phase_3 = node_runner(V16)
+    asked_in_phase_3.on('ctr images check', recorded_reply(V21, 'ctr-nosocket'))
+    warning = _images(asked_in_phase_3, peer_root)['warnings']
+    assert warning[0].startswith('images the runtime cannot unpack again were not looked for: ctr images check')
+    assert images['warnings'] == warning
+
+
+def test_no_look_ahead_when_the_run_is_below_disk_usage_threshold(peer_root):
+    runner = _broken(node_runner(V16), V16, IMG_BUSYBOX1)
+    run = _whole(runner, peer_root, disk_usage_threshold=100)
+    assert run['skip_reason'] and runner.ran('ctr', 'images', 'check') == []
+
+
+def test_no_look_ahead_when_phase_3_is_off(peer_root):
+    runner = _broken(node_runner(V16), V16, IMG_BUSYBOX1)
+    _whole(runner, peer_root, images=False)
+    assert runner.ran('ctr', 'images', 'check') == []

@@ -2,6 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """crictl_prune: main() with the recorded crictl outputs behind a stub runner."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from ansible_collections.nodemaint.image_gc.plugins.modules import crictl_prune
@@ -40,22 +42,46 @@ def check_against_return_doc(result, images_enabled=True):
             assert isinstance(result[key], int)
 
 
-@pytest.mark.parametrize('version', VERSIONS)
-def test_check_mode_plans_and_removes_nothing(version, args, monkeypatch):
-    runner = node_runner(version)
+@pytest.fixture(params=VERSIONS)
+def check_mode_run(request, args, monkeypatch):
+    """crictl_prune in check mode (return_commands: true) with ``args`` (pod_aware: false, every unused image)
+    over the recorded node of each version: the module's exit, its result, its runner and the recorded ids."""
+    runner = node_runner(request.param)
     out = run_module(monkeypatch, crictl_prune, dict(args, return_commands=True), runner, check_mode=True)
-    assert not out.failed, out.result
-    result = out.result
+    return SimpleNamespace(out=out, result=out.result, runner=runner, ids=IDS[request.param])
+
+
+def test_check_mode_does_not_fail(check_mode_run):
+    assert not check_mode_run.out.failed, check_mode_run.result
+
+
+def test_check_mode_plans_the_exited_containers_and_the_unused_images_as_a_change(check_mode_run):
+    result = check_mode_run.result
     assert result['changed'] is True
-    assert ids(result['containers']) == [IDS[version]['exit0'], IDS[version]['exit1']]
+    assert ids(result['containers']) == [check_mode_run.ids['exit0'], check_mode_run.ids['exit1']]
     assert ids(result['images']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1]
-    assert result['images_space_reclaimed'] == 1028854 + 1028853 + 1028856
-    kept = dict((i['id'], i['reason']) for i in result['images_kept'])
+
+
+def test_check_mode_reports_the_space_the_planned_images_take(check_mode_run):
+    assert check_mode_run.result['images_space_reclaimed'] == 1028854 + 1028853 + 1028856
+
+
+def test_check_mode_keeps_the_pause_image_and_the_image_in_use(check_mode_run):
+    kept = dict((i['id'], i['reason']) for i in check_mode_run.result['images_kept'])
     assert set(kept) == {IMG_PAUSE, IMG_BUSYBOX2}
-    assert runner.removals() == []
-    assert result['commands'] == runner.calls
-    assert result['failures'] == []
-    check_against_return_doc(result)
+
+
+def test_check_mode_removes_nothing_and_fails_nothing(check_mode_run):
+    assert check_mode_run.runner.removals() == []
+    assert check_mode_run.result['failures'] == []
+
+
+def test_check_mode_commands_are_every_command_it_ran(check_mode_run):
+    assert check_mode_run.result['commands'] == check_mode_run.runner.calls
+
+
+def test_check_mode_result_matches_the_return_doc(check_mode_run):
+    check_against_return_doc(check_mode_run.result)
 
 
 @pytest.mark.parametrize('version', VERSIONS)
@@ -148,9 +174,9 @@ def test_missing_crictl_fails_with_the_places_tried(args, monkeypatch):
 
 
 def test_no_socket_fails_with_command_output(args, monkeypatch):
-    from image_gc_testlib import recorded
+    from image_gc_testlib import recorded_reply
     runner = node_runner(V21)
-    runner.on('crictl ps --all --output json', recorded(V21, 'crictl-nosocket'))
+    runner.on('crictl ps --all --output json', recorded_reply(V21, 'crictl-nosocket'))
     out = run_module(monkeypatch, crictl_prune, args, runner)
     assert out.failed
     assert 'runtime socket does not answer' in out.result['msg']

@@ -11,7 +11,7 @@ from ansible_collections.nodemaint.image_gc.plugins.modules import ctr_content_p
 
 from tests.unit.image_gc_testlib import (
     CRICTL_PREFIX, CTR, CTR_PREFIX, IMG_UNUSED3, SOCKET, V16, V21, VERSIONS, documented_returns, failure_before_any_command,
-    Reply, fake_discovery, fixture_text, ids, node_runner, recorded, run_module)
+    Reply, fake_discovery, fixture_text, ids, node_runner, recorded_reply, run_module)
 
 LAYER_5F4D = 'sha256:5f4de468a2d94fad44b1fe435d8816e6a09e28f9f271edf57ce788021fd9fd55'
 LAYER_F51D = 'sha256:f51d6ffc6841a4945a2c9f5919c130cc077317b4d1f87750cc78e070b738bb4b'
@@ -27,8 +27,8 @@ def args(tmp_path):
 def after_rmi_runner(version):
     """The recorded store after `crictl rmi --prune`, then after the prune."""
     runner = node_runner(version)
-    runner.on('ctr content ls', recorded(version, 'ctr-content-ls-after-rmi.txt'),
-              recorded(version, 'ctr-content-ls-after-prune.txt'))
+    runner.on('ctr content ls', recorded_reply(version, 'ctr-content-ls-after-rmi.txt'),
+              recorded_reply(version, 'ctr-content-ls-after-prune.txt'))
     return runner
 
 
@@ -114,7 +114,7 @@ def test_without_crictl_the_snapshotters_are_unknown_and_the_prune_is_skipped(ar
 
 def test_crictl_that_cannot_reach_containerd_fails_the_prune_naming_the_socket(args, monkeypatch):
     runner = after_rmi_runner(V21)
-    runner.on('crictl info --output json', recorded(V21, 'crictl-nosocket'))
+    runner.on('crictl info --output json', recorded_reply(V21, 'crictl-nosocket'))
     out = run_module(monkeypatch, ctr_content_prune, args, runner)
     assert out.failed
     assert 'is containerd running' in out.result['msg'] and 'runtime_endpoint' in out.result['msg']
@@ -123,7 +123,7 @@ def test_crictl_that_cannot_reach_containerd_fails_the_prune_naming_the_socket(a
 
 def test_ctr_no_socket_fails(args, monkeypatch):
     runner = node_runner(V21)
-    runner.on('ctr content ls', recorded(V21, 'ctr-nosocket'))
+    runner.on('ctr content ls', recorded_reply(V21, 'ctr-nosocket'))
     out = run_module(monkeypatch, ctr_content_prune, args, runner)
     assert out.failed
     assert out.result['msg'].startswith('ctr content ls failed: ctr: cannot access socket')

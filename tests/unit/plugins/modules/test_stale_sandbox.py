@@ -3,6 +3,7 @@
 """stale_sandbox: main() with the recorded crictl outputs behind a stub runner."""
 
 import re
+from types import SimpleNamespace
 
 import pytest
 
@@ -34,26 +35,49 @@ def check_against_return_doc(result):
         assert set(item) == set(doc['sandboxes']['contains'])
 
 
-@pytest.mark.parametrize('version', VERSIONS)
-def test_check_mode_and_real_run(version, args, monkeypatch, tmp_path):
-    check_runner = node_runner(version)
+@pytest.fixture(params=VERSIONS)
+def check_then_real(request, args, monkeypatch, tmp_path):
+    """stale_sandbox in check mode, then for real (return_commands: true), over the recorded node of each
+    version with a running kubelet whose live root tracks feas-b and feas-c: both results and runners."""
+    version = request.param
     found = kubelet(tmp_path, version)
+    check_runner, runner = node_runner(version), node_runner(version)
     check = run_module(monkeypatch, stale_sandbox, args, check_runner, discovery=found, check_mode=True).result
-    assert check['changed'] is True
-    assert ids(check['sandboxes']) == [IDS[version]['feas-a']]
-    # pod_aware (the default): feas-a's pod is not live - its only sandbox is NotReady, and the running
-    # kubelet's root (found in /proc, live) has no directory for it
-    assert check['sandboxes'][0]['reason'].startswith('NotReady, pod feas/feas-a is not live (its newest sandbox ')
-    assert 'the kubelet does not track it (no %s/kubelet/pods/' % tmp_path in check['sandboxes'][0]['reason']
-    assert check_runner.removals() == []
-    check_against_return_doc(check)
-    runner = node_runner(version)
     real = run_module(monkeypatch, stale_sandbox, dict(args, return_commands=True), runner, discovery=found).result
-    assert real['changed'] is True
-    assert ids(real['sandboxes']) == ids(check['sandboxes'])
-    assert runner.removals() == [CRICTL_PREFIX + ['rmp', IDS[version]['feas-a']]]
-    assert real['commands'] == runner.calls
-    check_against_return_doc(real)
+    return SimpleNamespace(check=check, check_runner=check_runner, real=real, runner=runner, ids=IDS[version],
+                           tmp_path=tmp_path)
+
+
+def test_check_mode_reports_the_notready_sandbox_of_a_pod_that_is_not_live_as_changed(check_then_real):
+    assert check_then_real.check['changed'] is True
+    assert ids(check_then_real.check['sandboxes']) == [check_then_real.ids['feas-a']]
+
+
+def test_check_mode_says_why_the_pod_is_not_live(check_then_real):
+    """pod_aware (the default): feas-a's pod is not live - its only sandbox is NotReady, and the running
+    kubelet's root (found in /proc, live) has no directory for it."""
+    reason = check_then_real.check['sandboxes'][0]['reason']
+    assert reason.startswith('NotReady, pod feas/feas-a is not live (its newest sandbox ')
+    assert 'the kubelet does not track it (no %s/kubelet/pods/' % check_then_real.tmp_path in reason
+
+
+def test_check_mode_removes_nothing(check_then_real):
+    assert check_then_real.check_runner.removals() == []
+
+
+def test_the_real_run_removes_what_check_mode_reported(check_then_real):
+    assert check_then_real.real['changed'] is True
+    assert ids(check_then_real.real['sandboxes']) == ids(check_then_real.check['sandboxes'])
+    assert check_then_real.runner.removals() == [CRICTL_PREFIX + ['rmp', check_then_real.ids['feas-a']]]
+
+
+def test_commands_are_every_command_the_run_ran(check_then_real):
+    assert check_then_real.real['commands'] == check_then_real.runner.calls
+
+
+def test_both_results_match_the_return_doc(check_then_real):
+    check_against_return_doc(check_then_real.check)
+    check_against_return_doc(check_then_real.real)
 
 
 def test_without_a_live_kubelet_root_feas_a_stays(args, monkeypatch):

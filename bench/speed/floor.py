@@ -1,14 +1,14 @@
 """The floor of the speed benchmark: the least a correct prune does, as one plain program.
 
-    python3 bench/floor.py --min-age SECONDS --timeout 2m --sandbox-image REF --batch-size N
+    python3 bench/speed/floor.py --min-age SECONDS --timeout 2m --sandbox-image REF --batch-size N
 
 It lists containers, sandboxes and images once each (crictl JSON, side by side as the runner
 lists them); plans as the runner's pod-aware rules do with no kubelet root (see ``plan``): exited
 containers and NotReady sandboxes older than --min-age, then the images no remaining container
 uses (not pinned, not the sandbox image); removes them --batch-size ids per crictl call as the
-runner does (bench/run.py passes the library's batch_size default); then runs ``ctr -n k8s.io
+runner does (bench/speed/run.py passes the library's batch_size default); then runs ``ctr -n k8s.io
 content prune references``. No report, no record, no image-volume inspect, no guard beyond those. Standard library only: it runs under the node's
-python3, like the runner. crictl and ctr are taken from PATH (bench/run.py puts its counting
+python3, like the runner. crictl and ctr are taken from PATH (bench/speed/run.py puts its counting
 wrappers first).
 """
 

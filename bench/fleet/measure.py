@@ -1,4 +1,4 @@
-"""Measuring one ansible-playbook run for bench/fleet.py: wall time, CPU of the process tree and of
+"""Measuring one ansible-playbook run for bench/fleet/run.py: wall time, CPU of the process tree and of
 its main process, peak RSS and PSS; per-task times from an Ansible log."""
 
 import datetime
@@ -11,14 +11,14 @@ import tempfile
 import threading
 import time
 
-import fleet_sshd
+from bench.fleet import sshd
 
 
 def tree_memory(root):
     """(RSS, PSS) in bytes summed over ``root`` and its descendants. PSS shares each page among the
     processes mapping it, so the forked workers' shared pages count once: the real memory cost."""
     rss = pss = 0
-    for pid in [root] + sorted(fleet_sshd.children_of([root])):
+    for pid in [root] + sorted(sshd.children_of([root])):
         try:
             with open('/proc/%d/smaps_rollup' % pid) as handle:
                 for line in handle:
@@ -43,7 +43,7 @@ def measure(argv, env, timeout):
         while not stop.is_set():
             rss, pss = tree_memory(proc.pid)
             peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
-            peak[2] = max(peak[2], fleet_sshd.cpu_seconds(proc.pid))
+            peak[2] = max(peak[2], sshd.cpu_seconds(proc.pid))
             stop.wait(0.1)
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()

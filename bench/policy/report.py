@@ -4,11 +4,10 @@ per workload, seed and disk size, with a verdict."""
 
 import statistics
 
-from .bound import Bound, IntervalBound
-from .policies import CANDIDATES, POLICIES, make, settings_of
-from .sim import replay
-from .trace import GB
-
+from bench.policy.bound import Bound, IntervalBound
+from bench.policy.policies import CANDIDATES, POLICIES, make, settings_of
+from bench.policy.sim import replay
+from bench.policy.trace import GB
 from plugins.module_utils._units import format_duration
 
 EVICTION_LINE = 85          # imagefs.available < 15%: the bound's cap and the hours column
@@ -191,7 +190,7 @@ def legend():
              '10 s (at `imagefs.available` < 15%% it removes every exited container of a pod that is not running, '
              'then every unused image). *Eviction-manager firings*: episodes below the eviction line (a check '
              'finds it crossed, the next finds it resolved). *Interval bound*: the fewest re-pulls of any policy '
-             'that holds at most %d%% of the disk in every hour (bench/policysim/bound.py, IntervalBound); a row '
+             'that holds at most %d%% of the disk in every hour (bench/policy/bound.py, IntervalBound); a row '
              'that went above it in some hour is n/a. *PFOO-L at its own mean*: the fewest re-pulls of any policy with that row\'s mean disk '
              'use (Berger et al., SIGMETRICS 2018), kept for comparison: it lets idle hours pay for busy ones.'
              % EVICTION_LINE]

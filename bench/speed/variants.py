@@ -1,12 +1,12 @@
-"""The four variants of the speed benchmark and how each is started (bench/run.py measures them):
+"""The four variants of the speed benchmark and how each is started (bench/speed/run.py measures them):
 
-- floor: ``bench/floor.py`` -- the least a correct prune does, in bounded batches like the runner;
-- shell: ``bench/shell.sh`` -- the crictl/jq pipeline of a typical cron job;
+- floor: ``bench/speed/floor.py`` -- the least a correct prune does, in bounded batches like the runner;
+- shell: ``bench/speed/shell.sh`` -- the crictl/jq pipeline of a typical cron job;
 - runner: the node package installed by the timer role's own tasks, started as its service starts
   it (``node-image-gc --config FILE run``);
 - playbook: ``ansible-playbook nodemaint.image_gc.prune`` on localhost;
 - disk: the runner with the disk target (``image_unused_for: 7d``, every image used an hour ago
-  by the last-use record, ``disk_high``/``disk_low`` set by bench/run.py so that the target
+  by the last-use record, ``disk_high``/``disk_low`` set by bench/speed/run.py so that the target
   needs most of the state's images to go), on the ``disk`` state only.
 
 Every variant runs under the node's python3 (or sh) with crictl and ctr wrappers first on PATH, so
@@ -79,8 +79,8 @@ class Variants:
         return [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', inventory,
                 'nodemaint.image_gc.prune'], env
 
-    disk = None          # (disk_high, disk_low) for the disk variant: set by bench/run.py per state
-    created_min_age = '0s'   # the memory state's created containers stay: bench/run.py sets '1h'
+    disk = None          # (disk_high, disk_low) for the disk variant: set by bench/speed/run.py per state
+    created_min_age = '0s'   # the memory state's created containers stay: bench/speed/run.py sets '1h'
 
     def runner_config(self, wrapped, disk=None):
         name = ('wrapped' if wrapped else 'plain') + ('-disk' if disk else '')

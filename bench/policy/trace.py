@@ -95,7 +95,7 @@ def read(path, disk_bytes=None, base_bytes=None):
                                     _images(data['images'], where), data.get('linger', 0)))
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError('%s: %s (a pod start is {"t": s, "pod": name, "duration": s, "images": '
-                                 '[{"ref": ..., "size": bytes}]}; see bench/policysim/trace.py)' % (where, exc))
+                                 '[{"ref": ..., "size": bytes}]}; see bench/policy/trace.py)' % (where, exc))
     disk_bytes = disk_bytes or node.get('disk_bytes')
     if not disk_bytes:
         raise ValueError('%s: the image filesystem size is unknown: give --disk GB or a first line '

@@ -1,4 +1,4 @@
-"""A private sshd on 127.0.0.1 for bench/fleet.py, and the processes to measure and clean up.
+"""A private sshd on 127.0.0.1 for bench/fleet/run.py, and the processes to measure and clean up.
 
 - ``prerequisites()`` installs what the fleet bench needs and is missing (``openssh-server`` for
   ``/usr/sbin/sshd``, ``sudo`` for the playbook's ``become``) with apt-get, or says what is missing.

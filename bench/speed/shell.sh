@@ -1,9 +1,9 @@
 #!/bin/sh
 # The shell pipeline of the speed benchmark: what a node's cron job typically runs.
-#   sh bench/shell.sh MIN_AGE_SECONDS CRICTL_TIMEOUT
+#   sh bench/speed/shell.sh MIN_AGE_SECONDS CRICTL_TIMEOUT
 # Exited containers (any age), NotReady sandboxes older than MIN_AGE_SECONDS one `crictl rmp`
 # each (a jq age filter), `crictl rmi --prune`, then the content-store prune. crictl, ctr and jq
-# come from PATH (bench/run.py puts its counting wrappers first).
+# come from PATH (bench/speed/run.py puts its counting wrappers first).
 set -u
 min_age=$1
 timeout=$2

@@ -1,4 +1,4 @@
-"""Measuring for the speed benchmark (bench/run.py): one command's wall time, CPU and memory, the
+"""Measuring for the speed benchmark (bench/speed/run.py): one command's wall time, CPU and memory, the
 crictl/ctr processes it started (counted by logging wrappers), and the runtime's state around it.
 Nothing here knows the variants or writes the report.
 """

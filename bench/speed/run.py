@@ -1,6 +1,6 @@
 """Speed benchmark: floor vs shell pipeline vs node-side runner vs playbook, on real containerd.
 
-    python bench/run.py [--sizes small,large,memory,disk] [-n 3] [--n-large 1]
+    python bench/speed/run.py [--sizes small,large,memory,disk] [-n 3] [--n-large 1]
         [--small 100,20,30] [--large 1000,200,300] [--memory 4000,400,300] [--disk-images 50]
         [--crictl PATH] [--budget 2400] [--variants floor,shell,runner,playbook,disk]
         [--doc docs/performance.md] [--json FILE] [--shared]
@@ -14,7 +14,7 @@ exited container is in a pod that is gone: garbage to the pod-aware runner too);
 runner inspects every one: the memory case); 50 images with a payload of their own for disk
 (the disk target against the plain run over the same images). The lab is torn down at the end whatever
 happens (also on SIGTERM/SIGINT and when the budget runs out). What each variant is:
-bench/variants.py; measuring: bench/measure.py; the report: bench/report.py. Not a test.
+bench/speed/variants.py; measuring: bench/speed/measure.py; the report: bench/speed/report.py. Not a test.
 """
 
 import argparse
@@ -29,18 +29,21 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+# bench code imports as packages from the repository root (bench.policy.trace, tests.lab), never from this
+# script's folder (python puts it first on sys.path, where policy/trace.py would shadow the standard library's)
+sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p) != HERE]
 
 import tests.lab as L                                        # noqa: E402  (repo root on sys.path first)
-from bench import measure, report                            # noqa: E402
-from bench.variants import VARIANTS, SANDBOX_MIN_AGE, Variants  # noqa: E402
+from bench.speed import measure, report                      # noqa: E402
+from bench.speed.variants import VARIANTS, SANDBOX_MIN_AGE, Variants  # noqa: E402
 from tests.lab_tests import node_package                   # noqa: E402
 S = importlib.import_module('tests.lab.scenario')           # the package re-exports a function named scenario
 
 
 # First key of the --json file: it says why that file is long (one entry per measured run).
-ABOUT_JSON = ('Raw results of bench/run.py (generated, not edited): every measured run with its process counts '
+ABOUT_JSON = ('Raw results of bench/speed/run.py (generated, not edited): every measured run with its process counts '
               'and runtime state before and after; its length is the data. docs/performance.md is the summary.')
 
 

@@ -1,10 +1,10 @@
 """Fleet benchmark: ansible-playbook nodemaint.image_gc.prune over real SSH to N loopback aliases.
 
-    python bench/fleet.py [--sizes 1,8,32,64] [--modes check,real] [--labs 8] [--repeat 1]
+    python bench/fleet/run.py [--sizes 1,8,32,64] [--modes check,real] [--labs 8] [--repeat 1]
         [--budget 570] [--json FILE] [--md FILE] [--doc docs/performance.md]
-    python bench/fleet.py --synthetic 1000,10000 [--json FILE] [--md FILE]
+    python bench/fleet/run.py --synthetic 1000,10000 [--json FILE] [--md FILE]
 
-Root only. Starts (and always stops) its own sshd on 127.0.0.1 (bench/fleet_sshd.py), a lab
+Root only. Starts (and always stops) its own sshd on 127.0.0.1 (bench/fleet/sshd.py), a lab
 containerd with the standard garbage scenario (tests/lab), an inventory of N aliases of
 127.0.0.1 (one ssh control socket per alias, so one SSH connection per host as in a real fleet),
 and runs the playbook with forks = N, pipelining off (``image_gc_pipelining=false``), as the
@@ -35,16 +35,18 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+# bench code imports as packages from the repository root (bench.policy.trace, tests.lab), never from this
+# script's folder (python puts it first on sys.path, where policy/trace.py would shadow the standard library's)
+sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p) != HERE]
 
-import tests.lab as L                                     # noqa: E402
+import tests.lab as L                                     # noqa: E402  (repo root on sys.path first)
 from tests.lab_tests import ansible_play as AP          # noqa: E402
 from tests.lab_tests import fleet_synthetic as FS       # noqa: E402
-import fleet_sshd                                         # noqa: E402
-from fleet_report import render, write_doc                # noqa: E402
-from fleet_measure import measure, task_times              # noqa: E402
+from bench.fleet import sshd                             # noqa: E402
+from bench.fleet.report import render, write_doc         # noqa: E402
+from bench.fleet.measure import measure, task_times      # noqa: E402
 
 PLAYBOOK = 'nodemaint.image_gc.prune'
 # the node's Python, named as a fleet inventory should (interpreter discovery costs one more SSH
@@ -57,7 +59,7 @@ class Fleet(object):
     def __init__(self, args):
         self.args = args
         self.tmp = tempfile.mkdtemp(prefix='igf.')       # short: ssh control sockets live under it
-        self.sshd = fleet_sshd.Sshd(os.path.join(self.tmp, 'ssh'))
+        self.sshd = sshd.Sshd(os.path.join(self.tmp, 'ssh'))
         self.labs = []
         self.runs = 0
         self.deadline = time.monotonic() + args.budget
@@ -69,16 +71,16 @@ class Fleet(object):
         return lab
 
     def stop(self):
-        fleet_sshd.close_masters(os.path.join(self.tmp, 'c'))
+        sshd.close_masters(os.path.join(self.tmp, 'c'))
         problems = []
         for lab in self.labs:
             problems += lab.stop() or []
         left = self.sshd.stop()
         if left:
             problems.append('sshd processes still alive: %s' % left)
-        left = fleet_sshd.pids_with(self.tmp)
+        left = sshd.pids_with(self.tmp)
         if left:
-            fleet_sshd.kill_pids(left)
+            sshd.kill_pids(left)
             problems.append('ended leftover processes %s' % left)
         shutil.rmtree(self.tmp, ignore_errors=True)
         return problems
@@ -115,7 +117,7 @@ class Fleet(object):
         if check:
             argv.append('--check')
         res = measure(argv, self.env(labs[0]), timeout=self.args.timeout)
-        res['ssh_master_cpu'] = fleet_sshd.close_masters(control)
+        res['ssh_master_cpu'] = sshd.close_masters(control)
         res['table'] = table_of(res, n)
         self.runs += 1
         return res
@@ -253,7 +255,7 @@ def main(argv=None):
         p.error('run as root (it starts containerd and sshd)')
     started = time.monotonic()
     results = {'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-               'commit': fleet_sshd.sh(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD']).stdout.strip(),
+               'commit': sshd.sh(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD']).stdout.strip(),
                'argv': sys.argv[1:] if argv is None else argv, 'nproc': os.cpu_count(),
                'load_start': os.getloadavg(), 'runs': [], 'synthetic': [], 'skipped': [], 'problems': []}
     fleet = Fleet(args)
@@ -265,7 +267,7 @@ def main(argv=None):
         if args.synthetic:
             synthetic(fleet, args, results)
         else:
-            missing = fleet_sshd.prerequisites()
+            missing = sshd.prerequisites()
             if missing:
                 print('cannot run: %s' % missing, file=sys.stderr)
                 return 2

@@ -7,16 +7,10 @@ eviction manager every 10 seconds).
 phase 1 goes through ``_plan.plan_containers`` with the pods as the kubelet tracks them.
 """
 
-import os
 import random
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from plugins.module_utils import _node, _plan, _plan_images, _record, _refs, _retention, _settings  # noqa: E402  (repo root first)
-from .sim import sandbox_id  # noqa: E402
+from bench.policy.sim import sandbox_id
+from plugins.module_utils import _node, _plan, _plan_images, _record, _refs, _retention, _settings
 
 SANDBOX_IMAGE = 'registry.k8s.io/pause:3.10'   # counted in the node's base, never listed
 MINUTE, HOUR, DAY = 60, 3600, 86400

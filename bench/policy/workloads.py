@@ -21,13 +21,13 @@ measurements: curlimages/curl 8.11 about 10 MB compressed and 20 MB unpacked (30
 GitLab runner helper 90 MB; the applications' and build images' ranges are assumptions.
 
 Every workload takes ``disk`` (GB) to replay the same pods on another image filesystem size;
-DISKS lists the sizes bench/policy.py replays by default (the first is the nominal one).
+DISKS lists the sizes bench/policy/run.py replays by default (the first is the nominal one).
 """
 
 import math
 import random
 
-from .trace import GB, Start, Trace
+from bench.policy.trace import GB, Start, Trace
 
 HOUR, DAY = 3600, 86400
 
