@@ -34,6 +34,7 @@ class Variants:
         from nodemaint_image_gc import _settings  # pylint: disable=import-error,import-outside-toplevel
         self.timeout = _settings.default('timeout')
         self.batch_size = _settings.default('batch_size')
+        self.kubelet_root = None
 
     def env(self):
         env = self.lab.env()
@@ -92,6 +93,8 @@ class Variants:
                'report_path': os.path.join(self.tmp, 'last-run-%s.json' % name),
                'lock_path': os.path.join(self.tmp, 'run.lock'), 'lock_wait': '30s',
                'image_record_path': os.path.join(self.tmp, 'images.json'), 'image_min_age': '0s'}
+        if self.kubelet_root:         # the memory state: its Ready pods tracked, so a kubelet elsewhere
+            cfg.update(kubelet_root=self.kubelet_root, image_unused_for='0s')   # on the machine is not asked
         if disk:
             cfg.update(image_unused_for='7d', disk_high=disk[0], disk_low=disk[1])
         with open(path, 'w') as handle:
