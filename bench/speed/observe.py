@@ -1,27 +1,27 @@
 """The observation pass's cost (issue 26): crictl calls, CPU and memory per pass, record bytes
-written per day, on synthetic nodes of up to 10,000 containers.
+written per day, on a real containerd with up to 10,000 containers.
 
 Two measurements, both of the collection's real code:
 
 1. **One pass as the timer runs it**: ``node-image-gc observe`` as its own process (the runner's
-   ``main``), against a stand-in crictl that prints a kubelet-shaped listing of N containers and M
-   images (what ``crictl ps -a -o json`` / ``crictl images -o json`` print, labels and annotations
-   as the kubelet sets them) and logs each call. CPU is the pass's process and its children (user +
-   sys, from wait4), max RSS from the same; the stand-in's own cost (a ``cat`` of a file) is
-   measured alone and shown apart. The real crictl's cost to fetch and print the listing is NOT in
-   these figures: it is containerd's and crictl's, the same for any client (one process either way).
+   ``main``) with the real upstream crictl (the one the lab tests use) against a lab containerd
+   (tests/lab) holding N containers (created and exited ones in Ready pods, ``scenario.big``) and
+   M unused images. CPU is the pass's process and its children, crictl included (user + sys, from
+   wait4); wall; each process's own peak memory (VmHWM sampled every 20 ms, bench/speed/measure.py, as
+   the speed bench does). crictl's own share is measured apart: the same two listings run alone.
+   A lab of N containers is built for each size, except when ``--lab DIR`` names a kept lab (the
+   speed bench's ``--keep-lab``) that holds N: a 10,000-container state is built once.
 2. **A simulated day**: 288 passes (every 5 minutes) through ``_observe.observe`` in-process with
-   an injected clock and a churn model (below), counting record writes and bytes written, with the
-   30-minute last-use step and without it (every change written).
+   an injected clock and the listings of a churn model (below, synthetic, no crictl), counting the
+   record writes and bytes the real code writes, with the 30-minute last-use step and without it.
 
-Usage: ``python bench/speed/observe.py [--sizes 100,1000,10000] [--images 300] [--doc docs/performance.md]``
-(any python3 with this checkout; no root, no containerd).
+Usage (root, the tools venv's python, as bench/speed/run.py): ``python bench/speed/observe.py [--sizes
+100,1000,10000] [--images 300] [--lab DIR] [--doc docs/performance.md] [--json FILE]``.
 """
 
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -78,77 +78,119 @@ def listing(containers, images, running, now, extra=()):
     return json.dumps({'containers': out}, indent=2), json.dumps({'images': imgs}, indent=2)
 
 
-def stand_in(base, ps_text, images_text):
-    """A crictl stand-in: prints the prepared listing for ps/images, logs every call."""
-    for name, text in (('listing-ps.json', ps_text), ('listing-images.json', images_text)):
-        with open(os.path.join(base, name), 'w') as handle:
-            handle.write(text)
-    path = os.path.join(base, 'crictl')
-    with open(path, 'w') as handle:
-        handle.write('#!/bin/sh\necho "$*" >> %s/calls.log\nfor a; do case "$a" in ps) exec cat %s/listing-ps.json;; '
-                     'images) exec cat %s/listing-images.json;; esac; done\necho "unexpected: $*" >&2; exit 1\n'
-                     % (base, base, base))
-    os.chmod(path, 0o755)
-    return path
+def _lab_modules():
+    sys.path.insert(0, ROOT)
+    import importlib
+    return importlib.import_module('tests.lab'), importlib.import_module('tests.lab.scenario'), \
+        importlib.import_module('bench.speed.measure')
 
 
-def timed(argv, env=None):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return proc, wall, cpu, after.ru_maxrss * 1024
+def lab_for(size, images, kept):
+    """(lab, owned): the kept lab at ``kept`` when it holds ``size`` containers (its unused images
+    added again if a run removed them), else a fresh lab with ``size`` created containers in Ready
+    pods and ``images`` unused images (owned: torn down by the caller)."""
+    L, S, dummy = _lab_modules()
+    if kept:
+        lab = L.Lab.attach(os.path.abspath(kept))
+        if lab.running() and len(lab.client.list_containers()) == size:
+            S.top_up(lab, sandboxes=0, images=images)
+            return lab, False
+        lab._drop_client()
+    lab = L.Lab(tempfile.mkdtemp(prefix='observe-lab-'), root_tmpfs='1g')
+    lab.start()
+    try:
+        S.big(lab, containers=size, sandboxes=0, images=images, pods_gone=False, start=False)
+    except Exception:
+        lab.stop()
+        raise
+    return lab, True
 
 
+VERBS = ('ps', 'images', 'pods', 'inspect', 'info', 'version', 'imagefsinfo')
 RUNNER = ('import sys; sys.path.insert(0, sys.argv[1]); '
           'from ansible_collections.nodemaint.image_gc.plugins.module_utils._runner import main; '
           'sys.exit(main(sys.argv[2:]))')
 
 
-def one_pass(collections, containers, images, running, repeat=3):
-    """Median figures of ``repeat`` passes from no record (written) and of as many with nothing
-    new (record unchanged)."""
+def real_pass(collections, size, images, kept, repeat=3):
+    """Median figures (by CPU) of ``repeat`` passes from no record (written) and of as many with
+    nothing new (record unchanged), with the real crictl against a lab of ``size`` containers."""
+    L, dummy, M = _lab_modules()
+    lab, owned = lab_for(size, images, kept)
     base = tempfile.mkdtemp(prefix='observe-pass-')
     try:
-        ps_text, images_text = listing(containers, images, running, int(time.time()))
-        crictl = stand_in(base, ps_text, images_text)
-        sock = os.path.join(base, 'containerd.sock')
-        import socket
-        server = socket.socket(socket.AF_UNIX)
-        server.bind(sock)
         config = os.path.join(base, 'config.json')
         record = os.path.join(base, 'images.json')
+        log = os.path.join(base, 'calls.log')
+        M.make_wrappers(os.path.join(base, 'bin'), log, lab.crictl_bin, lab.ctr_bin)
+        crictl = os.path.join(base, 'bin', 'crictl')
         with open(config, 'w') as handle:
-            json.dump({'crictl_path': crictl, 'runtime_endpoint': 'unix://' + sock, 'image_record_path': record,
+            json.dump({'crictl_path': crictl, 'runtime_endpoint': lab.endpoint, 'image_record_path': record,
                        'report_path': os.path.join(base, 'last-run.json'),
                        'lock_path': os.path.join(base, 'lock')}, handle)
-        stub = [timed([crictl, 'ps'])[2] + timed([crictl, 'images'])[2] for dummy in range(repeat)]
+        env = lab.env()
+        alone, alone_rss = [], 0
+        for dummy in range(repeat):
+            ps = M.measure([lab.crictl_bin, '--runtime-endpoint', lab.endpoint, 'ps', '--all', '--output', 'json'],
+                           env, 600)
+            im = M.measure([lab.crictl_bin, '--runtime-endpoint', lab.endpoint, 'images', '--output', 'json'],
+                           env, 600)
+            assert ps['rc'] == 0 and im['rc'] == 0, (ps['output'], im['output'])
+            alone.append((ps['cpu'] + im['cpu'], ps['wall'] + im['wall']))
+            alone_rss = max([alone_rss] + [max(x['peak_by_process'].values() or [0]) for x in (ps, im)])
+        listing_bytes = len(subprocess.run([lab.crictl_bin, '--runtime-endpoint', lab.endpoint, 'ps', '--all',
+                                            '--output', 'json'], env=env, capture_output=True, check=True).stdout)
         rows = {}
         for kind in ('written', 'unchanged'):
             results = []
             for dummy in range(repeat):
                 if kind == 'written' and os.path.exists(record):
                     os.remove(record)
-                open(os.path.join(base, 'calls.log'), 'w').close()
-                proc, wall, cpu, rss = timed([sys.executable, '-c', RUNNER, collections, '--config', config, 'observe'])
-                event = json.loads(proc.stdout)
-                assert proc.returncode == 0 and event['record'] == kind, (proc.stdout, proc.stderr)
-                with open(os.path.join(base, 'calls.log')) as handle:
-                    calls = [('ps' if ' ps ' in ' %s ' % line else 'images' if ' images ' in ' %s ' % line else line.strip())
-                             for line in handle if line.strip()]
-                results.append((wall, cpu, rss, calls, os.path.getsize(record)))
-            results.sort(key=lambda r: r[1])
-            wall, cpu, rss, calls, size = results[len(results) // 2]
-            rows[kind] = {'wall_s': round(wall, 3), 'cpu_ms': round(cpu * 1000), 'max_rss_mib': round(rss / 2 ** 20, 1),
-                          'crictl_calls': len(calls), 'verbs': calls, 'record_bytes': size}
-        server.close()
-        stub.sort()
-        return {'containers': containers, 'images': images, 'running': running, 'listing_bytes': len(ps_text),
-                'stand_in_cpu_ms': round(stub[len(stub) // 2] * 1000), 'passes': rows}
+                open(log, 'w').close()
+                m = M.measure([sys.executable, '-c', RUNNER, collections, '--config', config, 'observe'], env, 600)
+                event = json.loads(m['output'].strip().splitlines()[-1])
+                assert m['rc'] == 0 and event['record'] == kind and event['containers'] == size, m['output']
+                with open(log) as handle:
+                    calls = [next((w for w in line.split()[1:] if w in VERBS), line.strip()) for line in handle
+                             if line.strip()]
+                results.append((m, calls, os.path.getsize(record), event))
+            # memory: the most any of the passes showed (a 20 ms sample can miss a short crictl);
+            # CPU and wall: the median pass by CPU
+            by_process = {}
+            for r in results:
+                for name, hwm in r[0]['peak_by_process'].items():
+                    name = 'python3 observe pass' if name.startswith('python') else name
+                    if name.strip() and hwm:
+                        by_process[name] = max(hwm, by_process.get(name, 0))
+            tree = max(r[0]['peak_tree_rss'] for r in results)
+            results.sort(key=lambda r: r[0]['cpu'])
+            m, calls, size_bytes, event = results[len(results) // 2]
+            rows[kind] = {'wall_s': round(m['wall'], 3), 'cpu_ms': round(m['cpu'] * 1000),
+                          'peak_tree_mib': round(tree / 2 ** 20, 1),
+                          'by_process_mib': dict((k, round(v / 2 ** 20, 1)) for k, v in
+                                                 sorted(by_process.items(), key=lambda kv: -kv[1])),
+                          'crictl_calls': len(calls), 'verbs': calls, 'record_bytes': size_bytes,
+                          'loadavg': os.getloadavg()}
+        alone.sort()
+        cpu, wall = alone[len(alone) // 2]
+        rss = alone_rss
+        states = {}
+        for c in lab.client.list_containers():
+            states[c.state] = states.get(c.state, 0) + 1
+        names = {0: 'created', 1: 'running', 2: 'exited', 3: 'unknown'}
+        return {'containers': size, 'images': event['images'], 'running': event['running'],
+                'states': dict((names.get(k, str(k)), v) for k, v in sorted(states.items())),
+                'listing_bytes': listing_bytes, 'lab': 'kept (%s)' % lab.base if not owned else 'built for this size',
+                'crictl_alone': {'cpu_ms': round(cpu * 1000), 'wall_s': round(wall, 3),
+                                 'max_rss_mib': round(rss / 2 ** 20, 1)},
+                'crictl_version': L.crictl_version(lab.crictl_bin), 'containerd': lab.version_string,
+                'passes': rows}
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        if owned:
+            lab.stop()
+        else:
+            lab._drop_client()
 
 
 def simulated_day(containers, images, running, step):
@@ -225,26 +267,39 @@ def simulated_day(containers, images, running, step):
 _COLLECTIONS = []
 
 
-def report(results, days, sizes, images):
+def report(results, days, sizes, images, source):
     lines = ['<!-- observe-bench: generated by bench/speed/observe.py from here to the end marker -->',
              '## The observation pass (`bench/speed/observe.py`)', '',
-             'Generated by `bench/speed/observe.py` (%s). Re-run: `python bench/speed/observe.py --sizes %s --images %d '
-             '--doc docs/performance.md`. Synthetic listings, the collection\'s real code (see the script\'s '
-             'docstring); %d cores, load average at start %s.' % (
-                 time.strftime('%Y-%m-%d %H:%M'), ','.join(str(s) for s in sizes), images, os.cpu_count(),
-                 ', '.join('%.2f' % v for v in os.getloadavg())), '',
-             '### One pass (`node-image-gc observe` as its own process; median of 3)', '',
-             '| containers (running) | images | listing bytes | record | crictl calls | CPU ms (pass) | '
-             'of which the stand-in crictl | wall s | max RSS MiB | record bytes |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+             'Generated by `bench/speed/observe.py` (%s, results `%s`). Re-run as root: '
+             '`python bench/speed/observe.py --sizes %s --images %d --lab DIR --doc docs/performance.md` '
+             '(DIR: a lab kept by the speed bench\'s `--keep-lab`). '
+             'The collection\'s real code and the real upstream crictl %s against a lab containerd %s; %d cores, '
+             'shared; the load average at each pass\'s end is in its row.' % (
+                 time.strftime('%Y-%m-%d %H:%M'), source, ','.join(str(s) for s in sizes), images,
+                 results[0]['crictl_version'], results[0]['containerd'], os.cpu_count()), '',
+             '### One pass (`node-image-gc observe` as its own process, real crictl; median of 3 by CPU)', '',
+             'CPU is the pass\'s process and its children (crictl included). Memory: each process\'s own peak '
+             '(VmHWM sampled every 20 ms) and the tree\'s (the sum of the processes alive at one sample), the most '
+             'any of the 3 passes showed. "crictl alone": the same two listings (`crictl ps -a -o json`, '
+             '`crictl images -o json`) run by themselves: CPU and wall the median of 3, max RSS the most of 3.', '',
+             '| containers (states) | images | listing bytes | record | crictl calls | CPU ms (pass, crictl '
+             'included) | crictl alone: CPU ms / wall s / max RSS MiB | wall s | peak tree MiB | largest processes '
+             '(MiB) | record bytes | load at the end |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in results:
         for kind, p in r['passes'].items():
-            lines.append('| %d (%d) | %d | %d | %s | %d (`%s`) | %d | %d | %.3f | %.1f | %d |' % (
-                r['containers'], r['running'], r['images'], r['listing_bytes'], kind, p['crictl_calls'],
-                ' '.join(p['verbs']), p['cpu_ms'], r['stand_in_cpu_ms'], p['wall_s'], p['max_rss_mib'],
-                p['record_bytes']))
-    lines += ['', '### A day: 288 passes, record writes and bytes written', '',
-              'Churn model: %s' % ' '.join(simulated_day.__doc__.split('Churn model:')[1].split()), '',
+            row = '| %d (%s) | %d | %d | %s | %d (`%s`) | %d | %d / %.3f / %.1f | %.3f | %.1f | %s | %d | %s |'
+            largest = ', '.join('%s %.1f' % kv for kv in list(p['by_process_mib'].items())[:3])
+            lines.append(row % (
+                r['containers'], ', '.join('%d %s' % (v, k) for k, v in r['states'].items()), r['images'],
+                r['listing_bytes'], kind, p['crictl_calls'], ' '.join(p['verbs']), p['cpu_ms'],
+                r['crictl_alone']['cpu_ms'], r['crictl_alone']['wall_s'], r['crictl_alone']['max_rss_mib'],
+                p['wall_s'], p['peak_tree_mib'], largest,
+                p['record_bytes'], '%.1f' % p['loadavg'][0]))
+    lines += ['', '### A day: 288 passes, record writes and bytes written (simulated)', '',
+              'The real `_observe.observe` and record code, 288 times in one process with a clock moved 5 minutes '
+              'a pass, fed the listings of a churn model (synthetic JSON, no crictl): what is counted is what the '
+              'code writes. Churn model: %s' % ' '.join(simulated_day.__doc__.split('Churn model:')[1].split()), '',
               '| containers (running) | images | last-use step | writes/day | bytes written/day | record bytes |',
               '|---|---|---|---|---|---|']
     for (containers, running, step), d in sorted(days.items()):
@@ -259,17 +314,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--sizes', default='100,1000,10000')
     parser.add_argument('--images', type=int, default=300)
+    parser.add_argument('--lab', default=None, metavar='DIR',
+                        help='a lab kept by bench/speed/run.py --keep-lab: used for the size whose containers it holds')
     parser.add_argument('--doc', help='replace the generated section of this markdown file')
     parser.add_argument('--json', help='write the figures here')
     args = parser.parse_args()
+    if os.geteuid() != 0:
+        parser.error('run as root (it starts containerd)')
     sizes = [int(s) for s in args.sizes.split(',')]
     _COLLECTIONS.append(_collections_root())
-    results = [one_pass(_COLLECTIONS[0], n, args.images, n // 10) for n in sizes]
+    results = [real_pass(_COLLECTIONS[0], n, args.images, args.lab) for n in sizes]
     days = {}
     for step in (1800, 0):
         n = max(sizes)
         days[(n, n // 10, step)] = simulated_day(n, args.images, n // 10, step)
-    text = report(results, days, sizes, args.images)
+    text = report(results, days, sizes, args.images, os.path.relpath(args.json, ROOT) if args.json else 'not kept')
     print(text)
     if args.json:
         with open(args.json, 'w') as handle:

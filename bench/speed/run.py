@@ -2,6 +2,7 @@
 
     python bench/speed/run.py [--sizes small,large,memory,disk] [-n 3] [--n-large 1]
         [--small 100,20,30] [--large 1000,200,300] [--memory 4000,400,300] [--disk-images 50]
+        [--memory-exited N] [--keep-lab DIR]
         [--crictl PATH] [--budget 2400] [--variants floor,shell,runner,playbook,disk]
         [--doc docs/performance.md] [--json FILE] [--shared]
 
@@ -12,7 +13,11 @@ alone); every measured run gets a fresh, identical state: ``reset(lab)`` then
 exited container is in a pod that is gone: garbage to the pod-aware runner too);
 ``big(..., start=False)`` for memory (created containers in live pods, all of which stay, so the
 runner inspects every one: the memory case); 50 images with a payload of their own for disk
-(the disk target against the plain run over the same images). The lab is torn down at the end whatever
+(the disk target against the plain run over the same images). With ``--keep-lab DIR`` the lab
+stays up in DIR and a later run reuses it: a memory state it still holds (every container a run
+keeps) only gets again the NotReady sandboxes and unused images a run removed
+(``scenario.top_up``), so a 10,000-container state (``--memory-exited``: part of them exited, see
+``scenario.big``) builds once. Without it the lab is torn down at the end whatever
 happens (also on SIGTERM/SIGINT and when the budget runs out). What each variant is:
 bench/speed/variants.py; measuring: bench/speed/measure.py; the report: bench/speed/report.py. Not a test.
 """
@@ -56,13 +61,24 @@ ON_SIZE = {'small': ('floor', 'shell', 'runner', 'playbook'), 'large': ('floor',
            'memory': ('floor', 'runner'), 'disk': ('runner', 'disk')}
 PAYLOAD = 4 * 1024 * 1024     # bytes of random data in each disk-state image (frees about twice that)
 LAB_TMPFS = '1g'
+LAB_TMPFS_KEPT = '3g'         # a kept lab (--keep-lab) may hold 10,000 containers
 
 
 class Bench:
     def __init__(self, args):
         self.tmp = tempfile.mkdtemp(prefix='image-gc-bench-')
         self.deadline = time.monotonic() + args.budget
-        self.lab = L.Lab(os.path.join(self.tmp, 'lab'), crictl=args.crictl, root_tmpfs=LAB_TMPFS)
+        self.keep = args.keep_lab
+        self.memory_exited = args.memory_exited
+        if self.keep and os.path.exists(os.path.join(self.keep, 'containerd.pid')) and \
+                L.Lab.attach(os.path.abspath(self.keep)).running():
+            self.lab = L.Lab.attach(os.path.abspath(self.keep))
+            self.attached = True
+        else:
+            self.lab = L.Lab(os.path.abspath(self.keep) if self.keep else os.path.join(self.tmp, 'lab'),
+                             crictl=args.crictl, root_tmpfs=LAB_TMPFS_KEPT if self.keep else LAB_TMPFS,
+                             remove_base=False if self.keep else None)
+            self.attached = False
         self.log = os.path.join(self.tmp, 'calls.log')
         self.started = False
 
@@ -71,13 +87,20 @@ class Bench:
         sys.path.insert(0, package.lib)
         from nodemaint_image_gc import _units  # pylint: disable=import-error,import-outside-toplevel
         self.parse_size = _units.parse_human_size
-        self.lab.start()
+        if not self.attached:
+            self.lab.start()
         self.started = True
         wrap = os.path.join(self.tmp, 'bin')
         measure.make_wrappers(wrap, self.log, self.lab.crictl_bin, self.lab.ctr_bin)
         self.variants = Variants(self.tmp, self.lab, wrap, S.SANDBOX_IMAGE, package)
 
     def stop(self):
+        if self.started and self.keep:
+            self.started = False
+            self.lab._drop_client()
+            self.lab.write_json(os.path.join(self.lab.base, 'lab.json'))
+            print('the lab stays up in %s (tear it down: python -m tests.lab down --dir %s)' % (
+                self.lab.base, self.lab.base), flush=True)
         if self.started:
             self.started = False
             self.lab.stop()
@@ -92,18 +115,43 @@ class Bench:
 
     def build(self, size_name, size):
         """A fresh state of SIZE; one retry when the lab fails to build it (a loaded, shared machine)."""
+        if size_name == 'memory' and self.keep and self.holds_memory_state(size):
+            self.state_how = 'kept (NotReady sandboxes and unused images added again)'
+            return S.top_up(self.lab, sandboxes=size[1], images=size[2])
+        self.state_how = 'built'
         for attempt in (1, 2):
             try:
                 S.reset(self.lab)
                 if size_name == 'disk':
                     return self.build_disk(size[2])
                 return S.big(self.lab, containers=size[0], sandboxes=size[1], images=size[2],
-                             pods_gone=size_name != 'memory', start=size_name != 'memory')['seconds']
+                             pods_gone=size_name != 'memory', start=size_name != 'memory',
+                             exited=self.memory_exited if size_name == 'memory' else 0)['seconds']
             except L.cri.CRIError as exc:
                 if attempt == 2:
                     raise
                 print('  building the state failed (%s); retrying once' % str(exc)[:200], flush=True)
         raise AssertionError('unreachable')
+
+    def track_ready_pods(self):
+        """The lab's kubelet root with every Ready pod tracked (and no other): the runner then plans
+        as the floor does (a pod is live when its sandbox is Ready), and never reads the root of a
+        kubelet that another user of this shared machine may be running."""
+        P = importlib.import_module('tests.lab.pods')
+        P.remove_kubelet_root(self.lab)
+        root = P.kubelet_root(self.lab)
+        for p in self.lab.client.list_pod_sandbox():
+            if p.state == L.cri.SANDBOX_READY:
+                P.track_pod(self.lab, p.metadata.uid)
+        return root
+
+    def holds_memory_state(self, size):
+        """True when the kept lab holds the memory state's SIZE[0] containers (``exit-NNNNN``, a
+        run keeps every one) in Ready pods: only what runs remove need be added again."""
+        c = self.lab.client
+        ready = set(p.id for p in c.list_pod_sandbox() if p.state == L.cri.SANDBOX_READY)
+        kept = [x for x in c.list_containers() if x.metadata.name.startswith('exit-') and x.pod_sandbox_id in ready]
+        return len(kept) == size[0]
 
     def build_disk(self, n):
         """N images of PAYLOAD random bytes each (and the shared busybox layer), all used an hour
@@ -134,6 +182,7 @@ class Bench:
         self.check_time(est)
         build_s = self.build(size_name, size)
         self.variants.created_min_age = '1h' if size_name == 'memory' else '0s'
+        self.variants.kubelet_root = self.track_ready_pods() if size_name == 'memory' else None
         time.sleep(SANDBOX_MIN_AGE + 0.5)
         before = measure.snapshot(self.lab, L.cri, self.parse_size)
         if os.path.exists(self.log):
@@ -149,6 +198,7 @@ class Bench:
             m['disk_levels'] = list(self.variants.disk)
             m['disk_report'] = self.disk_report()
         m.update(variant=variant, size=list(size), build_s=round(build_s, 1), before=before, after=after,
+                 state=self.state_how,
                  calls=calls, removed=removed, removed_total=sum(removed.values()),
                  content_bytes_freed=before['content_bytes'] - after['content_bytes'],
                  image_bytes_removed=before['image_bytes'] - after['image_bytes'], left=left)
@@ -191,6 +241,14 @@ def parse_args(argv):
     p.add_argument('--large', type=parse_size, default=(1000, 200, 300), help='CONTAINERS,SANDBOXES,IMAGES')
     p.add_argument('--memory', type=parse_size, default=(4000, 400, 300),
                    help='CONTAINERS,SANDBOXES,IMAGES of the memory state (created containers that stay)')
+    p.add_argument('--memory-exited', type=int, default=0,
+                   help='of the memory state\'s containers, this many are started and exited, the rest only created '
+                        '(containerd keeps two fifos open per created container: above about 6,000 the lab hits the '
+                        'open-file limit); default 0')
+    p.add_argument('--keep-lab', default=None, metavar='DIR',
+                   help='run the lab in DIR and leave it up at the end; a later run with the same DIR reuses it and, '
+                        'when it holds the memory state, only adds again what a run removed (a 10,000-container '
+                        'state builds once)')
     p.add_argument('--disk-images', type=int, default=50, help='images of the disk state (default 50)')
     p.add_argument('-n', type=int, default=3, help='runs per variant (median); default 3')
     p.add_argument('--n-large', type=int, default=None, help='runs per variant for the large size (default -n)')
@@ -241,7 +299,7 @@ def main(argv=None):
                 res[v] = report.summarize(runs)
                 res[v]['runs'] = [dict((k, x.get(k)) for k in (
                     'wall', 'rc', 'calls', 'removed', 'left', 'build_s', 'peak_tree_rss', 'peak_by_process',
-                    'loadavg', 'disk_levels', 'disk_report')) for x in runs]
+                    'loadavg', 'disk_levels', 'disk_report', 'state')) for x in runs]
     except (Budget, KeyboardInterrupt, L.cri.CRIError) as exc:   # keep and report what was measured
         results['incomplete'] = '%s: %s' % (type(exc).__name__, exc)
         print('STOPPED: %s' % exc, file=sys.stderr)

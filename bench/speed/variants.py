@@ -34,6 +34,7 @@ class Variants:
         from nodemaint_image_gc import _settings  # pylint: disable=import-error,import-outside-toplevel
         self.timeout = _settings.default('timeout')
         self.batch_size = _settings.default('batch_size')
+        self.kubelet_root = None
 
     def env(self):
         env = self.lab.env()
@@ -70,7 +71,7 @@ class Variants:
                     'image_gc_sandbox_min_age': '%ds' % SANDBOX_MIN_AGE,
                     'image_gc_created_min_age': '0s',
                     'image_gc_image_unused_for': '0s',
-                    'image_gc_kubelet_root': ansible_play.lab_kubelet_root(self.lab)}
+                    'image_gc_kubelet_root': self.kubelet_root or ansible_play.lab_kubelet_root(self.lab)}
         if not shutil.which('sudo'):
             hostvars['ansible_become'] = False     # root already; no sudo on these machines
         with open(inventory, 'w') as handle:
@@ -95,8 +96,9 @@ class Variants:
                'lock_path': os.path.join(self.tmp, 'run.lock'), 'lock_wait': '30s',
                'image_record_path': os.path.join(self.tmp, 'images.json'), 'image_min_age': '0s',
                # the lab runs no kubelet: its (empty) root is named, as the lab tests do, so that pods that
-               # are gone count as gone (with no live root found every pod counts as live and stays)
-               'kubelet_root': ansible_play.lab_kubelet_root(self.lab),
+               # are gone count as gone (with no live root found every pod counts as live and stays); the memory
+               # state names its own root, where its Ready pods are tracked
+               'kubelet_root': self.kubelet_root or ansible_play.lab_kubelet_root(self.lab),
                # every image unused now goes, as the floor's does (the default keeps them 21 days)
                'image_unused_for': '0s'}
         if disk:

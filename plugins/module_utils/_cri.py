@@ -11,7 +11,8 @@ import json
 import re
 
 from ._common import CommandError, ImageGCError
-from ._listings import Container, Image, Sandbox, parse_content_ls, parse_image_volumes, parse_runtime_name
+from ._listings import (CONTAINER_MARKS, Container, Image, ListingShapeError, Sandbox, parse_content_ls,
+                        parse_image_volumes, parse_runtime_name, slim_hook)
 
 _FATAL_RE = re.compile(r'level=(?:fatal|error) msg="((?:[^"\\]|\\.)*)"')
 
@@ -62,15 +63,20 @@ class Crictl:
         argv = self.runtime.crictl_argv(*args)
         return self.runner.run(argv, timeout=self.runtime.timeout + 30)
 
-    def _json(self, *args):
+    def _json(self, *args, **kw):
+        """The JSON object crictl ARGS prints; ``object_hook`` (keyword) is json.loads's."""
         result = self._run(*args)
         what = 'crictl %s' % ' '.join(args)
         if result.rc != 0:
             raise CommandError(describe_failure(result, what), result)
         try:
-            data = json.loads(result.stdout)
+            data = json.loads(result.stdout, object_hook=kw.get('object_hook'))
             if not isinstance(data, dict):
                 raise ValueError('not a JSON object')
+        except ListingShapeError as exc:
+            result.stdout = ''
+            raise ImageGCError('crictl %s: unexpected JSON shape (%s); this crictl may be too old or not crictl '
+                               'at all' % (args[0], exc))
         except ValueError as exc:
             raise CommandError('%s printed malformed JSON (%s): %r. Is %s really crictl?'
                                % (what, exc, result.stdout[:200], ' '.join(self.runtime.crictl)), result)
@@ -79,7 +85,7 @@ class Crictl:
 
     def _parse(self, data, key, cls, what):
         try:
-            return [cls(item) for item in (data.get(key) or [])]
+            return [item if isinstance(item, cls) else cls(item) for item in (data.get(key) or [])]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ImageGCError('crictl %s: unexpected JSON shape (%s: %s); this crictl may be too old '
                                'or not crictl at all' % (what, type(exc).__name__, exc))
@@ -112,7 +118,12 @@ class Crictl:
         return list(seen.values())
 
     def _containers(self, *filters):
-        return self._parse(self._json('ps', '--all', *(filters + ('--output', 'json'))), 'containers', Container, 'ps')
+        # Each entry becomes a Container as soon as it is parsed (slim_hook): at 10,000 containers
+        # the listing's parsed dicts (labels and annotations included) were the runner's largest
+        # holding; the text itself is dropped by _json right after the parse.
+        data = self._json('ps', '--all', *(filters + ('--output', 'json')),
+                          object_hook=slim_hook(Container, CONTAINER_MARKS))
+        return self._parse(data, 'containers', Container, 'ps')
 
     def _sandbox_ids(self):
         try:

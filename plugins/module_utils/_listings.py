@@ -49,6 +49,30 @@ class Container:
                 'pod_name': self.pod_name, 'pod_namespace': self.pod_namespace}
 
 
+class ListingShapeError(Exception):
+    """A listing entry that does not have the shape of its kind (raised out of json.loads)."""
+
+
+def slim_hook(cls, marks):
+    """A ``json.loads`` object_hook that turns every JSON object that has the keys ``marks`` and a
+    JSON object among its values (an entry of a crictl listing: label and annotation maps hold
+    strings only) into ``cls(entry)`` as soon as the parser closes it: the entry's labels,
+    annotations and other fields the plan does not use are dropped while the listing is parsed,
+    not after, so a 10,000-container listing is never held as dicts all at once."""
+    def hook(obj):
+        if all(k in obj for k in marks) and any(isinstance(v, dict) for v in obj.values()):
+            try:
+                return cls(obj)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ListingShapeError('%s: %s' % (type(exc).__name__, exc))
+        return obj
+    return hook
+
+
+# The keys that tell a listing's entry apart (the first is its own id).
+CONTAINER_MARKS = ('id', 'podSandboxId')
+
+
 class Sandbox:
     def __init__(self, raw):
         meta = raw.get('metadata') or {}

@@ -264,9 +264,10 @@ class CRIClient:
             linux=pb.LinuxPodSandboxConfig(
                 security_context=pb.LinuxSandboxSecurityContext(namespace_options=ns)))
 
-    def container_config(self, name, image, command, labels=None, annotations=None):
+    def container_config(self, name, image, command, labels=None, annotations=None, tty=False):
         """ContainerConfig with the namespace options of the lab's pods (``sandbox_config``), as
-        the kubelet gives each container its pod's."""
+        the kubelet gives each container its pod's. ``tty``: a terminal instead of stdout and
+        stderr (containerd's CRI then keeps one stdio fifo open per created container, not two)."""
         ns = pb.NamespaceOption(network=NS_NODE, pid=NS_CONTAINER, ipc=NS_POD)
         return pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=name, attempt=0),
@@ -274,5 +275,6 @@ class CRIClient:
             command=list(command),
             labels=labels or {},
             annotations=annotations or {},
+            tty=tty,
             linux=pb.LinuxContainerConfig(
                 security_context=pb.LinuxContainerSecurityContext(namespace_options=ns)))

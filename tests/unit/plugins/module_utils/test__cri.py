@@ -434,3 +434,75 @@ def test_rmp_of_ready_sandbox_recorded_failure(runtime):
         'crictl rmp': recorded_reply(V16, 'rmp-ready'), 'crictl pods --output json': json_reply(V16, listing)})
     outcome = crictl.remove_sandboxes([feas_b])
     assert outcome.failed == {feas_b: 'pod sandbox "%s" is running, please stop it first' % feas_b}
+
+
+# -- the container listing parsed slim (issue 26: memory at 10,000 containers) ------------------
+
+def _kubelet_like_ps(version, n):
+    """A ``crictl ps`` JSON text of N containers shaped like the recorded ones, each with the labels
+    and annotations the kubelet sets (DERIVED from ps-a.json)."""
+    entry = json.loads(fixture_text(version, 'ps-a.json'))['containers'][0]
+    out = []
+    for i in range(n):
+        c = json.loads(json.dumps(entry))
+        c['id'] = '%064x' % i
+        c['metadata'] = {'name': 'app-%05d' % i, 'attempt': i % 3}
+        c['labels'] = {'io.kubernetes.container.name': 'app-%05d' % i, 'io.kubernetes.pod.name': 'pod-%d' % (i // 10),
+                       'io.kubernetes.pod.namespace': 'ns', 'io.kubernetes.pod.uid': 'uid-%d' % (i // 10)}
+        c['annotations'] = {'io.kubernetes.container.hash': '%08x' % i, 'io.kubernetes.container.restartCount': '0',
+                            'io.kubernetes.container.terminationMessagePath': '/dev/termination-log',
+                            'io.kubernetes.container.terminationMessagePolicy': 'File',
+                            'io.kubernetes.pod.terminationGracePeriod': '30'}
+        out.append(c)
+    return json.dumps({'containers': out}, indent=2)
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_the_slim_parse_gives_the_same_containers_as_the_plain_parse(version, runtime):
+    text = _kubelet_like_ps(version, 50) if version == V16 else fixture_text(version, 'ps-a.json')
+    crictl = crictl_for(version, runtime, **{'crictl ps --all --output json': Reply(0, text, '')})[0]
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Container
+    plain = [Container(raw) for raw in json.loads(text)['containers']]
+    slim = crictl.containers()
+    assert [vars(c) for c in slim] == [vars(c) for c in plain]
+    assert all(isinstance(c, Container) for c in slim)
+
+
+def test_a_label_map_with_entry_like_keys_is_not_taken_for_an_entry(runtime):
+    # DERIVED: labels named like an entry's keys (strings only) stay labels of their container.
+    data = json.loads(_kubelet_like_ps(V16, 2))
+    data['containers'][0]['labels'].update({'id': 'x', 'podSandboxId': 'y', 'io.kubernetes.pod.name': 'p'})
+    crictl = crictl_for(V16, runtime, **{'crictl ps --all --output json': json_reply(V16, data)})[0]
+    got = crictl.containers()
+    assert [c.id for c in got] == ['%064x' % 0, '%064x' % 1]
+    assert got[0].pod_name == 'p'
+
+
+def test_an_entry_of_the_wrong_shape_in_the_slim_parse_is_a_clear_error(runtime):
+    data = json.loads(_kubelet_like_ps(V16, 3))
+    data['containers'][1]['createdAt'] = 'yesterday'
+    crictl = crictl_for(V16, runtime, **{'crictl ps --all --output json': json_reply(V16, data)})[0]
+    with pytest.raises(ImageGCError, match='crictl ps: unexpected JSON shape .ValueError'):
+        crictl.containers()
+
+
+def test_the_container_listing_is_never_held_as_parsed_dicts(runtime):
+    """The parse's peak (tracemalloc) stays well under what the whole listing costs as dicts: each
+    entry becomes a Container as soon as it is parsed. Fails if the listing is parsed first and
+    converted after (the peak is then the dicts of every entry at once)."""
+    import tracemalloc
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Container
+    text = _kubelet_like_ps(V16, 3000)
+    crictl = crictl_for(V16, runtime, **{'crictl ps --all --output json': Reply(0, text, '')})[0]
+
+    def peak(call):
+        tracemalloc.start()
+        try:
+            kept = call()
+            return tracemalloc.get_traced_memory()[1], kept
+        finally:
+            tracemalloc.stop()
+    plain_peak, plain = peak(lambda: [Container(raw) for raw in json.loads(text)['containers']])
+    slim_peak, slim = peak(crictl.containers)
+    assert len(slim) == len(plain) == 3000
+    assert slim_peak < 0.6 * plain_peak, (slim_peak, plain_peak)
