@@ -71,10 +71,14 @@ def test_mount_point_stops_at_the_device_boundary():
     assert _disk.mount_point('/') == '/'
 
 
-def test_read_figure_takes_the_settled_figure_of_the_fullest_only(tmp_path):
+def test_read_figure_takes_the_settled_figure_of_the_fullest_only(tmp_path, monkeypatch):
     """The report after reads the settled figure while crictl imagefsinfo answers (_disk_view):
-    read_figure uses it when its path is the fullest filesystem's, and settles that one otherwise."""
+    read_figure uses it when its path is the fullest filesystem's, and settles that one otherwise.
+    The filesystem is read through a quiet stand-in of statvfs's figure: the machine's own /tmp moves
+    while other work writes to it, and whether it settles is settled_figure's test, not this one's."""
     fs = dict(_disk.filesystem_usage(str(tmp_path)), mountpoint=str(tmp_path), used_bytes=0)
+    quiet = _disk.filesystem_figure(fs['fs_path'])
+    monkeypatch.setattr(_disk, 'filesystem_figure', lambda path, usage=None: dict(quiet))
     settled = {'used_bytes': 1, 'source': 'read beside imagefsinfo'}
     path, figure, unknown = _disk.read_figure([fs], settle=True, settled=(fs['fs_path'], settled))
     assert (path, figure, unknown) == (fs['fs_path'], settled, None)
