@@ -55,8 +55,7 @@ class DiskView:
         sandbox image (``crictl info``, when needed) is asked once the images are known. When the
         run will plan phase 3 or 4, which ask them anyway on containerd (the runtime's name, and
         the snapshotters from ``crictl info``), ``crictl version`` and ``crictl info`` are asked
-        side by side too, then phase 3's ``ctr images check`` is started (Engine.check_ahead: it runs
-        beside phases 1 and 2, the report does not wait for it); their failures
+        side by side too, then phase 3's ``ctr images check`` (Engine.check_ahead); their failures
         are left to the phases that need them (asked again there). A listing's failure raises as it
         would one after the other, imagefsinfo's first."""
         run = self.run
