@@ -1,9 +1,10 @@
 """The floor of the speed benchmark: the least a correct prune does, as one plain program.
 
-    python3 bench/speed/floor.py --min-age SECONDS --timeout 2m --sandbox-image REF --batch-size N
+    python3 bench/speed/floor.py --min-age SECONDS --timeout 2m --sandbox-image REF --batch-size N --kubelet-root DIR
 
 It lists containers, sandboxes and images once each (crictl JSON, side by side as the runner
-lists them); plans as the runner's pod-aware rules do with no kubelet root (see ``plan``): exited
+lists them); plans as the runner's pod-aware rules do with the kubelet root the runner is given (see
+``plan``; bench/speed/variants.py passes the same root to both): exited
 containers and NotReady sandboxes older than --min-age, then the images no remaining container
 uses (not pinned, not the sandbox image); removes them --batch-size ids per crictl call as the
 runner does (bench/speed/run.py passes the library's batch_size default); then runs ``ctr -n k8s.io
@@ -15,6 +16,7 @@ wrappers first).
 import argparse
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import time
@@ -31,9 +33,10 @@ def listing(timeout, verb, key, *args):
     return json.loads(crictl(timeout, verb, *(args + ('--output', 'json'))).stdout)[key]
 
 
-def plan(containers, pods, images, cut_ns, sandbox_image):
-    """(container ids, sandbox ids, image ids) to remove, by the runner's pod-aware rules with no
-    kubelet root (a pod is live when its newest sandbox is Ready): in a live pod the newest exited
+def plan(containers, pods, images, cut_ns, sandbox_image, tracked=()):
+    """(container ids, sandbox ids, image ids) to remove, by the runner's pod-aware rules (a pod is
+    live when its newest sandbox is Ready or its uid is in ``tracked``, the kubelet root's
+    ``pods/<uid>`` directories): in a live pod the newest exited
     instance of each container name stays, older ones go; in a pod that is not live (or not
     listed) every exited container goes. A NotReady sandbox older than the cut goes unless it is
     the newest of a live pod or holds a container that stays."""
@@ -44,7 +47,7 @@ def plan(containers, pods, images, cut_ns, sandbox_image):
     for key, group in by_uid.items():
         newest = max(group, key=lambda p: (int(p['createdAt']), p['id']))
         for p in group:
-            live[p['id']] = (key, newest['state'] == 'SANDBOX_READY', newest['id'])
+            live[p['id']] = (key, newest['state'] == 'SANDBOX_READY' or key in tracked, newest['id'])
     newest_exited = {}
     for c in containers:
         if c['state'] == 'CONTAINER_EXITED' and c['podSandboxId'] in live:
@@ -76,12 +79,17 @@ def main(argv=None):
     parser.add_argument('--timeout', required=True, help="crictl's --timeout")
     parser.add_argument('--sandbox-image', required=True)
     parser.add_argument('--batch-size', type=int, required=True, help='ids per crictl rm/rmp/rmi call')
+    parser.add_argument('--kubelet-root', required=True, help="the runner's kubelet_root: its pods/<uid> are live")
     args = parser.parse_args(argv)
+    try:
+        tracked = set(os.listdir(os.path.join(args.kubelet_root, 'pods')))
+    except OSError:
+        tracked = set()
     cut_ns = (time.time() - args.min_age) * 1e9
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         lists = [pool.submit(listing, args.timeout, *a) for a in (
             ('ps', 'containers', '--all'), ('pods', 'items'), ('images', 'images'))]
-        removals = plan(*([f.result() for f in lists] + [cut_ns, args.sandbox_image]))
+        removals = plan(*([f.result() for f in lists] + [cut_ns, args.sandbox_image, tracked]))
     rc = 0
     for verb, ids in zip(('rm', 'rmp', 'rmi'), removals):
         for start in range(0, len(ids), args.batch_size):

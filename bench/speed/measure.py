@@ -14,18 +14,46 @@ import threading
 import time
 
 
-def make_wrappers(bindir, log, crictl, ctr):
-    """crictl and ctr wrappers that log one line per process started, then exec the real binary."""
+def make_wrappers(bindir, log, crictl, ctr, timed=False):
+    """crictl and ctr wrappers that log one line per process started (``name args``), then exec the real
+    binary. ``timed``: the wrapper (bash, for its clock) runs the binary as its child instead, and once it
+    ended adds ``start end rc name args`` (epoch seconds) to ``LOG.timeline`` (see ``timeline``); the
+    wrapper's own shell is left out of the memory figures (``descendants``)."""
     os.makedirs(bindir, exist_ok=True)
     for name, real in (('crictl', crictl), ('ctr', ctr)):
         path = os.path.join(bindir, name)
         with open(path, 'w') as handle:
-            handle.write(textwrap.dedent('''\
-                #!/bin/sh
-                printf '%%s %%s\\n' %s "$*" >> %s
-                exec %s "$@"
-                ''') % (name, log, real))
+            if timed:
+                handle.write(textwrap.dedent('''\
+                    #!/bin/bash
+                    s=$EPOCHREALTIME
+                    printf '%%s %%s\\n' %s "$*" >> %s
+                    %s "$@"
+                    rc=$?
+                    printf '%%s %%s %%s %%s %%s\\n' "$s" "$EPOCHREALTIME" "$rc" %s "$*" >> %s.timeline
+                    exit $rc
+                    ''') % (name, log, real, name, log))
+            else:
+                handle.write(textwrap.dedent('''\
+                    #!/bin/sh
+                    printf '%%s %%s\\n' %s "$*" >> %s
+                    exec %s "$@"
+                    ''') % (name, log, real))
         os.chmod(path, 0o755)
+
+
+def timeline(log, t0):
+    """The crictl/ctr processes of one run from the timed wrappers' ``LOG.timeline``, in the order they
+    started: ``[start, end, 'name args']``, seconds from ``t0`` (the run's start, epoch seconds)."""
+    rows = []
+    if os.path.exists(log + '.timeline'):
+        with open(log + '.timeline') as handle:
+            for line in handle:
+                parts = line.split(None, 4)
+                if len(parts) >= 4:
+                    rows.append([round(float(parts[0]) - t0, 3), round(float(parts[1]) - t0, 3),
+                                 ' '.join(parts[3:]).strip()])
+    return sorted(rows)
 
 
 def _tree():
@@ -53,20 +81,25 @@ def _name(argv):
     """'crictl ps', 'python3 node-image-gc', 'ctr content': what a process is, in two words."""
     words = [a.decode('utf-8', 'replace') for a in argv if a]
     words[:1] = [os.path.basename(w) for w in words[:1]]
-    if words and words[0] in ('python3', 'python', 'sh') and len(words) > 1:
+    if words and words[0] in ('python3', 'python', 'sh', 'bash') and len(words) > 1:
         return '%s %s' % (words[0], os.path.basename(words[1]))
     rest = [w for w in words[1:] if not w.startswith('-') and not w.startswith('unix:') and '/' not in w
             and w not in ('k8s.io', '2m', '120s', 'json')]
     return ' '.join(words[:1] + rest[:1])
 
 
+# The timed wrappers' own shells (make_wrappers): not part of what a variant runs.
+WRAPPER_SHELLS = ('bash crictl', 'bash ctr')
+
+
 def descendants(root):
-    """(sum of RSS, {pid: (VmHWM, name)}) of ``root`` and all its descendants, from /proc."""
+    """(sum of RSS, {pid: (VmHWM, name)}) of ``root`` and all its descendants, from /proc (the timed
+    wrappers' shells left out, their children counted)."""
     children, procs = _tree()
     total, seen, todo = 0, {}, [root]
     while todo:
         pid = todo.pop()
-        if pid in procs:
+        if pid in procs and procs[pid][2] not in WRAPPER_SHELLS:
             rss, hwm, name = procs[pid]
             total += rss
             seen[pid] = (hwm, name)
@@ -85,6 +118,7 @@ def measure(argv, env, timeout, cwd=None, interval=0.02):
     missed). Not wait4's ru_maxrss: Linux counts in it the high-water mark of the memory the
     child had before its exec, a copy of this (large) bench process, so it measures the bench."""
     out = tempfile.TemporaryFile(mode='w+')
+    epoch = time.time()                  # the run's start for its timeline (measure.timeline)
     start = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
     peak = [0]
@@ -117,7 +151,7 @@ def measure(argv, env, timeout, cwd=None, interval=0.02):
     by_name = {}
     for hwm, name in top:
         by_name[name] = max(hwm, by_name.get(name, 0))
-    return {'wall': wall, 'rc': proc.returncode,
+    return {'wall': wall, 'rc': proc.returncode, 'started_epoch': epoch,
             'cpu': usage.ru_utime + usage.ru_stime, 'peak_tree_rss': peak[0],
             'peak_by_process': dict(sorted(by_name.items(), key=lambda kv: -kv[1])[:6]),
             'processes_sampled': len(per_process), 'output': out.read()[-3000:]}

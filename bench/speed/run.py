@@ -91,7 +91,7 @@ class Bench:
             self.lab.start()
         self.started = True
         wrap = os.path.join(self.tmp, 'bin')
-        measure.make_wrappers(wrap, self.log, self.lab.crictl_bin, self.lab.ctr_bin)
+        measure.make_wrappers(wrap, self.log, self.lab.crictl_bin, self.lab.ctr_bin, timed=True)
         self.variants = Variants(self.tmp, self.lab, wrap, S.SANDBOX_IMAGE, package)
 
     def stop(self):
@@ -185,12 +185,14 @@ class Bench:
         self.variants.kubelet_root = self.track_ready_pods() if size_name == 'memory' else None
         time.sleep(SANDBOX_MIN_AGE + 0.5)
         before = measure.snapshot(self.lab, L.cri, self.parse_size)
-        if os.path.exists(self.log):
-            os.unlink(self.log)
+        for path in (self.log, self.log + '.timeline'):
+            if os.path.exists(path):
+                os.unlink(path)
         argv, env = self.variants.argv(variant)
         m = measure.measure(argv, env, max(60, self.deadline - time.monotonic()), cwd=self.tmp)
         m['loadavg'] = os.getloadavg()
         calls = measure.count_calls(self.log)
+        m['timeline'] = measure.timeline(self.log, m['started_epoch'])
         after = measure.snapshot(self.lab, L.cri, self.parse_size)
         left = self.variants.reclaimable()
         removed = dict((k, before[k] - after[k]) for k in ('exited', 'notready', 'images'))
@@ -299,7 +301,7 @@ def main(argv=None):
                 res[v] = report.summarize(runs)
                 res[v]['runs'] = [dict((k, x.get(k)) for k in (
                     'wall', 'rc', 'calls', 'removed', 'left', 'build_s', 'peak_tree_rss', 'peak_by_process',
-                    'loadavg', 'disk_levels', 'disk_report', 'state')) for x in runs]
+                    'loadavg', 'disk_levels', 'disk_report', 'state', 'timeline')) for x in runs]
     except (Budget, KeyboardInterrupt, L.cri.CRIError) as exc:   # keep and report what was measured
         results['incomplete'] = '%s: %s' % (type(exc).__name__, exc)
         print('STOPPED: %s' % exc, file=sys.stderr)

@@ -1,6 +1,7 @@
 """The four variants of the speed benchmark and how each is started (bench/speed/run.py measures them):
 
-- floor: ``bench/speed/floor.py`` -- the least a correct prune does, in bounded batches like the runner;
+- floor: ``bench/speed/floor.py`` -- the least a correct prune does, in bounded batches like the runner,
+  by the runner's plan with the same kubelet root;
 - shell: ``bench/speed/shell.sh`` -- the crictl/jq pipeline of a typical cron job;
 - runner: the node package installed by the timer role's own tasks, started as its service starts
   it (``node-image-gc --config FILE run``);
@@ -36,6 +37,11 @@ class Variants:
         self.batch_size = _settings.default('batch_size')
         self.kubelet_root = None
 
+    def root(self):
+        """The kubelet root the runner, the playbook and the floor are given (the lab's empty one, or
+        the memory state's own where its Ready pods are tracked)."""
+        return self.kubelet_root or ansible_play.lab_kubelet_root(self.lab)
+
     def env(self):
         env = self.lab.env()
         env['PATH'] = self.wrap + os.pathsep + env['PATH']
@@ -47,7 +53,7 @@ class Variants:
         if variant == 'floor':
             return [node_package.NODE_PYTHON, os.path.join(HERE, 'floor.py'), '--min-age', str(SANDBOX_MIN_AGE),
                     '--timeout', self.timeout, '--sandbox-image', self.sandbox_image,
-                    '--batch-size', str(self.batch_size)], self.env()
+                    '--batch-size', str(self.batch_size), '--kubelet-root', self.root()], self.env()
         if variant == 'shell':
             return ['sh', os.path.join(HERE, 'shell.sh'), str(SANDBOX_MIN_AGE), self.timeout], self.env()
         if variant == 'runner':
@@ -71,7 +77,7 @@ class Variants:
                     'image_gc_sandbox_min_age': '%ds' % SANDBOX_MIN_AGE,
                     'image_gc_created_min_age': '0s',
                     'image_gc_image_unused_for': '0s',
-                    'image_gc_kubelet_root': self.kubelet_root or ansible_play.lab_kubelet_root(self.lab)}
+                    'image_gc_kubelet_root': self.root()}
         if not shutil.which('sudo'):
             hostvars['ansible_become'] = False     # root already; no sudo on these machines
         with open(inventory, 'w') as handle:
@@ -98,7 +104,7 @@ class Variants:
                # the lab runs no kubelet: its (empty) root is named, as the lab tests do, so that pods that
                # are gone count as gone (with no live root found every pod counts as live and stays); the memory
                # state names its own root, where its Ready pods are tracked
-               'kubelet_root': self.kubelet_root or ansible_play.lab_kubelet_root(self.lab),
+               'kubelet_root': self.root(),
                # every image unused now goes, as the floor's does (the default keeps them 21 days)
                'image_unused_for': '0s'}
         if disk:
