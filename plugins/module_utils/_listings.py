@@ -54,6 +54,9 @@ class Container:
         self.pod_namespace = shared(labels.get('io.kubernetes.pod.namespace', ''))
         self.pod_uid = shared(labels.get('io.kubernetes.pod.uid', ''))
 
+    def fields(self):
+        return tuple(getattr(self, k) for k in self.__slots__)
+
     def to_dict(self):
         return {'id': self.id, 'name': self.name, 'attempt': self.attempt, 'pod_sandbox_id': self.pod_id,
                 'state': self.state,
@@ -65,18 +68,22 @@ class ListingShapeError(Exception):
     """A listing entry that does not have the shape of its kind (raised out of json.loads)."""
 
 
-def slim_hook(cls, marks):
+def slim_hook(cls, marks, reuse=None):
     """A ``json.loads`` object_hook that turns every JSON object that has the keys ``marks`` and a
     JSON object among its values (an entry of a crictl listing: label and annotation maps hold
     strings only) into ``cls(entry)`` as soon as the parser closes it: the entry's labels,
     annotations and other fields the plan does not use are dropped while the listing is parsed,
-    not after, so a 10,000-container listing is never held as dicts all at once."""
+    not after, so a 10,000-container listing is never held as dicts all at once. ``reuse``
+    ({id: entry} of an earlier listing): an entry equal in every field (``fields()``) to the one of
+    its id there is that one, not a copy, so a re-listing does not hold the node's containers twice."""
     def hook(obj):
         if all(k in obj for k in marks) and any(isinstance(v, dict) for v in obj.values()):
             try:
-                return cls(obj)
+                entry = cls(obj)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ListingShapeError('%s: %s' % (type(exc).__name__, exc))
+            old = reuse.get(entry.id) if reuse else None
+            return old if old is not None and old.fields() == entry.fields() else entry
         return obj
     return hook
 
