@@ -93,8 +93,8 @@ WRAPPER_SHELLS = ('bash crictl', 'bash ctr')
 
 
 def descendants(root):
-    """(sum of RSS, {pid: (VmHWM, name)}) of ``root`` and all its descendants, from /proc (the timed
-    wrappers' shells left out, their children counted)."""
+    """(sum of RSS, {pid: (VmHWM, name, RSS)}) of ``root`` and all its descendants, from /proc (the
+    timed wrappers' shells left out, their children counted)."""
     children, procs = _tree()
     total, seen, todo = 0, {}, [root]
     while todo:
@@ -102,9 +102,14 @@ def descendants(root):
         if pid in procs and procs[pid][2] not in WRAPPER_SHELLS:
             rss, hwm, name = procs[pid]
             total += rss
-            seen[pid] = (hwm, name)
+            seen[pid] = (hwm, name, rss)
         todo.extend(children.get(pid, []))
     return total, seen
+
+
+def composition(seen):
+    """[[name, RSS bytes], ...] of the processes alive at one sample, largest first: what makes a peak."""
+    return [[name, rss] for rss, name in sorted(((rss, name) for hwm, name, rss in seen.values()), reverse=True)]
 
 
 def descendants_rss(root):
@@ -115,21 +120,23 @@ def descendants_rss(root):
 def measure(argv, env, timeout, cwd=None, interval=0.02):
     """Wall time, CPU, peak tree RSS (the sum over the processes alive at one sample) and each
     process's own peak (VmHWM, sampled every ``interval`` s: a process shorter than that may be
-    missed). Not wait4's ru_maxrss: Linux counts in it the high-water mark of the memory the
+    missed), and ``peak_sample``: the processes alive at the sample of the peak tree RSS and each one's
+    RSS then (which overlap makes the peak). Not wait4's ru_maxrss: Linux counts in it the high-water mark of the memory the
     child had before its exec, a copy of this (large) bench process, so it measures the bench."""
     out = tempfile.TemporaryFile(mode='w+')
     epoch = time.time()                  # the run's start for its timeline (measure.timeline)
     start = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
-    peak = [0]
+    peak = [0, []]
     per_process = {}
     stop = threading.Event()
 
     def poll():
         while not stop.is_set():
             total, seen = descendants(proc.pid)
-            peak[0] = max(peak[0], total)
-            for pid, (hwm, name) in seen.items():
+            if total > peak[0]:
+                peak[:] = [total, composition(seen)]
+            for pid, (hwm, name, dummy) in seen.items():
                 if hwm >= per_process.get(pid, (0, ''))[0]:
                     per_process[pid] = (hwm, name)
             stop.wait(interval)
@@ -152,7 +159,7 @@ def measure(argv, env, timeout, cwd=None, interval=0.02):
     for hwm, name in top:
         by_name[name] = max(hwm, by_name.get(name, 0))
     return {'wall': wall, 'rc': proc.returncode, 'started_epoch': epoch,
-            'cpu': usage.ru_utime + usage.ru_stime, 'peak_tree_rss': peak[0],
+            'cpu': usage.ru_utime + usage.ru_stime, 'peak_tree_rss': peak[0], 'peak_sample': peak[1],
             'peak_by_process': dict(sorted(by_name.items(), key=lambda kv: -kv[1])[:6]),
             'processes_sampled': len(per_process), 'output': out.read()[-3000:]}
 

@@ -18,6 +18,7 @@ def summarize(runs):
     return {'n': len(runs), 'wall': statistics.median(walls), 'walls': [round(w, 2) for w in walls],
             'cpu': statistics.median([r.get('cpu', 0.0) for r in runs]),
             'peak_tree_rss': max(r['peak_tree_rss'] for r in runs),
+            'peak_sample': max(runs, key=lambda r: r['peak_tree_rss']).get('peak_sample', []),
             'crictl': mid['calls']['crictl'], 'ctr': mid['calls']['ctr'], 'by_argv': mid['calls']['by_argv'],
             'removed': mid['removed'], 'removed_total': mid['removed_total'],
             'content_bytes_freed': mid['content_bytes_freed'], 'image_bytes_removed': mid['image_bytes_removed'],
@@ -30,6 +31,12 @@ def summarize(runs):
 
 def mib(n):
     return '%.1f' % (n / 1024.0 ** 2)
+
+
+def at_peak(sample):
+    """'python3 node-image-gc 70.1 + crictl ps 60.2 + crictl inspect 30.0': the processes alive at the
+    sample of the peak tree RSS (MiB each, largest first; the sum is the peak)."""
+    return ' + '.join('%s %s' % (name, mib(rss)) for name, rss in sample) or 'n/a'
 
 
 def _machine(info, shared):
@@ -79,7 +86,8 @@ def _size(size_name, size, res):
     for v in (v for v in VARIANTS if v in res):
         peaks = ', '.join('%s %s' % (k, mib(b)) for k, b in res[v]['peak_by_process'].items())
         loads = ' / '.join(', '.join('%.1f' % x for x in load) for load in res[v]['loadavg'] if load)
-        lines.append('- %s: %s; load %s' % (v, peaks, loads))
+        lines.append('- %s: %s; load %s; at the peak tree RSS (%s MiB): %s' % (
+            v, peaks, loads, mib(res[v]['peak_tree_rss']), at_peak(res[v].get('peak_sample', []))))
     if res.get('disk', {}).get('disk_report'):
         d = res['disk']
         rep = d['disk_report']

@@ -204,10 +204,12 @@ class Bench:
                  calls=calls, removed=removed, removed_total=sum(removed.values()),
                  content_bytes_freed=before['content_bytes'] - after['content_bytes'],
                  image_bytes_removed=before['image_bytes'] - after['image_bytes'], left=left)
-        print('  %-8s %s wall=%.2fs rc=%s crictl=%d ctr=%d removed=%s left=%s build=%.0fs peak=%.0fMiB %s' % (
-            variant, size, m['wall'], m['rc'], calls['crictl'], calls['ctr'], removed, left['objects'], build_s,
-            m['peak_tree_rss'] / 2.0 ** 20,
-            ', '.join('%s %.0f' % (k, v / 2.0 ** 20) for k, v in list(m['peak_by_process'].items())[:3])), flush=True)
+        print('  %-8s %s wall=%.2fs rc=%s crictl=%d ctr=%d removed=%s left=%s build=%.0fs peak=%.0fMiB %s '
+              '(at the peak: %s)' % (
+                  variant, size, m['wall'], m['rc'], calls['crictl'], calls['ctr'], removed, left['objects'], build_s,
+                  m['peak_tree_rss'] / 2.0 ** 20,
+                  ', '.join('%s %.0f' % (k, v / 2.0 ** 20) for k, v in list(m['peak_by_process'].items())[:3]),
+                  report.at_peak(m['peak_sample'])), flush=True)
         if m['rc'] != 0:
             print(m['output'][-1500:], flush=True)
         return m
@@ -301,7 +303,7 @@ def main(argv=None):
                 res[v] = report.summarize(runs)
                 res[v]['runs'] = [dict((k, x.get(k)) for k in (
                     'wall', 'rc', 'calls', 'removed', 'left', 'build_s', 'peak_tree_rss', 'peak_by_process',
-                    'loadavg', 'disk_levels', 'disk_report', 'state', 'timeline')) for x in runs]
+                    'peak_sample', 'loadavg', 'disk_levels', 'disk_report', 'state', 'timeline')) for x in runs]
     except (Budget, KeyboardInterrupt, L.cri.CRIError) as exc:   # keep and report what was measured
         results['incomplete'] = '%s: %s' % (type(exc).__name__, exc)
         print('STOPPED: %s' % exc, file=sys.stderr)

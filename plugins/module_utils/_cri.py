@@ -94,35 +94,36 @@ class Crictl:
     # a container that changes state meanwhile is still seen (in its later state) at least once.
     STATES = ('created', 'running', 'exited', 'unknown')
 
-    def containers(self):
+    def containers(self, reuse=None):
         """Every container. A listing too big for one gRPC message (crictl's client takes 16 MiB,
         containerd sends ``[grpc] max_send_message_size``, 16 MiB by default: about 19,000
         containers as the kubelet makes them) is read in parts: per state, and a state still too
-        big per pod sandbox."""
+        big per pod sandbox. ``reuse``: {id: Container} of an earlier listing, whose unchanged
+        containers are given back as they are (_listings.slim_hook)."""
         try:
-            return self._containers()
+            return self._containers(reuse=reuse)
         except CommandError as exc:
             if not too_big(exc.result):
                 raise
         seen = {}
         for state in self.STATES:
             try:
-                parts = [self._containers('--state', state)]
+                parts = [self._containers('--state', state, reuse=reuse)]
             except CommandError as exc:
                 if not too_big(exc.result):
                     raise
-                parts = [self._containers('--state', state, '--pod', pod) for pod in self._sandbox_ids()]
+                parts = [self._containers('--state', state, '--pod', pod, reuse=reuse) for pod in self._sandbox_ids()]
             for part in parts:
                 for c in part:
                     seen[c.id] = c          # the latest state seen
         return list(seen.values())
 
-    def _containers(self, *filters):
+    def _containers(self, *filters, reuse=None):
         # Each entry becomes a Container as soon as it is parsed (slim_hook): at 10,000 containers
         # the listing's parsed dicts (labels and annotations included) were the runner's largest
         # holding; the text itself is dropped by _json right after the parse.
         data = self._json('ps', '--all', *(filters + ('--output', 'json')),
-                          object_hook=slim_hook(Container, CONTAINER_MARKS))
+                          object_hook=slim_hook(Container, CONTAINER_MARKS, reuse))
         return self._parse(data, 'containers', Container, 'ps')
 
     def _sandbox_ids(self):

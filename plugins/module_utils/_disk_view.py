@@ -14,6 +14,13 @@ from ._text import describe
 from . import _disk, _plan_images
 
 
+# crictl/ctr processes the disk report runs at once. Each crictl is 20-30 MiB resident whatever it
+# lists, and the container listing's grows with the node (65-78 MiB at 10,000 containers): six at
+# once summed 155 MiB at the start of a run at 10,000 (issue 26). Two keep the side by side's gain
+# on the machines measured (2 cores) at about the container listing plus one other.
+SIDE_BY_SIDE = 2
+
+
 class DiskView:
     """The disk figures of one run over its engine (``run``, an _engine.Engine: its ``settings``,
     ``node``, ``crictl``, ``facts`` (a _cri_facts.CriFacts), ``clock()``, ``sandbox_images()``)."""
@@ -57,7 +64,8 @@ class DiskView:
         the snapshotters from ``crictl info``), ``crictl version`` and ``crictl info`` are asked
         side by side too, then phase 3's ``ctr images check`` (Engine.check_ahead); their failures
         are left to the phases that need them (asked again there). A listing's failure raises as it
-        would one after the other, imagefsinfo's first."""
+        would one after the other, imagefsinfo's first. At most SIDE_BY_SIDE processes run at once:
+        the container listing (the one that grows with the node) beside the others one at a time."""
         run = self.run
 
         def images_then_sandbox_image():
@@ -70,10 +78,10 @@ class DiskView:
             except Exception:  # pylint: disable=broad-except  # the phase that needs it asks again and says why
                 return
             run.check_ahead(fsinfo)
-        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        with concurrent.futures.ThreadPoolExecutor(SIDE_BY_SIDE) as pool:
+            listings = [pool.submit(run.node.list, 'containers')]     # first: the longest, on a thread of its own
             info = pool.submit(run.crictl.imagefsinfo)
-            listings = [pool.submit(run.node.list, 'containers'), pool.submit(run.node.list, 'sandboxes'),
-                        pool.submit(images_then_sandbox_image)]
+            listings += [pool.submit(run.node.list, 'sandboxes'), pool.submit(images_then_sandbox_image)]
             if any(p in run.phases and run.settings[p] for p in ('images', 'content')):
                 # the runtime's name never raises ('' when crictl cannot tell)
                 listings += [pool.submit(run.runtime_name), pool.submit(info_then_check)]

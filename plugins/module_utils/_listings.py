@@ -7,6 +7,8 @@
 the parse_* functions over ``crictl version``, ``crictl inspect`` and ``ctr content ls``. Pure:
 no command runs here (the command wrappers are _cri's)."""
 
+from sys import intern
+
 from ._common import ImageGCError
 from ._units import parse_human_age, parse_human_size, seconds
 
@@ -23,24 +25,37 @@ def state_word(state):
     return state.replace('CONTAINER_', '').replace('SANDBOX_', '').lower()
 
 
+def shared(value):
+    """One string object for a value many entries repeat (a listing's parse makes a new one each time)."""
+    return intern(value) if type(value) is str else value   # pylint: disable=unidiomatic-typecheck
+
+
 class Container:
+    # A run holds one per container (10,000 and more on a big node, at every listing): no __dict__,
+    # and the values containers share (their sandbox, state, image, pod) are one string each.
+    __slots__ = ('id', 'name', 'attempt', 'pod_id', 'state', 'created_ns', 'image', 'image_ref', 'image_id',
+                 'pod_name', 'pod_namespace', 'pod_uid')
+
     def __init__(self, raw):
         meta = raw.get('metadata') or {}
         labels = raw.get('labels') or {}
         self.id = raw['id']
         self.name = meta.get('name', '')
         self.attempt = int(meta.get('attempt') or 0)
-        self.pod_id = raw.get('podSandboxId', '')
-        self.state = raw.get('state', '')
+        self.pod_id = shared(raw.get('podSandboxId', ''))
+        self.state = shared(raw.get('state', ''))
         self.created_ns = int(raw.get('createdAt') or 0)
-        self.image = (raw.get('image') or {}).get('image', '')
-        self.image_ref = raw.get('imageRef', '')
+        self.image = shared((raw.get('image') or {}).get('image', ''))
+        self.image_ref = shared(raw.get('imageRef', ''))
         # The image's id where the runtime says it apart from imageRef (CRI ``image_id``): CRI-O's
         # imageRef is the image's repo digest reference, containerd's is the id itself.
-        self.image_id = raw.get('imageId', '')
-        self.pod_name = labels.get('io.kubernetes.pod.name', '')
-        self.pod_namespace = labels.get('io.kubernetes.pod.namespace', '')
-        self.pod_uid = labels.get('io.kubernetes.pod.uid', '')
+        self.image_id = shared(raw.get('imageId', ''))
+        self.pod_name = shared(labels.get('io.kubernetes.pod.name', ''))
+        self.pod_namespace = shared(labels.get('io.kubernetes.pod.namespace', ''))
+        self.pod_uid = shared(labels.get('io.kubernetes.pod.uid', ''))
+
+    def fields(self):
+        return tuple(getattr(self, k) for k in self.__slots__)
 
     def to_dict(self):
         return {'id': self.id, 'name': self.name, 'attempt': self.attempt, 'pod_sandbox_id': self.pod_id,
@@ -53,18 +68,22 @@ class ListingShapeError(Exception):
     """A listing entry that does not have the shape of its kind (raised out of json.loads)."""
 
 
-def slim_hook(cls, marks):
+def slim_hook(cls, marks, reuse=None):
     """A ``json.loads`` object_hook that turns every JSON object that has the keys ``marks`` and a
     JSON object among its values (an entry of a crictl listing: label and annotation maps hold
     strings only) into ``cls(entry)`` as soon as the parser closes it: the entry's labels,
     annotations and other fields the plan does not use are dropped while the listing is parsed,
-    not after, so a 10,000-container listing is never held as dicts all at once."""
+    not after, so a 10,000-container listing is never held as dicts all at once. ``reuse``
+    ({id: entry} of an earlier listing): an entry equal in every field (``fields()``) to the one of
+    its id there is that one, not a copy, so a re-listing does not hold the node's containers twice."""
     def hook(obj):
         if all(k in obj for k in marks) and any(isinstance(v, dict) for v in obj.values()):
             try:
-                return cls(obj)
+                entry = cls(obj)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ListingShapeError('%s: %s' % (type(exc).__name__, exc))
+            old = reuse.get(entry.id) if reuse else None
+            return old if old is not None and old.fields() == entry.fields() else entry
         return obj
     return hook
 

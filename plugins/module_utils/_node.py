@@ -145,8 +145,13 @@ class Node:
 
     # -- listings -----------------------------------------------------------------------------
     def list(self, kind):
-        """A fresh listing of ``kind``, remembered as what is known."""
-        items = getattr(self.crictl, kind)()
+        """A fresh listing of ``kind``, remembered as what is known. A container listed again
+        unchanged is the object already known (the re-listing before each image batch holds the
+        node's containers once, not twice)."""
+        if kind == 'containers':
+            items = self.crictl.containers(reuse=self._items.get('containers'))
+        else:
+            items = getattr(self.crictl, kind)()
         self.listed_at[kind] = seconds(self.clock())
         self._items[kind] = {i.id: i for i in items}
         self.first_listing.setdefault(kind, len(items))

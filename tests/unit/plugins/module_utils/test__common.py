@@ -4,6 +4,7 @@
 
 import os
 import sys
+import tempfile
 
 import pytest
 
@@ -189,6 +190,26 @@ def test_command_runner_timeout_is_rc_124():
 def test_command_runner_gets_no_stdin():
     result = CommandRunner().run([sys.executable, '-c', 'import sys; print(repr(sys.stdin.read()))'])
     assert result.stdout == "''\n"
+
+
+def test_command_runner_reads_stdout_only_once_the_command_exited():
+    """Issue 26: a command's stdout goes to a (deleted) file, read after the command exited, so a
+    big listing's text is not held by the run while the crictl printing it is still resident.
+    Fails with a pipe. The output and stderr are as before."""
+    script = 'import os,stat,sys; print(stat.S_ISREG(os.fstat(1).st_mode)); sys.stderr.write("w\\n")'
+    result = CommandRunner().run([sys.executable, '-c', script])
+    assert (result.rc, result.stdout, result.stderr) == (0, 'True\n', 'w\n')
+    big = CommandRunner().run([sys.executable, '-c', 'import sys; sys.stdout.write("x" * 3000000)'])
+    assert big.stdout == 'x' * 3000000
+
+
+def test_command_runner_without_a_temporary_directory_reads_through_a_pipe(monkeypatch):
+    def no_tmp(*args, **kwargs):
+        raise FileNotFoundError('no usable temporary directory')
+    monkeypatch.setattr(tempfile, 'TemporaryFile', no_tmp)
+    script = 'import os,stat,sys; print(stat.S_ISFIFO(os.fstat(1).st_mode)); sys.exit(2)'
+    result = CommandRunner().run([sys.executable, '-c', script])
+    assert (result.rc, result.stdout) == (2, 'True\n')
 
 
 # -- RunLock ---------------------------------------------------------------------------------

@@ -464,7 +464,8 @@ def test_the_slim_parse_gives_the_same_containers_as_the_plain_parse(version, ru
     from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Container
     plain = [Container(raw) for raw in json.loads(text)['containers']]
     slim = crictl.containers()
-    assert [vars(c) for c in slim] == [vars(c) for c in plain]
+    fields = Container.__slots__    # every field a Container has
+    assert [[getattr(c, k) for k in fields] for c in slim] == [[getattr(c, k) for k in fields] for c in plain]
     assert all(isinstance(c, Container) for c in slim)
 
 
@@ -506,3 +507,29 @@ def test_the_container_listing_is_never_held_as_parsed_dicts(runtime):
     slim_peak, slim = peak(crictl.containers)
     assert len(slim) == len(plain) == 3000
     assert slim_peak < 0.6 * plain_peak, (slim_peak, plain_peak)
+
+
+def test_a_held_container_listing_is_small_one_string_for_what_containers_share(runtime):
+    """A run holds the container listing (10,000 containers and more on a big node) while it spawns
+    the next crictl: each Container has no __dict__, and the values containers share (sandbox,
+    state, image, image ref, pod labels) are one string object each, not one per container. Fails
+    with a plain class (a dict per container, a copy of every value per container)."""
+    import tracemalloc
+    from ansible_collections.nodemaint.image_gc.plugins.module_utils._listings import Container
+    text = _kubelet_like_ps(V16, 2000)
+    crictl = crictl_for(V16, runtime, **{'crictl ps --all --output json': Reply(0, text, '')})[0]
+    tracemalloc.start()
+    try:
+        held = crictl.containers()
+        size = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(held) == 2000
+    assert not any(hasattr(c, '__dict__') for c in held)
+    first, same_pod, other_pod = held[0], held[1], held[10]
+    assert first.pod_uid == same_pod.pod_uid != other_pod.pod_uid
+    for field in ('pod_id', 'state', 'image', 'image_ref', 'pod_name', 'pod_namespace', 'pod_uid'):
+        assert getattr(first, field) is getattr(same_pod, field), field
+    assert first.image_ref is other_pod.image_ref and first.state is other_pod.state
+    # measured 355 bytes a container here; on the lab's 10,000 bare containers 3.3 MiB held, 7.3 before
+    assert size < 450 * len(held), size / len(held)

@@ -112,7 +112,7 @@ def _roots(tmp_path, **pods):
 
 
 def _node_over(sandboxes, candidates, explicit=None):
-    crictl = type('C', (), {'sandboxes': lambda self: list(sandboxes), 'containers': lambda self: []})()
+    crictl = type('C', (), {'sandboxes': lambda self: list(sandboxes), 'containers': lambda self, reuse=None: []})()
     return _node.Node(crictl, lambda: 0, kubelet_root=explicit, kubelet_candidates=candidates)
 
 

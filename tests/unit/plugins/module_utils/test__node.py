@@ -233,3 +233,31 @@ def test_newest_instances_counts_created_ones():
     assert {k: c.id for k, c in pod.newest_instances(('CONTAINER_EXITED', 'CONTAINER_CREATED')).items()} == {
         'app': 'c1'}
     assert {k: c.id for k, c in pod.newest_exited().items()} == {'app': 'c0'}
+
+
+def test_a_re_listing_gives_back_the_known_object_of_every_unchanged_container_and_a_new_one_if_changed():
+    """Issue 26: the containers are listed again before each image removal batch; an unchanged
+    container is the object the node already holds, so a 10,000-container node is held once, not
+    once per listing (the parse makes a Container of each entry, then keeps the known one). A
+    container whose state changed, or a new one, is the new listing's. Fails when every listing
+    makes new objects."""
+    import copy
+    data = fixture_json(V16, 'ps-a.json')
+    later = copy.deepcopy(data)
+    running = [c for c in later['containers'] if c['state'] == 'CONTAINER_RUNNING'][0]
+    running['state'] = 'CONTAINER_EXITED'
+    new = copy.deepcopy(running)
+    new['id'] = 'f' * 64
+    later['containers'].append(new)
+    replies = [json_reply(V16, data), json_reply(V16, later)]
+    runner = StubRunner({'crictl ps --all --output json': lambda argv, r: replies.pop(0)})
+    node = _node.Node(Crictl(node_discovery().resolve(timeout=120), runner, 100), lambda: 1000 * SEC)
+    first = {c.id: c for c in node.list('containers')}
+    second = {c.id: c for c in node.list('containers')}
+    assert sorted(second) == sorted(list(first) + ['f' * 64])
+    for cid, c in second.items():
+        if cid in (running['id'], 'f' * 64):
+            assert c is not first.get(cid) and c.state == 'CONTAINER_EXITED'
+        else:
+            assert c is first[cid]
+    assert node.seen[running['id']][0].state == 'CONTAINER_EXITED'
