@@ -23,7 +23,7 @@ from bench.speed import measure as M, run as R    # noqa: E402
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('out', help='the JSON file to write')
     parser.add_argument('--keep-lab', default='/var/tmp/lab10k')
     parser.add_argument('--memory', default='10000,400,300')
