@@ -62,29 +62,26 @@ class DiskView:
         sandbox image (``crictl info``, when needed) is asked once the images are known. When the
         run will plan phase 3 or 4, which ask them anyway on containerd (the runtime's name, and
         the snapshotters from ``crictl info``), ``crictl version`` and ``crictl info`` are asked
-        side by side too, then phase 3's ``ctr images check`` (Engine.check_ahead); their failures
-        are left to the phases that need them (asked again there). A listing's failure raises as it
-        would one after the other, imagefsinfo's first. At most SIDE_BY_SIDE processes run at once:
+        side by side too; their failures are left to the phases that need them (asked again
+        there). A listing's failure raises as it would one after the other, imagefsinfo's first. At most SIDE_BY_SIDE processes run at once:
         the container listing (the one that grows with the node) beside the others one at a time."""
         run = self.run
 
         def images_then_sandbox_image():
             run.sandbox_images(run.node.list('images'))
 
-        def info_then_check():
+        def cri_info():
             try:
                 run.cri_info()
-                fsinfo = info.result()
             except Exception:  # pylint: disable=broad-except  # the phase that needs it asks again and says why
-                return
-            run.check_ahead(fsinfo)
+                pass
         with concurrent.futures.ThreadPoolExecutor(SIDE_BY_SIDE) as pool:
             listings = [pool.submit(run.node.list, 'containers')]     # first: the longest, on a thread of its own
             info = pool.submit(run.crictl.imagefsinfo)
             listings += [pool.submit(run.node.list, 'sandboxes'), pool.submit(images_then_sandbox_image)]
             if any(p in run.phases and run.settings[p] for p in ('images', 'content')):
                 # the runtime's name never raises ('' when crictl cannot tell)
-                listings += [pool.submit(run.runtime_name), pool.submit(info_then_check)]
+                listings += [pool.submit(run.runtime_name), pool.submit(cri_info)]
             answer = info.result()
             for listing in listings:
                 listing.result()

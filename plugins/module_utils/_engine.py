@@ -78,8 +78,6 @@ class Engine:
         self.warnings = []
         self.write_failures = []         # files this run could not write: {'file', 'path', 'error'}
         self._root_noted = False
-        self.ran_ahead = []              # argv of the commands run in the background, ahead of their phase
-        self._ahead = None               # (snapshotter, (ctr images check's output, exception)): check_ahead
 
     def _note_kubelet_root(self):
         """Once the node has chosen the kubelet root (phases 1 and 2 ask it): the runtime says which
@@ -136,7 +134,6 @@ class Engine:
             out['disk_before'] = self.disk.report('before', emit)
             out['skip_reason'] = _disk.below_threshold(out['disk_before'], self.settings['disk_usage_threshold'])
         self._run_phases(check_mode, out, emit)
-        self._ahead = None
         if 'disk' in self.phases:
             if check_mode:
                 out['disk_after'] = _disk.stated_after(out['disk_before'])
@@ -176,7 +173,7 @@ class Engine:
                     result = entry(self, check_mode)
                 except Exception as exc:  # pylint: disable=broad-except  # a failed phase never stops the next
                     result = finish(dict(new_result(name, check_mode), error=describe(exc)), self.runner, started,
-                                    first, self.ran_ahead)
+                                    first)
                     if isinstance(exc, CommandError):
                         result['error_details'] = exc.to_dict()
                     elif not isinstance(exc, ImageGCError):
@@ -186,49 +183,6 @@ class Engine:
             self._note_kubelet_root()
             out['phases'].append(result)
             emit('phase', result)
-
-    # -- phase 3's look for unusable images, ahead (read only) -----------------------------------
-    def check_ahead(self, fsinfo):
-        """Phase 3's look for the images the CRI cannot unpack again (``ctr images check``: read
-        only, and the slowest call of a plain run on containerd 1.6: 0.15 s for 32 images), asked
-        by the disk report before the run side by side with its listings (DiskView), once the
-        runtime's facts and ``fsinfo`` (the ``crictl imagefsinfo`` answer) are known, so that
-        phase 3 does not wait for it; only when phase 3 will run (not when the run is below
-        disk_usage_threshold). Phases 1 and 2 change no image, no image content and no image
-        snapshot; an image pulled after it is missing from its answer, so it is not found
-        unusable (it is kept, as when in doubt). Phase 3 takes the answer (images_check) and lists
-        the command as its own. A failure is kept for phase 3 to report, as it would have asked."""
-        if not ('images' in self.phases and self.settings['images']) or not self.runtime.ctr or self.is_crio():
-            return
-        if _disk.below_threshold({'image_filesystems': _disk.image_filesystems(fsinfo)},
-                                 self.settings['disk_usage_threshold']):
-            return
-        if self.facts.fsinfo is None:
-            self.facts.fsinfo = fsinfo   # the disk report sets the same answer
-        snapshotters = self.snapshotters()[0]
-        snapshotter = snapshotters.default if snapshotters is not None else None
-        if not snapshotter:
-            return
-        argv = self.runtime.ctr_argv(self.settings['content_namespace'], 'images', 'check', '--snapshotter',
-                                     snapshotter)
-        try:
-            answer = (self.ctr.images_check(snapshotter), None)
-        except Exception as exc:  # pylint: disable=broad-except  # raised again where phase 3 asks
-            answer = (None, exc)
-        self.ran_ahead.append(argv)
-        self._ahead = (snapshotter, answer)
-
-    def images_check(self, snapshotter):
-        """``ctr images check`` for ``snapshotter`` (_cri.Ctr.images_check): the answer asked ahead
-        when there is one (raising as it raised), else asked now. ``(output, ahead)``: ``ahead``
-        says the answer is the one asked ahead (check_ahead)."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == snapshotter:
-            output, exc = ahead[1]
-            if exc is not None:
-                raise exc
-            return output, True
-        return self.ctr.images_check(snapshotter), False
 
     def now(self):
         """The wall clock in whole seconds."""

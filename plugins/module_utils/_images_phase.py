@@ -47,7 +47,6 @@ class ImagesPhase(Phase):
         images = self.node.current('images')
         self.images = images
         sandbox_images = engine.sandbox_images(images)
-        unusable = find_unusable_images(engine, images, result, self.taken)
         volumes = self.node.image_volumes(staying)
         self.volume_ids = {c.id for c in staying}   # the containers whose image volumes are known
         self.late_volumes = {}
@@ -65,11 +64,21 @@ class ImagesPhase(Phase):
                                           'not apply, only image_unused_for')
             else:
                 disk.update(high=s['disk_high'], low=s['disk_low'])
-        retention = Retention(engine.now(), s['image_unused_for'], engine.last_use(images), disk,
-                              trust_ages=engine.ages_trusted())
-        plan = _plan_images.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
-                                        ages, removed_containers=list(self.node.removed['containers']), retention=retention,
-                                        image_volumes=volumes, unusable=unusable)
+
+        now, last_use, trusted = engine.now(), engine.last_use(images), engine.ages_trusted()
+
+        def make(unusable):
+            retention = Retention(now, s['image_unused_for'], last_use, disk, trust_ages=trusted)
+            return _plan_images.plan_images(images, containers, sandbox_images, s['image_exclude'], s['image_min_age'],
+                                            ages, removed_containers=list(self.node.removed['containers']),
+                                            retention=retention, image_volumes=volumes, unusable=unusable)
+        plan = make(None)
+        # the look for unusable images changes only what stays: an image the other rules remove
+        # goes whatever it says (only its reason would say so), so the others alone are asked
+        goes = {item['id'] for item in plan.remove if not item.get('disk_target')}
+        unusable = find_unusable_images(engine, [i for i in images if i.id not in goes], result)
+        if unusable:
+            plan = make(unusable)
         result['sandbox_image'] = ', '.join(sandbox_images) or None
         if plan.disk:
             result['disk_target'] = plan.disk
@@ -168,16 +177,19 @@ class ImagesPhase(Phase):
         return out
 
 
-def find_unusable_images(run, images, result, taken=None):
+def find_unusable_images(run, images, result):
     """{image id: (reason to remove it, note when kept)} of the ``images`` the CRI lists but cannot
-    unpack again (content incomplete, no snapshot in the CRI's snapshotter; see _snapshotters);
+    unpack again (content incomplete, no snapshot in the CRI's snapshotter; see _snapshotters):
+    ``ctr images check`` asked of their names only, not at all when there is none;
     ``result['unusable']`` says what was asked and found. Never fails the phase: when the
     snapshotter or ``ctr images check`` cannot be read, none is found (kept when in doubt), and a
-    ctr that is there but fails is a warning. ``ctr images check`` is the engine's (started ahead
-    when it could be: Engine.images_check); ``taken`` (a list) gets the commands run ahead for it."""
+    ctr that is there but fails is a warning."""
     if run.is_crio():
         result['unusable'] = {'checked': False, 'why': 'not applicable: CRI-O has no containerd snapshotter '
                                                        '(images live in containers/storage; ctr is not used)'}
+        return {}
+    if not images:
+        result['unusable'] = {'checked': False, 'why': 'not needed: every image goes in this run by the other rules'}
         return {}
     snapshotters, exc = run.snapshotters()
     snapshotter = snapshotters.default if snapshotters is not None else None
@@ -185,17 +197,15 @@ def find_unusable_images(run, images, result, taken=None):
         result['unusable'] = {'checked': False, 'why': 'the CRI\'s snapshotter is unknown (%s)' % (
             describe(exc) if exc else 'neither crictl info nor crictl imagefsinfo names it')}
         return {}
+    names = sorted({name for image in images for name in [image.id] + image.refs})
     try:
-        output, ahead = run.images_check(snapshotter)
-        if ahead and taken is not None:
-            taken.extend(run.ran_ahead)
-        checked = _snapshotters.parse_images_check(output)
+        checked = _snapshotters.parse_images_check(run.ctr.images_check(snapshotter, names))
     except (CommandError, ImageGCError) as exc:
         result['unusable'] = {'checked': False, 'why': describe(exc)}
         if isinstance(exc, CommandError):
             result['warnings'].append('images the runtime cannot unpack again were not looked for: %s' % describe(exc))
         return {}
     found = _snapshotters.unusable_images(images, checked)
-    result['unusable'] = {'checked': True, 'snapshotter': snapshotter, 'found': sorted(found)}
+    result['unusable'] = {'checked': True, 'snapshotter': snapshotter, 'asked': len(images), 'found': sorted(found)}
     return {image_id: (_snapshotters.unusable_reason(status, snapshotter),
                        _snapshotters.unusable_but_kept(status, snapshotter)) for image_id, status in found.items()}

@@ -25,13 +25,10 @@ def new_result(phase, check_mode):
             'commands': [], 'duration': 0.0}
 
 
-def finish(result, runner, started, first_command, ahead=(), taken=()):
-    """``result`` with its duration and the commands run since ``first_command`` (of ``runner.history``),
-    less those run in the background ahead of their own phase (``ahead``, argv lists: they ran beside
-    this phase, not for it); ``taken``: those of ``ahead`` this phase used, listed first."""
+def finish(result, runner, started, first_command):
+    """``result`` with its duration and the commands run since ``first_command`` (of ``runner.history``)."""
     result['duration'] = round(time.monotonic() - started, 3)
-    result['commands'] = [list(a) for a in taken] + [r.argv for r in runner.history[first_command:]
-                                                     if r.argv not in ahead]
+    result['commands'] = [r.argv for r in runner.history[first_command:]]
     return result
 
 
@@ -50,8 +47,7 @@ class Phase:
     ``run`` (an _engine.Engine) gives a phase what it needs through its public interface only:
     ``settings``, ``node``, ``runtime``, ``runner``, ``crictl``, ``ctr``, ``clock()``, ``now()``,
     ``peer_mirror_root``, ``sandbox_images(images)``, ``image_fs()``, ``measure()``,
-    ``last_use(images)``, ``ages_trusted()``, ``snapshotters()``, ``images_check(snapshotter)`` and
-    ``ran_ahead``.
+    ``last_use(images)``, ``ages_trusted()`` and ``snapshotters()``.
 
     The hooks a phase may override: ``skip_reason()`` (a reason to skip the phase, or None),
     ``preview(plan)`` (what check mode runs instead of acting), ``act(plan)`` -> outcome,
@@ -68,7 +64,6 @@ class Phase:
         self.check_mode = check_mode
         self.started, self.first = time.monotonic(), len(run.runner.history)
         self.result = new_result(self.name, check_mode)
-        self.taken = []                  # commands run ahead of this phase, for it (Engine.ran_ahead)
 
     @classmethod
     def entry(cls, run, check_mode=False):
@@ -76,7 +71,7 @@ class Phase:
         return cls(run, check_mode).run()
 
     def finish(self):
-        return finish(self.result, self.engine.runner, self.started, self.first, self.engine.ran_ahead, self.taken)
+        return finish(self.result, self.engine.runner, self.started, self.first)
 
     def run(self):
         result = self.result

@@ -114,8 +114,11 @@ def content_prune_skip(snapshotters):
 
 def parse_images_check(text):
     """{image name: {'status': 'incomplete (2/3)', 'complete': bool, 'unpacked': bool}} from
-    ``ctr images check`` (a space-aligned table: REF TYPE DIGEST STATUS SIZE UNPACKED)."""
+    ``ctr images check`` (a space-aligned table: REF TYPE DIGEST STATUS SIZE UNPACKED). Asked with
+    filters no image matches, ctr prints nothing at all, not even the header: no row."""
     lines = (text or '').splitlines()
+    if not any(line.strip() for line in lines):
+        return {}
     header = lines[0] if lines else ''
     names = ('REF', 'STATUS', 'SIZE', 'UNPACKED')
     if not all(name in header.split() for name in names):

@@ -24,15 +24,19 @@ def inspect_reply(version, ids, volumes=None):
     return Reply(0, json.dumps(entries[0] if len(entries) == 1 else entries), crictl_warning(version))
 
 
-def images_check_reply(images_json, unusable=()):
-    """``ctr images check --snapshotter overlayfs``: DERIVED from the shape recorded in
-    tests/fixtures/ctr-images-check/ (a space-aligned table; the CRI's own ``sha256:<id>`` name
+def images_check_reply(images_json, unusable=(), argv=()):
+    """``ctr images check --snapshotter overlayfs [name=="NAME"...]``: DERIVED from the shape recorded
+    in tests/fixtures/ctr-images-check/ (a space-aligned table; the CRI's own ``sha256:<id>`` name
     listed beside the image's tags and digests): every image of ``images_json`` (crictl images)
-    complete and unpacked, but those in ``unusable`` (ids): incomplete (2/3) and not unpacked."""
+    complete and unpacked, but those in ``unusable`` (ids): incomplete (2/3) and not unpacked.
+    With ``name==`` filters in ``argv`` (ctr's: any of them matches), only the names they give."""
+    wanted = {json.loads(a[len('name=='):]) for a in argv if a.startswith('name==')}
     rows = []
     for image in json.loads(images_json)['images']:
         bad = image['id'] in unusable
         for name in (image.get('repoTags') or []) + (image.get('repoDigests') or []) + [image['id']]:
+            if wanted and name not in wanted:
+                continue
             rows.append((name, 'incomplete (2/3)' if bad else 'complete (3/3)', 'false' if bad else 'true'))
     width = max([len(r[0]) for r in rows] + [3]) + 1
     mt = 'application/vnd.oci.image.manifest.v1+json'
@@ -82,7 +86,7 @@ def node_runner(version, state='before'):
         return content_before
 
     def images_check(argv, runner):
-        return images_check_reply(images(argv, runner).out)
+        return images_check_reply(images(argv, runner).out, argv=argv)
 
     def rm(argv, runner):
         # DERIVED from rm.out: crictl prints each removed id on stdout.

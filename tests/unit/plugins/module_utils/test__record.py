@@ -283,6 +283,20 @@ def test_disk_target_in_check_mode_is_the_estimate_and_says_so(tmp_path, peer_ro
     assert sum(1 for argv in runner.calls if 'imagefsinfo' in argv) == 1
 
 
+def test_disk_target_candidates_are_asked_whether_they_are_unusable(tmp_path, peer_root, monkeypatch):
+    """An image the disk target's estimate has go may still stay (the measure decides): phase 3's look
+    for unusable images is asked of it, as of every image that does not go by the other rules."""
+    engine, runner = _target_engine(tmp_path, peer_root, monkeypatch, ())
+    images = engine.run(check_mode=True)['phases'][2]
+    going = ids(images['removed'])
+    assert len(going) == 2 and all(i.get('disk_target') for i in images['removed'])
+    check = runner.ran('ctr', 'images', 'check')
+    assert len(check) == 1
+    asked = {json.loads(a[len('name=='):]) for a in check[0] if a.startswith('name==')}
+    assert set(going) <= asked, (going, asked)
+    assert images['unusable']['asked'] == 5
+
+
 def test_disk_target_real_run_removes_in_batches_until_the_measured_usage_is_at_disk_low(
         tmp_path, peer_root, monkeypatch):
     # measured: 88% before the target's first batch, 80% after it, 70% (= disk_low) after the second;

@@ -129,6 +129,12 @@ def test_one_name_unpacked_is_enough_to_keep_it():
     assert unusable_images(images.values(), rows) == {}
 
 
+def test_parse_images_check_of_filters_no_image_matches_is_no_row():
+    # ctr 1.6.20, asked with name=="nope:1": rc 0 and nothing on stdout, not even the header
+    assert parse_images_check('') == {}
+    assert parse_images_check('\n') == {}
+
+
 def test_parse_images_check_refuses_another_table():
     with pytest.raises(ImageGCError, match='no REF ... STATUS SIZE UNPACKED header'):
         parse_images_check('REF TYPE DIGEST STATUS\nx y z complete\n')

@@ -6,14 +6,16 @@ after the plan are re-checked before each removal batch."""
 
 import json
 
+from ansible_collections.nodemaint.image_gc.plugins.module_utils._images_phase import find_unusable_images
+
 from tests.unit.image_gc_testlib import (
-    CRICTL_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_UNUSED3, V16, V21, Reply, fixture_json, fixture_text, ids,
+    CRICTL_PREFIX, IDS, IMG_BUSYBOX1, IMG_BUSYBOX2, IMG_OLD_BUSYBOX1, IMG_PAUSE, IMG_UNUSED3, V16, V21, Reply, fixture_json, fixture_text, ids,
     images_check_reply, inspect_reply, json_reply, make_engine, node_runner, recorded_reply)
 
 
 def _broken(runner, version, *unusable):
     images = fixture_text(version, 'images.json')
-    runner.on('ctr images check', images_check_reply(images, unusable))
+    runner.on('ctr images check', lambda argv, r: images_check_reply(images, unusable, argv))
     return runner
 
 
@@ -33,7 +35,7 @@ def test_an_unusable_image_goes_whatever_its_age_and_last_use(peer_root):
         assert reason.startswith('unusable: its content is incomplete (ctr images check: incomplete (2/3); the layer '
                                  'blobs were pruned) and it is not unpacked in overlayfs: the CRI cannot create')
         assert runner.ran('crictl', 'rmi') == [CRICTL_PREFIX + ['rmi', IMG_BUSYBOX1]]
-        assert result['unusable'] == {'checked': True, 'snapshotter': 'overlayfs', 'found': [IMG_BUSYBOX1]}
+        assert result['unusable'] == {'checked': True, 'snapshotter': 'overlayfs', 'asked': 5, 'found': [IMG_BUSYBOX1]}
 
 
 def test_without_the_rule_the_same_state_removes_nothing(peer_root):
@@ -110,59 +112,76 @@ def test_image_volumes_that_cannot_be_read_keep_the_batch(peer_root):
                                          'read (crictl inspect'), kept[image_id]
 
 
-# -- the look asked ahead, beside the disk report's listings (issue 26, item 4) -------------------
+# -- the look asked of the images that stay only (issue 26, item 4) ------------------------------
 def _whole(runner, peer_root, check_mode=False, **settings):
     engine = make_engine(runner, settings=dict({'image_min_age': '10m'}, **settings),
                          phases=('containers', 'images', 'disk'), peer_root=peer_root)
     return engine.run(check_mode=check_mode)
 
 
-def _check_argv(runner):
+def _asked(runner):
+    """The image names the one ``ctr images check`` of the run was asked of (its name== filters)."""
     found = runner.ran('ctr', 'images', 'check')
-    assert len(found) == 1, found      # asked once, ahead, not again by phase 3
-    return found[0]
+    assert len(found) == 1, found
+    return sorted(json.loads(a[len('name=='):]) for a in found[0] if a.startswith('name=='))
 
 
-def test_the_look_runs_beside_the_disk_report_and_phase_3_lists_it(peer_root):
+def _names(version, *image_ids):
+    images = fixture_json(version, 'images.json')['images']
+    return sorted(n for i in images if i['id'] in image_ids
+                  for n in [i['id']] + (i.get('repoTags') or []) + (i.get('repoDigests') or []))
+
+
+def test_the_look_is_asked_of_the_images_that_stay_only(peer_root):
+    """image_unused_for 0s (no image_min_age): the three unused images go by the other rules and are
+    not asked of; the sandbox image and the sleeper's stay and are."""
     runner = _broken(node_runner(V16), V16, IMG_BUSYBOX1)
-    run = _whole(runner, peer_root, image_unused_for='30d')
-    by_phase = {r['phase']: r for r in run['phases']}
-    argv = _check_argv(runner)
-    # before phase 1 removed anything: it ran while the disk report listed
-    keys = [tuple(c[len(CRICTL_PREFIX):]) if c[:len(CRICTL_PREFIX)] == CRICTL_PREFIX else tuple(c) for c in runner.calls]
-    assert runner.calls.index(argv) < min(i for i, k in enumerate(keys) if k[:1] == ('rm',))
-    assert by_phase['images']['commands'][0] == argv            # phase 3's, which used it
-    assert argv not in by_phase['containers']['commands']
-    assert ids(by_phase['images']['removed']) == [IMG_BUSYBOX1]
-    assert by_phase['images']['unusable'] == {'checked': True, 'snapshotter': 'overlayfs', 'found': [IMG_BUSYBOX1]}
+    run = _whole(runner, peer_root, image_min_age='0s', image_unused_for='0s')
+    images = [r for r in run['phases'] if r['phase'] == 'images'][0]
+    assert _asked(runner) == _names(V16, IMG_PAUSE, IMG_BUSYBOX2)
+    assert ids(images['removed']) == [IMG_UNUSED3, IMG_OLD_BUSYBOX1, IMG_BUSYBOX1]
+    # it went for being unused: the look that would have said "unusable" was not needed for it
+    reason = {i['id']: i['reason'] for i in images['removed']}[IMG_BUSYBOX1]
+    assert not reason.startswith('unusable'), reason
+    assert images['unusable'] == {'checked': True, 'snapshotter': 'overlayfs', 'asked': 2, 'found': []}
+    assert runner.ran('ctr', 'images', 'check')[0] in images['commands']
 
 
-def test_the_look_asked_ahead_plans_as_in_check_mode(peer_root):
+def test_an_unusable_image_the_warm_cache_would_keep_is_asked_of_and_goes(peer_root):
+    runner = _broken(node_runner(V16), V16, IMG_BUSYBOX1)
+    images = [r for r in _whole(runner, peer_root, image_min_age='0s', image_unused_for='30d')['phases']
+              if r['phase'] == 'images'][0]
+    assert IMG_BUSYBOX1 in [n for n in _asked(runner) if n.startswith('sha256:')]
+    assert ids(images['removed']) == [IMG_BUSYBOX1]
+    assert images['removed'][0]['reason'].startswith('unusable: its content is incomplete')
+
+
+def test_no_look_when_every_image_goes_by_the_other_rules(peer_root):
+    """Nothing left to ask of (the recorded node always keeps the running sleeper's image, so the
+    function is called as phase 3 calls it, with the images that do not go): no ctr at all."""
+    runner = _broken(node_runner(V16), V16, IMG_BUSYBOX1)
+    result = {'warnings': []}
+    assert find_unusable_images(make_engine(runner, peer_root=peer_root), [], result) == {}
+    assert runner.ran('ctr', 'images', 'check') == []
+    assert result == {'warnings': [], 'unusable': {'checked': False, 'why': 'not needed: every image goes in this '
+                                                                            'run by the other rules'}}
+
+
+def test_the_look_plans_as_in_check_mode(peer_root):
     real = _whole(_broken(node_runner(V16), V16, IMG_BUSYBOX1), peer_root, image_unused_for='30d')
     dry = _whole(_broken(node_runner(V16), V16, IMG_BUSYBOX1), peer_root, check_mode=True, image_unused_for='30d')
     assert [ids(r['removed']) for r in real['phases']] == [ids(r['removed']) for r in dry['phases']]
+    assert [[i['reason'] for i in r['removed']] for r in real['phases']] == \
+        [[i['reason'] for i in r['removed']] for r in dry['phases']]
 
 
-def test_a_look_that_failed_ahead_warns_in_phase_3_as_before(peer_root):
-    runner = node_runner(V16)
-    runner.on('ctr images check', recorded_reply(V21, 'ctr-nosocket'))
-    images = [r for r in _whole(runner, peer_root)['phases'] if r['phase'] == 'images'][0]
-    _check_argv(runner)
-    assert images['status'] == 'ok' and images['unusable']['checked'] is False
-    asked_in_phase_3 = node_runner(V16)
-    asked_in_phase_3.on('ctr images check', recorded_reply(V21, 'ctr-nosocket'))
-    warning = _images(asked_in_phase_3, peer_root)['warnings']
-    assert warning[0].startswith('images the runtime cannot unpack again were not looked for: ctr images check')
-    assert images['warnings'] == warning
-
-
-def test_no_look_ahead_when_the_run_is_below_disk_usage_threshold(peer_root):
+def test_no_look_when_the_run_is_below_disk_usage_threshold(peer_root):
     runner = _broken(node_runner(V16), V16, IMG_BUSYBOX1)
     run = _whole(runner, peer_root, disk_usage_threshold=100)
     assert run['skip_reason'] and runner.ran('ctr', 'images', 'check') == []
 
 
-def test_no_look_ahead_when_phase_3_is_off(peer_root):
+def test_no_look_when_phase_3_is_off(peer_root):
     runner = _broken(node_runner(V16), V16, IMG_BUSYBOX1)
     _whole(runner, peer_root, images=False)
     assert runner.ran('ctr', 'images', 'check') == []
