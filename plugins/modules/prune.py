@@ -335,7 +335,7 @@ sandbox_image:
 commands:
   description:
     - The command lines that were run, the disk reports' included, each an argument list, in the order they ended
-      (the disk report's listings, and phase 3's C(ctr images check), run side by side before phase 1).
+      (the disk report's listings run side by side before phase 1).
   returned: when O(return_commands=true), or at verbosity 2 (C(-vv)) or more
   type: list
   elements: list
